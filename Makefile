@@ -1,0 +1,41 @@
+# vsop — the two commands are `make demo` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+STACK_ENV := .stack/env
+# one file or more, e.g. make test-e2e E2E=test/e2e/stack.test.ts
+E2E ?= test/e2e/*.test.ts
+
+.PHONY: help install build lint stack-up stack-down test test-unit test-e2e demo demo-down bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## install what is missing (apt packages, npm modules, Go-built tools)
+	@hack/install.sh
+
+build: install ## compile TypeScript to dist/
+	@npx tsc -p tsconfig.json
+
+lint: install ## type-check everything, ESLint and Prettier
+	@npx tsc -p tsconfig.test.json && npx eslint . && npx prettier --check .
+
+stack-up: ## start the local stack and write .stack/env
+	@hack/stack-up.sh
+
+stack-down: ## stop what stack-up started
+	@hack/stack-down.sh
+
+test-unit: build ## unit tests of pure functions (no stack needed)
+	@node --import tsx --test --test-concurrency=1 test/unit/*.test.ts
+
+test-e2e: build ## end-to-end tests against the running stack
+	@source $(STACK_ENV) && node --import tsx --test --test-concurrency=1 --test-timeout=600000 $(E2E)
+
+test: ## install, start the stack, lint, run every test, stop the stack (also on failure)
+	@hack/install.sh
+	@hack/stack-up.sh; rc=$$?; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory lint test-unit test-e2e; rc=$$?; fi; \
+	hack/stack-down.sh; exit $$rc
+
+clean: stack-down ## remove build output and the stack's state
+	rm -rf dist .stack

@@ -1,0 +1,70 @@
+# Shared helpers for the local stack scripts. Source it; do not run it.
+# Every wait has a timeout and every failure names the part and its log.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK="${VSOP_STACK_DIR:-$ROOT/.stack}"
+CACHE="${VSOP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vsop}"
+LOGS="$STACK/logs"
+PIDS="$STACK/pids"
+
+# Pinned versions of what the stack builds with Go.
+KUBE_VERSION="v1.32.13"
+GOVMOMI_VERSION="v0.46.3"
+
+KUBE_APISERVER_BIN="$CACHE/kube-apiserver-$KUBE_VERSION"
+GOVMOMI_BIN="$CACHE/govmomi-$GOVMOMI_VERSION"
+
+export PATH="/usr/local/go/bin:$PATH"
+
+log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${PART:-stack}" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+
+# fail_part NAME LOG MESSAGE: stop with the part's name, the path of its log and its last lines.
+fail_part() {
+  local name="$1" logfile="$2" msg="$3"
+  log "ERROR: $name $msg; see $logfile"
+  if [ -f "$logfile" ]; then tail -n 20 "$logfile" | sed 's/^/    | /' >&2; fi
+  exit 1
+}
+
+# wait_until TIMEOUT_SECONDS DESCRIPTION COMMAND...: poll COMMAND every half second.
+wait_until() {
+  local timeout="$1" what="$2"
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# pick_port PREFERRED: the preferred port when nothing listens there, otherwise a free one.
+pick_port() {
+  local want="$1"
+  if port_free "$want"; then
+    echo "$want"
+    return
+  fi
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+pid_alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+
+# start_bg NAME COMMAND...: run COMMAND in the background with its own log and pid file.
+start_bg() {
+  local name="$1"
+  shift
+  mkdir -p "$LOGS" "$PIDS"
+  setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}

@@ -1,0 +1,138 @@
+// `vsop run` flags: parsed and validated here, so a typo stops the operator before it starts.
+import { parseArgs } from "node:util";
+
+export interface RunConfig {
+  kubeconfig?: string;
+  /** Empty string: all namespaces. */
+  namespace: string;
+  labelSelector?: string;
+  workers: number;
+  resyncPeriodSeconds: number;
+  logLevel: "trace" | "debug" | "info" | "warn" | "error";
+  logFormat: "json" | "pretty";
+  metricsBindAddress: string;
+  healthProbeBindAddress: string;
+  provisioningBindAddress: string;
+  provisioningURL?: string;
+  leaderElect: boolean;
+  leaderElectionNamespace: string;
+  leaderElectionID: string;
+  leaseDurationSeconds: number;
+}
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export const RUN_FLAGS = {
+  kubeconfig: { type: "string", help: "kubeconfig path (default: in-cluster, then $KUBECONFIG)" },
+  namespace: { type: "string", help: "watch one namespace (default: all namespaces)" },
+  "label-selector": {
+    type: "string",
+    help: "only VirtualServers matching this selector (sharding)",
+  },
+  workers: { type: "string", help: "concurrent reconciles (default 4)" },
+  "resync-period": {
+    type: "string",
+    help: "re-reconcile every object this often, e.g. 10m (default 10m)",
+  },
+  "log-level": { type: "string", help: "trace|debug|info|warn|error (default info)" },
+  "log-format": { type: "string", help: "json|pretty (default json)" },
+  "metrics-bind-address": {
+    type: "string",
+    help: "Prometheus /metrics address (default :8080, 0 = off)",
+  },
+  "health-probe-bind-address": {
+    type: "string",
+    help: "/healthz and /readyz address (default :8081)",
+  },
+  "provisioning-bind-address": {
+    type: "string",
+    help: "kickstart and /built callback address (default :8082)",
+  },
+  "provisioning-url": {
+    type: "string",
+    help: "URL installers use to reach the provisioning server",
+  },
+  "leader-elect": { type: "boolean", help: "elect a leader through a Lease; only it reconciles" },
+  "leader-election-namespace": {
+    type: "string",
+    help: "namespace of the Lease (default vsop-system)",
+  },
+  "leader-election-id": { type: "string", help: "name of the Lease (default vsop-leader)" },
+  "lease-duration": { type: "string", help: "leader lease duration, e.g. 15s (default 15s)" },
+  help: { type: "boolean", help: "show this help" },
+} as const;
+
+export function runHelp(): string {
+  const lines = Object.entries(RUN_FLAGS).map(([name, f]) => `  --${name.padEnd(28)} ${f.help}`);
+  return `Usage: vsop run [flags]\n\nRuns the VirtualServer operator.\n\nFlags:\n${lines.join("\n")}\n`;
+}
+
+/** Parses a duration such as 30s, 10m, 1h or a bare number of seconds. */
+export function parseDuration(value: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
+  if (!m) throw new UsageError(`--${flag}: "${value}" is not a duration such as 30s, 10m or 1h`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? "s";
+  return unit === "ms" ? n / 1000 : unit === "s" ? n : unit === "m" ? n * 60 : n * 3600;
+}
+
+function oneOf<T extends string>(value: string, allowed: readonly T[], flag: string): T {
+  if (!(allowed as readonly string[]).includes(value))
+    throw new UsageError(`--${flag}: "${value}" is not one of ${allowed.join(", ")}`);
+  return value as T;
+}
+
+function positiveInt(value: string, flag: string, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > max)
+    throw new UsageError(`--${flag}: "${value}" is not a whole number from 1 to ${max}`);
+  return n;
+}
+
+export function parseRunFlags(args: string[]): RunConfig & { help: boolean } {
+  const options = Object.fromEntries(
+    Object.entries(RUN_FLAGS).map(([k, v]) => [k, { type: v.type }]),
+  ) as Record<string, { type: "string" | "boolean" }>;
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args, options, allowPositionals: false, strict: true }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const str = (k: string) => values[k] as string | undefined;
+  return {
+    help: values.help === true,
+    kubeconfig: str("kubeconfig"),
+    namespace: str("namespace") ?? "",
+    labelSelector: str("label-selector"),
+    workers: positiveInt(str("workers") ?? "4", "workers", 256),
+    resyncPeriodSeconds: parseDuration(str("resync-period") ?? "10m", "resync-period"),
+    logLevel: oneOf(
+      str("log-level") ?? "info",
+      ["trace", "debug", "info", "warn", "error"],
+      "log-level",
+    ),
+    logFormat: oneOf(str("log-format") ?? "json", ["json", "pretty"], "log-format"),
+    metricsBindAddress: str("metrics-bind-address") ?? ":8080",
+    healthProbeBindAddress: str("health-probe-bind-address") ?? ":8081",
+    provisioningBindAddress: str("provisioning-bind-address") ?? ":8082",
+    provisioningURL: str("provisioning-url"),
+    leaderElect: values["leader-elect"] === true,
+    leaderElectionNamespace: str("leader-election-namespace") ?? "vsop-system",
+    leaderElectionID: str("leader-election-id") ?? "vsop-leader",
+    leaseDurationSeconds: parseDuration(str("lease-duration") ?? "15s", "lease-duration"),
+  };
+}
+
+/** Splits "host:port" / ":port" into what net.Server.listen takes; "0" disables. */
+export function parseBindAddress(
+  addr: string,
+  flag: string,
+): { host?: string; port: number } | null {
+  if (addr === "0" || addr === "") return null;
+  const m = /^(.*):(\d+)$/.exec(addr);
+  if (!m) throw new UsageError(`--${flag}: "${addr}" is not host:port or :port`);
+  return { host: m[1] || undefined, port: Number(m[2]) };
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// vsop command line: `vsop run` (the operator), `vsop mco …` (MCollective debugging), `--version`.
+import { readFileSync } from "node:fs";
+import { parseRunFlags, runHelp, UsageError } from "./cli/run-flags.js";
+
+const USAGE = `Usage: vsop <command> [flags]
+
+Commands:
+  run        run the VirtualServer operator (vsop run --help)
+
+Flags:
+  --version  print the version
+  --help     show this help
+`;
+
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case "--version":
+    case "version":
+      process.stdout.write(`vsop ${version()}\n`);
+      return 0;
+    case undefined:
+    case "--help":
+    case "help":
+      process.stdout.write(USAGE);
+      return 0;
+    case "run": {
+      const config = parseRunFlags(rest);
+      if (config.help) {
+        process.stdout.write(runHelp());
+        return 0;
+      }
+      process.stderr.write("vsop: the reconcile loop is not part of this build yet\n");
+      return 1;
+    }
+    default:
+      throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`vsop: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`vsop: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,70 @@
+// Typed vSphere errors. The reconcile steps map them to condition reasons.
+
+/** A vim25 SOAP fault, e.g. InvalidLogin, NotAuthenticated, DuplicateName, NoDiskSpace. */
+export class VSphereFault extends Error {
+  override name = "VSphereFault";
+  constructor(
+    readonly fault: string,
+    readonly method: string,
+    message: string,
+  ) {
+    super(`${method}: ${fault}${message ? `: ${message}` : ""}`);
+  }
+}
+
+/** The server's certificate failed verification against the configured CA bundle. */
+export class VSphereTLSError extends Error {
+  override name = "VSphereTLSError";
+  constructor(
+    readonly url: string,
+    readonly code: string,
+  ) {
+    super(`TLS verification of ${url} failed (${code}); check the class's CA bundle`);
+  }
+}
+
+/** vCenter could not be reached (refused, reset, timed out). */
+export class VSphereUnreachable extends Error {
+  override name = "VSphereUnreachable";
+  constructor(
+    readonly url: string,
+    readonly code: string,
+  ) {
+    super(`vCenter at ${url} is unreachable (${code})`);
+  }
+}
+
+/** A vSphere task ended in error or did not end in time. */
+export class VSphereTaskError extends Error {
+  override name = "VSphereTaskError";
+  constructor(
+    readonly task: string,
+    readonly fault: string,
+    message: string,
+  ) {
+    super(`task ${task} failed: ${fault}${message ? `: ${message}` : ""}`);
+  }
+}
+
+const TLS_CODES = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "CERT_SIGNATURE_FAILURE",
+  "EPROTO",
+]);
+
+export function isTLSErrorCode(code: string | undefined): boolean {
+  return code !== undefined && TLS_CODES.has(code);
+}
+
+export function faultName(err: unknown): string | undefined {
+  if (err instanceof VSphereFault) return err.fault;
+  if (err instanceof VSphereTaskError) return err.fault;
+  return undefined;
+}

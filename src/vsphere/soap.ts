@@ -1,0 +1,83 @@
+// vim25 SOAP transport over axios: TLS with the class's CA bundle, the session cookie, typed faults.
+import https from "node:https";
+import axios, { AxiosError, type AxiosInstance } from "axios";
+import { MoRef, decodeResponse, envelope, type Node } from "./xml.js";
+import { VSphereFault, VSphereTLSError, VSphereUnreachable, isTLSErrorCode } from "./errors.js";
+
+export interface SoapOptions {
+  /** vCenter SDK URL, e.g. https://vcenter.example.com/sdk */
+  url: string;
+  /** PEM CA bundle; the system roots when absent. */
+  caBundle?: string;
+  insecureSkipVerify?: boolean;
+  timeoutMs?: number;
+  /** Called once per request, for metrics. */
+  onCall?: (method: string) => void;
+}
+
+const SOAP_ACTION = "urn:vim25/6.5";
+const COOKIE = "vmware_soap_session";
+
+export class SoapTransport {
+  private readonly http: AxiosInstance;
+  private cookie: string | undefined;
+
+  constructor(readonly options: SoapOptions) {
+    const agent = new https.Agent({
+      keepAlive: true,
+      maxSockets: 8,
+      ca: options.caBundle || undefined,
+      rejectUnauthorized: !options.insecureSkipVerify,
+    });
+    this.http = axios.create({
+      httpsAgent: agent,
+      timeout: options.timeoutMs ?? 60_000,
+      responseType: "text",
+      transformResponse: (d) => d,
+      validateStatus: () => true,
+      maxRedirects: 0,
+    });
+  }
+
+  get sessionCookie(): string | undefined {
+    return this.cookie;
+  }
+
+  clearSession(): void {
+    this.cookie = undefined;
+  }
+
+  /** The https agent, shared with the datastore file transfers so they verify TLS alike. */
+  get agent(): https.Agent {
+    return this.http.defaults.httpsAgent as https.Agent;
+  }
+
+  async call(method: string, thisRef: MoRef, args: Record<string, unknown> = {}): Promise<Node> {
+    this.options.onCall?.(method);
+    let res;
+    try {
+      res = await this.http.post<string>(this.options.url, envelope(method, thisRef, args), {
+        headers: {
+          "Content-Type": "text/xml; charset=utf-8",
+          SOAPAction: SOAP_ACTION,
+          ...(this.cookie ? { Cookie: `${COOKIE}=${this.cookie}` } : {}),
+        },
+      });
+    } catch (err) {
+      const code = (err as AxiosError).code ?? (err as NodeJS.ErrnoException).code ?? "unknown";
+      const causeCode = ((err as AxiosError).cause as NodeJS.ErrnoException | undefined)?.code;
+      if (isTLSErrorCode(code) || isTLSErrorCode(causeCode))
+        throw new VSphereTLSError(this.options.url, causeCode ?? code);
+      throw new VSphereUnreachable(this.options.url, code);
+    }
+    for (const c of ([] as string[]).concat(res.headers["set-cookie"] ?? [])) {
+      const m = new RegExp(`${COOKIE}=("?)([^";]+)\\1`).exec(c);
+      if (m) this.cookie = m[2];
+    }
+    if (typeof res.data !== "string" || !res.data.includes("Envelope"))
+      throw new VSphereUnreachable(this.options.url, `HTTP ${res.status}`);
+    const { body, fault } = decodeResponse(res.data);
+    if (fault) throw new VSphereFault(fault.name, method, fault.message);
+    return body ?? "";
+  }
+}
