@@ -38,8 +38,8 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(runHelp());
         return 0;
       }
-      process.stderr.write("vsop: the reconcile loop is not part of this build yet\n");
-      return 1;
+      const { runOperator } = await import("./operator.js");
+      return runOperator(config);
     }
     default:
       throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);

@@ -18,6 +18,10 @@ export interface RunConfig {
   leaderElectionNamespace: string;
   leaderElectionID: string;
   leaseDurationSeconds: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** Where the Secrets and ConfigMaps that classes name live, and the install token Secrets. */
+  operatorNamespace: string;
 }
 
 export class UsageError extends Error {
@@ -61,6 +65,15 @@ export const RUN_FLAGS = {
   },
   "leader-election-id": { type: "string", help: "name of the Lease (default vsop-leader)" },
   "lease-duration": { type: "string", help: "leader lease duration, e.g. 15s (default 15s)" },
+  "backoff-base": { type: "string", help: "first retry delay after an error (default 1s)" },
+  "backoff-max": {
+    type: "string",
+    help: "longest retry delay after repeated errors (default 60s)",
+  },
+  "operator-namespace": {
+    type: "string",
+    help: "namespace of class Secrets/ConfigMaps and install tokens (default $POD_NAMESPACE or vsop-system)",
+  },
   help: { type: "boolean", help: "show this help" },
 } as const;
 
@@ -123,6 +136,9 @@ export function parseRunFlags(args: string[]): RunConfig & { help: boolean } {
     leaderElectionNamespace: str("leader-election-namespace") ?? "vsop-system",
     leaderElectionID: str("leader-election-id") ?? "vsop-leader",
     leaseDurationSeconds: parseDuration(str("lease-duration") ?? "15s", "lease-duration"),
+    backoffBaseMs: parseDuration(str("backoff-base") ?? "1s", "backoff-base") * 1000,
+    backoffMaxMs: parseDuration(str("backoff-max") ?? "60s", "backoff-max") * 1000,
+    operatorNamespace: str("operator-namespace") ?? process.env.POD_NAMESPACE ?? "vsop-system",
   };
 }
 

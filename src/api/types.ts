@@ -1,0 +1,184 @@
+// TypeScript shapes of the provisioning.vsop.dev/v1alpha1 CRDs (crds/*.yaml is the schema).
+
+export const GROUP = "provisioning.vsop.dev";
+export const VERSION = "v1alpha1";
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const VS_PLURAL = "virtualservers";
+export const VSC_PLURAL = "virtualserverclasses";
+export const FINALIZER = `${GROUP}/vm`;
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  uid?: string;
+  generation?: number;
+  resourceVersion?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  finalizers?: string[];
+  deletionTimestamp?: string;
+  creationTimestamp?: string;
+}
+
+export type DeletionPolicy = "Delete" | "Retain";
+
+export interface VirtualServerSpec {
+  hostname: string;
+  className: string;
+  cpus?: number;
+  memoryMiB?: number;
+  diskGiB?: number;
+  puppet?: { environment?: string; tags?: string[] };
+  deletionPolicy?: DeletionPolicy;
+}
+
+export type Phase =
+  "Pending" | "Creating" | "Installing" | "Configuring" | "Ready" | "Failed" | "Deleting";
+
+export type ConditionStatus = "True" | "False" | "Unknown";
+
+/** metav1.Condition */
+export interface Condition {
+  type: string;
+  status: ConditionStatus;
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export interface ServiceAddress {
+  name: string;
+  address?: string;
+}
+
+export interface NicStatus {
+  role: "service" | "boot";
+  portGroup: string;
+  macAddress?: string;
+  connected: boolean;
+}
+
+export interface VirtualServerStatus {
+  observedGeneration?: number;
+  phase?: Phase;
+  address?: string;
+  vlan?: number;
+  portGroup?: string;
+  services?: { dns?: ServiceAddress; ntp?: ServiceAddress; proxy?: ServiceAddress };
+  vm?: {
+    moRef?: string;
+    name?: string;
+    instanceUUID?: string;
+    powerState?: string;
+    nics?: NicStatus[];
+  };
+  install?: { method?: string; startedAt?: string; completedAt?: string };
+  puppet?: {
+    requestedAt?: string;
+    requestedGeneration?: number;
+    lastRunAt?: string;
+    changed?: number;
+    failed?: number;
+    total?: number;
+    configVersion?: string;
+  };
+  conditions?: Condition[];
+}
+
+export interface VirtualServer {
+  apiVersion: string;
+  kind: "VirtualServer";
+  metadata: ObjectMeta;
+  spec: VirtualServerSpec;
+  status?: VirtualServerStatus;
+}
+
+export type BootMethod = "network" | "iso" | "guestinfo";
+
+export interface VirtualServerClassSpec {
+  vcenter: {
+    url: string;
+    /** Secret in the operator's namespace with keys `username` and `password`. */
+    credentialsSecret: string;
+    caBundle?: string;
+    insecureSkipVerify?: boolean;
+  };
+  placement: {
+    datacenter: string;
+    cluster?: string;
+    resourcePool?: string;
+    datastore: string;
+    folder?: string;
+  };
+  hardware?: {
+    template?: string;
+    guestId?: string;
+    cpus?: number;
+    memoryMiB?: number;
+    diskGiB?: number;
+    vmName?: "ShortName" | "FQDN";
+    powerCyclePolicy?: "Never" | "IfNeeded";
+  };
+  naming?: {
+    /** Regular expression with named groups apptype, environment, instance and domain. */
+    pattern?: string;
+    /** DNS servers as host or host:port; the system resolver when empty. */
+    dnsServers?: string[];
+  };
+  network?: {
+    portGroupTemplate?: string;
+    bootPortGroup?: string;
+    /** Which octet of the IPv4 address is the VLAN (1-4), unless cidrs match first. */
+    vlanOctet?: number;
+    vlanCIDRs?: { cidr: string; vlan: number }[];
+    prefixLength?: number;
+    services?: {
+      dns?: string;
+      ntp?: string;
+      proxy?: string;
+      /** Service kinds whose name may be missing from DNS. */
+      optional?: ("dns" | "ntp" | "proxy")[];
+    };
+  };
+  boot?: {
+    method?: BootMethod;
+    /** ConfigMap in the operator's namespace: keys kickstart, user-data, meta-data, network-config. */
+    templatesConfigMap?: string;
+    installTimeout?: string;
+    /** Treat servers as installed as soon as their VM runs (for images that need no install). */
+    assumeInstalled?: boolean;
+  };
+  puppet?: {
+    environment?: string;
+    interval?: string;
+    runTimeout?: string;
+  };
+  mcollective?: {
+    brokerURL: string;
+    /** Secret with keys `username` and `password` for the broker. */
+    credentialsSecret?: string;
+    caBundle?: string;
+    collective?: string;
+    /** Secret with client-private.pem, client-public.pem, server-public.pem, server-private.pem. */
+    keysSecret: string;
+    clientCertName?: string;
+  };
+}
+
+export interface VirtualServerClass {
+  apiVersion: string;
+  kind: "VirtualServerClass";
+  metadata: ObjectMeta;
+  spec: VirtualServerClassSpec;
+}
+
+export const CONDITION_TYPES = [
+  "NameResolved",
+  "VMCreated",
+  "Installed",
+  "BootNICDisconnected",
+  "PuppetApplied",
+  "Ready",
+] as const;
+export type ConditionType = (typeof CONDITION_TYPES)[number];

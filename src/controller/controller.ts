@@ -1,0 +1,72 @@
+// Runs reconciles from the work queue on N workers, with requeueAfter, backoff on error and a
+// periodic resync. Stopping lets in-flight reconciles finish.
+import type { Logger } from "pino";
+import { WorkQueue } from "./queue.js";
+
+export interface Result {
+  /** Reconcile again after this many seconds (a wait, not an error). */
+  requeueAfterSeconds?: number;
+}
+
+export type Reconcile = (key: string) => Promise<Result>;
+
+export interface ControllerOptions {
+  workers: number;
+  resyncSeconds: number;
+  logger: Logger;
+  /** Keys to resync periodically. */
+  keys: () => string[];
+  /** Called after every reconcile, for metrics. */
+  observe?: (outcome: "success" | "requeue" | "error", seconds: number, err?: unknown) => void;
+}
+
+export class Controller {
+  private workers: Promise<void>[] = [];
+  private resyncTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly queue: WorkQueue,
+    private readonly reconcile: Reconcile,
+    private readonly opts: ControllerOptions,
+  ) {}
+
+  start(): void {
+    for (let i = 0; i < this.opts.workers; i++) this.workers.push(this.work());
+    this.resyncTimer = setInterval(() => {
+      for (const key of this.opts.keys()) this.queue.add(key);
+    }, this.opts.resyncSeconds * 1000);
+    this.resyncTimer.unref();
+  }
+
+  /** Stops taking work and waits for in-flight reconciles. */
+  async stop(): Promise<void> {
+    clearInterval(this.resyncTimer);
+    this.queue.shutDown();
+    await Promise.all(this.workers);
+  }
+
+  private async work(): Promise<void> {
+    for (;;) {
+      const key = await this.queue.get();
+      if (key === undefined) return;
+      const started = process.hrtime.bigint();
+      const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+      try {
+        const result = await this.reconcile(key);
+        this.queue.forget(key);
+        if (result.requeueAfterSeconds !== undefined) {
+          this.queue.addAfter(key, result.requeueAfterSeconds * 1000);
+          this.opts.observe?.("requeue", seconds());
+        } else {
+          this.opts.observe?.("success", seconds());
+        }
+      } catch (err) {
+        const delay = this.queue.addRateLimited(key);
+        this.opts.observe?.("error", seconds(), err);
+        this.opts.logger.debug({ key, err: (err as Error).message, retryInMs: delay }, "requeued");
+      } finally {
+        this.queue.done(key);
+      }
+    }
+  }
+}

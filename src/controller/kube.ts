@@ -1,0 +1,152 @@
+// A small Kubernetes REST client on axios, authenticated by a KubeConfig (in-cluster, file).
+// Small on purpose: the operator needs get/list/watch/create/replace/patch/delete and to see
+// every request (metrics, the zero-write test), which a generated client hides.
+import https from "node:https";
+import { Readable } from "node:stream";
+import axios, { type AxiosInstance, type AxiosRequestConfig } from "axios";
+import * as k8s from "@kubernetes/client-node";
+
+export class KubeError extends Error {
+  override name = "KubeError";
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+    readonly method: string,
+    readonly path: string,
+  ) {
+    super(`${method} ${path}: ${status} ${reason}: ${message}`);
+  }
+}
+
+export const isNotFound = (e: unknown) => e instanceof KubeError && e.status === 404;
+export const isConflict = (e: unknown) => e instanceof KubeError && e.status === 409;
+export const isGone = (e: unknown) => e instanceof KubeError && e.status === 410;
+
+export interface WatchEvent<T> {
+  type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
+  object: T;
+}
+
+export function loadKubeConfig(path?: string): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+  else kc.loadFromDefault();
+  return kc;
+}
+
+export class Kube {
+  private http: AxiosInstance | undefined;
+  private httpBuiltAt = 0;
+  /** Called once per request with the verb, for metrics and tests. */
+  onRequest?: (method: string, path: string) => void;
+
+  constructor(private readonly kc: k8s.KubeConfig) {}
+
+  get server(): string {
+    return this.kc.getCurrentCluster()?.server ?? "";
+  }
+
+  /** Rebuilt every minute so rotated service-account tokens are picked up. */
+  private async client(): Promise<AxiosInstance> {
+    if (this.http && Date.now() - this.httpBuiltAt < 60_000) return this.http;
+    const opts: https.RequestOptions = {};
+    await this.kc.applyToHTTPSOptions(opts);
+    const agent = new https.Agent({
+      keepAlive: true,
+      ca: opts.ca,
+      cert: opts.cert,
+      key: opts.key,
+      rejectUnauthorized: opts.rejectUnauthorized ?? true,
+    });
+    this.http = axios.create({
+      baseURL: this.server,
+      httpsAgent: agent,
+      headers: (opts.headers ?? {}) as Record<string, string>,
+      validateStatus: () => true,
+      timeout: 30_000,
+    });
+    this.httpBuiltAt = Date.now();
+    return this.http;
+  }
+
+  async request<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    config: AxiosRequestConfig = {},
+  ): Promise<T> {
+    this.onRequest?.(method, path);
+    const http = await this.client();
+    const res = await http.request({ method, url: path, data: body, ...config });
+    if (res.status >= 400) {
+      const s = (res.data ?? {}) as { reason?: string; message?: string };
+      throw new KubeError(res.status, s.reason ?? "", s.message ?? String(res.data), method, path);
+    }
+    return res.data as T;
+  }
+
+  get<T>(path: string): Promise<T> {
+    return this.request<T>("GET", path);
+  }
+  create<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>("POST", path, body);
+  }
+  replace<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>("PUT", path, body);
+  }
+  mergePatch<T>(path: string, patch: unknown): Promise<T> {
+    return this.request<T>("PATCH", path, patch, {
+      headers: { "Content-Type": "application/merge-patch+json" },
+    });
+  }
+  delete<T>(path: string): Promise<T> {
+    return this.request<T>("DELETE", path);
+  }
+
+  /**
+   * Streams watch events until the server closes the stream, `signal` aborts or an error occurs.
+   * Resolves when the stream ends; the caller decides whether to re-watch or relist.
+   */
+  async watch<T>(
+    path: string,
+    query: Record<string, string>,
+    onEvent: (e: WatchEvent<T>) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    this.onRequest?.("WATCH", path);
+    const http = await this.client();
+    const res = await http.get<Readable>(path, {
+      params: { ...query, watch: "true" },
+      responseType: "stream",
+      timeout: 0,
+      signal,
+    });
+    if (res.status >= 400) {
+      res.data.destroy();
+      throw new KubeError(res.status, "", "watch refused", "WATCH", path);
+    }
+    let buf = "";
+    await new Promise<void>((resolve, reject) => {
+      res.data.setEncoding("utf8");
+      res.data.on("data", (chunk: string) => {
+        buf += chunk;
+        let i: number;
+        try {
+          while ((i = buf.indexOf("\n")) >= 0) {
+            const line = buf.slice(0, i).trim();
+            buf = buf.slice(i + 1);
+            if (line) onEvent(JSON.parse(line) as WatchEvent<T>);
+          }
+        } catch (err) {
+          res.data.destroy();
+          reject(err);
+        }
+      });
+      res.data.on("end", resolve);
+      res.data.on("close", resolve);
+      res.data.on("error", (err) => (signal.aborted ? resolve() : reject(err)));
+    });
+  }
+}

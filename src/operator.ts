@@ -1,0 +1,138 @@
+// `vsop run`: wires informers, the work queue, the reconciler and the HTTP endpoints together,
+// and shuts them down in order on SIGTERM.
+import os from "node:os";
+import type http from "node:http";
+import {
+  GROUP,
+  VERSION,
+  VS_PLURAL,
+  VSC_PLURAL,
+  type VirtualServer,
+  type VirtualServerClass,
+} from "./api/types.js";
+import { parseBindAddress, type RunConfig } from "./cli/run-flags.js";
+import { Controller } from "./controller/controller.js";
+import { EventRecorder } from "./controller/events.js";
+import { Informer, keyOf } from "./controller/informer.js";
+import { Kube, loadKubeConfig } from "./controller/kube.js";
+import { WorkQueue } from "./controller/queue.js";
+import { dnsLookup, type Lookup } from "./naming/resolve.js";
+import { createLogger } from "./observability/logger.js";
+import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability/http.js";
+import { Metrics } from "./observability/metrics.js";
+import { namingStep } from "./reconcile/naming-step.js";
+import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
+
+/** Only changes a reconcile acts on; our own status writes do not wake the queue. */
+function specOrMetaChanged(a: VirtualServer, b: VirtualServer): boolean {
+  const m = (o: VirtualServer) =>
+    JSON.stringify([
+      o.metadata.generation,
+      o.metadata.deletionTimestamp,
+      o.metadata.finalizers,
+      o.metadata.labels,
+      o.metadata.annotations,
+    ]);
+  return m(a) !== m(b);
+}
+
+export async function runOperator(config: RunConfig): Promise<number> {
+  const logger = createLogger(config.logLevel, config.logFormat);
+  const metrics = new Metrics();
+  const kube = new Kube(loadKubeConfig(config.kubeconfig));
+  kube.onRequest = (verb) => metrics.kubeRequests.inc({ verb });
+
+  const base = `/apis/${GROUP}/${VERSION}`;
+  const servers = new Informer<VirtualServer>(kube, {
+    path: config.namespace
+      ? `${base}/namespaces/${config.namespace}/${VS_PLURAL}`
+      : `${base}/${VS_PLURAL}`,
+    labelSelector: config.labelSelector,
+    logger,
+  });
+  const classes = new Informer<VirtualServerClass>(kube, { path: `${base}/${VSC_PLURAL}`, logger });
+  const queue = new WorkQueue({ baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs });
+
+  const lookups = new Map<string, Lookup>();
+  const lookup = (dnsServers: string[]) => {
+    const k = dnsServers.join(",");
+    if (!lookups.has(k)) lookups.set(k, dnsLookup(dnsServers));
+    return lookups.get(k)!;
+  };
+
+  const reconciler = new VirtualServerReconciler({
+    kube,
+    logger,
+    recorder: new EventRecorder(kube, logger, os.hostname()),
+    getServer: (key) => servers.get(key),
+    getClass: (name) => classes.get(name),
+    steps: [namingStep({ lookup, allServers: () => servers.list() })],
+    onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
+  });
+
+  servers.on((event, obj, old) => {
+    if (event === "update" && old && !specOrMetaChanged(old, obj)) return;
+    queue.add(keyOf(obj));
+  });
+  classes.on((_event, cls) => {
+    for (const vs of servers.list())
+      if (vs.spec.className === cls.metadata.name) queue.add(keyOf(vs));
+  });
+
+  const controller = new Controller(
+    queue,
+    async (key) => {
+      try {
+        return await reconciler.reconcile(key);
+      } catch (err) {
+        if (!(err instanceof RetryLater))
+          logger.error({ virtualserver: key, err }, "reconcile failed");
+        throw err;
+      }
+    },
+    {
+      workers: config.workers,
+      resyncSeconds: config.resyncPeriodSeconds,
+      logger,
+      keys: () => servers.list().map(keyOf),
+      observe: (outcome, seconds) => {
+        metrics.reconciles.inc({ outcome });
+        metrics.reconcileDuration.observe(seconds);
+        metrics.queueDepth.set(queue.length);
+      },
+    },
+  );
+
+  const endpoints: http.Server[] = [];
+  const health = parseBindAddress(config.healthProbeBindAddress, "health-probe-bind-address");
+  const ready = () => servers.synced && classes.synced;
+  if (health) endpoints.push(await serve(healthRoutes(ready), health));
+  const metricsBind = parseBindAddress(config.metricsBindAddress, "metrics-bind-address");
+  if (metricsBind) endpoints.push(await serve(metricsRoutes(metrics), metricsBind));
+
+  logger.info(
+    {
+      namespace: config.namespace || "(all)",
+      labelSelector: config.labelSelector,
+      workers: config.workers,
+    },
+    "vsop starting",
+  );
+  classes.start();
+  servers.start();
+  await Promise.all([classes.waitForSync(), servers.waitForSync()]);
+  logger.info({ servers: servers.list().length, classes: classes.list().length }, "caches synced");
+  controller.start();
+
+  await new Promise<void>((resolve) => {
+    process.once("SIGTERM", resolve);
+    process.once("SIGINT", resolve);
+  });
+  logger.info("shutting down: finishing in-flight reconciles");
+  await Promise.all([servers.stop(), classes.stop()]);
+  await controller.stop();
+  await Promise.all(endpoints.map(closeServer));
+  logger.info("stopped");
+  logger.flush();
+  return 0;
+}

@@ -1,0 +1,64 @@
+// What one reconcile of one VirtualServer works with: the object, its class, a status draft that
+// the steps fill in, and the clients of the outside world.
+import type { Logger } from "pino";
+import type {
+  ConditionStatus,
+  ConditionType,
+  Phase,
+  VirtualServer,
+  VirtualServerClass,
+  VirtualServerStatus,
+} from "../api/types.js";
+import { setCondition } from "../controller/conditions.js";
+import type { HostnameParts } from "../naming/hostname.js";
+import type { ResolvedName } from "../naming/resolve.js";
+
+export interface ReconcileContext {
+  vs: VirtualServer;
+  cls: VirtualServerClass;
+  status: VirtualServerStatus;
+  log: Logger;
+  /** Filled by the naming step for the steps after it. */
+  parts?: HostnameParts;
+  resolved?: ResolvedName;
+}
+
+/** A step either finished (the world matches) or asks to be called again later. */
+export type StepOutcome =
+  | { done: true }
+  | { done: false; waitSeconds: number; phase: Phase; reason: string; message: string };
+
+export interface Step {
+  name: string;
+  run(ctx: ReconcileContext): Promise<StepOutcome>;
+  /** Undoes what the step created, when the object is deleted (steps run in reverse). */
+  finalize?(ctx: ReconcileContext): Promise<StepOutcome>;
+}
+
+export const DONE: StepOutcome = { done: true };
+
+export function wait(
+  waitSeconds: number,
+  phase: Phase,
+  reason: string,
+  message: string,
+): StepOutcome {
+  return { done: false, waitSeconds, phase, reason, message };
+}
+
+export function condition(
+  ctx: ReconcileContext,
+  type: ConditionType,
+  status: ConditionStatus,
+  reason: string,
+  message: string,
+): void {
+  ctx.status.conditions = setCondition(
+    ctx.status.conditions ?? [],
+    type,
+    status,
+    reason,
+    message,
+    ctx.vs.metadata.generation,
+  );
+}

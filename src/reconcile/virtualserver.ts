@@ -1,0 +1,280 @@
+// The VirtualServer reconciler: runs the ordered steps, turns their outcome into conditions, phase
+// and Events, and writes status only when it changed.
+import type { Logger } from "pino";
+import {
+  API_VERSION,
+  FINALIZER,
+  GROUP,
+  VERSION,
+  VS_PLURAL,
+  type Condition,
+  type Phase,
+  type VirtualServer,
+  type VirtualServerClass,
+  type VirtualServerStatus,
+} from "../api/types.js";
+import type { Result } from "../controller/controller.js";
+import type { EventRecorder } from "../controller/events.js";
+import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
+import { StepError } from "../errors.js";
+import { partLabels, parseHostname } from "../naming/hostname.js";
+import { condition, type ReconcileContext, type Step } from "./context.js";
+
+export interface ReconcilerDeps {
+  kube: Kube;
+  recorder: EventRecorder;
+  logger: Logger;
+  getServer: (key: string) => VirtualServer | undefined;
+  getClass: (name: string) => VirtualServerClass | undefined;
+  steps: Step[];
+  /** Reports each step failure, for metrics. */
+  onStepError?: (step: string, reason: string) => void;
+}
+
+/** Raised after status was written, so the queue backs off before the next try. */
+export class RetryLater extends Error {
+  override name = "RetryLater";
+}
+
+const objectPath = (vs: VirtualServer) =>
+  `/apis/${GROUP}/${VERSION}/namespaces/${vs.metadata.namespace}/${VS_PLURAL}/${vs.metadata.name}`;
+
+export class VirtualServerReconciler {
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  async reconcile(key: string): Promise<Result> {
+    const vs = this.deps.getServer(key);
+    if (!vs) return {};
+    const log = this.deps.logger.child({ virtualserver: key });
+    const cls = this.deps.getClass(vs.spec.className);
+    const ctx: ReconcileContext | undefined = cls
+      ? { vs, cls, status: structuredClone(vs.status ?? {}), log }
+      : undefined;
+
+    if (vs.metadata.deletionTimestamp) return this.finalize(vs, ctx, log);
+
+    const status: VirtualServerStatus = ctx?.status ?? structuredClone(vs.status ?? {});
+    if (!ctx) {
+      const err = new StepError(
+        "ClassNotFound",
+        `VirtualServerClass ${vs.spec.className} does not exist; create it or fix spec.className. ` +
+          "vsop goes on when it appears.",
+      );
+      return this.conclude(vs, status, log, { error: err, step: "class" });
+    }
+    if (!(await this.ensureMetadata(vs, ctx))) return {};
+
+    for (const step of this.deps.steps) {
+      try {
+        const outcome = await step.run(ctx);
+        if (!outcome.done) {
+          return this.conclude(vs, status, log, {
+            phase: outcome.phase,
+            reason: outcome.reason,
+            message: outcome.message,
+            requeueAfterSeconds: outcome.waitSeconds,
+          });
+        }
+      } catch (err) {
+        return this.conclude(vs, status, log, {
+          error: toStepError(err, step.name),
+          step: step.name,
+        });
+      }
+    }
+    return this.conclude(vs, status, log, {
+      phase: "Ready",
+      reason: "Provisioned",
+      message: `${vs.spec.hostname} is provisioned and configured.`,
+    });
+  }
+
+  /** Labels from the hostname's parts and the finalizer, in one write, only when missing. */
+  private async ensureMetadata(vs: VirtualServer, ctx: ReconcileContext): Promise<boolean> {
+    let labels: Record<string, string> = {};
+    try {
+      labels = partLabels(parseHostname(vs.spec.hostname, ctx.cls.spec.naming?.pattern));
+    } catch {
+      // The naming step reports the violation.
+    }
+    const current = vs.metadata.labels ?? {};
+    const missingLabels = Object.entries(labels).some(([k, v]) => current[k] !== v);
+    const hasFinalizer = vs.metadata.finalizers?.includes(FINALIZER) ?? false;
+    if (!missingLabels && hasFinalizer) return true;
+    try {
+      await this.deps.kube.mergePatch(objectPath(vs), {
+        metadata: {
+          resourceVersion: vs.metadata.resourceVersion,
+          labels: { ...current, ...labels },
+          finalizers: hasFinalizer
+            ? vs.metadata.finalizers
+            : [...(vs.metadata.finalizers ?? []), FINALIZER],
+        },
+      });
+    } catch (err) {
+      if (isConflict(err) || isNotFound(err)) return false; // the watch brings the newer object
+      throw err;
+    }
+    return true;
+  }
+
+  private async finalize(
+    vs: VirtualServer,
+    ctx: ReconcileContext | undefined,
+    log: Logger,
+  ): Promise<Result> {
+    if (!vs.metadata.finalizers?.includes(FINALIZER)) return {};
+    const status = ctx?.status ?? structuredClone(vs.status ?? {});
+    if (ctx) {
+      for (const step of [...this.deps.steps].reverse()) {
+        if (!step.finalize) continue;
+        try {
+          const outcome = await step.finalize(ctx);
+          if (!outcome.done)
+            return this.conclude(vs, status, log, {
+              phase: "Deleting",
+              reason: outcome.reason,
+              message: outcome.message,
+              requeueAfterSeconds: outcome.waitSeconds,
+            });
+        } catch (err) {
+          return this.conclude(vs, status, log, {
+            error: toStepError(err, step.name),
+            step: step.name,
+            phase: "Deleting",
+          });
+        }
+      }
+    } else if (vs.status?.vm?.moRef) {
+      // Without its class vsop cannot reach the VM; keep the finalizer rather than lose track.
+      return this.conclude(vs, status, log, {
+        error: new StepError(
+          "ClassNotFound",
+          `VirtualServerClass ${vs.spec.className} is gone, so VM ${vs.status.vm.moRef} cannot be ` +
+            "cleaned up; recreate the class, or remove the finalizer to leave the VM behind.",
+        ),
+        step: "finalize",
+        phase: "Deleting",
+      });
+    }
+    try {
+      await this.deps.kube.mergePatch(objectPath(vs), {
+        metadata: {
+          resourceVersion: vs.metadata.resourceVersion,
+          finalizers: vs.metadata.finalizers.filter((f) => f !== FINALIZER),
+        },
+      });
+      log.info("finalizer removed; object released");
+    } catch (err) {
+      if (!isConflict(err) && !isNotFound(err)) throw err;
+    }
+    return {};
+  }
+
+  /** Sets Ready and phase from the outcome, writes status if it changed, records Events. */
+  private async conclude(
+    vs: VirtualServer,
+    status: VirtualServerStatus,
+    log: Logger,
+    o: {
+      phase?: Phase;
+      reason?: string;
+      message?: string;
+      requeueAfterSeconds?: number;
+      error?: StepError;
+      step?: string;
+    },
+  ): Promise<Result> {
+    const ctx = { vs, status, log } as ReconcileContext;
+    const err = o.error;
+    if (err) {
+      const st = err.options.status ?? "False";
+      if (err.options.condition) condition(ctx, err.options.condition, st, err.reason, err.message);
+      condition(ctx, "Ready", "False", err.reason, err.message);
+      status.phase = o.phase ?? (st === "Unknown" ? (status.phase ?? "Pending") : "Failed");
+      this.deps.onStepError?.(o.step ?? "unknown", err.reason);
+    } else {
+      const ready = o.phase === "Ready";
+      condition(ctx, "Ready", ready ? "True" : "False", o.reason!, o.message!);
+      status.phase = o.phase;
+    }
+    status.observedGeneration = vs.metadata.generation;
+
+    const before = vs.status ?? {};
+    if (JSON.stringify(normalize(before)) !== JSON.stringify(normalize(status))) {
+      try {
+        await this.deps.kube.replace(`${objectPath(vs)}/status`, { ...vs, status });
+      } catch (e) {
+        if (isConflict(e) || isNotFound(e)) throw new RetryLater("status changed meanwhile");
+        throw e;
+      }
+      await this.recordTransitions(vs, before.conditions ?? [], status.conditions ?? [], log);
+    }
+    if (err) {
+      if (err.options.retryAfterSeconds !== undefined)
+        return { requeueAfterSeconds: err.options.retryAfterSeconds };
+      throw new RetryLater(err.message);
+    }
+    return o.requeueAfterSeconds !== undefined
+      ? { requeueAfterSeconds: o.requeueAfterSeconds }
+      : {};
+  }
+
+  private async recordTransitions(
+    vs: VirtualServer,
+    before: Condition[],
+    after: Condition[],
+    log: Logger,
+  ): Promise<void> {
+    for (const c of after) {
+      const old = before.find((b) => b.type === c.type);
+      if (old && old.status === c.status && old.reason === c.reason) continue;
+      const warning = c.status !== "True" && !PROGRESS_REASONS.has(c.reason);
+      log[warning ? "warn" : "info"](
+        { condition: c.type, status: c.status, reason: c.reason, message: c.message },
+        "condition changed",
+      );
+      if (c.type === "Ready" || c.status === "True" || warning) {
+        await this.deps.recorder.record(
+          { apiVersion: API_VERSION, kind: "VirtualServer", metadata: vs.metadata },
+          warning ? "Warning" : "Normal",
+          c.type === "Ready" || c.status !== "True" ? c.reason : c.type,
+          c.message,
+        );
+      }
+    }
+  }
+}
+
+/** Reasons that say "in progress", not "something is wrong". */
+export const PROGRESS_REASONS = new Set([
+  "Provisioned",
+  "Resolved",
+  "Creating",
+  "PoweringOn",
+  "Installing",
+  "WaitingForInstall",
+  "Disconnecting",
+  "Configuring",
+  "PuppetRunning",
+  "Deleting",
+]);
+
+function toStepError(err: unknown, step: string): StepError {
+  if (err instanceof StepError) return err;
+  return new StepError(
+    "InternalError",
+    `Step ${step} failed unexpectedly: ${(err as Error).message}`,
+    {
+      cause: err,
+    },
+  );
+}
+
+function normalize(s: VirtualServerStatus): unknown {
+  return JSON.parse(JSON.stringify(s), (_k, v) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
+      : v,
+  );
+}

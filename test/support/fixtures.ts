@@ -1,0 +1,60 @@
+// Test objects: a VirtualServerClass pointing at the stack's vcsim, DNS and broker, and servers.
+import { readFileSync } from "node:fs";
+import { stackEnv } from "./env.js";
+import { apply, OPERATOR_NS } from "./harness.js";
+
+export const VC_SECRET = "vcsim-credentials";
+
+export function vcenterSecret(password = stackEnv("GOVC_PASSWORD")) {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name: VC_SECRET, namespace: OPERATOR_NS },
+    stringData: { username: stackEnv("GOVC_USERNAME"), password },
+  };
+}
+
+export function classSpec(overrides: Record<string, unknown> = {}) {
+  const base: Record<string, Record<string, unknown>> = {
+    vcenter: {
+      url: stackEnv("GOVC_URL"),
+      credentialsSecret: VC_SECRET,
+      caBundle: readFileSync(stackEnv("GOVC_TLS_CA_CERTS"), "utf8"),
+    },
+    placement: { datacenter: "DC0", cluster: "DC0_C0", datastore: "LocalDS_0" },
+    naming: { dnsServers: [stackEnv("VSOP_DNS_SERVER")] },
+    boot: { method: "network", installTimeout: "10m" },
+  };
+  for (const [k, v] of Object.entries(overrides))
+    base[k] = { ...(base[k] ?? {}), ...(v as object) };
+  return base;
+}
+
+export function virtualServerClass(name: string, overrides: Record<string, unknown> = {}) {
+  return {
+    apiVersion: "provisioning.vsop.dev/v1alpha1",
+    kind: "VirtualServerClass",
+    metadata: { name },
+    spec: classSpec(overrides),
+  };
+}
+
+export function virtualServer(
+  ns: string,
+  name: string,
+  hostname: string,
+  className: string,
+  labels: Record<string, string> = {},
+  spec: Record<string, unknown> = {},
+) {
+  return {
+    apiVersion: "provisioning.vsop.dev/v1alpha1",
+    kind: "VirtualServer",
+    metadata: { name, namespace: ns, labels },
+    spec: { hostname, className, ...spec },
+  };
+}
+
+export function applyClass(name: string, overrides: Record<string, unknown> = {}): void {
+  apply(vcenterSecret(), virtualServerClass(name, overrides));
+}

@@ -1,0 +1,334 @@
+// End-to-end harness: installs vsop's CRDs and RBAC into the stack's kube-apiserver, runs the
+// operator exactly as the image does (node dist/main.js run …) with the ServiceAccount's token,
+// and offers small waits and readers over kubectl, DNS and the audit log.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { appendFileSync, createWriteStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import path from "node:path";
+import * as yaml from "js-yaml";
+import { stackEnv } from "./env.js";
+
+export const ROOT = new URL("../..", import.meta.url).pathname;
+export const OPERATOR_NS = "vsop-system";
+export const OPERATOR_USER = "system:serviceaccount:vsop-system:vsop";
+
+export function kubectl(args: string[], input?: string): string {
+  return execFileSync("kubectl", args, {
+    encoding: "utf8",
+    input,
+    env: { ...process.env, KUBECONFIG: stackEnv("KUBECONFIG") },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+}
+
+/** kubectl that returns stderr instead of throwing, for the API server's refusals. */
+export function kubectlTry(args: string[], input?: string): { ok: boolean; out: string } {
+  try {
+    return { ok: true, out: kubectl(args, input) };
+  } catch (err) {
+    const e = err as { stderr?: string; stdout?: string };
+    return { ok: false, out: `${e.stdout ?? ""}${e.stderr ?? ""}` };
+  }
+}
+
+export function apply(...objects: object[]): void {
+  kubectl(["apply", "-f", "-"], objects.map((o) => yaml.dump(o)).join("---\n"));
+}
+
+export function getJSON<T = Record<string, unknown>>(args: string[]): T {
+  return JSON.parse(kubectl([...args, "-o", "json"])) as T;
+}
+
+export function tryGetJSON<T = Record<string, unknown>>(args: string[]): T | undefined {
+  const r = kubectlTry([...args, "-o", "json"]);
+  return r.ok ? (JSON.parse(r.out) as T) : undefined;
+}
+
+export async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs}ms waiting for ${what}${last ? `: ${last}` : ""}`,
+      );
+    await sleep(250);
+  }
+}
+
+/** CRDs, the vsop-system namespace and the shipped RBAC, as `kubectl apply -k deploy/` would. */
+export function installVsop(): void {
+  kubectl(["apply", "-k", path.join(ROOT, "deploy")]);
+  kubectl([
+    "wait",
+    "--for=condition=Established",
+    "--timeout=60s",
+    "crd/virtualservers.provisioning.vsop.dev",
+    "crd/virtualserverclasses.provisioning.vsop.dev",
+  ]);
+}
+
+/** A kubeconfig that authenticates as the vsop ServiceAccount (token request, 1 day). */
+export function operatorKubeconfig(): string {
+  const token = kubectl(["-n", OPERATOR_NS, "create", "token", "vsop", "--duration=24h"]).trim();
+  const admin = yaml.load(readFileSync(stackEnv("KUBECONFIG"), "utf8")) as {
+    clusters: { cluster: { server: string } }[];
+  };
+  const file = path.join(stackEnv("VSOP_STACK_DIR"), "operator.kubeconfig");
+  writeFileSync(
+    file,
+    yaml.dump({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [
+        {
+          name: "stack",
+          cluster: {
+            server: admin.clusters[0]!.cluster.server,
+            "certificate-authority": stackEnv("VSOP_KUBE_CA"),
+          },
+        },
+      ],
+      users: [{ name: "vsop", user: { token } }],
+      contexts: [{ name: "vsop", context: { cluster: "stack", user: "vsop" } }],
+      "current-context": "vsop",
+    }),
+    { mode: 0o600 },
+  );
+  return file;
+}
+
+export interface Operator {
+  proc: ChildProcess;
+  logFile: string;
+  metricsPort: number;
+  healthPort: number;
+  provisioningPort: number;
+  logs(): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+let nextPort = 19100;
+export function freePortBlock(): number {
+  const p = nextPort;
+  nextPort += 10;
+  return p + (process.pid % 50) * 100;
+}
+
+/** Runs `node dist/main.js run` as the ServiceAccount, with the given extra flags. */
+export function startOperator(name: string, extra: string[] = []): Operator {
+  const base = freePortBlock();
+  const logDir = path.join(stackEnv("VSOP_STACK_DIR"), "logs");
+  mkdirSync(logDir, { recursive: true });
+  const logFile = path.join(logDir, `operator-${name}.log`);
+  const out = createWriteStream(logFile, { flags: "a" });
+  const proc = spawn(
+    "node",
+    [
+      path.join(ROOT, "dist/main.js"),
+      "run",
+      "--kubeconfig",
+      operatorKubeconfig(),
+      "--metrics-bind-address",
+      `127.0.0.1:${base}`,
+      "--health-probe-bind-address",
+      `127.0.0.1:${base + 1}`,
+      "--provisioning-bind-address",
+      `127.0.0.1:${base + 2}`,
+      "--operator-namespace",
+      OPERATOR_NS,
+      "--backoff-base",
+      "500ms",
+      "--backoff-max",
+      "4s",
+      "--log-level",
+      "debug",
+      ...extra,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, KUBECONFIG: "" } },
+  );
+  proc.stdout!.pipe(out);
+  proc.stderr!.pipe(out);
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once("exit", (code) => resolve(code)),
+  );
+  return {
+    proc,
+    logFile,
+    metricsPort: base,
+    healthPort: base + 1,
+    provisioningPort: base + 2,
+    logs: () => readFileSync(logFile, "utf8"),
+    async stop(signal = "SIGTERM") {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export async function scrape(
+  port: number,
+  path = "/metrics",
+): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: res.status, body: await res.text() };
+}
+
+/** The value of one Prometheus sample line (0 when absent). */
+export function metric(body: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of body.split("\n")) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:]+)(\{[^}]*\})?\s+([0-9.eE+-]+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const lbl = m[2] ?? "";
+    if (Object.entries(labels).every(([k, v]) => lbl.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+// --- VirtualServers ---------------------------------------------------------------------------
+
+export interface VS {
+  metadata: {
+    name: string;
+    namespace: string;
+    uid: string;
+    labels?: Record<string, string>;
+    generation: number;
+    finalizers?: string[];
+  };
+  spec: Record<string, unknown>;
+  status?: {
+    phase?: string;
+    observedGeneration?: number;
+    address?: string;
+    vlan?: number;
+    conditions?: {
+      type: string;
+      status: string;
+      reason: string;
+      message: string;
+      lastTransitionTime: string;
+    }[];
+    [k: string]: unknown;
+  };
+}
+
+export function getVS(ns: string, name: string): VS | undefined {
+  return tryGetJSON<VS>(["-n", ns, "get", "virtualserver", name]);
+}
+
+export function cond(vs: VS | undefined, type: string) {
+  return vs?.status?.conditions?.find((c) => c.type === type);
+}
+
+/** Waits until the condition has the status (and reason, when given); returns the object. */
+export function waitForCondition(
+  ns: string,
+  name: string,
+  type: string,
+  status: string,
+  reason?: string,
+  timeoutMs = 60_000,
+): Promise<VS> {
+  return waitFor(
+    `${ns}/${name} ${type}=${status}${reason ? ` (${reason})` : ""}`,
+    () => {
+      const vs = getVS(ns, name);
+      const c = cond(vs, type);
+      return c && c.status === status && (!reason || c.reason === reason) ? vs : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+export function events(
+  ns: string,
+  name: string,
+): { type: string; reason: string; message: string }[] {
+  const list = getJSON<{ items: { type: string; reason: string; message: string }[] }>([
+    "-n",
+    ns,
+    "get",
+    "events",
+    "--field-selector",
+    `involvedObject.name=${name}`,
+  ]);
+  return list.items;
+}
+
+export function createNamespace(prefix: string): string {
+  const ns = `${prefix}-${Date.now().toString(36)}`;
+  kubectl(["create", "namespace", ns]);
+  return ns;
+}
+
+// --- DNS (dnsmasq re-reads its hosts file on SIGHUP) -------------------------------------------
+
+export function addDNS(address: string, name: string): void {
+  appendFileSync(stackEnv("VSOP_DNS_HOSTS_FILE"), `${address} ${name}\n`);
+  reloadDNS();
+}
+
+export function removeDNS(name: string): void {
+  const file = stackEnv("VSOP_DNS_HOSTS_FILE");
+  const lines = readFileSync(file, "utf8")
+    .split("\n")
+    .filter((l) => !l.trim().endsWith(` ${name}`));
+  writeFileSync(file, lines.join("\n"));
+  reloadDNS();
+}
+
+function reloadDNS(): void {
+  const pid = Number(readFileSync(stackEnv("VSOP_DNS_PIDFILE"), "utf8").trim());
+  process.kill(pid, "SIGHUP");
+}
+
+// --- the audit log: who wrote what -------------------------------------------------------------
+
+export interface AuditEvent {
+  verb: string;
+  user: { username: string };
+  objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
+  requestReceivedTimestamp: string;
+  stage: string;
+}
+
+export function auditEvents(since: Date, user = OPERATOR_USER): AuditEvent[] {
+  return readFileSync(stackEnv("VSOP_AUDIT_LOG"), "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as AuditEvent)
+    .filter(
+      (e) =>
+        e.stage === "ResponseComplete" &&
+        e.user.username === user &&
+        new Date(e.requestReceivedTimestamp) >= since,
+    );
+}
+
+export const WRITE_VERBS = new Set(["create", "update", "patch", "delete", "deletecollection"]);
+
+/** Deletes the namespace's VirtualServers and waits until the operator has released them all. */
+export async function deleteServers(ns: string, timeoutMs = 60_000): Promise<void> {
+  kubectl(["-n", ns, "delete", "virtualservers", "--all", "--wait=false"]);
+  await waitFor(
+    `VirtualServers in ${ns} released`,
+    () => {
+      const list = getJSON<{ items: unknown[] }>(["-n", ns, "get", "virtualservers"]);
+      return list.items.length === 0;
+    },
+    timeoutMs,
+  );
+}
