@@ -37,12 +37,21 @@ export class VSphereUnreachable extends Error {
 /** A vSphere task ended in error or did not end in time. */
 export class VSphereTaskError extends Error {
   override name = "VSphereTaskError";
+  /** The method that started the task and the object it worked on, when known. */
+  readonly method?: string;
+  readonly entity?: string;
   constructor(
     readonly task: string,
     readonly fault: string,
     message: string,
+    context: { method?: string; entity?: string; cause?: unknown } = {},
   ) {
-    super(`task ${task} failed: ${fault}${message ? `: ${message}` : ""}`);
+    const what = context.method
+      ? `${context.method}${context.entity ? ` on ${context.entity}` : ""} (task ${task})`
+      : `task ${task}`;
+    super(`${what} failed: ${fault}${message ? `: ${message}` : ""}`, { cause: context.cause });
+    this.method = context.method;
+    this.entity = context.entity;
   }
 }
 

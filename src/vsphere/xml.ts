@@ -72,11 +72,20 @@ const parser = new XMLParser({
 /** A decoded XML node: MoRef, string, array or object (with `_type` from xsi:type). */
 export type Node = MoRef | string | Node[] | { [k: string]: Node };
 
+// Go's encoding/xml (vcsim) writes xsi:type under its own prefix, e.g. XMLSchema-instance:type;
+// a prefixed `type` attribute is the instance type whatever the prefix (MoRef's `type` has none).
+function xsiTypeOf(obj: Record<string, unknown>): string | undefined {
+  if (typeof obj["@xsi:type"] === "string") return obj["@xsi:type"];
+  for (const [k, v] of Object.entries(obj))
+    if (typeof v === "string" && /^@[^:]+:type$/.test(k)) return v;
+  return undefined;
+}
+
 function convert(raw: unknown): Node {
   if (Array.isArray(raw)) return raw.map(convert);
   if (raw === null || typeof raw !== "object") return raw === undefined ? "" : String(raw);
   const obj = raw as Record<string, unknown>;
-  const xsiType = obj["@xsi:type"] as string | undefined;
+  const xsiType = xsiTypeOf(obj);
   const keys = Object.keys(obj).filter((k) => !k.startsWith("@") && k !== "#text");
   if (typeof obj["@type"] === "string" && keys.length === 0)
     return new MoRef(obj["@type"], String(obj["#text"] ?? ""));

@@ -1,0 +1,273 @@
+// Virtual device lists: reading NICs, CD-ROMs and disks out of config.hardware.device, and building
+// the VirtualDeviceConfigSpec entries that add or edit them. Keys are written in WSDL order.
+import { MoRef, type Node } from "./xml.js";
+import { clone, get, isObject, items, num, bool, str, typeOf, type NodeObject } from "./nodes.js";
+
+const ETHERNET_TYPES = new Set([
+  "VirtualE1000",
+  "VirtualE1000e",
+  "VirtualPCNet32",
+  "VirtualVmxnet",
+  "VirtualVmxnet2",
+  "VirtualVmxnet3",
+  "VirtualVmxnet3Vrdma",
+  "VirtualSriovEthernetCard",
+]);
+
+export interface NicRecord {
+  key: number;
+  label: string;
+  macAddress?: string;
+  /** The port group (or standard network) name; the raw key when the group is unknown. */
+  portGroup: string;
+  connected: boolean;
+  startConnected: boolean;
+}
+
+export interface CdromRecord {
+  key: number;
+  /** Datastore path of the attached ISO, e.g. "[LocalDS_0] vsop/x.iso". */
+  isoPath?: string;
+  connected: boolean;
+  startConnected: boolean;
+}
+
+export interface DiskRecord {
+  key: number;
+  capacityKiB: number;
+  fileName?: string;
+}
+
+/** How a NIC reaches its network: a distributed port group or a standard network. */
+export type NetworkBacking =
+  | { kind: "distributed"; name: string; portgroupKey: string; switchUuid: string }
+  | { kind: "standard"; name: string; network: MoRef };
+
+export function deviceList(value: Node | undefined): NodeObject[] {
+  return items(value).filter(isObject);
+}
+
+export function isEthernet(d: NodeObject): boolean {
+  const t = typeOf(d);
+  return t !== undefined ? ETHERNET_TYPES.has(t) : "macAddress" in d || "addressType" in d;
+}
+
+export function isCdrom(d: NodeObject): boolean {
+  return typeOf(d) === "VirtualCdrom";
+}
+
+export function isDisk(d: NodeObject): boolean {
+  return typeOf(d) === "VirtualDisk" || (typeOf(d) === undefined && "capacityInKB" in d);
+}
+
+export function deviceKey(d: NodeObject): number {
+  return num(d.key) ?? 0;
+}
+
+export function findDevice(devices: NodeObject[], key: number): NodeObject | undefined {
+  return devices.find((d) => deviceKey(d) === key);
+}
+
+function connectable(d: NodeObject): { connected: boolean; startConnected: boolean } {
+  return {
+    connected: bool(get(d, "connectable", "connected")) ?? false,
+    startConnected: bool(get(d, "connectable", "startConnected")) ?? false,
+  };
+}
+
+/** The NICs in device order; `portGroupName` maps a distributed port group key to its name. */
+export function nicRecords(
+  devices: NodeObject[],
+  portGroupName: (key: string) => string | undefined,
+): NicRecord[] {
+  return devices.filter(isEthernet).map((d) => {
+    const backing = d.backing;
+    const pgKey = str(get(backing, "port", "portgroupKey"));
+    const portGroup = pgKey
+      ? (portGroupName(pgKey) ?? pgKey)
+      : (str(get(backing, "deviceName")) ?? str(get(backing, "opaqueNetworkId")) ?? "");
+    return {
+      key: deviceKey(d),
+      label: str(get(d, "deviceInfo", "label")) ?? "",
+      macAddress: str(d.macAddress) || undefined,
+      portGroup,
+      ...connectable(d),
+    };
+  });
+}
+
+export function cdromRecords(devices: NodeObject[]): CdromRecord[] {
+  return devices.filter(isCdrom).map((d) => ({
+    key: deviceKey(d),
+    isoPath:
+      typeOf(d.backing) === "VirtualCdromIsoBackingInfo"
+        ? str(get(d, "backing", "fileName"))
+        : undefined,
+    ...connectable(d),
+  }));
+}
+
+export function diskRecords(devices: NodeObject[]): DiskRecord[] {
+  return devices.filter(isDisk).map((d) => ({
+    key: deviceKey(d),
+    capacityKiB: num(d.capacityInKB) ?? 0,
+    fileName: str(get(d, "backing", "fileName")),
+  }));
+}
+
+/** A free IDE slot for a new CD-ROM (two units per IDE controller). */
+export function freeIdeSlot(
+  devices: NodeObject[],
+): { controllerKey: number; unitNumber: number } | undefined {
+  for (const ide of devices.filter((d) => typeOf(d) === "VirtualIDEController")) {
+    const ctrl = deviceKey(ide);
+    const used = new Set(
+      devices.filter((d) => num(d.controllerKey) === ctrl).map((d) => num(d.unitNumber)),
+    );
+    for (const unit of [0, 1])
+      if (!used.has(unit)) return { controllerKey: ctrl, unitNumber: unit };
+  }
+  return undefined;
+}
+
+// --- building devices ----------------------------------------------------------------------------
+
+export function nicBacking(net: NetworkBacking): NodeObject {
+  return net.kind === "distributed"
+    ? {
+        _type: "VirtualEthernetCardDistributedVirtualPortBackingInfo",
+        port: { switchUuid: net.switchUuid, portgroupKey: net.portgroupKey },
+      }
+    : {
+        _type: "VirtualEthernetCardNetworkBackingInfo",
+        deviceName: net.name,
+        network: net.network,
+      };
+}
+
+/** A new vmxnet3 NIC that connects when the VM powers on. */
+export function newNic(key: number, net: NetworkBacking): NodeObject {
+  return {
+    _type: "VirtualVmxnet3",
+    key: String(key),
+    backing: nicBacking(net),
+    connectable: { startConnected: "true", allowGuestControl: "true", connected: "false" },
+    addressType: "generated",
+  };
+}
+
+export type ScsiKind = "pvscsi" | "lsilogic";
+
+export function newScsiController(key: number, kind: ScsiKind): NodeObject {
+  return {
+    _type: kind === "pvscsi" ? "ParaVirtualSCSIController" : "VirtualLsiLogicController",
+    key: String(key),
+    busNumber: "0",
+    sharedBus: "noSharing",
+  };
+}
+
+/** A thin-provisioned disk whose file vSphere places in the VM's directory on `datastore`. */
+export function newDisk(
+  key: number,
+  controllerKey: number,
+  gib: number,
+  datastore: string,
+): NodeObject {
+  return {
+    _type: "VirtualDisk",
+    key: String(key),
+    backing: {
+      _type: "VirtualDiskFlatVer2BackingInfo",
+      fileName: `[${datastore}]`,
+      diskMode: "persistent",
+      thinProvisioned: "true",
+    },
+    controllerKey: String(controllerKey),
+    unitNumber: "0",
+    capacityInKB: String(Math.round(gib * 1024 * 1024)),
+    capacityInBytes: String(Math.round(gib * 1024 * 1024) * 1024),
+  };
+}
+
+/** An empty CD-ROM drive ("client device"), disconnected. */
+export function newCdrom(key: number, controllerKey: number, unitNumber: number): NodeObject {
+  return {
+    _type: "VirtualCdrom",
+    key: String(key),
+    backing: emptyCdromBacking(),
+    connectable: { startConnected: "false", allowGuestControl: "true", connected: "false" },
+    controllerKey: String(controllerKey),
+    unitNumber: String(unitNumber),
+  };
+}
+
+export function emptyCdromBacking(): NodeObject {
+  return {
+    _type: "VirtualCdromRemotePassthroughBackingInfo",
+    deviceName: "",
+    useAutoDetect: "false",
+    exclusive: "false",
+  };
+}
+
+export function isoBacking(datastorePath: string): NodeObject {
+  return { _type: "VirtualCdromIsoBackingInfo", fileName: datastorePath };
+}
+
+/** A copy of `device` with new connection flags (and optionally a new backing), key order kept. */
+export function editDevice(
+  device: NodeObject,
+  change: { startConnected: boolean; connected: boolean; backing?: NodeObject },
+): NodeObject {
+  const out = clone(device);
+  if (change.backing) out.backing = change.backing;
+  const allow = str(get(device, "connectable", "allowGuestControl")) ?? "true";
+  out.connectable = {
+    startConnected: String(change.startConnected),
+    allowGuestControl: allow,
+    connected: String(change.connected),
+  };
+  return reorder(out);
+}
+
+// An entry added to a device that lacked it must still precede the subtype's fields (WSDL order).
+const DEVICE_ORDER = ["_type", "key", "deviceInfo", "backing", "connectable", "slotInfo"];
+
+function reorder(d: NodeObject): NodeObject {
+  const out: NodeObject = {};
+  for (const k of DEVICE_ORDER) if (k in d) out[k] = d[k];
+  for (const [k, v] of Object.entries(d)) if (!(k in out)) out[k] = v;
+  return out;
+}
+
+export type DeviceOperation = "add" | "edit" | "remove";
+
+export function deviceChange(
+  operation: DeviceOperation,
+  device: NodeObject,
+  fileOperation?: "create" | "destroy",
+): NodeObject {
+  return fileOperation ? { operation, fileOperation, device } : { operation, device };
+}
+
+/** bootOptions.bootOrder entries: CD-ROM, then the boot NIC, then the disk. */
+export function bootOrder(opts: {
+  cdrom?: boolean;
+  ethernetKey?: number;
+  diskKey?: number;
+}): NodeObject[] {
+  const out: NodeObject[] = [];
+  if (opts.cdrom) out.push({ _type: "VirtualMachineBootOptionsBootableCdromDevice" });
+  if (opts.ethernetKey !== undefined)
+    out.push({
+      _type: "VirtualMachineBootOptionsBootableEthernetDevice",
+      deviceKey: String(opts.ethernetKey),
+    });
+  if (opts.diskKey !== undefined)
+    out.push({
+      _type: "VirtualMachineBootOptionsBootableDiskDevice",
+      deviceKey: String(opts.diskKey),
+    });
+  return out;
+}

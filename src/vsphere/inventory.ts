@@ -1,0 +1,205 @@
+// Finding placement objects (datacenter, folder, cluster, resource pool, datastore, template)
+// and port groups by inventory path, with a short-lived memo so steady reconciles cost nothing.
+import type { VSphereSession } from "./session.js";
+import { MoRef, text } from "./xml.js";
+import { moRef, str } from "./nodes.js";
+import { listObjects, retrieveOne } from "./properties.js";
+import type { NetworkBacking } from "./devices.js";
+import type { Placement } from "./vms.js";
+
+export type PlacementPart =
+  "datacenter" | "cluster" | "resourcePool" | "datastore" | "folder" | "template";
+
+/** A placement object does not exist. `objectName` is the name or path that was looked up. */
+export class PlacementNotFound extends Error {
+  override name = "PlacementNotFound";
+  constructor(
+    readonly what: PlacementPart,
+    readonly objectName: string,
+    readonly datacenter: string,
+  ) {
+    super(
+      what === "datacenter"
+        ? `datacenter "${objectName}" not found`
+        : `${what} "${objectName}" not found in datacenter "${datacenter}"`,
+    );
+  }
+}
+
+export class PortGroupNotFound extends Error {
+  override name = "PortGroupNotFound";
+  constructor(
+    readonly objectName: string,
+    readonly datacenter: string,
+  ) {
+    super(`port group "${objectName}" not found in datacenter "${datacenter}"`);
+  }
+}
+
+export interface ResolvedPlacement {
+  datacenter: MoRef;
+  folder: MoRef;
+  pool: MoRef;
+  datastore: MoRef;
+  datastoreName: string;
+}
+
+const POOL_TYPES = new Set(["ResourcePool", "VirtualApp"]);
+const CLUSTER_TYPES = new Set(["ClusterComputeResource", "ComputeResource"]);
+const NETWORK_TYPES = new Set(["DistributedVirtualPortgroup", "Network"]);
+
+function trimSlashes(p: string): string {
+  return p.replace(/^\/+|\/+$/g, "");
+}
+
+/** Joins inventory path parts; parts may themselves be paths. */
+export function inventoryPath(...parts: string[]): string {
+  return parts.map(trimSlashes).filter(Boolean).join("/");
+}
+
+export class Inventory {
+  private memo = new Map<string, { value: unknown; at: number }>();
+
+  constructor(
+    private readonly session: VSphereSession,
+    private readonly ttlMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Drops memoized lookups, e.g. after a placement object turned out to be gone. */
+  invalidate(): void {
+    this.memo.clear();
+  }
+
+  /** Memoizes found values only: a missing object is looked up again next time. */
+  private async cached<T>(key: string, load: () => Promise<T | undefined>): Promise<T | undefined> {
+    const hit = this.memo.get(key);
+    if (hit && this.now() - hit.at < this.ttlMs) return hit.value as T;
+    const value = await load();
+    if (value !== undefined) this.memo.set(key, { value, at: this.now() });
+    return value;
+  }
+
+  /** SearchIndex.FindByInventoryPath, e.g. "DC0/host/DC0_C0". */
+  find(path: string): Promise<MoRef | undefined> {
+    return this.cached(`path:${path}`, async () => {
+      const index = (await this.session.serviceContent()).searchIndex;
+      if (!index) throw new Error("this vCenter has no SearchIndex");
+      return moRef(
+        await this.session.invoke("FindByInventoryPath", index, { inventoryPath: path }),
+      );
+    });
+  }
+
+  private async findTyped(path: string, types: Set<string>): Promise<MoRef | undefined> {
+    const ref = await this.find(path);
+    return ref && types.has(ref.type) ? ref : undefined;
+  }
+
+  /** An object of `type` named `name` anywhere under `container` (folders, clusters, pods). */
+  private findByName(container: MoRef, type: string, name: string): Promise<MoRef | undefined> {
+    return this.cached(`name:${container.value}:${type}:${name}`, async () => {
+      const found = await listObjects(this.session, container, type, ["name"]);
+      return found.find((o) => text(o.props.name) === name)?.obj;
+    });
+  }
+
+  async datacenter(name: string): Promise<MoRef> {
+    const dc = await this.findTyped(trimSlashes(name), new Set(["Datacenter"]));
+    if (!dc) throw new PlacementNotFound("datacenter", name, name);
+    return dc;
+  }
+
+  /** Resolves every part of a placement, or throws PlacementNotFound naming the missing one. */
+  async placement(p: Placement): Promise<ResolvedPlacement> {
+    const dcPath = trimSlashes(p.datacenter);
+    const datacenter = await this.datacenter(p.datacenter);
+    const missing = (what: PlacementPart, name: string) =>
+      new PlacementNotFound(what, name, p.datacenter);
+
+    const folder = await this.findTyped(
+      inventoryPath(dcPath, "vm", p.folder ?? ""),
+      new Set(["Folder"]),
+    );
+    if (!folder) throw missing("folder", p.folder ?? "vm");
+
+    let cluster: MoRef | undefined;
+    if (p.cluster) {
+      cluster = await this.findTyped(inventoryPath(dcPath, "host", p.cluster), CLUSTER_TYPES);
+      if (!cluster) throw missing("cluster", p.cluster);
+    }
+
+    let pool: MoRef | undefined;
+    if (p.resourcePool) pool = await this.resourcePool(dcPath, p.resourcePool, p.cluster);
+    else if (cluster) pool = await this.rootPool(cluster);
+    if (!pool) throw missing("resourcePool", p.resourcePool ?? "(set cluster or resourcePool)");
+
+    const datastore = await this.datastore(dcPath, p.datastore);
+    if (!datastore) throw missing("datastore", p.datastore);
+
+    return { datacenter, folder, pool, datastore, datastoreName: p.datastore.split("/").pop()! };
+  }
+
+  private rootPool(cluster: MoRef): Promise<MoRef | undefined> {
+    return this.cached(`pool:${cluster.value}`, async () =>
+      moRef((await retrieveOne(this.session, cluster, ["resourcePool"])).resourcePool),
+    );
+  }
+
+  private async resourcePool(
+    dcPath: string,
+    pool: string,
+    cluster: string | undefined,
+  ): Promise<MoRef | undefined> {
+    const candidates = [inventoryPath(dcPath, "host", pool)];
+    if (cluster) candidates.push(inventoryPath(dcPath, "host", cluster, "Resources", pool));
+    for (const path of candidates) {
+      const ref = await this.findTyped(path, POOL_TYPES);
+      if (ref) return ref;
+    }
+    if (pool.includes("/")) return undefined;
+    const hostFolder = await this.find(inventoryPath(dcPath, "host"));
+    return hostFolder && this.findByName(hostFolder, "ResourcePool", pool);
+  }
+
+  private async datastore(dcPath: string, name: string): Promise<MoRef | undefined> {
+    const types = new Set(["Datastore"]);
+    const ref = await this.findTyped(inventoryPath(dcPath, "datastore", name), types);
+    if (ref || name.includes("/")) return ref;
+    const folder = await this.find(inventoryPath(dcPath, "datastore"));
+    return folder && this.findByName(folder, "Datastore", name);
+  }
+
+  /** A VM or template by path relative to the datacenter's vm folder. */
+  vmByPath(datacenter: string, path: string): Promise<MoRef | undefined> {
+    return this.findTyped(inventoryPath(datacenter, "vm", path), new Set(["VirtualMachine"]));
+  }
+
+  /** How a NIC attaches to the named port group or standard network of a datacenter. */
+  async network(datacenter: string, name: string): Promise<NetworkBacking> {
+    const dcPath = trimSlashes(datacenter);
+    await this.datacenter(datacenter);
+    let ref = await this.findTyped(inventoryPath(dcPath, "network", name), NETWORK_TYPES);
+    if (!ref && !name.includes("/")) {
+      const folder = await this.find(inventoryPath(dcPath, "network"));
+      ref = folder && (await this.findByName(folder, "Network", name));
+    }
+    if (!ref) throw new PortGroupNotFound(name, datacenter);
+    const short = name.split("/").pop()!;
+    if (ref.type !== "DistributedVirtualPortgroup")
+      return { kind: "standard", name: short, network: ref };
+    const pg = ref;
+    const backing = await this.cached(`dvpg:${pg.value}`, async () => {
+      const props = await retrieveOne(this.session, pg, ["key", "config.distributedVirtualSwitch"]);
+      const dvs = moRef(props["config.distributedVirtualSwitch"]);
+      const key = str(props.key);
+      if (!dvs || !key) return undefined;
+      const switchUuid = await this.cached(`dvs:${dvs.value}`, async () =>
+        str((await retrieveOne(this.session, dvs, ["uuid"])).uuid),
+      );
+      return switchUuid ? { portgroupKey: key, switchUuid } : undefined;
+    });
+    if (!backing) throw new PortGroupNotFound(name, datacenter);
+    return { kind: "distributed", name: short, ...backing };
+  }
+}

@@ -1,0 +1,214 @@
+// The update loop that keeps the VM cache current: one filter over a ContainerView of all VMs
+// and distributed port groups in a PropertyCollector of our own, long-polled with
+// WaitForUpdatesEx. Any failure rebuilds collector, filter and cache, with backoff.
+import type { Logger } from "pino";
+import type { VSphereSession } from "./session.js";
+import type { MoRef } from "./xml.js";
+import { VSphereFault, VSphereUnreachable } from "./errors.js";
+import { createContainerView, propertySpec, viewObjectSpec } from "./properties.js";
+import { parseUpdateSet, PORTGROUP_PROPERTIES, type ObjectUpdate, type VMCache } from "./cache.js";
+import { VM_PROPERTIES } from "./vms.js";
+
+export interface WatchOptions {
+  /** Longest server-side wait of one WaitForUpdatesEx; below the SOAP request timeout. */
+  maxWaitSeconds: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+}
+
+/** Faults after which the session or the server-side objects are gone (vCenter restarted). */
+const SESSION_LOST = new Set(["ManagedObjectNotFound", "NotAuthenticated"]);
+
+export class UpdateLoop {
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+  private collector: MoRef | undefined;
+  private view: MoRef | undefined;
+  private polling = false;
+  private isSynced = false;
+  private error: Error | undefined;
+  private starters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private syncWaiters: (() => void)[] = [];
+  private wake: (() => void) | undefined;
+  /** Counts applied update batches and resyncs, for tests and metrics. */
+  batches = 0;
+  resyncs = 0;
+
+  constructor(
+    private readonly session: VSphereSession,
+    private readonly cache: VMCache,
+    private readonly log: Logger,
+    private readonly opts: WatchOptions,
+    /** Called after the session was reset, so pooled server-side objects are forgotten. */
+    private readonly onSessionReset: () => void = () => undefined,
+  ) {}
+
+  get synced(): boolean {
+    return this.isSynced;
+  }
+
+  get lastError(): Error | undefined {
+    return this.error;
+  }
+
+  /** Starts the loop; resolves at the first full sync, rejects with the first failure. */
+  start(): Promise<void> {
+    if (!this.loop) {
+      this.stopping = false;
+      this.loop = this.run();
+    }
+    if (this.isSynced) return Promise.resolve();
+    return new Promise((resolve, reject) => this.starters.push({ resolve, reject }));
+  }
+
+  /** Resolves when the cache is synced, or false after `timeoutMs`. */
+  async whenSynced(timeoutMs: number): Promise<boolean> {
+    if (this.isSynced) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const synced = await Promise.race([
+      new Promise<boolean>((resolve) => this.syncWaiters.push(() => resolve(true))),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return synced;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wake?.();
+    const loop = this.loop;
+    // CancelWaitForUpdates ends the long poll; repeat in case it raced the poll's start.
+    while (loop && this.polling && this.collector) {
+      await this.session.invoke("CancelWaitForUpdates", this.collector).catch(() => undefined);
+      const done = await Promise.race([
+        loop.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 500)),
+      ]);
+      if (done) break;
+    }
+    await loop;
+    this.loop = undefined;
+    this.isSynced = false;
+    this.settleStarters(new Error("the vSphere update loop was stopped"));
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping) {
+      try {
+        await this.follow(() => (failures = 0));
+      } catch (err) {
+        if (this.stopping) break;
+        const error = err instanceof Error ? err : new Error(String(err));
+        this.isSynced = false;
+        this.error = error;
+        this.cache.abortResync();
+        this.settleStarters(error);
+        failures++;
+        const lost =
+          error instanceof VSphereUnreachable ||
+          (error instanceof VSphereFault && SESSION_LOST.has(error.fault));
+        const [pc, view] = [this.collector, this.view];
+        this.collector = this.view = undefined;
+        if (lost) {
+          this.session.reset();
+          this.onSessionReset();
+        } else {
+          // Best effort: the session lives on, so its leftovers would pile up.
+          if (pc) await this.session.invoke("DestroyPropertyCollector", pc).catch(() => undefined);
+          if (view) await this.session.invoke("DestroyView", view).catch(() => undefined);
+        }
+        const delay = this.backoff(failures);
+        this.log.warn({ err: error.message, retryInMs: delay }, "vSphere update loop failed");
+        await this.sleep(delay);
+      }
+    }
+  }
+
+  /** One collector's life: create it, take the full snapshot, then follow changes. */
+  private async follow(onSynced: () => void): Promise<void> {
+    const sc = await this.session.serviceContent();
+    const pc = (await this.session.invoke(
+      "CreatePropertyCollector",
+      sc.propertyCollector,
+    )) as MoRef;
+    this.collector = pc;
+    const view = await createContainerView(this.session, sc.rootFolder, [
+      "VirtualMachine",
+      "DistributedVirtualPortgroup",
+    ]);
+    this.view = view;
+    await this.session.invoke("CreateFilter", pc, {
+      spec: {
+        propSet: [
+          propertySpec("VirtualMachine", VM_PROPERTIES),
+          propertySpec("DistributedVirtualPortgroup", PORTGROUP_PROPERTIES),
+        ],
+        objectSet: [viewObjectSpec(view)],
+      },
+      partialUpdates: false,
+    });
+
+    this.cache.beginResync();
+    const snapshot: ObjectUpdate[] = [];
+    let version = "";
+    for (;;) {
+      const set = parseUpdateSet(await this.poll(pc, version));
+      if (!set) continue;
+      snapshot.push(...set.updates);
+      version = set.version;
+      if (!set.truncated) break;
+    }
+    this.cache.finishResync(snapshot);
+    this.resyncs++;
+    this.isSynced = true;
+    this.error = undefined;
+    onSynced();
+    this.log.info({ vms: this.cache.size }, "vSphere VM cache synced");
+    this.settleStarters();
+    for (const w of this.syncWaiters.splice(0)) w();
+
+    while (!this.stopping) {
+      const set = parseUpdateSet(await this.poll(pc, version));
+      if (!set || this.stopping) continue;
+      this.cache.apply(set.updates);
+      this.batches++;
+      version = set.version;
+    }
+  }
+
+  private async poll(pc: MoRef, version: string) {
+    this.polling = true;
+    try {
+      return await this.session.invoke("WaitForUpdatesEx", pc, {
+        version,
+        options: { maxWaitSeconds: this.opts.maxWaitSeconds },
+      });
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private settleStarters(error?: Error): void {
+    for (const s of this.starters.splice(0)) {
+      if (error) s.reject(error);
+      else s.resolve();
+    }
+  }
+
+  private backoff(failures: number): number {
+    const base = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** (failures - 1));
+    return Math.round(base * (0.8 + Math.random() * 0.4));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}
