@@ -1,0 +1,203 @@
+// The templates vsop ships. A VirtualServerClass may replace any of them; they are rendered
+// against the context built in render.ts (InstallVariables plus derived values: `nic`,
+// `proxyURL`, `files`, `b64`).
+//
+// Network rule of the site: a server has no default route. It reaches the outside only through
+// the per-VLAN service addresses, so no template here writes a gateway or a 0.0.0.0/0 route.
+
+/** mcollectived's server.cfg: RabbitMQ connector, ssl security with the Marshal serializer. */
+export const MCOLLECTIVE_SERVER_CFG = `# mcollectived configuration for {{mcollective.identity}}, written by vsop
+main_collective = {{mcollective.collective}}
+collectives = {{mcollective.collective}}
+identity = {{mcollective.identity}}
+libdir = /usr/share/mcollective/plugins:/usr/libexec/mcollective
+logfile = /var/log/mcollective.log
+loglevel = info
+daemonize = 1
+
+connector = rabbitmq
+plugin.rabbitmq.vhost = /
+plugin.rabbitmq.pool.size = 1
+plugin.rabbitmq.pool.1.host = {{mcollective.brokerHost}}
+plugin.rabbitmq.pool.1.port = {{mcollective.brokerPort}}
+{{#if mcollective.brokerUser}}
+plugin.rabbitmq.pool.1.user = {{mcollective.brokerUser}}
+{{/if}}
+{{#if mcollective.brokerPassword}}
+plugin.rabbitmq.pool.1.password = {{mcollective.brokerPassword}}
+{{/if}}
+
+securityprovider = ssl
+plugin.ssl_serializer = marshal
+plugin.ssl_server_private = /etc/mcollective/ssl/server_private.pem
+plugin.ssl_server_public = /etc/mcollective/ssl/server_public.pem
+plugin.ssl_client_cert_dir = /etc/mcollective/ssl/clients
+
+factsource = yaml
+plugin.yaml = /etc/mcollective/facts.yaml
+`;
+
+export const PUPPET_CONF = `# written by vsop
+[main]
+environment = {{puppet.environment}}
+{{#if puppet.server}}
+server = {{puppet.server}}
+{{/if}}
+`;
+
+/**
+ * RHEL-style kickstart for a network install over the Boot-VLAN. The boot NIC fetched this
+ * file; the service NIC gets its static address without a default route, and packages come
+ * through the VLAN's proxy. %post writes MCollective and Puppet configuration, then reports
+ * completion so the operator can disconnect the boot NIC.
+ */
+export const KICKSTART = `# kickstart for {{hostname}} (VLAN {{vlan}}), rendered by vsop
+text
+lang en_US.UTF-8
+keyboard us
+timezone Etc/UTC --utc{{#if services.ntp}} --ntpservers={{services.ntp}}{{/if}}
+
+{{#if provisioning.installURL}}
+url --url={{provisioning.installURL}}{{#if proxyURL}} --proxy={{proxyURL}}{{/if}}
+{{/if}}
+{{#each provisioning.repos}}
+repo --name={{name}} --baseurl={{url}}{{#if proxyURL}} --proxy={{proxyURL}}{{/if}}
+{{/each}}
+
+network --device={{nic.device}} --bootproto=static --ip={{address}} --netmask={{netmask}}{{#if services.dns}} --nameserver={{services.dns}}{{/if}} --nodefroute --noipv6 --onboot=yes --activate --hostname={{hostname}}
+{{#if bootNic}}
+network --device={{bootNic.device}} --bootproto=dhcp --onboot=no
+{{/if}}
+
+rootpw --lock
+selinux --enforcing
+firewall --enabled --ssh
+firstboot --disabled
+skipx
+zerombr
+clearpart --all --initlabel
+autopart --type=lvm --nohome
+bootloader --timeout=1
+reboot
+
+%packages --ignoremissing
+@core
+curl
+chrony
+mcollective
+puppet-agent
+%end
+
+%post --log=/root/vsop-post.log
+umask 077
+mkdir -p /etc/mcollective/ssl/clients /etc/puppetlabs/puppet
+cat > /etc/mcollective/server.cfg <<'VSOP_EOF'
+{{files.mcollectiveServerCfg}}VSOP_EOF
+{{#if mcollective.serverPrivateKeyPem}}
+cat > /etc/mcollective/ssl/server_private.pem <<'VSOP_EOF'
+{{mcollective.serverPrivateKeyPem}}VSOP_EOF
+{{/if}}
+{{#if mcollective.serverPublicKeyPem}}
+cat > /etc/mcollective/ssl/server_public.pem <<'VSOP_EOF'
+{{mcollective.serverPublicKeyPem}}VSOP_EOF
+{{/if}}
+{{#if mcollective.clientPublicKeyPem}}
+cat > /etc/mcollective/ssl/clients/{{mcollective.clientCertName}}.pem <<'VSOP_EOF'
+{{mcollective.clientPublicKeyPem}}VSOP_EOF
+{{/if}}
+umask 022
+cat > /etc/puppetlabs/puppet/puppet.conf <<'VSOP_EOF'
+{{files.puppetConf}}VSOP_EOF
+{{#if proxyURL}}
+grep -q '^proxy=' /etc/yum.conf || echo 'proxy={{proxyURL}}' >> /etc/yum.conf
+{{/if}}
+systemctl enable mcollective.service || true
+{{#if provisioning.builtURL}}
+# Report completion over the Boot-VLAN: the operator then disconnects the boot NIC.
+curl -fsS --retry 5 -X POST '{{provisioning.builtURL}}'
+{{/if}}
+%end
+`;
+
+/** cloud-init user-data. File contents travel base64-encoded so no value can break the YAML. */
+export const USER_DATA = `#cloud-config
+hostname: "{{shortName}}"
+fqdn: "{{hostname}}"
+prefer_fqdn_over_hostname: true
+manage_etc_hosts: true
+{{#if services.ntp}}
+ntp:
+  enabled: true
+  servers:
+    - "{{services.ntp}}"
+{{/if}}
+{{#if proxyURL}}
+apt:
+  http_proxy: "{{proxyURL}}"
+  https_proxy: "{{proxyURL}}"
+bootcmd:
+  - [sh, -c, 'if [ -f /etc/yum.conf ] && ! grep -q "^proxy=" /etc/yum.conf; then echo "proxy={{proxyURL}}" >> /etc/yum.conf; fi']
+{{/if}}
+write_files:
+  - path: /etc/mcollective/server.cfg
+    owner: root:root
+    permissions: "0600"
+    encoding: b64
+    content: {{b64.mcollectiveServerCfg}}
+{{#if b64.serverPrivateKeyPem}}
+  - path: /etc/mcollective/ssl/server_private.pem
+    owner: root:root
+    permissions: "0600"
+    encoding: b64
+    content: {{b64.serverPrivateKeyPem}}
+{{/if}}
+{{#if b64.serverPublicKeyPem}}
+  - path: /etc/mcollective/ssl/server_public.pem
+    owner: root:root
+    permissions: "0644"
+    encoding: b64
+    content: {{b64.serverPublicKeyPem}}
+{{/if}}
+{{#if b64.clientPublicKeyPem}}
+  - path: /etc/mcollective/ssl/clients/{{mcollective.clientCertName}}.pem
+    owner: root:root
+    permissions: "0644"
+    encoding: b64
+    content: {{b64.clientPublicKeyPem}}
+{{/if}}
+  - path: /etc/puppet/puppet.conf
+    owner: root:root
+    permissions: "0644"
+    encoding: b64
+    content: {{b64.puppetConf}}
+runcmd:
+  - [systemctl, restart, mcollective.service]
+{{#if provisioning.builtURL}}
+  # Without a default route the callback goes through the VLAN's proxy, when there is one.
+  - [curl, -fsS, --retry, "5",{{#if proxyURL}} --proxy, "{{proxyURL}}",{{/if}} -X, POST, "{{provisioning.builtURL}}"]
+{{/if}}
+`;
+
+export const META_DATA = `instance-id: "{{provisioning.instanceId}}"
+local-hostname: "{{hostname}}"
+`;
+
+/** Network config version 2: static address on the service NIC, no gateway, no routes. */
+export const NETWORK_CONFIG = `version: 2
+ethernets:
+  {{nic.name}}:
+{{#if nic.macAddress}}
+    match:
+      macaddress: "{{nic.macAddress}}"
+    set-name: {{nic.name}}
+{{/if}}
+    dhcp4: false
+    dhcp6: false
+    addresses:
+      - "{{address}}/{{prefixLength}}"
+    nameservers:
+      search: ["{{domain}}"]
+{{#if services.dns}}
+      addresses: ["{{services.dns}}"]
+{{/if}}
+`;

@@ -1,0 +1,205 @@
+// The HTTP endpoint installers talk to over the Boot-VLAN:
+//   GET  /ks/<token>     the server's kickstart (text/plain)
+//   POST /built/<token>  installation finished (GET too: some installers cannot POST) → 204
+//   GET  /healthz
+// A token is good until its /built call; afterwards both routes answer 410 Gone. Tokens are
+// secrets (the kickstart carries broker credentials and keys), so they never reach a log line:
+// logs name them by a short sha256 prefix.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { isWellFormedToken, tokenLogId } from "./tokens.js";
+
+export type TokenState =
+  { kind: "active"; kickstart: () => Promise<string> } | { kind: "used" } | undefined;
+
+/** The subset of a pino logger the server uses. */
+export interface ServerLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface ProvisioningServerOptions {
+  lookup(token: string): Promise<TokenState>;
+  onBuilt(token: string): Promise<void>;
+  log?: ServerLog;
+  /** Request bodies beyond this are refused with 413; default 64 KiB. */
+  maxBodyBytes?: number;
+  /** Whole-request deadline; default 30 s. */
+  requestTimeoutMs?: number;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly allow?: string,
+  ) {
+    super(message);
+  }
+}
+
+const ROUTE = /^\/(ks|built)\/([^/]+)$/;
+
+export class ProvisioningServer {
+  private readonly server: Server;
+  private readonly maxBody: number;
+  /** /built calls in progress per token, so a retrying installer does not complete twice. */
+  private readonly building = new Map<string, Promise<void>>();
+  private readonly built = new Set<string>();
+
+  constructor(private readonly options: ProvisioningServerOptions) {
+    this.maxBody = options.maxBodyBytes ?? 64 * 1024;
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch(() => res.destroy());
+    });
+    this.server.requestTimeout = options.requestTimeoutMs ?? 30_000;
+    this.server.headersTimeout = Math.min(10_000, this.server.requestTimeout);
+    this.server.keepAliveTimeout = 5_000;
+  }
+
+  /** The underlying node:http server, for callers that manage endpoints uniformly. */
+  get httpServer(): Server {
+    return this.server;
+  }
+
+  listen(host: string, port: number): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      this.server.once("error", onError);
+      this.server.listen(port, host, () => {
+        this.server.off("error", onError);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (!this.server.listening) return resolve();
+      this.server.close((err) => (err ? reject(err) : resolve()));
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = req.method ?? "";
+    const path = (req.url ?? "").split("?")[0]!;
+    const match = ROUTE.exec(path);
+    const route = match
+      ? (match[1] as "ks" | "built")
+      : path === "/healthz"
+        ? "healthz"
+        : undefined;
+    const token = match && isWellFormedToken(match[2]!) ? match[2]! : undefined;
+    const fields: Record<string, unknown> = { method, route };
+    if (token) fields.tokenId = tokenLogId(token);
+    let status: number;
+    try {
+      await this.drainBody(req);
+      const result = await this.dispatch(method, route, token);
+      status = result.status;
+      this.reply(res, status, result.body);
+    } catch (err) {
+      status = err instanceof HttpError ? err.status : 500;
+      if (status === 500)
+        this.options.log?.error({ ...fields, err: describe(err, token) }, "request failed");
+      const message = status === 500 ? "internal error" : (err as Error).message;
+      this.reply(res, status, `${message}\n`, {
+        close: status === 413,
+        allow: err instanceof HttpError ? err.allow : undefined,
+      });
+    }
+    if (route === "ks" || route === "built")
+      this.options.log?.info({ ...fields, status }, "provisioning request");
+  }
+
+  private async dispatch(
+    method: string,
+    route: "ks" | "built" | "healthz" | undefined,
+    token: string | undefined,
+  ): Promise<{ status: number; body?: string }> {
+    const allow = (methods: string[]) => {
+      if (!methods.includes(method))
+        throw new HttpError(405, "method not allowed", methods.join(", "));
+    };
+    if (route === "healthz") {
+      allow(["GET", "HEAD"]);
+      return { status: 200, body: "ok\n" };
+    }
+    if (!route || !token) throw new HttpError(404, "not found");
+    allow(route === "ks" ? ["GET"] : ["POST", "GET"]);
+
+    if (this.built.has(token)) throw new HttpError(410, "token already used");
+    const state = await this.options.lookup(token);
+    if (!state) throw new HttpError(404, "not found");
+    if (state.kind === "used") throw new HttpError(410, "token already used");
+    if (route === "ks") return { status: 200, body: await state.kickstart() };
+
+    // A retrying installer may call again while the first call is still being recorded.
+    let done = this.building.get(token);
+    if (!done) {
+      done = this.options.onBuilt(token);
+      this.building.set(token, done);
+      try {
+        await done;
+        this.rememberBuilt(token);
+      } finally {
+        this.building.delete(token);
+      }
+    } else await done;
+    return { status: 204 };
+  }
+
+  /** Bounded memory of completed tokens, for callers whose lookup lags behind onBuilt. */
+  private rememberBuilt(token: string): void {
+    this.built.add(token);
+    if (this.built.size > 1024) this.built.delete(this.built.values().next().value!);
+  }
+
+  /** Reads and discards the body, refusing more than maxBody bytes. */
+  private drainBody(req: IncomingMessage): Promise<void> {
+    const declared = Number(req.headers["content-length"] ?? 0);
+    if (declared > this.maxBody) return Promise.reject(new HttpError(413, "body too large"));
+    return new Promise((resolve, reject) => {
+      let seen = 0;
+      req.on("data", (chunk: Buffer) => {
+        seen += chunk.length;
+        if (seen > this.maxBody) {
+          req.removeAllListeners("data");
+          req.pause();
+          reject(new HttpError(413, "body too large"));
+        }
+      });
+      req.on("end", () => resolve());
+      req.on("error", reject);
+    });
+  }
+
+  private reply(
+    res: ServerResponse,
+    status: number,
+    body?: string,
+    opts: { close?: boolean; allow?: string | undefined } = {},
+  ): void {
+    if (res.headersSent) return;
+    const headers: Record<string, string> = { "cache-control": "no-store" };
+    if (opts.allow) headers.allow = opts.allow;
+    if (opts.close) headers.connection = "close";
+    if (status === 204 || body === undefined) {
+      res.writeHead(status, headers).end();
+      return;
+    }
+    headers["content-type"] = "text/plain; charset=utf-8";
+    headers["content-length"] = String(Buffer.byteLength(body));
+    res.writeHead(status, headers).end(body);
+  }
+}
+
+/** An error's name and message only (a stack or cause could quote a URL), token masked. */
+function describe(err: unknown, token: string | undefined): { name: string; message: string } {
+  const name = err instanceof Error ? err.name : "Error";
+  let message = err instanceof Error ? err.message : String(err);
+  if (token) message = message.split(token).join(`<token ${tokenLogId(token)}>`);
+  return { name, message };
+}

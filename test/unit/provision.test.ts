@@ -1,0 +1,575 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync, execFileSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { load } from "js-yaml";
+import { pino } from "pino";
+import { renderTemplate, compileTemplate, TemplateError } from "../../src/provision/template.js";
+import {
+  netmaskFromPrefix,
+  validateInstallVariables,
+  InstallVariablesError,
+  type InstallVariables,
+} from "../../src/provision/variables.js";
+import { renderKickstart, renderCloudInit } from "../../src/provision/render.js";
+import { assertNoDefaultRoute, NetworkConfigError } from "../../src/provision/network-config.js";
+import { guestinfoExtraConfig, GUESTINFO_KEYS } from "../../src/provision/guestinfo.js";
+import { newToken, hashToken, isWellFormedToken, tokenLogId } from "../../src/provision/tokens.js";
+import { ProvisioningServer, type TokenState } from "../../src/provision/server.js";
+
+// ---------------------------------------------------------------- sample data (VLAN 30)
+
+const keys = generateKeyPairSync("rsa", {
+  modulusLength: 2048,
+  privateKeyEncoding: { type: "pkcs8", format: "pem" },
+  publicKeyEncoding: { type: "spki", format: "pem" },
+});
+
+function sampleVars(overrides: Partial<InstallVariables> = {}): InstallVariables {
+  return {
+    hostname: "web-prod-1.example.com",
+    shortName: "web-prod-1",
+    domain: "example.com",
+    apptype: "web",
+    environment: "prod",
+    instance: "1",
+    address: "10.12.30.20",
+    prefixLength: 24,
+    netmask: netmaskFromPrefix(24),
+    vlan: 30,
+    services: { dns: "10.12.30.2", ntp: "10.12.30.4", proxy: "10.12.30.3" },
+    mcollective: {
+      brokerHost: "broker.example.com",
+      brokerPort: 61613,
+      brokerUser: "mcollective",
+      brokerPassword: "s3cret: #not-a-comment",
+      collective: "mcollective",
+      identity: "web-prod-1.example.com",
+      serverPrivateKeyPem: keys.privateKey,
+      serverPublicKeyPem: keys.publicKey,
+      clientPublicKeyPem: keys.publicKey,
+      clientCertName: "vsop",
+    },
+    puppet: { environment: "production", server: "puppet.example.com" },
+    provisioning: {
+      kickstartURL: "http://10.99.0.1:8081/ks/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+      builtURL: "http://10.99.0.1:8081/built/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+      installURL: "http://mirror.example.com/rhel9/BaseOS/x86_64/os",
+      repos: [{ name: "appstream", url: "http://mirror.example.com/rhel9/AppStream/x86_64/os" }],
+    },
+    serviceNic: { macAddress: "00:50:56:12:34:56" },
+    bootNic: { name: "ens224" },
+    ...overrides,
+  };
+}
+
+/** No proxy, no NTP, no keys, no callback, NIC by name: every optional part left out. */
+function minimalVars(): InstallVariables {
+  const v = sampleVars();
+  return {
+    ...v,
+    services: { dns: "10.12.30.2" },
+    mcollective: {
+      brokerHost: "10.12.0.5",
+      brokerPort: 61613,
+      collective: "mcollective",
+      identity: v.hostname,
+      clientCertName: "vsop",
+    },
+    puppet: { environment: "production" },
+    provisioning: {},
+    serviceNic: { name: "eth1" },
+    bootNic: undefined,
+  };
+}
+
+function withTempDir<T>(fn: (dir: string) => T): T {
+  const dir = mkdtempSync(join(tmpdir(), "vsop-test-"));
+  try {
+    return fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The Python that runs cloud-init (its shebang), to call cloud-init's own parsers. */
+function cloudInitPython(): string {
+  const bin = execFileSync("sh", ["-c", "command -v cloud-init"], { encoding: "utf8" }).trim();
+  const shebang = readFileSync(bin, "utf8").split("\n")[0]!;
+  return shebang.replace(/^#!\s*/, "").split(/\s+/)[0]!;
+}
+
+// ---------------------------------------------------------------- template engine
+
+test("template: variables, dotted paths and scalars", () => {
+  const out = renderTemplate("t", "{{ name }} dns={{services.dns}} port={{port}} on={{on}}", {
+    name: "web",
+    services: { dns: "10.12.30.2" },
+    port: 61613,
+    on: false,
+  });
+  assert.equal(out, "web dns=10.12.30.2 port=61613 on=false");
+});
+
+test("template: each with this, @index, item fields and outer variables", () => {
+  const vars = { list: ["a", "b"], repos: [{ name: "x" }, { name: "y" }], suffix: "!" };
+  assert.equal(
+    renderTemplate("t", "{{#each list}}[{{@index}}:{{this}}]{{/each}}", vars),
+    "[0:a][1:b]",
+  );
+  assert.equal(
+    renderTemplate("t", "{{#each repos}}{{name}}{{this.name}}{{suffix}} {{/each}}", vars),
+    "xx! yy! ",
+  );
+  assert.equal(renderTemplate("t", "{{#each none}}x{{else}}empty{{/each}}", { none: [] }), "empty");
+});
+
+test("template: if/else, nested blocks and falsy values", () => {
+  const t = compileTemplate("t", "{{#if a}}A{{#if b.c}}C{{else}}-{{/if}}{{else}}none{{/if}}");
+  assert.equal(t.render({ a: true, b: { c: "x" } }), "AC");
+  assert.equal(t.render({ a: "yes", b: {} }), "A-");
+  for (const a of [undefined, false, "", 0, []]) assert.equal(t.render({ a }), "none");
+});
+
+test("template: a block tag alone on its line leaves no blank line", () => {
+  const src =
+    "start\n{{#if on}}\n  on: {{v}}\n{{else}}\n  off\n{{/if}}\n{{#each xs}}\n- {{this}}\n{{/each}}\nend\n";
+  assert.equal(
+    renderTemplate("t", src, { on: true, v: 1, xs: ["a", "b"] }),
+    "start\n  on: 1\n- a\n- b\nend\n",
+  );
+  assert.equal(renderTemplate("t", src, { on: false, xs: [] }), "start\n  off\nend\n");
+  // Inline blocks keep their line.
+  assert.equal(renderTemplate("t", "x{{#if on}} y{{/if}}\nz", { on: true }), "x y\nz");
+});
+
+test("template: an undefined variable is a TemplateError naming template, line and variable", () => {
+  const src =
+    "text\nnetwork --nameserver={{services.dns}}\ntimezone --ntpservers={{ services.ntpp }}\n";
+  assert.throws(
+    () => renderTemplate("kickstart", src, { services: { dns: "10.12.30.2", ntp: "x" } }),
+    (err: unknown) => {
+      assert.ok(err instanceof TemplateError);
+      assert.equal(err.template, "kickstart");
+      assert.equal(err.line, 3);
+      assert.equal(err.message, 'template "kickstart" line 3: undefined variable "services.ntpp"');
+      return true;
+    },
+  );
+  // Also inside a loop, with the line of the tag, and for each over a missing list.
+  assert.throws(
+    () => renderTemplate("t", "a\nb\n{{#each xs}}\n{{this.nope}}\n{{/each}}", { xs: [{}] }),
+    /template "t" line 4: undefined variable "this.nope"/,
+  );
+  assert.throws(
+    () => renderTemplate("t", "\n{{#each xs}}{{/each}}", {}),
+    /line 2: undefined variable "xs"/,
+  );
+});
+
+test("template: no prototype access, no objects printed, no code", () => {
+  assert.throws(
+    () => renderTemplate("t", "{{constructor}}", {}),
+    /undefined variable "constructor"/,
+  );
+  assert.throws(() => renderTemplate("t", "{{a.toString}}", { a: {} }), /undefined variable/);
+  assert.throws(() => renderTemplate("t", "{{a}}", { a: { b: 1 } }), /"a" is an object/);
+  assert.throws(() => renderTemplate("t", "{{a}}", { a: [1] }), /"a" is a list/);
+  assert.throws(() => renderTemplate("t", "{{ a + 1 }}", { a: 1 }), /invalid tag/);
+  assert.throws(() => renderTemplate("t", "{{#each a}}{{/each}}", { a: "abc" }), /not a list/);
+});
+
+test("template: unclosed and mismatched blocks are errors at parse time", () => {
+  assert.throws(
+    () => compileTemplate("user-data", "a\n{{#if x}}\nb\n{{#each ys}}\n{{/if}}\n"),
+    /template "user-data" line 5: "\{\{\/if\}\}" closes \{\{#each ys\}\} opened at line 4/,
+  );
+  assert.throws(
+    () => compileTemplate("user-data", "a\n\n{{#each ys}}\nb\n"),
+    (err: unknown) =>
+      err instanceof TemplateError &&
+      err.line === 3 &&
+      /unclosed block \{\{#each ys\}\}/.test(err.message),
+  );
+  assert.throws(() => compileTemplate("t", "{{/if}}"), /without an opening tag/);
+  assert.throws(() => compileTemplate("t", "{{else}}"), /outside a block/);
+  assert.throws(() => compileTemplate("t", "x\n{{name"), /line 2: unterminated tag/);
+});
+
+// ---------------------------------------------------------------- variables
+
+test("netmask from prefix length", () => {
+  assert.equal(netmaskFromPrefix(24), "255.255.255.0");
+  assert.equal(netmaskFromPrefix(27), "255.255.255.224");
+  assert.equal(netmaskFromPrefix(16), "255.255.0.0");
+  assert.equal(netmaskFromPrefix(32), "255.255.255.255");
+  assert.equal(netmaskFromPrefix(0), "0.0.0.0");
+  assert.throws(() => netmaskFromPrefix(33), RangeError);
+  assert.throws(() => netmaskFromPrefix(2.5), RangeError);
+});
+
+test("install variables that could break a file are refused", () => {
+  validateInstallVariables(sampleVars());
+  validateInstallVariables(minimalVars());
+  const bad: Array<[string, InstallVariables]> = [
+    [
+      "mcollective.brokerPassword",
+      {
+        ...sampleVars(),
+        mcollective: { ...sampleVars().mcollective, brokerPassword: "a\nconnector = x" },
+      },
+    ],
+    ["serviceNic.macAddress", sampleVars({ serviceNic: { macAddress: "00:50:56:12:34" } })],
+    ["netmask", sampleVars({ netmask: "255.255.0.0" })],
+    ["provisioning.builtURL", sampleVars({ provisioning: { builtURL: "http://x/'; reboot; '" } })],
+    ["hostname", sampleVars({ hostname: "web prod" })],
+    ["services.dns", sampleVars({ services: { dns: "dns-30" } })],
+  ];
+  for (const [field, v] of bad)
+    assert.throws(
+      () => renderKickstart(v),
+      (err: unknown) => err instanceof InstallVariablesError && err.field === field,
+      field,
+    );
+});
+
+// ---------------------------------------------------------------- kickstart
+
+test("default kickstart carries the VLAN 30 settings and no gateway", () => {
+  const ks = renderKickstart(sampleVars());
+  const network = ks.split("\n").find((l) => l.startsWith("network --device=00:50:56"));
+  assert.ok(network, "a network line for the service NIC");
+  for (const part of [
+    "--bootproto=static",
+    "--ip=10.12.30.20",
+    "--netmask=255.255.255.0",
+    "--nameserver=10.12.30.2",
+    "--nodefroute",
+    "--hostname=web-prod-1.example.com",
+  ])
+    assert.ok(network.includes(part), part);
+  assert.ok(!ks.includes("--gateway"));
+  assert.match(ks, /^text$/m);
+  assert.match(ks, /^timezone .*--ntpservers=10\.12\.30\.4$/m);
+  assert.match(
+    ks,
+    /^url --url=http:\/\/mirror\.example\.com\S+ --proxy=http:\/\/10\.12\.30\.3:3128$/m,
+  );
+  assert.match(ks, /^repo --name=appstream --baseurl=\S+ --proxy=http:\/\/10\.12\.30\.3:3128$/m);
+  assert.match(ks, /^network --device=ens224 --bootproto=dhcp --onboot=no$/m);
+  assert.match(ks, /^identity = web-prod-1\.example\.com$/m);
+  assert.match(ks, /^connector = rabbitmq$/m);
+  assert.match(ks, /^plugin\.rabbitmq\.pool\.1\.host = broker\.example\.com$/m);
+  assert.match(ks, /^securityprovider = ssl$/m);
+  assert.match(ks, /^environment = production$/m);
+  assert.ok(ks.includes(keys.privateKey.trim()));
+  assert.match(ks, /^curl -fsS .*-X POST 'http:\/\/10\.99\.0\.1:8081\/built\/A+'$/m);
+  assert.ok(!/\{\{|\}\}/.test(ks), "no template tags left");
+
+  // The %post section is valid shell.
+  const post = /^%post[^\n]*\n([\s\S]*?)^%end$/m.exec(ks)?.[1];
+  assert.ok(post);
+  const r = spawnSync("bash", ["-n"], { input: post, encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+});
+
+test("kickstart without proxy, ntp, keys or callback leaves those parts out", () => {
+  const ks = renderKickstart(minimalVars());
+  assert.ok(!ks.includes("proxy"));
+  assert.ok(!ks.includes("--ntpservers"));
+  assert.ok(!ks.includes("BEGIN"));
+  assert.ok(!ks.includes("curl -fsS"));
+  assert.ok(!ks.includes("pool.1.password"));
+  assert.match(ks, /^network --device=eth1 --bootproto=static .*--nodefroute/m);
+  assert.ok(!ks.includes("--gateway"));
+  // A class's own kickstart template is used instead of the default.
+  assert.equal(
+    renderKickstart(minimalVars(), "host {{hostname}}\n"),
+    "host web-prod-1.example.com\n",
+  );
+});
+
+// ---------------------------------------------------------------- cloud-init
+
+test("rendered user-data passes cloud-init's schema check", () => {
+  for (const vars of [sampleVars(), minimalVars()]) {
+    const { userData } = renderCloudInit(vars);
+    withTempDir((dir) => {
+      const file = join(dir, "user-data");
+      writeFileSync(file, userData);
+      const r = spawnSync("cloud-init", ["schema", "--config-file", file], { encoding: "utf8" });
+      assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}\n${userData}`);
+    });
+  }
+});
+
+test("user-data writes mcollective, keys and puppet config, and calls back", () => {
+  const { userData, metaData } = renderCloudInit(sampleVars());
+  const doc = load(userData) as {
+    hostname: string;
+    fqdn: string;
+    ntp: { servers: string[] };
+    apt: { http_proxy: string };
+    write_files: Array<{ path: string; content: string; encoding: string; permissions: string }>;
+    runcmd: string[][];
+  };
+  assert.equal(doc.hostname, "web-prod-1");
+  assert.equal(doc.fqdn, "web-prod-1.example.com");
+  assert.deepEqual(doc.ntp.servers, ["10.12.30.4"]);
+  assert.equal(doc.apt.http_proxy, "http://10.12.30.3:3128");
+  const files = new Map(
+    doc.write_files.map((f) => [f.path, Buffer.from(f.content, "base64").toString("utf8")]),
+  );
+  const cfg = files.get("/etc/mcollective/server.cfg")!;
+  assert.match(cfg, /^identity = web-prod-1\.example\.com$/m);
+  assert.match(cfg, /^plugin\.rabbitmq\.pool\.1\.password = s3cret: #not-a-comment$/m);
+  assert.match(cfg, /^plugin\.ssl_serializer = marshal$/m);
+  assert.equal(files.get("/etc/mcollective/ssl/server_private.pem"), keys.privateKey);
+  assert.equal(files.get("/etc/mcollective/ssl/clients/vsop.pem"), keys.publicKey);
+  assert.match(files.get("/etc/puppet/puppet.conf")!, /^environment = production$/m);
+  const priv = doc.write_files.find((f) => f.path.endsWith("server_private.pem"))!;
+  assert.equal(priv.permissions, "0600");
+  const callback = doc.runcmd.find((c) => c[0] === "curl");
+  assert.ok(callback?.includes(sampleVars().provisioning.builtURL!));
+  assert.deepEqual(load(metaData), {
+    "instance-id": "web-prod-1.example.com",
+    "local-hostname": "web-prod-1.example.com",
+  });
+  assert.ok(!renderCloudInit(minimalVars()).userData.includes("curl"));
+});
+
+test("every rendered network-config has no default route", () => {
+  for (const vars of [sampleVars(), minimalVars()]) {
+    const { networkConfig } = renderCloudInit(vars);
+    assertNoDefaultRoute(networkConfig);
+    assert.ok(!/gateway|0\.0\.0\.0|routes/.test(networkConfig));
+    const doc = load(networkConfig) as { version: number; ethernets: Record<string, unknown> };
+    assert.equal(doc.version, 2);
+  }
+  const byMac = load(renderCloudInit(sampleVars()).networkConfig) as {
+    ethernets: { ens192: { match: { macaddress: string }; addresses: string[] } };
+  };
+  assert.equal(byMac.ethernets.ens192.match.macaddress, "00:50:56:12:34:56");
+  assert.deepEqual(byMac.ethernets.ens192.addresses, ["10.12.30.20/24"]);
+});
+
+test("cloud-init renders the network config to a static address without a gateway", () => {
+  const { networkConfig } = renderCloudInit(sampleVars());
+  withTempDir((dir) => {
+    writeFileSync(join(dir, "network-config"), networkConfig);
+    const out = join(dir, "out");
+    const args = ["devel", "net-convert", "-p", join(dir, "network-config"), "-k", "yaml"];
+    execFileSync("cloud-init", [...args, "-d", out, "-D", "rhel", "-O", "sysconfig"], {
+      stdio: "pipe",
+    });
+    const ifcfg = readFileSync(join(out, "etc/sysconfig/network-scripts/ifcfg-ens192"), "utf8");
+    assert.match(ifcfg, /^IPADDR=10\.12\.30\.20$/m);
+    assert.match(ifcfg, /^NETMASK=255\.255\.255\.0$/m);
+    assert.match(ifcfg, /^HWADDR=00:50:56:12:34:56$/m);
+    assert.match(ifcfg, /^DNS1=10\.12\.30\.2$/m);
+    assert.ok(!/GATEWAY|DEFROUTE=yes/.test(ifcfg), ifcfg);
+    assert.deepEqual(
+      readdirSync(join(out, "etc/sysconfig/network-scripts")).filter((f) => f.startsWith("route")),
+      [],
+    );
+  });
+});
+
+test("assertNoDefaultRoute catches gateways, default routes and DHCP", () => {
+  const base = renderCloudInit(sampleVars()).networkConfig;
+  const doctored = [
+    base.replace("    dhcp4: false\n", "    dhcp4: false\n    gateway4: 10.12.30.1\n"),
+    base.replace(
+      "    dhcp4: false\n",
+      "    dhcp4: false\n    routes:\n      - to: 0.0.0.0/0\n        via: 10.12.30.1\n",
+    ),
+    base.replace(
+      "    dhcp4: false\n",
+      "    dhcp4: false\n    routes:\n      - to: default\n        via: 10.12.30.1\n",
+    ),
+    base.replace("    dhcp6: false\n", "    dhcp6: false\n    gateway6: fe80::1\n"),
+    base.replace("    dhcp4: false\n", "    dhcp4: true\n"),
+    "network:\n  version: 2\n  ethernets:\n    eth0:\n      gateway4: 10.0.0.1\n",
+    "version: 1\nconfig:\n  - type: physical\n    name: eth0\n    subnets:\n      - type: static\n        address: 10.12.30.20/24\n        gateway: 10.12.30.1\n",
+    "version: 1\nconfig:\n  - type: route\n    destination: 0.0.0.0/0\n    gateway: 10.12.30.1\n",
+  ];
+  for (const yaml of doctored)
+    assert.throws(() => assertNoDefaultRoute(yaml), NetworkConfigError, yaml);
+  assert.throws(() => assertNoDefaultRoute("version: 3\n"), /unsupported version/);
+  assert.throws(() => assertNoDefaultRoute("a: [\n"), /not valid YAML/);
+  // DHCP that may not install routes, and specific routes, are fine.
+  assertNoDefaultRoute(
+    "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n    dhcp4-overrides: {use-routes: false}\n    routes:\n      - to: 10.99.0.0/16\n        via: 10.12.30.1\n",
+  );
+  // A class template that adds a gateway never leaves renderCloudInit.
+  assert.throws(
+    () => renderCloudInit(sampleVars(), { networkConfig: `${base}    gateway4: 10.12.30.1\n` }),
+    NetworkConfigError,
+  );
+});
+
+// ---------------------------------------------------------------- guestinfo
+
+test("guestinfo keys decode back to the cloud-init files", () => {
+  const files = renderCloudInit(sampleVars());
+  const ec = guestinfoExtraConfig(files);
+  assert.deepEqual(Object.keys(ec).sort(), [...GUESTINFO_KEYS].sort());
+  assert.equal(ec["guestinfo.metadata.encoding"], "base64");
+  assert.equal(ec["guestinfo.userdata.encoding"], "base64");
+  const decode = (s: string) => Buffer.from(s, "base64").toString("utf8");
+  assert.equal(decode(ec["guestinfo.userdata"]!), files.userData);
+  const meta = JSON.parse(decode(ec["guestinfo.metadata"]!)) as Record<string, string>;
+  assert.equal(meta["instance-id"], "web-prod-1.example.com");
+  assert.equal(meta["local-hostname"], "web-prod-1.example.com");
+  assert.equal(meta["network.encoding"], "base64");
+  assert.equal(decode(meta.network!), files.networkConfig);
+});
+
+test("cloud-init's VMware datasource reads the guestinfo metadata and network", () => {
+  const ec = guestinfoExtraConfig(renderCloudInit(sampleVars()));
+  const env: Record<string, string> = { ...process.env } as Record<string, string>;
+  // The datasource's container transport: guestinfo.x.y is read from VMX_GUESTINFO_X_Y.
+  for (const [k, v] of Object.entries(ec)) env[`VMX_${k.toUpperCase().replaceAll(".", "_")}`] = v;
+  const script = `
+import json
+from cloudinit.sources import DataSourceVMware as ds
+from cloudinit.net import network_state
+md = ds.process_metadata(ds.load_json_or_yaml(ds.guestinfo_envvar("metadata")))
+ns = network_state.parse_net_config_data(md["network"]["config"])
+ud = ds.guestinfo_envvar("userdata")
+print(json.dumps({
+  "instance": md["instance-id"],
+  "userdata": ud.decode() if isinstance(ud, bytes) else ud,
+  "interfaces": [{"name": i["name"], "subnets": i["subnets"]} for i in ns.iter_interfaces()],
+  "routes": list(ns.iter_routes()),
+}))
+`;
+  const out = execFileSync(cloudInitPython(), ["-c", script], { env, encoding: "utf8" });
+  const r = JSON.parse(out) as {
+    instance: string;
+    userdata: string;
+    interfaces: Array<{ name: string; subnets: Array<Record<string, unknown>> }>;
+    routes: unknown[];
+  };
+  assert.equal(r.instance, "web-prod-1.example.com");
+  assert.match(r.userdata, /^#cloud-config\n/);
+  assert.deepEqual(r.routes, []);
+  const [iface] = r.interfaces;
+  assert.equal(iface?.name, "ens192");
+  assert.equal(iface?.subnets[0]?.address, "10.12.30.20");
+  assert.equal(iface?.subnets[0]?.prefix, 24);
+  assert.equal(iface?.subnets[0]?.gateway, undefined);
+});
+
+// ---------------------------------------------------------------- tokens
+
+test("tokens carry at least 128 random bits and are distinct", () => {
+  const tokens = new Set(Array.from({ length: 1000 }, () => newToken()));
+  assert.equal(tokens.size, 1000);
+  for (const t of [...tokens].slice(0, 20)) {
+    assert.ok(Buffer.from(t, "base64url").length * 8 >= 128);
+    assert.match(t, /^[A-Za-z0-9_-]+$/);
+    assert.ok(isWellFormedToken(t));
+  }
+  const t = newToken();
+  assert.match(hashToken(t), /^[0-9a-f]{64}$/);
+  assert.notEqual(hashToken(t), hashToken(newToken()));
+  assert.equal(tokenLogId(t), hashToken(t).slice(0, 12));
+  assert.ok(!isWellFormedToken("short"));
+  assert.ok(!isWellFormedToken(`${t}/..`));
+});
+
+// ---------------------------------------------------------------- provisioning server
+
+test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) => {
+  const active = newToken();
+  const viaGet = newToken();
+  const failing = newToken();
+  // Like the operator: keyed by hash, state flips to used on /built.
+  const store = new Map<string, { used: boolean; kickstart: string }>([
+    [hashToken(active), { used: false, kickstart: "text\nnetwork --nodefroute\n" }],
+    [hashToken(viaGet), { used: false, kickstart: "x" }],
+  ]);
+  const built: string[] = [];
+  const lines: string[] = [];
+  const log = pino({ level: "info" }, { write: (s: string) => void lines.push(s) });
+  const server = new ProvisioningServer({
+    log,
+    lookup: async (token): Promise<TokenState> => {
+      if (token === failing) throw new Error(`secret store unavailable for ${token}`);
+      const e = store.get(hashToken(token));
+      if (!e) return undefined;
+      return e.used ? { kind: "used" } : { kind: "active", kickstart: async () => e.kickstart };
+    },
+    onBuilt: async (token) => {
+      built.push(hashToken(token));
+      store.get(hashToken(token))!.used = true;
+    },
+  });
+  const { port } = await server.listen("127.0.0.1", 0);
+  t.after(() => server.close());
+  const url = (p: string) => `http://127.0.0.1:${port}${p}`;
+
+  const health = await fetch(url("/healthz"));
+  assert.equal(health.status, 200);
+
+  for (const p of [
+    "/ks/" + newToken(),
+    "/ks/",
+    "/ks",
+    "/ks/short",
+    `/ks/${active}/x`,
+    "/nope",
+    "/built/%2e%2e",
+  ])
+    assert.equal((await fetch(url(p))).status, 404, p);
+
+  const ks = await fetch(url(`/ks/${active}`));
+  assert.equal(ks.status, 200);
+  assert.match(ks.headers.get("content-type") ?? "", /^text\/plain/);
+  assert.equal(await ks.text(), "text\nnetwork --nodefroute\n");
+  assert.equal((await fetch(url(`/ks/${active}?retry=1`))).status, 200, "refetch before /built");
+  assert.equal((await fetch(url(`/ks/${active}`), { method: "PUT" })).status, 405);
+
+  const done = await fetch(url(`/built/${active}`), { method: "POST", body: "ok" });
+  assert.equal(done.status, 204);
+  assert.deepEqual(built, [hashToken(active)]);
+  assert.equal((await fetch(url(`/built/${active}`), { method: "POST" })).status, 410);
+  assert.equal((await fetch(url(`/ks/${active}`))).status, 410);
+  assert.equal((await fetch(url(`/built/${viaGet}`))).status, 204, "GET for simple installers");
+  assert.equal(built.length, 2);
+
+  const big = await fetch(url(`/built/${newToken()}`), {
+    method: "POST",
+    body: Buffer.alloc(65 * 1024),
+  });
+  assert.equal(big.status, 413);
+  // Without a length up front the server stops reading at the limit too.
+  const chunks = Array.from({ length: 20 }, () => new Uint8Array(8 * 1024));
+  const streamed = await fetch(url(`/built/${newToken()}`), {
+    method: "POST",
+    body: new ReadableStream({
+      pull(c) {
+        const next = chunks.pop();
+        if (next) c.enqueue(next);
+        else c.close();
+      },
+    }),
+    duplex: "half",
+  } as RequestInit);
+  assert.equal(streamed.status, 413);
+
+  const broken = await fetch(url(`/ks/${failing}`));
+  assert.equal(broken.status, 500);
+  assert.equal(await broken.text(), "internal error\n");
+
+  const all = lines.join("");
+  for (const token of [active, viaGet, failing]) {
+    assert.ok(!all.includes(token), "token in the logs");
+    assert.ok(all.includes(tokenLogId(token)), "token's log id in the logs");
+  }
+  assert.match(all, /secret store unavailable for <token [0-9a-f]{12}>/);
+});
