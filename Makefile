@@ -5,7 +5,7 @@ STACK_ENV := .stack/env
 # one file or more, e.g. make test-e2e E2E=test/e2e/stack.test.ts
 E2E ?= test/e2e/*.test.ts
 
-.PHONY: help install build lint stack-up stack-down test test-unit test-e2e demo demo-down bench clean
+.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e demo demo-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ stack-up: ## start the local stack and write .stack/env
 
 stack-down: ## stop what stack-up started
 	@hack/stack-down.sh
+
+node-up: ## start a simulated server: make node-up HOST=web-prod-1.example.test [MANIFEST=web.pp]
+	@hack/node-up.sh "$(HOST)" $(MANIFEST)
+
+node-down: ## stop a simulated server: make node-down HOST=web-prod-1.example.test
+	@hack/node-down.sh "$(HOST)"
 
 test-unit: build ## unit tests of pure functions (no stack needed)
 	@node --import tsx --test --test-concurrency=1 test/unit/*.test.ts

@@ -148,6 +148,8 @@ AMQP_URL="amqp://guest:guest@127.0.0.1:5672/"
 timeout 30 node "$ROOT/hack/declare-exchanges.mjs" "$AMQP_URL" >>"$LOGS/rabbitmq.log" 2>&1 ||
   fail_part rabbitmq "$LOGS/rabbitmq.log" "could not declare the MCollective exchanges"
 
+"$ROOT/hack/mcollective-setup.sh"
+
 # --- the env file -------------------------------------------------------------------------------
 PART=stack
 cat >"$STACK/env" <<EOF
@@ -164,6 +166,8 @@ export VSOP_GOVC="$GOVMOMI_BIN/govc"
 export VSOP_VCSIM_PORT="$VC_PORT"
 export VSOP_AMQP_URL="$AMQP_URL"
 export VSOP_STOMP_PORT="61613"
+export VSOP_MCO_DIR="$STACK/mcollective"
+export VSOP_MCO_CLIENT_CONFIG="$STACK/mcollective/client.cfg"
 export VSOP_DNS_SERVER="127.0.0.1:$DNS_PORT"
 export VSOP_DNS_HOSTS_FILE="$STACK/dns/hosts"
 export VSOP_DNS_PIDFILE="$PIDS/dnsmasq.pid"

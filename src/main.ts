@@ -7,6 +7,7 @@ const USAGE = `Usage: vsop <command> [flags]
 
 Commands:
   run        run the VirtualServer operator (vsop run --help)
+  mco        talk to servers through MCollective (vsop mco --help)
 
 Flags:
   --version  print the version
@@ -40,6 +41,10 @@ async function main(argv: string[]): Promise<number> {
       }
       const { runOperator } = await import("./operator.js");
       return runOperator(config);
+    }
+    case "mco": {
+      const { runMco } = await import("./cli/mco.js");
+      return runMco(rest);
     }
     default:
       throw new UsageError(`unknown command "${command}"\n\n${USAGE}`);

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Starts one simulated server: an mcollectived with identity FQDN, the project's puppet agent
+# plugin, and `puppet apply` of MANIFEST as its Puppet run, all state in .stack/nodes/FQDN/.
+# Usage: hack/node-up.sh FQDN [MANIFEST]   (MANIFEST: a path, or a name in hack/manifests/)
+source "$(dirname "$0")/lib.sh"
+PART=node-up
+
+fqdn="${1:-}"
+[[ "$fqdn" =~ ^[A-Za-z0-9][A-Za-z0-9.-]*$ ]] || die "usage: hack/node-up.sh FQDN [MANIFEST]"
+manifest="${2:-$ROOT/hack/manifests/default.pp}"
+for candidate in "$manifest" "$ROOT/$manifest" "$ROOT/hack/manifests/$manifest" "$ROOT/hack/manifests/$manifest.pp"; do
+  if [ -f "$candidate" ]; then
+    manifest="$(cd "$(dirname "$candidate")" && pwd)/$(basename "$candidate")"
+    break
+  fi
+done
+[ -f "$manifest" ] || die "no manifest $manifest"
+
+MCO="$STACK/mcollective"
+[ -f "$MCO/client.cfg" ] || die "$MCO/client.cfg is missing: start the stack first (make stack-up)"
+PART="node $fqdn"
+name="mco-$fqdn"
+logfile="$LOGS/$name.log"
+node="$STACK/nodes/$fqdn"
+
+if pid_alive "$name"; then
+  log "already running (pid $(cat "$PIDS/$name.pid"))"
+  exit 0
+fi
+
+# A fresh state directory, so that nothing from an earlier run of this node lingers.
+rm -rf "$node"
+mkdir -p "$node/var" "$LOGS"
+: >"$LOGS/puppet-$fqdn.log"
+printf -- '---\nfqdn: %s\nvsop_manifest: %s\n' "$fqdn" "$(basename "$manifest")" >"$node/facts.yaml"
+
+# The node's Puppet run: puppet apply with its own vardir, summary and run lock, and the node
+# directory handed to the manifest as the fact vsop_node_dir.
+state="$node/var/state"
+command="env FACTER_vsop_node_dir=$node puppet apply --color=false --certname $fqdn"
+command+=" --vardir $node/var --logdir $node/var/log --rundir $node/var/run"
+command+=" --lastrunfile $node/last_run_summary.yaml $manifest"
+
+cat >"$node/server.cfg" <<CFG
+# Written by hack/node-up.sh for $fqdn
+identity = $fqdn
+main_collective = mcollective
+collectives = mcollective
+libdir = $MCO/lib
+logger_type = console
+loglevel = info
+color = 0
+daemonize = 0
+registerinterval = 0
+classesfile = $node/classes.txt
+factsource = yaml
+plugin.yaml = $node/facts.yaml
+securityprovider = ssl
+plugin.ssl_server_private = $MCO/server-private.pem
+plugin.ssl_server_public = $MCO/server-public.pem
+plugin.ssl_client_cert_dir = $MCO/clients
+plugin.puppet.command = $command
+plugin.puppet.lastrunfile = $node/last_run_summary.yaml
+plugin.puppet.lockfile = $state/agent_catalog_run.lock
+plugin.puppet.disable_lockfile = $state/agent_disabled.lock
+plugin.puppet.pidfile = $node/puppet-run.pid
+plugin.puppet.run_log = $LOGS/puppet-$fqdn.log
+CFG
+cat "$MCO/connector.cfg" >>"$node/server.cfg"
+
+log "starting mcollectived (manifest $(basename "$manifest"), log $logfile)"
+start_bg "$name" mcollectived --config "$node/server.cfg" --no-daemonize
+
+answers() { # no pipe into grep -q: mco would die of SIGPIPE and pipefail fail the check
+  local out
+  out="$(mco ping --config "$MCO/client.cfg" -I "$fqdn" -t 2 2>/dev/null)" || return 1
+  [[ "$out" == *"$fqdn "* ]]
+}
+if ! wait_until 30 "$fqdn to answer mco ping" answers; then
+  "$ROOT/hack/node-down.sh" "$fqdn" >/dev/null 2>&1 || true
+  fail_part "$fqdn" "$logfile" "did not answer mco ping within 30s"
+fi
+log "up: mco ping --config $MCO/client.cfg -I $fqdn"

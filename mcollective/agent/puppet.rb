@@ -1,0 +1,200 @@
+# vsop's node-side MCollective puppet agent. Action names and reply fields follow the widely
+# used MCollective puppet agent, so the stock `mco rpc puppet ...` client works against it.
+#
+# server.cfg settings (all optional):
+#   plugin.puppet.command          command of one run (default: puppet agent --onetime --no-daemonize)
+#   plugin.puppet.lastrunfile      summary YAML (default: `puppet config print lastrunfile`)
+#   plugin.puppet.lockfile         run lock (default: `puppet config print agent_catalog_run_lockfile`)
+#   plugin.puppet.disable_lockfile disable lock (default: `puppet config print agent_disabled_lockfile`)
+#   plugin.puppet.pidfile          pid of the run this agent started (default: next to lockfile)
+#   plugin.puppet.run_log          where the run's output goes (default: /dev/null)
+require "fileutils"
+require "json"
+require "shellwords"
+require "yaml"
+
+module MCollective
+  module Agent
+    class Puppet < RPC::Agent
+      # Requests run in threads; checking for a run and starting one must not interleave.
+      RUN_MUTEX = Mutex.new
+
+      action "runonce" do
+        RUN_MUTEX.synchronize do
+          reply.fail!("Puppet is disabled: #{disable_message}") if disabled?
+          reply.fail!("Puppet is currently applying a catalog, cannot run now") if applying?
+
+          command = run_command
+          pid = spawn_run(command)
+          reply[:summary] = "Started a Puppet run using '#{command}' (pid #{pid})"
+          reply[:initiated_at] = Time.now.to_i
+        end
+      end
+
+      action "status" do
+        applying = applying?
+        enabled = !disabled?
+        lastrun = last_run_time
+        reply[:applying] = applying
+        reply[:enabled] = enabled
+        reply[:daemon_present] = false
+        reply[:idling] = false
+        reply[:lastrun] = lastrun
+        reply[:since_lastrun] = lastrun > 0 ? Time.now.to_i - lastrun : "Unknown"
+        reply[:disable_message] = enabled ? "" : disable_message
+        reply[:status] = if applying then "applying"
+                         elsif !enabled then "disabled"
+                         else "stopped"
+                         end
+        reply[:message] = status_message(reply[:status], lastrun)
+      end
+
+      action "last_run_summary" do
+        summary = read_summary
+        resources = summary["resources"] || {}
+        times = summary["time"] || {}
+        lastrun = Integer(times["last_run"] || 0)
+        reply[:summary] = summary
+        reply[:changed_resources] = resources.fetch("changed", -1)
+        reply[:failed_resources] = resources.fetch("failed", -1)
+        reply[:out_of_sync_resources] = resources.fetch("out_of_sync", -1)
+        reply[:total_resources] = resources.fetch("total", 0)
+        reply[:total_time] = times.fetch("total", 0)
+        reply[:config_retrieval_time] = times.fetch("config_retrieval", -1)
+        reply[:lastrun] = lastrun
+        reply[:since_lastrun] = lastrun > 0 ? Time.now.to_i - lastrun : "Unknown"
+        reply[:config_version] = (summary["version"] || {})["config"]
+      end
+
+      action "enable" do
+        if disabled?
+          File.unlink(disable_lockfile)
+          reply[:status] = "Enabled the Puppet agent"
+        else
+          reply[:status] = "Already enabled"
+        end
+        reply[:enabled] = true
+      end
+
+      action "disable" do
+        message = request[:message] || "Disabled via MCollective by #{request.caller} at #{Time.now}"
+        if disabled?
+          reply[:status] = "Already disabled: #{disable_message}"
+        else
+          FileUtils.mkdir_p(File.dirname(disable_lockfile))
+          File.write(disable_lockfile, JSON.generate("disabled_message" => message))
+          reply[:status] = "Disabled the Puppet agent: #{message}"
+        end
+        reply[:enabled] = false
+      end
+
+      private
+
+      def setting(name, default = nil)
+        value = @config.pluginconf["puppet.#{name}"]
+        value.nil? || value.empty? ? default : value
+      end
+
+      # `puppet config print` takes a second or two; ask once per setting and remember.
+      def puppet_setting(name)
+        @puppet_settings ||= {}
+        @puppet_settings[name] ||= begin
+          out = `puppet config print #{Shellwords.escape(name)} 2>/dev/null`.strip
+          reply.fail!("Could not determine Puppet's #{name}") if out.empty?
+          out
+        end
+      end
+
+      def lastrunfile
+        setting("lastrunfile") || puppet_setting("lastrunfile")
+      end
+
+      def lockfile
+        setting("lockfile") || puppet_setting("agent_catalog_run_lockfile")
+      end
+
+      def disable_lockfile
+        setting("disable_lockfile") || puppet_setting("agent_disabled_lockfile")
+      end
+
+      def pidfile
+        setting("pidfile") || File.join(File.dirname(lockfile), "mcollective_puppet_run.pid")
+      end
+
+      def run_command
+        args = []
+        args += ["--environment", request[:environment]] if request[:environment]
+        args << "--noop" if request[:noop]
+        args += ["--tags", request[:tags]] if request[:tags]
+        [setting("command", "puppet agent --onetime --no-daemonize"), Shellwords.join(args)]
+          .reject(&:empty?).join(" ")
+      end
+
+      # Starts the run in its own process group, detached, and records its pid so that a second
+      # runonce can tell a run is still going even before Puppet writes its own lock.
+      def spawn_run(command)
+        FileUtils.mkdir_p(File.dirname(pidfile))
+        log = setting("run_log", File::NULL)
+        pid = Process.spawn(command, :in => File::NULL, [:out, :err] => [log, "a"],
+                                     :pgroup => true, :chdir => "/")
+        Process.detach(pid)
+        File.write(pidfile, pid.to_s)
+        pid
+      end
+
+      def applying?
+        return true if File.exist?(lockfile) && lock_holder_alive?(lockfile)
+        File.exist?(pidfile) && pid_alive?(File.read(pidfile).strip)
+      end
+
+      # Puppet's run lock holds the pid of the run; a lock without a pid counts as held.
+      def lock_holder_alive?(file)
+        content = File.read(file).strip
+        content =~ /\A\d+\z/ ? pid_alive?(content) : true
+      rescue Errno::ENOENT
+        false
+      end
+
+      def pid_alive?(pid)
+        return false unless pid =~ /\A\d+\z/
+        Process.kill(0, Integer(pid))
+        true
+      rescue Errno::ESRCH
+        false
+      rescue Errno::EPERM
+        true
+      end
+
+      def disabled?
+        File.exist?(disable_lockfile)
+      end
+
+      def disable_message
+        JSON.parse(File.read(disable_lockfile))["disabled_message"] || ""
+      rescue StandardError
+        ""
+      end
+
+      def read_summary
+        return {} unless File.exist?(lastrunfile)
+        summary = YAML.safe_load(File.read(lastrunfile))
+        summary.is_a?(Hash) ? summary : {}
+      rescue StandardError => e
+        reply.fail!("Could not read #{lastrunfile}: #{e}")
+      end
+
+      def last_run_time
+        Integer((read_summary["time"] || {})["last_run"] || 0)
+      end
+
+      def status_message(status, lastrun)
+        since = lastrun > 0 ? "last completed run #{Time.now.to_i - lastrun} seconds ago" : "no run yet"
+        case status
+        when "applying" then "Currently applying a catalog; #{since}"
+        when "disabled" then "Currently disabled: #{disable_message}; #{since}"
+        else "Currently stopped; #{since}"
+        end
+      end
+    end
+  end
+end
