@@ -3,6 +3,7 @@
 import os from "node:os";
 import type http from "node:http";
 import {
+  API_VERSION,
   GROUP,
   VERSION,
   VS_PLURAL,
@@ -21,6 +22,12 @@ import { createLogger } from "./observability/logger.js";
 import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability/http.js";
 import { Metrics } from "./observability/metrics.js";
 import { namingStep } from "./reconcile/naming-step.js";
+import { vmStep } from "./reconcile/vm-step.js";
+import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
+import { InstallTokens } from "./reconcile/install-tokens.js";
+import { ConfigReader } from "./reconcile/secrets.js";
+import { VCenterPool } from "./reconcile/vcenters.js";
+import { startProvisioningServer } from "./reconcile/provisioning-server.js";
 import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
 
 /** Only changes a reconcile acts on; our own status writes do not wake the queue. */
@@ -36,22 +43,22 @@ function specOrMetaChanged(a: VirtualServer, b: VirtualServer): boolean {
   return m(a) !== m(b);
 }
 
-export async function runOperator(config: RunConfig): Promise<number> {
-  const logger = createLogger(config.logLevel, config.logFormat);
+export async function runOperator(run: RunConfig): Promise<number> {
+  const logger = createLogger(run.logLevel, run.logFormat);
   const metrics = new Metrics();
-  const kube = new Kube(loadKubeConfig(config.kubeconfig));
+  const kube = new Kube(loadKubeConfig(run.kubeconfig));
   kube.onRequest = (verb) => metrics.kubeRequests.inc({ verb });
 
   const base = `/apis/${GROUP}/${VERSION}`;
   const servers = new Informer<VirtualServer>(kube, {
-    path: config.namespace
-      ? `${base}/namespaces/${config.namespace}/${VS_PLURAL}`
+    path: run.namespace
+      ? `${base}/namespaces/${run.namespace}/${VS_PLURAL}`
       : `${base}/${VS_PLURAL}`,
-    labelSelector: config.labelSelector,
+    labelSelector: run.labelSelector,
     logger,
   });
   const classes = new Informer<VirtualServerClass>(kube, { path: `${base}/${VSC_PLURAL}`, logger });
-  const queue = new WorkQueue({ baseMs: config.backoffBaseMs, maxMs: config.backoffMaxMs });
+  const queue = new WorkQueue({ baseMs: run.backoffBaseMs, maxMs: run.backoffMaxMs });
 
   const lookups = new Map<string, Lookup>();
   const lookup = (dnsServers: string[]) => {
@@ -60,13 +67,42 @@ export async function runOperator(config: RunConfig): Promise<number> {
     return lookups.get(k)!;
   };
 
+  const recorder = new EventRecorder(kube, logger, os.hostname());
+  const config = new ConfigReader(kube, run.operatorNamespace);
+  const pool = new VCenterPool(config, logger, (method) => metrics.soapCalls.inc({ method }));
+  const tokens = new InstallTokens(kube, run.operatorNamespace);
+  const provisioningBind = parseBindAddress(
+    run.provisioningBindAddress,
+    "provisioning-bind-address",
+  );
+  const install = {
+    pool,
+    tokens,
+    config,
+    provisioningURL:
+      run.provisioningURL ??
+      `http://${provisioningBind?.host ?? os.hostname()}:${provisioningBind?.port ?? 8082}`,
+  };
   const reconciler = new VirtualServerReconciler({
     kube,
     logger,
-    recorder: new EventRecorder(kube, logger, os.hostname()),
+    recorder,
     getServer: (key) => servers.get(key),
     getClass: (name) => classes.get(name),
-    steps: [namingStep({ lookup, allServers: () => servers.list() })],
+    steps: [
+      namingStep({ lookup, allServers: () => servers.list() }),
+      vmStep(pool),
+      prepareStep(install),
+      installedStep(install),
+      handoffStep(install, (ctx, reason, message) =>
+        recorder.record(
+          { apiVersion: API_VERSION, kind: "VirtualServer", metadata: ctx.vs.metadata },
+          "Warning",
+          reason,
+          message,
+        ),
+      ),
+    ],
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });
 
@@ -91,8 +127,8 @@ export async function runOperator(config: RunConfig): Promise<number> {
       }
     },
     {
-      workers: config.workers,
-      resyncSeconds: config.resyncPeriodSeconds,
+      workers: run.workers,
+      resyncSeconds: run.resyncPeriodSeconds,
       logger,
       keys: () => servers.list().map(keyOf),
       observe: (outcome, seconds) => {
@@ -104,17 +140,30 @@ export async function runOperator(config: RunConfig): Promise<number> {
   );
 
   const endpoints: http.Server[] = [];
-  const health = parseBindAddress(config.healthProbeBindAddress, "health-probe-bind-address");
+  const health = parseBindAddress(run.healthProbeBindAddress, "health-probe-bind-address");
   const ready = () => servers.synced && classes.synced;
   if (health) endpoints.push(await serve(healthRoutes(ready), health));
-  const metricsBind = parseBindAddress(config.metricsBindAddress, "metrics-bind-address");
+  const metricsBind = parseBindAddress(run.metricsBindAddress, "metrics-bind-address");
   if (metricsBind) endpoints.push(await serve(metricsRoutes(metrics), metricsBind));
+  if (provisioningBind) {
+    endpoints.push(
+      await startProvisioningServer(provisioningBind, {
+        tokens,
+        config,
+        logger,
+        provisioningURL: install.provisioningURL,
+        server: (ns, name) => servers.get(`${ns}/${name}`),
+        cls: (name) => classes.get(name),
+        built: (ns, name) => queue.add(`${ns}/${name}`),
+      }),
+    );
+  }
 
   logger.info(
     {
-      namespace: config.namespace || "(all)",
-      labelSelector: config.labelSelector,
-      workers: config.workers,
+      namespace: run.namespace || "(all)",
+      labelSelector: run.labelSelector,
+      workers: run.workers,
     },
     "vsop starting",
   );
@@ -132,6 +181,7 @@ export async function runOperator(config: RunConfig): Promise<number> {
   await Promise.all([servers.stop(), classes.stop()]);
   await controller.stop();
   await Promise.all(endpoints.map(closeServer));
+  await pool.stop();
   logger.info("stopped");
   logger.flush();
   return 0;

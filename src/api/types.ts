@@ -73,7 +73,13 @@ export interface VirtualServerStatus {
     powerState?: string;
     nics?: NicStatus[];
   };
-  install?: { method?: string; startedAt?: string; completedAt?: string };
+  install?: {
+    method?: string;
+    startedAt?: string;
+    completedAt?: string;
+    /** Datastore path of the boot ISO while it is attached. */
+    iso?: string;
+  };
   puppet?: {
     requestedAt?: string;
     requestedGeneration?: number;
@@ -154,12 +160,14 @@ export interface VirtualServerClassSpec {
     interval?: string;
     runTimeout?: string;
   };
-  mcollective?: {
+  mcollective: {
     brokerURL: string;
     /** Secret with keys `username` and `password` for the broker. */
     credentialsSecret?: string;
     caBundle?: string;
     collective?: string;
+    /** STOMP port mcollectived on the servers connects to (default 61613). */
+    stompPort?: number;
     /** Secret with client-private.pem, client-public.pem, server-public.pem, server-private.pem. */
     keysSecret: string;
     clientCertName?: string;

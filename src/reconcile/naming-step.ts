@@ -13,8 +13,15 @@ export interface NamingDeps {
   allServers: () => VirtualServer[];
 }
 
-/** The earlier claim wins: older creationTimestamp, then the smaller UID. */
+/**
+ * Which of two objects holds a hostname: one that already resolved it (or has a VM) keeps it;
+ * otherwise the older creationTimestamp, then the smaller UID (timestamps have 1s resolution).
+ */
 export function claimsBefore(a: VirtualServer, b: VirtualServer): boolean {
+  const holds = (o: VirtualServer) =>
+    !!o.status?.vm?.moRef ||
+    !!o.status?.conditions?.some((c) => c.type === "NameResolved" && c.status === "True");
+  if (holds(a) !== holds(b)) return holds(a);
   const ta = a.metadata.creationTimestamp ?? "";
   const tb = b.metadata.creationTimestamp ?? "";
   if (ta !== tb) return ta < tb;

@@ -258,6 +258,10 @@ export const PROGRESS_REASONS = new Set([
   "Configuring",
   "PuppetRunning",
   "Deleting",
+  "ConnectingToVCenter",
+  "Created",
+  "Installed",
+  "Disconnected",
 ]);
 
 function toStepError(err: unknown, step: string): StepError {

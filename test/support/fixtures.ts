@@ -5,6 +5,38 @@ import { apply, OPERATOR_NS } from "./harness.js";
 
 export const VC_SECRET = "vcsim-credentials";
 
+export const MCO_KEYS_SECRET = "mco-keys";
+export const MCO_BROKER_SECRET = "mco-broker";
+
+/** The stack's MCollective key pairs and broker login, as a datacenter team would store them. */
+export function mcollectiveSecrets() {
+  const dir = stackEnv("VSOP_MCO_DIR");
+  const read = (f: string) => readFileSync(`${dir}/${f}`, "utf8");
+  const url = new URL(stackEnv("VSOP_AMQP_URL"));
+  return [
+    {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: MCO_KEYS_SECRET, namespace: OPERATOR_NS },
+      stringData: {
+        "server-private.pem": read("server-private.pem"),
+        "server-public.pem": read("server-public.pem"),
+        "client-private.pem": read("vsop-private.pem"),
+        "client-public.pem": read("clients/vsop.pem"),
+      },
+    },
+    {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { name: MCO_BROKER_SECRET, namespace: OPERATOR_NS },
+      stringData: {
+        username: decodeURIComponent(url.username),
+        password: decodeURIComponent(url.password),
+      },
+    },
+  ];
+}
+
 export function vcenterSecret(password = stackEnv("GOVC_PASSWORD")) {
   return {
     apiVersion: "v1",
@@ -24,6 +56,12 @@ export function classSpec(overrides: Record<string, unknown> = {}) {
     placement: { datacenter: "DC0", cluster: "DC0_C0", datastore: "LocalDS_0" },
     naming: { dnsServers: [stackEnv("VSOP_DNS_SERVER")] },
     boot: { method: "network", installTimeout: "10m" },
+    mcollective: {
+      brokerURL: `amqp://${new URL(stackEnv("VSOP_AMQP_URL")).host}/`,
+      credentialsSecret: MCO_BROKER_SECRET,
+      keysSecret: MCO_KEYS_SECRET,
+      stompPort: Number(stackEnv("VSOP_STOMP_PORT")),
+    },
   };
   for (const [k, v] of Object.entries(overrides))
     base[k] = { ...(base[k] ?? {}), ...(v as object) };
@@ -56,5 +94,5 @@ export function virtualServer(
 }
 
 export function applyClass(name: string, overrides: Record<string, unknown> = {}): void {
-  apply(vcenterSecret(), virtualServerClass(name, overrides));
+  apply(vcenterSecret(), ...mcollectiveSecrets(), virtualServerClass(name, overrides));
 }

@@ -1,0 +1,132 @@
+// A server's install files: the variables from its status (address, VLAN, services), its class
+// (MCollective, Puppet) and the class's Secrets, rendered with the class's templates or vsop's.
+import { effectiveNetwork, puppetEnvironment } from "../api/defaults.js";
+import type { VirtualServer, VirtualServerClass } from "../api/types.js";
+import { StepError } from "../errors.js";
+import { parseHostname } from "../naming/hostname.js";
+import { prefixToNetmask } from "../naming/vlan.js";
+import { renderCloudInit, renderKickstart, type CloudInitFiles } from "../provision/render.js";
+import { TemplateError } from "../provision/template.js";
+import { InstallVariablesError, type InstallVariables } from "../provision/variables.js";
+import type { ConfigReader } from "./secrets.js";
+
+export const DEFAULT_STOMP_PORT = 61613;
+
+export async function installVariables(
+  vs: VirtualServer,
+  cls: VirtualServerClass,
+  config: ConfigReader,
+  urls: { kickstartURL?: string; builtURL?: string },
+): Promise<InstallVariables> {
+  const parts = parseHostname(vs.spec.hostname, cls.spec.naming?.pattern);
+  const s = vs.status ?? {};
+  const net = effectiveNetwork(cls.spec);
+  const m = cls.spec.mcollective;
+  const keys = await config.secret(m.keysSecret, "MCollective keys", [
+    "server-private.pem",
+    "server-public.pem",
+    "client-public.pem",
+  ]);
+  const creds = m.credentialsSecret
+    ? await config.secret(m.credentialsSecret, "MCollective broker credentials", [
+        "username",
+        "password",
+      ])
+    : undefined;
+  const mcollective: InstallVariables["mcollective"] = {
+    brokerHost: new URL(m.brokerURL).hostname,
+    brokerPort: m.stompPort ?? DEFAULT_STOMP_PORT,
+    brokerUser: creds?.username,
+    brokerPassword: creds?.password,
+    collective: m.collective ?? "mcollective",
+    identity: vs.spec.hostname,
+    serverPrivateKeyPem: keys["server-private.pem"],
+    serverPublicKeyPem: keys["server-public.pem"],
+    clientPublicKeyPem: keys["client-public.pem"],
+    clientCertName: m.clientCertName ?? "vsop",
+  };
+  const nics = s.vm?.nics ?? [];
+  const serviceMac = nics.find((n) => n.role === "service")?.macAddress;
+  const bootMac = nics.find((n) => n.role === "boot")?.macAddress;
+  return {
+    hostname: parts.hostname,
+    shortName: parts.shortName,
+    domain: parts.domain,
+    apptype: parts.apptype,
+    environment: parts.environment,
+    instance: parts.instance,
+    address: s.address!,
+    prefixLength: net.prefixLength,
+    netmask: prefixToNetmask(net.prefixLength),
+    vlan: s.vlan!,
+    services: {
+      dns: s.services?.dns?.address,
+      ntp: s.services?.ntp?.address,
+      proxy: s.services?.proxy?.address,
+    },
+    mcollective,
+    puppet: { environment: puppetEnvironment(vs, cls.spec) },
+    provisioning: { ...urls, instanceId: vs.metadata.uid },
+    ...(serviceMac ? { serviceNic: { macAddress: serviceMac } } : {}),
+    ...(bootMac ? { bootNic: { macAddress: bootMac } } : {}),
+  };
+}
+
+async function templates(
+  cls: VirtualServerClass,
+  config: ConfigReader,
+): Promise<Record<string, string>> {
+  const name = cls.spec.boot?.templatesConfigMap;
+  return name ? config.configMap(name, "install templates") : {};
+}
+
+/** Turns a template or variable problem into TemplateError, naming the template and line. */
+function asStepError(err: unknown, cmName: string | undefined): never {
+  if (err instanceof TemplateError)
+    throw new StepError(
+      "TemplateError",
+      `Install template "${err.template}"${cmName ? ` (ConfigMap ${cmName})` : ""} line ${err.line}: ` +
+        `${err.detail}. Fix the template.`,
+      { condition: "Installed", cause: err },
+    );
+  if (err instanceof InstallVariablesError)
+    throw new StepError("TemplateError", `Install variable ${err.field}: ${err.detail}.`, {
+      condition: "Installed",
+      cause: err,
+    });
+  throw err;
+}
+
+export async function kickstartFor(
+  vs: VirtualServer,
+  cls: VirtualServerClass,
+  config: ConfigReader,
+  urls: { kickstartURL?: string; builtURL?: string },
+): Promise<string> {
+  const vars = await installVariables(vs, cls, config, urls);
+  const t = await templates(cls, config);
+  try {
+    return renderKickstart(vars, { ...(t.kickstart ? { kickstart: t.kickstart } : {}) });
+  } catch (err) {
+    asStepError(err, cls.spec.boot?.templatesConfigMap);
+  }
+}
+
+export async function cloudInitFor(
+  vs: VirtualServer,
+  cls: VirtualServerClass,
+  config: ConfigReader,
+  urls: { builtURL?: string },
+): Promise<CloudInitFiles> {
+  const vars = await installVariables(vs, cls, config, urls);
+  const t = await templates(cls, config);
+  try {
+    return renderCloudInit(vars, {
+      ...(t["user-data"] ? { userData: t["user-data"] } : {}),
+      ...(t["meta-data"] ? { metaData: t["meta-data"] } : {}),
+      ...(t["network-config"] ? { networkConfig: t["network-config"] } : {}),
+    });
+  } catch (err) {
+    asStepError(err, cls.spec.boot?.templatesConfigMap);
+  }
+}

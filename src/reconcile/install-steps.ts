@@ -1,0 +1,236 @@
+// Steps 3-5: hand the VM to its installer (network: a kickstart token; iso: a per-server NoCloud
+// ISO on a CD-ROM; guestinfo: cloud-init data in extraConfig) and power it on; wait until it is
+// installed; then take the install path away (boot NIC disconnected, ISO detached and deleted,
+// guestinfo cleared). Waiting is a requeue, never a blocked worker.
+import { bootMethod, effectiveNetwork, vmName } from "../api/defaults.js";
+import { parseDuration } from "../cli/run-flags.js";
+import { StepError } from "../errors.js";
+import { GUESTINFO_KEYS, guestinfoExtraConfig } from "../provision/guestinfo.js";
+import { buildIso } from "../provision/iso.js";
+import { datastorePath, type VCenter, type VMRecord } from "../vsphere/vcenter.js";
+import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
+import { cloudInitFor } from "./install-config.js";
+import type { InstallTokens } from "./install-tokens.js";
+import type { ConfigReader } from "./secrets.js";
+import type { VCenterPool } from "./vcenters.js";
+import { connectedVCenter, recordVM } from "./vm-step.js";
+import { vsphereStepError } from "./vsphere-errors.js";
+
+export interface InstallDeps {
+  pool: VCenterPool;
+  tokens: InstallTokens;
+  config: ConfigReader;
+  /** Base URL installers reach the provisioning server at. */
+  provisioningURL: string;
+  tmpDir?: string;
+  /** Answers whether the server's mcollectived is up (any boot method's "installed" signal). */
+  discover?: (ctx: ReconcileContext) => Promise<boolean>;
+}
+
+const isoFile = (ctx: ReconcileContext) =>
+  `vsop/${vmName(ctx.vs, ctx.cls.spec)}-${ctx.vs.metadata.uid!.slice(0, 8)}.iso`;
+
+export const builtURL = (base: string, token: string) => `${base}/built/${token}`;
+export const kickstartURL = (base: string, token: string) => `${base}/ks/${token}`;
+
+async function vmOf(
+  deps: InstallDeps,
+  ctx: ReconcileContext,
+): Promise<{ vc: VCenter; vm: VMRecord } | undefined> {
+  const vc = await connectedVCenter(deps.pool, ctx);
+  const vm = vc?.findByOwnerUID(ctx.vs.metadata.uid!);
+  return vc && vm ? { vc, vm } : undefined;
+}
+
+const installed = (ctx: ReconcileContext) => !!ctx.status.install?.completedAt;
+
+/** Prepares the install path for the boot method, then powers the VM on once. */
+export function prepareStep(deps: InstallDeps): Step {
+  return {
+    name: "prepare",
+    async run(ctx) {
+      if (installed(ctx)) return DONE;
+      const found = await vmOf(deps, ctx);
+      if (!found) return wait(2, "Creating", "Creating", "Waiting for vCenter to report the VM.");
+      const { vc, vm } = found;
+      const method = bootMethod(ctx.cls.spec);
+      const p = ctx.cls.spec.placement;
+      try {
+        if (ctx.cls.spec.boot?.assumeInstalled) {
+          // An image that needs no install: nothing to hand over, just start it.
+        } else if (method === "network") {
+          await deps.tokens.ensure(ctx.vs);
+        } else if (method === "iso") {
+          const path = datastorePath(p.datastore, isoFile(ctx));
+          if (!vm.cdroms.some((c) => c.isoPath === path)) {
+            const token = await deps.tokens.ensure(ctx.vs);
+            const files = await cloudInitFor(ctx.vs, ctx.cls, deps.config, {
+              builtURL: builtURL(deps.provisioningURL, token.token),
+            });
+            const iso = await buildIso({
+              volumeId: "cidata",
+              files: {
+                "user-data": files.userData,
+                "meta-data": files.metaData,
+                "network-config": files.networkConfig,
+              },
+              tmpDir: deps.tmpDir,
+            });
+            await vc.uploadFile(p.datacenter, p.datastore, isoFile(ctx), iso);
+            await vc.attachIso(vm.moRef, path);
+            ctx.log.info({ iso: path, bytes: iso.length }, "boot ISO uploaded and attached");
+          }
+          ctx.status.install = { ...ctx.status.install, iso: path };
+        } else if (!vm.extraConfig["guestinfo.userdata"]) {
+          const token = await deps.tokens.ensure(ctx.vs);
+          const files = await cloudInitFor(ctx.vs, ctx.cls, deps.config, {
+            builtURL: builtURL(deps.provisioningURL, token.token),
+          });
+          await vc.setExtraConfig(vm.moRef, guestinfoExtraConfig(files));
+          ctx.log.info("cloud-init data set in guestinfo");
+        }
+        if (!ctx.status.install?.startedAt) {
+          await vc.powerOn(vm.moRef);
+          ctx.status.install = {
+            ...ctx.status.install,
+            method,
+            startedAt: new Date().toISOString(),
+          };
+          ctx.log.info({ method }, "VM powered on to install");
+        }
+      } catch (err) {
+        throw vsphereStepError(err, { condition: "Installed" });
+      }
+      recordVM(ctx, vc.get(vm.moRef) ?? vm);
+      return DONE;
+    },
+    async finalize(ctx) {
+      await deps.tokens.delete(ctx.vs.metadata.uid!);
+      const iso = ctx.status.install?.iso;
+      if (iso) {
+        const vc = await connectedVCenter(deps.pool, ctx);
+        if (!vc)
+          return wait(
+            2,
+            "Deleting",
+            "ConnectingToVCenter",
+            "Connecting to vCenter to delete the boot ISO.",
+          );
+        const p = ctx.cls.spec.placement;
+        await vc.deleteFile(p.datacenter, p.datastore, isoFile(ctx)).catch((err: unknown) => {
+          throw vsphereStepError(err);
+        });
+      }
+      return DONE;
+    },
+  };
+}
+
+/** Installed when the completion callback came, mcollectived answers, or the class says so. */
+export function installedStep(deps: InstallDeps): Step {
+  return {
+    name: "installed",
+    async run(ctx) {
+      if (!installed(ctx)) {
+        let completedAt: string | undefined;
+        if (ctx.cls.spec.boot?.assumeInstalled) completedAt = new Date().toISOString();
+        else {
+          const token = await deps.tokens.get(ctx.vs.metadata.uid!);
+          if (token?.state === "built") completedAt = token.builtAt ?? new Date().toISOString();
+          else if (await deps.discover?.(ctx).catch(() => false))
+            completedAt = new Date().toISOString();
+        }
+        if (!completedAt) {
+          const started = Date.parse(ctx.status.install?.startedAt ?? "") || Date.now();
+          const timeout =
+            parseDuration(ctx.cls.spec.boot?.installTimeout ?? "1h", "installTimeout") * 1000;
+          if (Date.now() - started > timeout) {
+            throw new StepError(
+              "InstallTimedOut",
+              `${ctx.vs.spec.hostname} has not reported an installed system within ` +
+                `${ctx.cls.spec.boot?.installTimeout ?? "1h"} of power-on; check its console. vsop keeps watching.`,
+              { condition: "Installed", retryAfterSeconds: 30 },
+            );
+          }
+          condition(
+            ctx,
+            "Installed",
+            "False",
+            "WaitingForInstall",
+            `Waiting for ${ctx.vs.spec.hostname} to finish installing.`,
+          );
+          return wait(5, "Installing", "Installing", `${ctx.vs.spec.hostname} is installing.`);
+        }
+        ctx.status.install = { ...ctx.status.install, completedAt };
+        ctx.log.info("server reports installed");
+      }
+      condition(
+        ctx,
+        "Installed",
+        "True",
+        "Installed",
+        `Installed at ${ctx.status.install!.completedAt}.`,
+      );
+      return DONE;
+    },
+  };
+}
+
+/** Takes the install path away: boot NIC off (and kept off), ISO gone, guestinfo cleared. */
+export function handoffStep(
+  deps: InstallDeps,
+  record: (ctx: ReconcileContext, reason: string, message: string) => Promise<void>,
+): Step {
+  return {
+    name: "handoff",
+    async run(ctx) {
+      const found = await vmOf(deps, ctx);
+      if (!found) return wait(2, "Configuring", "ConnectingToVCenter", "Connecting to vCenter.");
+      const { vc, vm } = found;
+      const method = bootMethod(ctx.cls.spec);
+      const p = ctx.cls.spec.placement;
+      try {
+        if (method === "network") {
+          const bootPG = effectiveNetwork(ctx.cls.spec).bootPortGroup;
+          const nic = vm.nics.find((n) => n.portGroup === bootPG);
+          if (nic && (nic.connected || nic.startConnected)) {
+            const was =
+              ctx.status.conditions?.find((c) => c.type === "BootNICDisconnected")?.status ===
+              "True";
+            if (was)
+              await record(
+                ctx,
+                "BootNICReconnected",
+                `The boot NIC ${nic.macAddress ?? nic.label} was connected again; vsop disconnected it.`,
+              );
+            await vc.setNicConnected(vm.moRef, nic.key, false);
+            ctx.log.info({ nic: nic.macAddress, drift: was }, "boot NIC disconnected");
+          }
+          condition(
+            ctx,
+            "BootNICDisconnected",
+            "True",
+            "Disconnected",
+            `The boot NIC on ${bootPG} is disconnected.`,
+          );
+        } else if (method === "iso" && ctx.status.install?.iso) {
+          if (vm.cdroms.some((c) => c.isoPath)) await vc.detachIso(vm.moRef);
+          await vc.deleteFile(p.datacenter, p.datastore, isoFile(ctx));
+          ctx.log.info({ iso: ctx.status.install.iso }, "boot ISO detached and deleted");
+          ctx.status.install = { ...ctx.status.install, iso: undefined };
+        } else if (method === "guestinfo" && GUESTINFO_KEYS.some((k) => vm.extraConfig[k])) {
+          // The data carries broker credentials and keys; nobody needs it after the install.
+          await vc.setExtraConfig(vm.moRef, Object.fromEntries(GUESTINFO_KEYS.map((k) => [k, ""])));
+          ctx.log.info("guestinfo install data cleared");
+        }
+      } catch (err) {
+        throw vsphereStepError(
+          err,
+          method === "network" ? { condition: "BootNICDisconnected" } : {},
+        );
+      }
+      recordVM(ctx, vc.get(vm.moRef) ?? vm);
+      return DONE;
+    },
+  };
+}

@@ -1,0 +1,117 @@
+// Per-server install tokens, kept in Secrets in the operator's namespace (a namespaced owner
+// reference cannot cross namespaces, and RBAC keeps vsop's Secret access to its own namespace).
+// The Secret is labelled with the server it belongs to and deleted by the server's finalizer.
+import { timingSafeEqual } from "node:crypto";
+import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
+import type { VirtualServer } from "../api/types.js";
+import { hashToken, newToken } from "../provision/tokens.js";
+
+const LABEL = "provisioning.vsop.dev";
+const HASH_LABEL = `${LABEL}/install-token-hash`;
+
+export interface InstallToken {
+  token: string;
+  state: "pending" | "built";
+  builtAt?: string;
+  owner: { namespace: string; name: string; uid: string };
+}
+
+interface SecretObject {
+  metadata: { name: string; resourceVersion?: string; labels?: Record<string, string> };
+  data?: Record<string, string>;
+}
+
+const secretName = (uid: string) => `vsop-install-${uid}`;
+const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
+const unb64 = (s: string | undefined) => (s ? Buffer.from(s, "base64").toString("utf8") : "");
+
+function decode(s: SecretObject): InstallToken {
+  const l = s.metadata.labels ?? {};
+  return {
+    token: unb64(s.data?.token),
+    state: unb64(s.data?.state) === "built" ? "built" : "pending",
+    builtAt: unb64(s.data?.builtAt) || undefined,
+    owner: {
+      namespace: l[`${LABEL}/owner-namespace`] ?? "",
+      name: l[`${LABEL}/owner-name`] ?? "",
+      uid: l[`${LABEL}/owner-uid`] ?? "",
+    },
+  };
+}
+
+export class InstallTokens {
+  constructor(
+    private readonly kube: Kube,
+    private readonly namespace: string,
+  ) {}
+
+  private path(name = ""): string {
+    return `/api/v1/namespaces/${this.namespace}/secrets${name ? `/${name}` : ""}`;
+  }
+
+  async get(uid: string): Promise<InstallToken | undefined> {
+    try {
+      return decode(await this.kube.get<SecretObject>(this.path(secretName(uid))));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** The server's token, created on first use. */
+  async ensure(vs: VirtualServer): Promise<InstallToken> {
+    const existing = await this.get(vs.metadata.uid!);
+    if (existing) return existing;
+    const token = newToken();
+    try {
+      await this.kube.create(this.path(), {
+        apiVersion: "v1",
+        kind: "Secret",
+        type: "Opaque",
+        metadata: {
+          name: secretName(vs.metadata.uid!),
+          namespace: this.namespace,
+          labels: {
+            "app.kubernetes.io/managed-by": "vsop",
+            [HASH_LABEL]: hashToken(token).slice(0, 40),
+            [`${LABEL}/owner-namespace`]: vs.metadata.namespace!,
+            [`${LABEL}/owner-name`]: vs.metadata.name,
+            [`${LABEL}/owner-uid`]: vs.metadata.uid!,
+          },
+        },
+        data: { token: b64(token), state: b64("pending") },
+      });
+    } catch (err) {
+      if (!isConflict(err)) throw err; // created meanwhile by another reconcile
+    }
+    return (await this.get(vs.metadata.uid!))!;
+  }
+
+  /** Finds a token's record by its hash label, comparing the token itself in constant time. */
+  async find(token: string): Promise<InstallToken | undefined> {
+    const list = await this.kube.request<{ items: SecretObject[] }>("GET", this.path(), undefined, {
+      params: { labelSelector: `${HASH_LABEL}=${hashToken(token).slice(0, 40)}` },
+    });
+    for (const s of list.items) {
+      const t = decode(s);
+      const a = Buffer.from(t.token);
+      const b = Buffer.from(token);
+      if (a.length === b.length && timingSafeEqual(a, b)) return t;
+    }
+    return undefined;
+  }
+
+  async markBuilt(t: InstallToken): Promise<void> {
+    await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
+      data: { state: b64("built"), builtAt: b64(new Date().toISOString()) },
+    });
+  }
+
+  async delete(uid: string): Promise<void> {
+    try {
+      await this.kube.delete(this.path(secretName(uid)));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+}

@@ -1,0 +1,59 @@
+// The provisioning HTTP endpoint wired to install tokens: /ks/<token> renders the server's
+// kickstart from its current status and class; /built/<token> marks the token used and wakes
+// the server's reconcile. Any replica can answer: state lives in the token Secrets.
+import type { Server } from "node:http";
+import type { Logger } from "pino";
+import type { VirtualServer, VirtualServerClass } from "../api/types.js";
+import { ProvisioningServer, type TokenState } from "../provision/server.js";
+import { kickstartFor } from "./install-config.js";
+import { builtURL, kickstartURL } from "./install-steps.js";
+import type { InstallTokens } from "./install-tokens.js";
+import type { ConfigReader } from "./secrets.js";
+
+export interface ProvisioningDeps {
+  tokens: InstallTokens;
+  config: ConfigReader;
+  logger: Logger;
+  provisioningURL: string;
+  server: (namespace: string, name: string) => VirtualServer | undefined;
+  cls: (name: string) => VirtualServerClass | undefined;
+  /** Called after a /built callback, with the server's namespace and name. */
+  built: (namespace: string, name: string) => void;
+}
+
+export async function startProvisioningServer(
+  bind: { host?: string; port: number },
+  deps: ProvisioningDeps,
+): Promise<Server> {
+  const server = new ProvisioningServer({
+    log: deps.logger.child({ component: "provisioning" }),
+    async lookup(token): Promise<TokenState> {
+      const t = await deps.tokens.find(token);
+      if (!t) return undefined;
+      if (t.state === "built") return { kind: "used" };
+      const vs = deps.server(t.owner.namespace, t.owner.name);
+      const cls = vs && deps.cls(vs.spec.className);
+      if (!vs || vs.metadata.uid !== t.owner.uid || !cls) return undefined;
+      return {
+        kind: "active",
+        kickstart: () =>
+          kickstartFor(vs, cls, deps.config, {
+            kickstartURL: kickstartURL(deps.provisioningURL, token),
+            builtURL: builtURL(deps.provisioningURL, token),
+          }),
+      };
+    },
+    async onBuilt(token) {
+      const t = await deps.tokens.find(token);
+      if (!t || t.state === "built") return;
+      await deps.tokens.markBuilt(t);
+      deps.logger.info(
+        { virtualserver: `${t.owner.namespace}/${t.owner.name}` },
+        "installer reported built",
+      );
+      deps.built(t.owner.namespace, t.owner.name);
+    },
+  });
+  await server.listen(bind.host ?? "0.0.0.0", bind.port);
+  return server.httpServer;
+}

@@ -1,0 +1,95 @@
+// vSphere failures as condition reasons a person can act on.
+import { StepError, type StepErrorOptions } from "../errors.js";
+import {
+  VSphereFault,
+  VSphereTaskError,
+  VSphereTLSError,
+  VSphereUnreachable,
+  faultName,
+} from "../vsphere/errors.js";
+import { DatastoreUploadFailed, PlacementNotFound, PortGroupNotFound } from "../vsphere/vcenter.js";
+
+const PLACEMENT_REASON = {
+  datacenter: "DatacenterNotFound",
+  cluster: "ClusterNotFound",
+  resourcePool: "ResourcePoolNotFound",
+  datastore: "DatastoreNotFound",
+  folder: "FolderNotFound",
+  template: "TemplateNotFound",
+} as const;
+
+export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): StepError {
+  if (err instanceof StepError) return err;
+  const o = { ...opts, cause: err };
+  if (err instanceof VSphereTLSError)
+    return new StepError(
+      "VCenterTLSError",
+      `vCenter's certificate did not verify against the class's caBundle (${err.code}); nothing was sent. ` +
+        "Put the CA that signed it in spec.vcenter.caBundle.",
+      o,
+    );
+  if (err instanceof VSphereUnreachable)
+    return new StepError(
+      "VCenterUnreachable",
+      `vCenter ${err.url} cannot be reached (${err.code}); vsop retries with backoff.`,
+      { ...o, status: "Unknown" },
+    );
+  if (err instanceof PlacementNotFound)
+    return new StepError(
+      PLACEMENT_REASON[err.what],
+      `The class's ${err.what} "${err.objectName}" does not exist in vCenter` +
+        (err.what === "datacenter" ? "" : ` (datacenter ${err.datacenter})`) +
+        "; fix spec.placement or create it.",
+      o,
+    );
+  if (err instanceof DatastoreUploadFailed)
+    return new StepError(
+      "DatastoreUploadFailed",
+      `Uploading to the datastore failed (${err.message}); vsop retries.`,
+      o,
+    );
+  const fault = faultName(err);
+  if (err instanceof VSphereFault && fault === "InvalidLogin")
+    return new StepError(
+      "VCenterAuthFailed",
+      "vCenter refused the user name or password in the class's credentials Secret; fix the Secret.",
+      o,
+    );
+  if (
+    fault === "NoDiskSpace" ||
+    fault === "InsufficientResourcesFault" ||
+    fault === "InsufficientResources" ||
+    fault === "InsufficientStorageSpace" ||
+    fault === "NotEnoughResources"
+  )
+    return new StepError(
+      fault === "NoDiskSpace" || fault === "InsufficientStorageSpace"
+        ? "DatastoreFull"
+        : "InsufficientResources",
+      `vCenter could not place the VM: ${(err as Error).message}. Free capacity or choose another datastore/cluster.`,
+      o,
+    );
+  if (err instanceof VSphereFault || err instanceof VSphereTaskError)
+    return new StepError("VSphereError", `vCenter said: ${(err as Error).message}.`, o);
+  return new StepError("VSphereError", `vSphere operation failed: ${(err as Error).message}.`, o);
+}
+
+export function portGroupError(
+  err: unknown,
+  boot: boolean,
+  name: string,
+  vlan?: number,
+): StepError {
+  if (!(err instanceof PortGroupNotFound)) return vsphereStepError(err, { condition: "VMCreated" });
+  return boot
+    ? new StepError(
+        "BootPortGroupMissing",
+        `The Boot-VLAN port group "${name}" does not exist in vCenter; create it or fix spec.network.bootPortGroup.`,
+        { condition: "VMCreated" },
+      )
+    : new StepError(
+        "VLANPortGroupMissing",
+        `No port group "${name}" for VLAN ${vlan} exists in vCenter; create it or fix spec.network.portGroupTemplate.`,
+        { condition: "VMCreated" },
+      );
+}

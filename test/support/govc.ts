@@ -1,0 +1,56 @@
+// govc, to check every vSphere outcome independently of vsop's own client.
+import { execFileSync } from "node:child_process";
+import { stackEnv } from "./env.js";
+
+export function govc(args: string[], env: Record<string, string> = {}): string {
+  return execFileSync(stackEnv("VSOP_GOVC"), args, {
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
+
+export interface GovcDevice {
+  key: number;
+  deviceInfo?: { label: string; summary: string };
+  macAddress?: string;
+  connectable?: { connected: boolean; startConnected: boolean };
+  backing?: { fileName?: string; port?: { portgroupKey: string } };
+}
+
+export interface GovcVM {
+  self: { value: string };
+  name: string;
+  config: {
+    instanceUuid: string;
+    hardware: { numCPU: number; memoryMB: number; device: GovcDevice[] };
+    extraConfig?: { key: string; value: string }[];
+  };
+  runtime: { powerState: string };
+}
+
+/** The VMs with this name, anywhere in the inventory. */
+export function findVMs(name: string): GovcVM[] {
+  const out = govc(["vm.info", "-json", "-e", "-r", name]);
+  const parsed = JSON.parse(out) as { virtualMachines?: GovcVM[] | null };
+  return (parsed.virtualMachines ?? []).filter((v) => v.name === name);
+}
+
+export function extraConfig(vm: GovcVM): Record<string, string> {
+  return Object.fromEntries((vm.config.extraConfig ?? []).map((o) => [o.key, o.value]));
+}
+
+export function nics(vm: GovcVM): GovcDevice[] {
+  return vm.config.hardware.device.filter((d) => d.macAddress !== undefined);
+}
+
+/** Port group names by their keys (dvportgroup-N → VLAN-30). */
+export function portGroupNames(): Record<string, string> {
+  const out = govc(["ls", "-json", "-l", "/DC0/network"]);
+  const parsed = JSON.parse(out) as {
+    elements?: { Path: string; Object: { self: { value: string } } }[];
+  };
+  return Object.fromEntries(
+    (parsed.elements ?? []).map((e) => [e.Object.self.value, e.Path.split("/").pop()!]),
+  );
+}

@@ -1,0 +1,82 @@
+// The booted guest, played by test code: it reads what a real installer would read (the
+// kickstart over HTTP, the ISO from the datastore, guestinfo from the VM) and signals completion
+// the way a real installed system would. Nothing in src/ knows about it.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { getJSON, OPERATOR_NS } from "./harness.js";
+import { extraConfig, findVMs, govc } from "./govc.js";
+
+/** The install token of a server, as its Boot-VLAN PXE config would carry it. */
+export function installToken(uid: string): string {
+  const s = getJSON<{ data: { token: string } }>([
+    "-n",
+    OPERATOR_NS,
+    "get",
+    "secret",
+    `vsop-install-${uid}`,
+  ]);
+  return Buffer.from(s.data.token, "base64").toString("utf8");
+}
+
+export async function fetchKickstart(
+  port: number,
+  token: string,
+): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}/ks/${token}`);
+  return { status: res.status, body: await res.text() };
+}
+
+export async function callBuilt(url: string): Promise<number> {
+  const res = await fetch(url, { method: "POST" });
+  return res.status;
+}
+
+/** Downloads the server's boot ISO from the datastore and returns its files. */
+export function readIsoFromDatastore(dsPath: string): Record<string, string> {
+  const m = /^\[([^\]]+)\] (.+)$/.exec(dsPath);
+  if (!m) throw new Error(`not a datastore path: ${dsPath}`);
+  const dir = mkdtempSync(path.join(os.tmpdir(), "vsop-iso-"));
+  try {
+    const iso = path.join(dir, "boot.iso");
+    govc(["datastore.download", "-ds", m[1]!, m[2]!, iso]);
+    const out = path.join(dir, "files");
+    execFileSync("xorriso", ["-osirrox", "on", "-indev", iso, "-extract", "/", out], {
+      stdio: "ignore",
+    });
+    const volid = execFileSync("xorriso", ["-indev", iso, "-pvd_info"], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const files: Record<string, string> = {
+      ".volume-id": /Volume Id\s*:\s*(\S+)/.exec(volid)?.[1] ?? "",
+    };
+    for (const f of ["user-data", "meta-data", "network-config"])
+      files[f] = readFileSync(path.join(out, f), "utf8");
+    return files;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** cloud-init data that the VMware datasource would read from the VM's guestinfo. */
+export function readGuestinfo(vmName: string): {
+  userData: string;
+  metadata: Record<string, string>;
+} {
+  const vm = findVMs(vmName)[0]!;
+  const ec = extraConfig(vm);
+  const dec = (v?: string) => Buffer.from(v ?? "", "base64").toString("utf8");
+  return {
+    userData: dec(ec["guestinfo.userdata"]),
+    metadata: JSON.parse(dec(ec["guestinfo.metadata"]) || "{}") as Record<string, string>,
+  };
+}
+
+/** The completion callback URL a cloud-init user-data carries. */
+export function builtURLIn(userData: string): string {
+  const m = /(https?:\/\/[^\s'"]+\/built\/[A-Za-z0-9_-]+)/.exec(userData);
+  if (!m) throw new Error("no /built/ URL in user-data");
+  return m[1]!;
+}
