@@ -1,16 +1,39 @@
-# Built out in the "Ship it" issue; this keeps the layout honest meanwhile.
+# vsop container image: `make image` (docker build -t vsop:<version> .).
+# Runs as the numeric non-root user 65532 on a read-only root filesystem; the only writable
+# path it needs is /tmp (boot ISOs are built there), which deploy/manager mounts as an emptyDir.
+
+# --- build: compile TypeScript with the dev dependencies -------------------------------------
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
-RUN npm ci
+RUN npm ci --no-audit --no-fund
 COPY src ./src
 RUN npx tsc -p tsconfig.json
 
-FROM node:20-bookworm-slim
+# --- production dependencies only ------------------------------------------------------------
+FROM node:20-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev && npm cache clean --force
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+# --- runtime ---------------------------------------------------------------------------------
+FROM node:20-bookworm-slim
+# xorriso builds the per-server boot ISOs (boot method "iso").
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends xorriso \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+ENV NODE_ENV=production \
+    NODE_OPTIONS=--enable-source-maps \
+    TMPDIR=/tmp \
+    HOME=/tmp
+# Owned by root and read-only to the process: nothing under /app is written at run time.
+COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY package.json ./
+# metrics, health probes, provisioning (kickstart / install signal)
+EXPOSE 8080 8081 8082
 USER 65532:65532
 ENTRYPOINT ["node", "dist/main.js"]
 CMD ["run"]

@@ -4,8 +4,10 @@ SHELL := /bin/bash
 STACK_ENV := .stack/env
 # one file or more, e.g. make test-e2e E2E=test/e2e/stack.test.ts
 E2E ?= test/e2e/*.test.ts
+# image tag; read from package.json only when used
+VERSION = $(shell node -p 'require("./package.json").version')
 
-.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e demo demo-down bench clean
+.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e demo demo-down bench image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +44,11 @@ test: ## install, start the stack, lint, run every test, stop the stack (also on
 	@hack/stack-up.sh; rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory lint test-unit test-e2e; rc=$$?; fi; \
 	hack/stack-down.sh; exit $$rc
+
+image: ## build the container image (needs a Docker engine)
+	@command -v docker >/dev/null || { echo "make image: the docker command is not installed" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers ('docker info' failed); start one or point DOCKER_HOST at one" >&2; exit 1; }
+	docker build -t vsop:$(VERSION) .
 
 clean: stack-down ## remove build output and the stack's state
 	rm -rf dist .stack

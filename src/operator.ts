@@ -27,6 +27,8 @@ import { handoffStep, installedStep, prepareStep } from "./reconcile/install-ste
 import { InstallTokens } from "./reconcile/install-tokens.js";
 import { ConfigReader } from "./reconcile/secrets.js";
 import { VCenterPool } from "./reconcile/vcenters.js";
+import { McoPool } from "./reconcile/mco-pool.js";
+import { mcoDiscovery, puppetStep } from "./reconcile/puppet-step.js";
 import { startProvisioningServer } from "./reconcile/provisioning-server.js";
 import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
 
@@ -71,6 +73,9 @@ export async function runOperator(run: RunConfig): Promise<number> {
   const config = new ConfigReader(kube, run.operatorNamespace);
   const pool = new VCenterPool(config, logger, (method) => metrics.soapCalls.inc({ method }));
   const tokens = new InstallTokens(kube, run.operatorNamespace);
+  const mcos = new McoPool(config, logger, (agent, action, outcome) =>
+    metrics.mcoRequests.inc({ agent, action, outcome }),
+  );
   const provisioningBind = parseBindAddress(
     run.provisioningBindAddress,
     "provisioning-bind-address",
@@ -79,6 +84,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
     pool,
     tokens,
     config,
+    discover: mcoDiscovery(mcos),
     provisioningURL:
       run.provisioningURL ??
       `http://${provisioningBind?.host ?? os.hostname()}:${provisioningBind?.port ?? 8082}`,
@@ -102,6 +108,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
           message,
         ),
       ),
+      puppetStep(mcos),
     ],
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });
@@ -181,7 +188,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
   await Promise.all([servers.stop(), classes.stop()]);
   await controller.stop();
   await Promise.all(endpoints.map(closeServer));
-  await pool.stop();
+  await Promise.all([pool.stop(), mcos.stop()]);
   logger.info("stopped");
   logger.flush();
   return 0;

@@ -81,8 +81,11 @@ export interface VirtualServerStatus {
     iso?: string;
   };
   puppet?: {
+    /** When the last run was requested (the node's clock when it said). */
     requestedAt?: string;
-    requestedGeneration?: number;
+    /** Environment and tags that run was requested with. */
+    environment?: string;
+    tags?: string;
     lastRunAt?: string;
     changed?: number;
     failed?: number;

@@ -12,6 +12,8 @@ import {
   getVS,
   installVsop,
   metric,
+  nodeDown,
+  nodeUp,
   scrape,
   startOperator,
   waitForCondition,
@@ -32,6 +34,7 @@ before(() => {
   applyClass(CLASS, { boot: { method: "guestinfo", assumeInstalled: true } });
   addDNS("10.12.30.50", "eng-prod-1.example.test");
   addDNS("10.12.30.51", "eng-prod-2.example.test");
+  nodeUp("eng-prod-1.example.test");
   op = startOperator("engine", [
     "--namespace",
     ns,
@@ -48,6 +51,7 @@ after(async () => {
   await deleteServers(ns);
   await deleteServers(other);
   assert.equal(await op.stop(), 0);
+  nodeDown("eng-prod-1.example.test");
 });
 
 test("a converged object costs zero API writes on resync", async () => {

@@ -37,11 +37,12 @@ export function mcollectiveSecrets() {
   ];
 }
 
-export function vcenterSecret(password = stackEnv("GOVC_PASSWORD")) {
+/** The vCenter credentials Secret; another name (and password) for a class of its own. */
+export function vcenterSecret(password = stackEnv("GOVC_PASSWORD"), name = VC_SECRET) {
   return {
     apiVersion: "v1",
     kind: "Secret",
-    metadata: { name: VC_SECRET, namespace: OPERATOR_NS },
+    metadata: { name, namespace: OPERATOR_NS },
     stringData: { username: stackEnv("GOVC_USERNAME"), password },
   };
 }

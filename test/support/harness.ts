@@ -332,3 +332,13 @@ export async function deleteServers(ns: string, timeoutMs = 60_000): Promise<voi
     timeoutMs,
   );
 }
+
+// --- simulated servers: a real mcollectived + puppet apply per FQDN (hack/node-up.sh) ---------
+
+export function nodeUp(fqdn: string, manifest = "default.pp"): void {
+  execFileSync(path.join(ROOT, "hack/node-up.sh"), [fqdn, manifest], { stdio: "ignore" });
+}
+
+export function nodeDown(fqdn: string): void {
+  execFileSync(path.join(ROOT, "hack/node-down.sh"), [fqdn], { stdio: "ignore" });
+}

@@ -1,0 +1,97 @@
+-- Argo CD health check for provisioning.vsop.dev/VirtualServer (vsop).
+-- Healthy: Ready=True and status.observedGeneration == metadata.generation.
+-- Progressing: no status yet, an older generation observed, deleting, or Ready=False with a
+--   reason that means "in progress" (creating, installing, configuring, ...).
+-- Degraded: phase Failed, or Ready=False with any other reason (see the README's reason table).
+local hs = {}
+
+-- Keep in step with PROGRESS_REASONS in src/reconcile/virtualserver.ts (a unit test compares them).
+local progressReasons = {
+  Provisioned = true,
+  Resolved = true,
+  Creating = true,
+  PoweringOn = true,
+  Installing = true,
+  WaitingForInstall = true,
+  Disconnecting = true,
+  Configuring = true,
+  PuppetRunning = true,
+  Deleting = true,
+  ConnectingToVCenter = true,
+  Created = true,
+  Installed = true,
+  Disconnected = true,
+}
+
+local status = obj.status
+if status == nil or (status.phase == nil and status.conditions == nil) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for vsop to pick up the VirtualServer"
+  return hs
+end
+
+local ready = nil
+if status.conditions ~= nil then
+  for _, condition in ipairs(status.conditions) do
+    if condition.type == "Ready" then
+      ready = condition
+    end
+  end
+end
+
+local message = ""
+if ready ~= nil and ready.message ~= nil then
+  message = ready.message
+end
+
+if obj.metadata.deletionTimestamp ~= nil or status.phase == "Deleting" then
+  hs.status = "Progressing"
+  if message == "" then
+    message = "Deleting"
+  end
+  hs.message = message
+  return hs
+end
+
+local generation = obj.metadata.generation
+local observed = status.observedGeneration
+if generation ~= nil and (observed == nil or observed < generation) then
+  hs.status = "Progressing"
+  if observed == nil then
+    hs.message = "Waiting for vsop to observe generation " .. generation
+  else
+    hs.message = "Waiting for vsop to observe generation " .. generation ..
+      " (status is of generation " .. observed .. ")"
+  end
+  return hs
+end
+
+if status.phase == "Failed" then
+  hs.status = "Degraded"
+  hs.message = message
+  return hs
+end
+
+if ready == nil then
+  hs.status = "Progressing"
+  if status.phase ~= nil then
+    hs.message = "Phase " .. status.phase .. "; waiting for the Ready condition"
+  else
+    hs.message = "Waiting for the Ready condition"
+  end
+  return hs
+end
+
+if ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = message
+  return hs
+end
+
+if ready.reason ~= nil and progressReasons[ready.reason] then
+  hs.status = "Progressing"
+else
+  hs.status = "Degraded"
+end
+hs.message = message
+return hs

@@ -1,0 +1,163 @@
+// Step 6: Puppet applied through MCollective. A run is requested (runonce) when none has been
+// applied yet, when spec.puppet changed, or when the class's interval is due; then the step polls
+// last_run_summary until a run newer than the request has finished. The request time lives in
+// status, so a restarted operator (or a reconnected broker) waits for that run, never a second one.
+import { puppetEnvironment } from "../api/defaults.js";
+import { parseDuration } from "../cli/run-flags.js";
+import { StepError } from "../errors.js";
+import { McoConnectionError, McoTimeout } from "../mcollective/errors.js";
+import { PuppetBusyError, PuppetDisabledError } from "../mcollective/puppet.js";
+import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
+import type { McoPool } from "./mco-pool.js";
+
+const seconds = (iso: string | undefined) => (iso ? Date.parse(iso) / 1000 : 0);
+
+function mcoError(err: unknown, identity: string): StepError {
+  if (err instanceof StepError) return err;
+  if (err instanceof McoTimeout)
+    return new StepError(
+      "NodeNotReachable",
+      `${identity} did not answer through MCollective; check that its mcollectived runs and reaches the broker. vsop retries.`,
+      { condition: "PuppetApplied", status: "Unknown", cause: err },
+    );
+  if (err instanceof McoConnectionError)
+    return new StepError(
+      "BrokerUnreachable",
+      `The MCollective broker cannot be reached (${err.message}); vsop reconnects with backoff.`,
+      { condition: "PuppetApplied", status: "Unknown", cause: err },
+    );
+  if (err instanceof PuppetDisabledError)
+    return new StepError(
+      "PuppetDisabled",
+      `Puppet is disabled on ${identity} (${err.message}); enable it (vsop mco puppet … or puppet agent --enable).`,
+      { condition: "PuppetApplied", cause: err, retryAfterSeconds: 30 },
+    );
+  return new StepError(
+    "MCollectiveError",
+    `MCollective request to ${identity} failed: ${(err as Error).message}.`,
+    {
+      condition: "PuppetApplied",
+      cause: err,
+    },
+  );
+}
+
+/** Whether a run should be requested now, and why. */
+export function runDue(ctx: ReconcileContext, now = Date.now()): string | undefined {
+  const p = ctx.status.puppet ?? {};
+  if (!p.requestedAt) return "first run";
+  const env = puppetEnvironment(ctx.vs, ctx.cls.spec);
+  const tags = (ctx.vs.spec.puppet?.tags ?? []).join(",");
+  if (p.environment !== env || (p.tags ?? "") !== tags) return "spec.puppet changed";
+  const interval = ctx.cls.spec.puppet?.interval;
+  if (
+    interval &&
+    p.lastRunAt &&
+    now - Date.parse(p.lastRunAt) > parseDuration(interval, "puppet.interval") * 1000
+  )
+    return "interval due";
+  return undefined;
+}
+
+export function puppetStep(pool: McoPool): Step {
+  return {
+    name: "puppet",
+    async run(ctx) {
+      const identity = ctx.vs.spec.hostname;
+      const { puppet } = await pool.get(ctx.cls);
+      const p = ctx.status.puppet ?? {};
+      const pending =
+        !!p.requestedAt && (!p.lastRunAt || seconds(p.lastRunAt) < seconds(p.requestedAt));
+      try {
+        if (!pending) {
+          const reason = runDue(ctx);
+          if (!reason) return outcome(ctx);
+          const environment = puppetEnvironment(ctx.vs, ctx.cls.spec);
+          const tags = ctx.vs.spec.puppet?.tags ?? [];
+          let initiatedAt: number;
+          try {
+            initiatedAt = (await puppet.runonce(identity, { environment, tags })).initiatedAt;
+          } catch (err) {
+            if (!(err instanceof PuppetBusyError)) throw err;
+            return wait(
+              5,
+              "Configuring",
+              "PuppetRunning",
+              `A Puppet run is already in progress on ${identity}; waiting for it.`,
+            );
+          }
+          const requestedAt = new Date((initiatedAt || Date.now() / 1000) * 1000).toISOString();
+          ctx.status.puppet = { ...p, requestedAt, environment, tags: tags.join(",") };
+          ctx.log.info({ reason, environment }, "puppet run requested");
+          condition(
+            ctx,
+            "PuppetApplied",
+            p.lastRunAt ? "True" : "False",
+            "PuppetRunning",
+            `Puppet run requested (${reason}).`,
+          );
+          return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
+        }
+        const summary = await puppet.lastRunSummary(identity);
+        if (summary.lastrun < seconds(p.requestedAt)) {
+          const timeout = parseDuration(
+            ctx.cls.spec.puppet?.runTimeout ?? "30m",
+            "puppet.runTimeout",
+          );
+          if (Date.now() / 1000 - seconds(p.requestedAt) > timeout)
+            throw new StepError(
+              "PuppetRunTimedOut",
+              `No Puppet run on ${identity} finished within ${ctx.cls.spec.puppet?.runTimeout ?? "30m"} of the request; check the node's Puppet log.`,
+              { condition: "PuppetApplied", retryAfterSeconds: 60 },
+            );
+          return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
+        }
+        ctx.status.puppet = {
+          ...p,
+          lastRunAt: new Date(summary.lastrun * 1000).toISOString(),
+          changed: summary.changedResources,
+          failed: summary.failedResources,
+          total: summary.totalResources,
+          configVersion: summary.configVersion ?? undefined,
+        };
+        ctx.log.info(
+          { changed: summary.changedResources, failed: summary.failedResources },
+          "puppet run finished",
+        );
+      } catch (err) {
+        throw mcoError(err, identity);
+      }
+      return outcome(ctx);
+    },
+  };
+}
+
+/** The condition from the last finished run. */
+function outcome(ctx: ReconcileContext) {
+  const identity = ctx.vs.spec.hostname;
+  const r = ctx.status.puppet!;
+  const counts =
+    `${r.changed} changed, ${r.failed} failed of ${r.total} resources` +
+    (r.configVersion ? `, config version ${r.configVersion}` : "");
+  if ((r.failed ?? 0) > 0) {
+    throw new StepError(
+      "PuppetRunFailed",
+      `The Puppet run on ${identity} failed: ${counts}. Fix the catalog; vsop re-runs when spec.puppet changes.`,
+      {
+        condition: "PuppetApplied",
+        retryAfterSeconds: 300,
+      },
+    );
+  }
+  condition(ctx, "PuppetApplied", "True", "Applied", `Puppet applied: ${counts}.`);
+  return DONE;
+}
+
+/** The "installed" signal through MCollective: the server's mcollectived answers discovery. */
+export function mcoDiscovery(pool: McoPool) {
+  return async (ctx: ReconcileContext): Promise<boolean> => {
+    const { mco } = await pool.get(ctx.cls);
+    const found = await mco.discover(ctx.vs.spec.hostname, 2000);
+    return found.includes(ctx.vs.spec.hostname);
+  };
+}
