@@ -50,5 +50,11 @@ image: ## build the container image (needs a Docker engine)
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers ('docker info' failed); start one or point DOCKER_HOST at one" >&2; exit 1; }
 	docker build -t vsop:$(VERSION) .
 
+demo: ## the whole workflow on the local stack: a sample VirtualServer reaches Ready
+	@hack/demo.sh
+
+demo-down: ## stop what make demo started (operator, simulated server, stack)
+	@hack/stack-down.sh
+
 clean: stack-down ## remove build output and the stack's state
 	rm -rf dist .stack

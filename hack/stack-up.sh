@@ -124,7 +124,7 @@ mkdir -p "$STACK/dns"
 cp "$ROOT/hack/dns-hosts" "$STACK/dns/hosts"
 log "starting on 127.0.0.1:$DNS_PORT"
 start_bg dnsmasq dnsmasq --keep-in-foreground --conf-file=/dev/null --port="$DNS_PORT" \
-  --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --local=/example.test/ \
+  --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --local=/example.test/ --local=/example.com/ \
   --addn-hosts="$STACK/dns/hosts" --log-queries --log-facility=- --user=root
 dns_ok() { [ "$(node "$ROOT/hack/dns-query.mjs" "127.0.0.1:$DNS_PORT" web-prod-1.example.test)" = 10.12.30.20 ]; }
 wait_until 15 "dnsmasq answering" dns_ok || fail_part dnsmasq "$LOGS/dnsmasq.log" "did not answer within 15s"

@@ -16,6 +16,7 @@ import { Controller } from "./controller/controller.js";
 import { EventRecorder } from "./controller/events.js";
 import { Informer, keyOf } from "./controller/informer.js";
 import { Kube, loadKubeConfig } from "./controller/kube.js";
+import { LeaderElector } from "./controller/leader.js";
 import { WorkQueue } from "./controller/queue.js";
 import { dnsLookup, type Lookup } from "./naming/resolve.js";
 import { createLogger } from "./observability/logger.js";
@@ -178,18 +179,43 @@ export async function runOperator(run: RunConfig): Promise<number> {
   servers.start();
   await Promise.all([classes.waitForSync(), servers.waitForSync()]);
   logger.info({ servers: servers.list().length, classes: classes.list().length }, "caches synced");
-  controller.start();
 
-  await new Promise<void>((resolve) => {
-    process.once("SIGTERM", resolve);
-    process.once("SIGINT", resolve);
+  let lostLeadership: () => void = () => undefined;
+  const stopSignal = new Promise<"signal" | "lost">((resolve) => {
+    process.once("SIGTERM", () => resolve("signal"));
+    process.once("SIGINT", () => resolve("signal"));
+    lostLeadership = () => resolve("lost");
   });
-  logger.info("shutting down: finishing in-flight reconciles");
+  const elector = run.leaderElect
+    ? new LeaderElector(kube, {
+        namespace: run.leaderElectionNamespace,
+        name: run.leaderElectionID,
+        leaseDurationSeconds: run.leaseDurationSeconds,
+        logger,
+      })
+    : undefined;
+  if (elector) {
+    void elector.acquire(lostLeadership).then(() => {
+      if (!elector.isLeader) return;
+      metrics.isLeader.set(1);
+      controller.start();
+    });
+  } else {
+    controller.start();
+  }
+
+  const why = await stopSignal;
+  logger.info(
+    { reason: why === "lost" ? "leadership lost" : "signal" },
+    "shutting down: finishing in-flight reconciles",
+  );
   await Promise.all([servers.stop(), classes.stop()]);
   await controller.stop();
+  metrics.isLeader.set(0);
+  await elector?.release();
   await Promise.all(endpoints.map(closeServer));
   await Promise.all([pool.stop(), mcos.stop()]);
   logger.info("stopped");
   logger.flush();
-  return 0;
+  return why === "lost" ? 1 : 0;
 }

@@ -10,7 +10,11 @@ import type { AddressInfo } from "node:net";
 import { isWellFormedToken, tokenLogId } from "./tokens.js";
 
 export type TokenState =
-  { kind: "active"; kickstart: () => Promise<string> } | { kind: "used" } | undefined;
+  | { kind: "active"; kickstart: () => Promise<string> }
+  | { kind: "used" }
+  /** The server's install data is not recorded yet (503: an installer retries). */
+  | { kind: "notReady" }
+  | undefined;
 
 /** The subset of a pino logger the server uses. */
 export interface ServerLog {
@@ -134,6 +138,7 @@ export class ProvisioningServer {
     const state = await this.options.lookup(token);
     if (!state) throw new HttpError(404, "not found");
     if (state.kind === "used") throw new HttpError(410, "token already used");
+    if (state.kind === "notReady") throw new HttpError(503, "not ready yet; retry shortly");
     if (route === "ks") return { status: 200, body: await state.kickstart() };
 
     // A retrying installer may call again while the first call is still being recorded.

@@ -34,6 +34,8 @@ export async function startProvisioningServer(
       const vs = deps.server(t.owner.namespace, t.owner.name);
       const cls = vs && deps.cls(vs.spec.className);
       if (!vs || vs.metadata.uid !== t.owner.uid || !cls) return undefined;
+      // The kickstart is rendered from recorded status; it is complete once the VM was powered on.
+      if (!vs.status?.install?.startedAt) return { kind: "notReady" };
       return {
         kind: "active",
         kickstart: () =>
