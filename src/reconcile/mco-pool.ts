@@ -1,10 +1,9 @@
-// One MCollective client per broker connection that classes use; a class whose broker settings or
-// keys change gets a new client and the old one closes.
-import { createHash } from "node:crypto";
+// One MCollective client per distinct broker connection and key set that classes use.
 import type { Logger } from "pino";
 import type { VirtualServerClass } from "../api/types.js";
 import { McoClient } from "../mcollective/client.js";
 import { PuppetClient } from "../mcollective/puppet.js";
+import { ClientPool } from "./client-pool.js";
 import type { ConfigReader } from "./secrets.js";
 
 export interface McoHandle {
@@ -13,7 +12,7 @@ export interface McoHandle {
 }
 
 export class McoPool {
-  private readonly clients = new Map<string, { fingerprint: string; handle: McoHandle }>();
+  private readonly pool = new ClientPool<McoHandle>((h) => h.mco.close());
 
   constructor(
     private readonly config: ConfigReader,
@@ -43,21 +42,13 @@ export class McoPool {
       clientCertName: m.clientCertName ?? "vsop",
       serverPublicKeyPem: keys["server-public.pem"]!,
     };
-    const fingerprint = createHash("sha256").update(JSON.stringify(settings)).digest("hex");
-    const key = `${m.brokerURL}|${settings.collective}`;
-    const existing = this.clients.get(key);
-    if (existing?.fingerprint === fingerprint) return existing.handle;
-    if (existing) void existing.handle.mco.close();
-    const mco = new McoClient({ ...settings, logger: this.logger, onRequest: this.onRequest });
-    const handle = { mco, puppet: new PuppetClient(mco, { timeoutMs: 10_000 }) };
-    this.clients.set(key, { fingerprint, handle });
-    return handle;
+    return this.pool.get(cls.metadata.name, settings, () => {
+      const mco = new McoClient({ ...settings, logger: this.logger, onRequest: this.onRequest });
+      return { mco, puppet: new PuppetClient(mco, { timeoutMs: 10_000 }) };
+    });
   }
 
-  async stop(): Promise<void> {
-    await Promise.all(
-      [...this.clients.values()].map(({ handle }) => handle.mco.close().catch(() => undefined)),
-    );
-    this.clients.clear();
+  stop(): Promise<void> {
+    return this.pool.stop();
   }
 }

@@ -18,7 +18,7 @@ import type { EventRecorder } from "../controller/events.js";
 import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
 import { StepError } from "../errors.js";
 import { partLabels, parseHostname } from "../naming/hostname.js";
-import { condition, type ReconcileContext, type Step } from "./context.js";
+import { condition, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
 
 export interface ReconcilerDeps {
   kube: Kube;
@@ -64,24 +64,13 @@ export class VirtualServerReconciler {
     }
     if (!(await this.ensureMetadata(vs, ctx))) return {};
 
-    for (const step of this.deps.steps) {
-      try {
-        const outcome = await step.run(ctx);
-        if (!outcome.done) {
-          return this.conclude(vs, status, log, {
-            phase: outcome.phase,
-            reason: outcome.reason,
-            message: outcome.message,
-            requeueAfterSeconds: outcome.waitSeconds,
-          });
-        }
-      } catch (err) {
-        return this.conclude(vs, status, log, {
-          error: toStepError(err, step.name),
-          step: step.name,
-        });
-      }
-    }
+    const waiting = await this.runSteps(
+      vs,
+      status,
+      log,
+      this.deps.steps.map((step) => [step.name, () => step.run(ctx)]),
+    );
+    if (waiting) return waiting;
     return this.conclude(vs, status, log, {
       phase: "Ready",
       reason: "Provisioned",
@@ -126,25 +115,13 @@ export class VirtualServerReconciler {
     if (!vs.metadata.finalizers?.includes(FINALIZER)) return {};
     const status = ctx?.status ?? structuredClone(vs.status ?? {});
     if (ctx) {
-      for (const step of [...this.deps.steps].reverse()) {
-        if (!step.finalize) continue;
-        try {
-          const outcome = await step.finalize(ctx);
-          if (!outcome.done)
-            return this.conclude(vs, status, log, {
-              phase: "Deleting",
-              reason: outcome.reason,
-              message: outcome.message,
-              requeueAfterSeconds: outcome.waitSeconds,
-            });
-        } catch (err) {
-          return this.conclude(vs, status, log, {
-            error: toStepError(err, step.name),
-            step: step.name,
-            phase: "Deleting",
-          });
-        }
-      }
+      const finalizers = [...this.deps.steps]
+        .reverse()
+        .flatMap((step): [string, () => Promise<StepOutcome>][] =>
+          step.finalize ? [[step.name, () => step.finalize!(ctx)]] : [],
+        );
+      const waiting = await this.runSteps(vs, status, log, finalizers, "Deleting");
+      if (waiting) return waiting;
     } else if (vs.status?.vm?.moRef) {
       // Without its class vsop cannot reach the VM; keep the finalizer rather than lose track.
       return this.conclude(vs, status, log, {
@@ -169,6 +146,31 @@ export class VirtualServerReconciler {
       if (!isConflict(err) && !isNotFound(err)) throw err;
     }
     return {};
+  }
+
+  /** Runs the calls in order; the first that waits or fails concludes the reconcile. */
+  private async runSteps(
+    vs: VirtualServer,
+    status: VirtualServerStatus,
+    log: Logger,
+    calls: [string, () => Promise<StepOutcome>][],
+    phase?: Phase,
+  ): Promise<Result | undefined> {
+    for (const [step, call] of calls) {
+      try {
+        const outcome = await call();
+        if (!outcome.done)
+          return this.conclude(vs, status, log, {
+            phase: phase ?? outcome.phase,
+            reason: outcome.reason,
+            message: outcome.message,
+            requeueAfterSeconds: outcome.waitSeconds,
+          });
+      } catch (err) {
+        return this.conclude(vs, status, log, { error: toStepError(err, step), step, phase });
+      }
+    }
+    return undefined;
   }
 
   /** Sets Ready and phase from the outcome, writes status if it changed, records Events. */

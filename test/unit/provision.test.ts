@@ -488,6 +488,7 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
   const active = newToken();
   const viaGet = newToken();
   const failing = newToken();
+  const early = newToken();
   // Like the operator: keyed by hash, state flips to used on /built.
   const store = new Map<string, { used: boolean; kickstart: string }>([
     [hashToken(active), { used: false, kickstart: "text\nnetwork --nodefroute\n" }],
@@ -500,6 +501,7 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
     log,
     lookup: async (token): Promise<TokenState> => {
       if (token === failing) throw new Error(`secret store unavailable for ${token}`);
+      if (token === early) return { kind: "notReady" };
       const e = store.get(hashToken(token));
       if (!e) return undefined;
       return e.used ? { kind: "used" } : { kind: "active", kickstart: async () => e.kickstart };
@@ -526,6 +528,10 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
     "/built/%2e%2e",
   ])
     assert.equal((await fetch(url(p))).status, 404, p);
+
+  const notYet = await fetch(url(`/ks/${early}`));
+  assert.equal(notYet.status, 503, "install data not recorded yet: the installer retries");
+  assert.equal((await fetch(url(`/built/${early}`), { method: "POST" })).status, 503);
 
   const ks = await fetch(url(`/ks/${active}`));
   assert.equal(ks.status, 200);
