@@ -174,8 +174,12 @@ export class VMCache {
       const map = pg ? this.portGroups : this.vms;
       const tracked = pg ? PORTGROUP_PROPERTIES : VM_PROPERTIES;
       if (u.kind === "leave") map.delete(u.obj.value);
-      else if (u.kind === "enter") map.set(u.obj.value, propsOf(u.changeSet, tracked));
-      else {
+      else if (u.kind === "enter") {
+        // We may already hold the VM from our own read after a task; that read is newer than
+        // this enter's snapshot, and the modifies that follow the enter apply on top of it.
+        if (map.has(u.obj.value)) continue;
+        map.set(u.obj.value, propsOf(u.changeSet, tracked));
+      } else {
         // A modify of an object we never saw enter cannot give a whole record; wait for enter.
         const props = map.get(u.obj.value);
         if (!props) continue;

@@ -11,6 +11,39 @@ export function propertySpec(type: string, pathSet: string[]) {
   return { type, all: false, pathSet };
 }
 
+/**
+ * An ObjectSpec that walks the inventory from the root folder down to every VM and port group:
+ * folders, datacenters' vm and network folders, and vApps. Long-lived filters use this instead
+ * of a ContainerView: vcsim deadlocks when a filter over a ContainerView is collected while VMs
+ * are being created (a lock-order inversion between the view and the filter).
+ */
+export function inventoryObjectSpec(root: MoRef) {
+  const ref = (name: string) => ({ _type: "SelectionSpec", name });
+  const hop = (name: string, type: string, path: string, next: string[]) => ({
+    _type: "TraversalSpec",
+    name,
+    type,
+    path,
+    skip: false,
+    selectSet: next.map(ref),
+  });
+  return {
+    obj: root,
+    skip: false,
+    selectSet: [
+      hop("folderChildren", "Folder", "childEntity", [
+        "folderChildren",
+        "dcVms",
+        "dcNetworks",
+        "vAppVms",
+      ]),
+      hop("dcVms", "Datacenter", "vmFolder", ["folderChildren"]),
+      hop("dcNetworks", "Datacenter", "networkFolder", ["folderChildren"]),
+      hop("vAppVms", "VirtualApp", "vm", []),
+    ],
+  };
+}
+
 /** An ObjectSpec that walks a ContainerView's `view` property. */
 export function viewObjectSpec(view: MoRef) {
   return {

@@ -1,11 +1,11 @@
-// The update loop that keeps the VM cache current: one filter over a ContainerView of all VMs
-// and distributed port groups in a PropertyCollector of our own, long-polled with
+// The update loop that keeps the VM cache current: one filter that walks the inventory to all
+// VMs and distributed port groups, in a PropertyCollector of our own, long-polled with
 // WaitForUpdatesEx. Any failure rebuilds collector, filter and cache, with backoff.
 import type { Logger } from "pino";
 import type { VSphereSession } from "./session.js";
 import type { MoRef } from "./xml.js";
 import { VSphereFault, VSphereUnreachable } from "./errors.js";
-import { createContainerView, propertySpec, viewObjectSpec } from "./properties.js";
+import { inventoryObjectSpec, propertySpec } from "./properties.js";
 import { parseUpdateSet, PORTGROUP_PROPERTIES, type ObjectUpdate, type VMCache } from "./cache.js";
 import { VM_PROPERTIES } from "./vms.js";
 
@@ -23,7 +23,6 @@ export class UpdateLoop {
   private loop: Promise<void> | undefined;
   private stopping = false;
   private collector: MoRef | undefined;
-  private view: MoRef | undefined;
   private polling = false;
   private isSynced = false;
   private error: Error | undefined;
@@ -108,15 +107,14 @@ export class UpdateLoop {
         const lost =
           error instanceof VSphereUnreachable ||
           (error instanceof VSphereFault && SESSION_LOST.has(error.fault));
-        const [pc, view] = [this.collector, this.view];
-        this.collector = this.view = undefined;
+        const pc = this.collector;
+        this.collector = undefined;
         if (lost) {
           this.session.reset();
           this.onSessionReset();
         } else {
           // Best effort: the session lives on, so its leftovers would pile up.
           if (pc) await this.session.invoke("DestroyPropertyCollector", pc).catch(() => undefined);
-          if (view) await this.session.invoke("DestroyView", view).catch(() => undefined);
         }
         const delay = this.backoff(failures);
         this.log.warn({ err: error.message, retryInMs: delay }, "vSphere update loop failed");
@@ -133,18 +131,13 @@ export class UpdateLoop {
       sc.propertyCollector,
     )) as MoRef;
     this.collector = pc;
-    const view = await createContainerView(this.session, sc.rootFolder, [
-      "VirtualMachine",
-      "DistributedVirtualPortgroup",
-    ]);
-    this.view = view;
     await this.session.invoke("CreateFilter", pc, {
       spec: {
         propSet: [
           propertySpec("VirtualMachine", VM_PROPERTIES),
           propertySpec("DistributedVirtualPortgroup", PORTGROUP_PROPERTIES),
         ],
-        objectSet: [viewObjectSpec(view)],
+        objectSet: [inventoryObjectSpec(sc.rootFolder)],
       },
       partialUpdates: false,
     });
