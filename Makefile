@@ -4,6 +4,8 @@ SHELL := /bin/bash
 STACK_ENV := .stack/env
 # one file or more, e.g. make test-e2e E2E=test/e2e/stack.test.ts
 E2E ?= test/e2e/*.test.ts
+# servers for make bench, e.g. make bench N=200
+N ?= 50
 # image tag; read from package.json only when used
 VERSION = $(shell node -p 'require("./package.json").version')
 
@@ -38,6 +40,10 @@ test-unit: build ## unit tests of pure functions (no stack needed)
 
 test-e2e: build ## end-to-end tests against the running stack
 	@source $(STACK_ENV) && node --import tsx --test --test-concurrency=1 --test-timeout=600000 $(E2E)
+
+bench: build ## N VirtualServers (N=50) against vcsim: time to VMCreated, SOAP requests, a resync
+	@hack/stack-up.sh
+	@source $(STACK_ENV) && N=$(N) npx tsx hack/bench.ts
 
 test: ## install, start the stack, lint, run every test, stop the stack (also on failure)
 	@hack/install.sh

@@ -3,7 +3,7 @@
 import { bootMethod, effectiveHardware, effectiveNetwork, vmName } from "../api/defaults.js";
 import type { NicStatus, VirtualServer } from "../api/types.js";
 import { StepError } from "../errors.js";
-import type { VCenter, VMRecord } from "../vsphere/vcenter.js";
+import type { CreateVMSpec, NicSpec, VCenter, VMRecord } from "../vsphere/vcenter.js";
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
 import type { VCenterPool } from "./vcenters.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
@@ -60,7 +60,37 @@ export function vmStep(pool: VCenterPool): Step {
       const name = vmName(vs, cls.spec);
       const network = effectiveNetwork(cls.spec);
       const hw = effectiveHardware(vs, cls.spec);
+      const method = bootMethod(cls.spec);
+      const p = cls.spec.placement;
+      const portGroup = ctx.resolved!.portGroup;
+      const nics: NicSpec[] = [{ portGroup, role: "service" }];
+      if (method === "network") nics.push({ portGroup: network.bootPortGroup, role: "boot" });
+      const spec: CreateVMSpec = {
+        name,
+        placement: p,
+        guestId: hw.guestId,
+        cpus: hw.cpus,
+        memoryMiB: hw.memoryMiB,
+        diskGiB: hw.diskGiB,
+        template: hw.template,
+        nics,
+        bootFromCdrom: method === "iso",
+        extraConfig: { [OWNER_UID_KEY]: uid, [OWNER_KEY]: ownerOf(vs) },
+        cpuHotAdd: true,
+        memoryHotAdd: true,
+      };
       let vm = vc.findByOwnerUID(uid);
+
+      if (vm && !ctx.status.install?.startedAt) {
+        // Ours but perhaps never finished: an operator killed between CreateVM_Task and the
+        // reconfigure after it leaves a VM without its boot order (or CD-ROM). Costs nothing
+        // when the cache shows the VM complete; once the install started, it is left alone.
+        try {
+          if (await vc.finishVM(vm.moRef, spec)) ctx.log.info({ moRef: vm.moRef }, "VM finished");
+        } catch (err) {
+          throw vsphereStepError(err, { condition: "VMCreated" });
+        }
+      }
 
       if (!vm) {
         const squatter = vc.findByName(name)[0];
@@ -73,43 +103,29 @@ export function vmStep(pool: VCenterPool): Step {
             { condition: "VMCreated" },
           );
         }
-        const method = bootMethod(cls.spec);
-        const p = cls.spec.placement;
         try {
           await vc.checkPlacement(p);
         } catch (err) {
           throw vsphereStepError(err, { condition: "VMCreated" });
         }
-        const portGroup = ctx.resolved!.portGroup;
         await vc.checkPortGroup(p.datacenter, portGroup).catch((err: unknown) => {
           throw portGroupError(err, false, portGroup, ctx.resolved!.vlan);
         });
-        const nics: { portGroup: string; role: "service" | "boot" }[] = [
-          { portGroup, role: "service" },
-        ];
         if (method === "network") {
           await vc.checkPortGroup(p.datacenter, network.bootPortGroup).catch((err: unknown) => {
             throw portGroupError(err, true, network.bootPortGroup);
           });
-          nics.push({ portGroup: network.bootPortGroup, role: "boot" });
+        }
+        if (ctx.status.install) {
+          // The VM this install state belongs to is gone (destroyed behind vsop's back, or a
+          // vCenter that came back without it): a new VM is a blank machine and installs anew.
+          ctx.log.warn({ previous: ctx.status.vm?.moRef }, "VM gone; a new one installs again");
+          ctx.status.install = undefined;
         }
         ctx.log.info({ vm: name, portGroup, method }, "creating VM");
         let moRef: string;
         try {
-          moRef = await vc.createVM({
-            name,
-            placement: p,
-            guestId: hw.guestId,
-            cpus: hw.cpus,
-            memoryMiB: hw.memoryMiB,
-            diskGiB: hw.diskGiB,
-            template: hw.template,
-            nics,
-            bootFromCdrom: method === "iso",
-            extraConfig: { [OWNER_UID_KEY]: uid, [OWNER_KEY]: ownerOf(vs) },
-            cpuHotAdd: true,
-            memoryHotAdd: true,
-          });
+          moRef = await vc.createVM(spec);
         } catch (err) {
           if ((err as { fault?: string }).fault === "DuplicateName")
             throw new StepError(

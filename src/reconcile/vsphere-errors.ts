@@ -18,6 +18,25 @@ const PLACEMENT_REASON = {
   template: "TemplateNotFound",
 } as const;
 
+/** Faults that say the datastore has no room. */
+const STORAGE_FULL = new Set(["NoDiskSpace", "InsufficientStorageSpace"]);
+
+/**
+ * Faults that say the cluster, host or pool lacks CPU, memory or capacity. vCenter reports the
+ * concrete subclass (InsufficientMemoryResourcesFault, InsufficientHostCapacityFault, …) of
+ * InsufficientResourcesFault, so the base name alone would miss them.
+ */
+function isResourceShortage(fault: string): boolean {
+  return (
+    /^Insufficient[A-Za-z]*(Resources?|Capacity)(Fault)?$/.test(fault) ||
+    fault === "NotEnoughCpus" ||
+    fault === "NotEnoughResources"
+  );
+}
+
+/** A message without its final period, to go inside a sentence. */
+const sentenceBody = (m: string) => m.replace(/[.\s]+$/, "");
+
 export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): StepError {
   if (err instanceof StepError) return err;
   const o = { ...opts, cause: err };
@@ -55,18 +74,11 @@ export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): Ste
       "vCenter refused the user name or password in the class's credentials Secret; fix the Secret.",
       o,
     );
-  if (
-    fault === "NoDiskSpace" ||
-    fault === "InsufficientResourcesFault" ||
-    fault === "InsufficientResources" ||
-    fault === "InsufficientStorageSpace" ||
-    fault === "NotEnoughResources"
-  )
+  if (fault && (STORAGE_FULL.has(fault) || isResourceShortage(fault)))
     return new StepError(
-      fault === "NoDiskSpace" || fault === "InsufficientStorageSpace"
-        ? "DatastoreFull"
-        : "InsufficientResources",
-      `vCenter could not place the VM: ${(err as Error).message}. Free capacity or choose another datastore/cluster.`,
+      STORAGE_FULL.has(fault) ? "DatastoreFull" : "InsufficientResources",
+      `vCenter could not place or start the VM: ${sentenceBody((err as Error).message)}. ` +
+        "Free capacity or choose another datastore/cluster.",
       o,
     );
   if (err instanceof VSphereFault || err instanceof VSphereTaskError)

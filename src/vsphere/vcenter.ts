@@ -29,6 +29,7 @@ import {
   VM_PROPERTIES,
   VSphereVerifyError,
   bootOptionsFor,
+  bootOrderSignature,
   cloneSpec,
   createConfigSpec,
   extraConfigDelta,
@@ -356,14 +357,31 @@ export class VCenter {
   }
 
   /**
+   * Finishes a VM that CreateVM_Task (or CloneVM_Task) made but that was never finished, e.g.
+   * because the operator was killed in between: CD-ROM, boot order, extraConfig. Reads the
+   * cache; sends a ReconfigVM_Task only when something is missing. Size is left to resize().
+   * Returns whether it changed the VM.
+   */
+  async finishVM(ref: string, spec: CreateVMSpec): Promise<boolean> {
+    const vm = await this.vm(ref);
+    const finish = this.finishSpec(spec, vm, false);
+    if (!finish) return false;
+    this.log.info({ moRef: ref, vm: vm.name, finish: Object.keys(finish) }, "finishing VM");
+    const after = await this.reconfigure(ref, finish);
+    if (this.finishSpec(spec, after, false))
+      throw new VSphereVerifyError(ref, `finished (${Object.keys(finish).join(", ")})`);
+    return true;
+  }
+
+  /**
    * What the VM still lacks: the CD-ROM and boot order (they need the device keys vSphere
    * assigned), and whatever a clone did not take over (vcsim ignores a clone's size and
    * extraConfig).
    */
-  private finishSpec(spec: CreateVMSpec, vm: VMRecord): SpecObject | undefined {
+  private finishSpec(spec: CreateVMSpec, vm: VMRecord, size = true): SpecObject | undefined {
     const out: SpecObject = {};
-    if (vm.cpus !== spec.cpus) out.numCPUs = String(spec.cpus);
-    if (vm.memoryMiB !== spec.memoryMiB) out.memoryMB = String(spec.memoryMiB);
+    if (size && vm.cpus !== spec.cpus) out.numCPUs = String(spec.cpus);
+    if (size && vm.memoryMiB !== spec.memoryMiB) out.memoryMB = String(spec.memoryMiB);
     if (spec.bootFromCdrom && vm.cdroms.length === 0) {
       const slot = freeIdeSlot(
         deviceList(this.cache.vmProps(vm.moRef)?.["config.hardware.device"]),
@@ -374,7 +392,8 @@ export class VCenter {
     const extra = extraConfigDelta(extraConfigOf(this.cache.vmProps(vm.moRef)), spec.extraConfig);
     if (Object.keys(extra).length) out.extraConfig = optionValues(extra);
     const boot = bootOptionsFor(spec, vm);
-    if (boot) out.bootOptions = boot;
+    const want = boot && bootOrderSignature(boot.bootOrder as Node[]);
+    if (boot && JSON.stringify(want) !== JSON.stringify(vm.bootOrder)) out.bootOptions = boot;
     return Object.keys(out).length ? out : undefined;
   }
 

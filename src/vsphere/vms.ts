@@ -1,7 +1,7 @@
 // Virtual machines as vsop sees them: the cached properties, the VMRecord built from them, and the
 // config specs for CreateVM_Task, CloneVM_Task and ReconfigVM_Task.
 import { MoRef, TypedText, type Node } from "./xml.js";
-import { bool, isObject, items, moRef, num, str, type NodeObject } from "./nodes.js";
+import { bool, get, isObject, items, moRef, num, str, type NodeObject } from "./nodes.js";
 import {
   bootOrder,
   cdromRecords,
@@ -35,6 +35,7 @@ export const VM_PROPERTIES = [
   "config.memoryHotAddEnabled",
   "config.hardware.device",
   "config.extraConfig",
+  "config.bootOptions",
   "runtime.powerState",
 ];
 
@@ -67,6 +68,8 @@ export interface VMRecord {
   disks: DiskRecord[];
   /** Only keys starting with `vsop.` or `guestinfo.`. */
   extraConfig: Record<string, string>;
+  /** config.bootOptions.bootOrder as bootOrderSignature() gives it; empty when none is set. */
+  bootOrder: string[];
 }
 
 export interface NicSpec {
@@ -190,7 +193,17 @@ export function toVMRecord(
     cdroms: cdromRecords(devices),
     disks: diskRecords(devices),
     extraConfig,
+    bootOrder: bootOrderSignature(items(get(props["config.bootOptions"], "bootOrder"))),
   };
+}
+
+/** A comparable form of bootOrder entries, e.g. ["Ethernet:4000", "Disk:2000"] or ["Cdrom", …]. */
+export function bootOrderSignature(entries: Node[]): string[] {
+  return entries.filter(isObject).map((e) => {
+    const kind = (str(e._type) ?? "").replace(/^VirtualMachineBootOptionsBootable|Device$/g, "");
+    const key = str(e.deviceKey);
+    return key ? `${kind}:${key}` : kind;
+  });
 }
 
 /** A request value: decoded nodes plus TypedText and MoRef, encoded by xml.ts. */

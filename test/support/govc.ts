@@ -29,9 +29,9 @@ export interface GovcVM {
   runtime: { powerState: string };
 }
 
-/** The VMs with this name, anywhere in the inventory. */
-export function findVMs(name: string): GovcVM[] {
-  const out = govc(["vm.info", "-json", "-e", "-r", name]);
+/** The VMs with this name, anywhere in the inventory (of another vCenter with `env`'s GOVC_*). */
+export function findVMs(name: string, env: Record<string, string> = {}): GovcVM[] {
+  const out = govc(["vm.info", "-json", "-e", "-r", name], env);
   const parsed = JSON.parse(out) as { virtualMachines?: GovcVM[] | null };
   return (parsed.virtualMachines ?? []).filter((v) => v.name === name);
 }
