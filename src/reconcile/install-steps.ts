@@ -9,7 +9,7 @@ import { GUESTINFO_KEYS, guestinfoExtraConfig } from "../provision/guestinfo.js"
 import { buildIso } from "../provision/iso.js";
 import { datastorePath, type VCenter, type VMRecord } from "../vsphere/vcenter.js";
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
-import { cloudInitFor } from "./install-config.js";
+import { cloudInitFor, kickstartFor } from "./install-config.js";
 import type { InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
 import type { VCenterPool } from "./vcenters.js";
@@ -55,16 +55,32 @@ export function prepareStep(deps: InstallDeps): Step {
       const { vc, vm } = found;
       const method = bootMethod(ctx.cls.spec);
       const p = ctx.cls.spec.placement;
+      // Render from the status this reconcile computed (address, VLAN, services, NIC MACs): on
+      // a server's first reconcile the stored status is still empty.
+      const vs = { ...ctx.vs, status: ctx.status };
       try {
+        if (!ctx.status.install?.startedAt) {
+          // A fresh install (also of a VM recreated after the old one vanished) needs an unused
+          // token: a token spent on the previous VM would answer 410 to the new installer.
+          const previous = await deps.tokens.get(ctx.vs.metadata.uid!);
+          if (previous?.state === "built") await deps.tokens.delete(ctx.vs.metadata.uid!);
+        }
         if (ctx.cls.spec.boot?.assumeInstalled) {
           // An image that needs no install: nothing to hand over, just start it.
         } else if (method === "network") {
-          await deps.tokens.ensure(ctx.vs);
+          const token = await deps.tokens.ensure(ctx.vs);
+          // The kickstart is rendered when the installer asks for it; render it once before
+          // power-on too, so a broken template is a TemplateError here, not a failing install.
+          if (!ctx.status.install?.startedAt)
+            await kickstartFor(vs, ctx.cls, deps.config, {
+              kickstartURL: kickstartURL(deps.provisioningURL, token.token),
+              builtURL: builtURL(deps.provisioningURL, token.token),
+            });
         } else if (method === "iso") {
           const path = datastorePath(p.datastore, isoFile(ctx));
           if (!vm.cdroms.some((c) => c.isoPath === path)) {
             const token = await deps.tokens.ensure(ctx.vs);
-            const files = await cloudInitFor(ctx.vs, ctx.cls, deps.config, {
+            const files = await cloudInitFor(vs, ctx.cls, deps.config, {
               builtURL: builtURL(deps.provisioningURL, token.token),
             });
             const iso = await buildIso({
@@ -83,7 +99,7 @@ export function prepareStep(deps: InstallDeps): Step {
           ctx.status.install = { ...ctx.status.install, iso: path };
         } else if (!vm.extraConfig["guestinfo.userdata"]) {
           const token = await deps.tokens.ensure(ctx.vs);
-          const files = await cloudInitFor(ctx.vs, ctx.cls, deps.config, {
+          const files = await cloudInitFor(vs, ctx.cls, deps.config, {
             builtURL: builtURL(deps.provisioningURL, token.token),
           });
           await vc.setExtraConfig(vm.moRef, guestinfoExtraConfig(files));
@@ -106,8 +122,8 @@ export function prepareStep(deps: InstallDeps): Step {
     },
     async finalize(ctx) {
       await deps.tokens.delete(ctx.vs.metadata.uid!);
-      const iso = ctx.status.install?.iso;
-      if (iso) {
+      // Also when status lost the path (an upload whose attach failed): the name is fixed.
+      if (ctx.status.install?.iso || bootMethod(ctx.cls.spec) === "iso") {
         const vc = await connectedVCenter(deps.pool, ctx);
         if (!vc)
           return wait(
@@ -117,9 +133,18 @@ export function prepareStep(deps: InstallDeps): Step {
             "Connecting to vCenter to delete the boot ISO.",
           );
         const p = ctx.cls.spec.placement;
-        await vc.deleteFile(p.datacenter, p.datastore, isoFile(ctx)).catch((err: unknown) => {
+        try {
+          // This runs before the VM step's cleanup: vSphere will not delete an ISO that a VM
+          // still holds, so take it out of the drive first (powered off, unless the VM stays).
+          const vm = vc.findByOwnerUID(ctx.vs.metadata.uid!);
+          if (vm?.cdroms.some((c) => c.isoPath === datastorePath(p.datastore, isoFile(ctx)))) {
+            if (ctx.vs.spec.deletionPolicy !== "Retain") await vc.powerOff(vm.moRef);
+            await vc.detachIso(vm.moRef);
+          }
+          await vc.deleteFile(p.datacenter, p.datastore, isoFile(ctx));
+        } catch (err) {
           throw vsphereStepError(err);
-        });
+        }
       }
       return DONE;
     },
@@ -136,7 +161,9 @@ export function installedStep(deps: InstallDeps): Step {
         if (ctx.cls.spec.boot?.assumeInstalled) completedAt = new Date().toISOString();
         else {
           const token = await deps.tokens.get(ctx.vs.metadata.uid!);
-          if (token?.state === "built") completedAt = token.builtAt ?? new Date().toISOString();
+          const started = ctx.status.install?.startedAt ?? "";
+          if (token?.state === "built" && (token.builtAt ?? "") >= started)
+            completedAt = token.builtAt ?? new Date().toISOString();
           else if (await deps.discover?.(ctx).catch(() => false))
             completedAt = new Date().toISOString();
         }

@@ -43,7 +43,7 @@ export class VirtualServerReconciler {
   constructor(private readonly deps: ReconcilerDeps) {}
 
   async reconcile(key: string): Promise<Result> {
-    const vs = this.deps.getServer(key);
+    let vs = this.deps.getServer(key);
     if (!vs) return {};
     const log = this.deps.logger.child({ virtualserver: key });
     const cls = this.deps.getClass(vs.spec.className);
@@ -62,7 +62,10 @@ export class VirtualServerReconciler {
       );
       return this.conclude(vs, status, log, { error: err, step: "class" });
     }
-    if (!(await this.ensureMetadata(vs, ctx))) return {};
+    const updated = await this.ensureMetadata(vs, ctx);
+    if (!updated) return {};
+    // Go on with the object as written, so the status write below does not conflict with it.
+    vs = ctx.vs = updated;
 
     const waiting = await this.runSteps(
       vs,
@@ -79,7 +82,10 @@ export class VirtualServerReconciler {
   }
 
   /** Labels from the hostname's parts and the finalizer, in one write, only when missing. */
-  private async ensureMetadata(vs: VirtualServer, ctx: ReconcileContext): Promise<boolean> {
+  private async ensureMetadata(
+    vs: VirtualServer,
+    ctx: ReconcileContext,
+  ): Promise<VirtualServer | undefined> {
     let labels: Record<string, string> = {};
     try {
       labels = partLabels(parseHostname(vs.spec.hostname, ctx.cls.spec.naming?.pattern));
@@ -89,9 +95,9 @@ export class VirtualServerReconciler {
     const current = vs.metadata.labels ?? {};
     const missingLabels = Object.entries(labels).some(([k, v]) => current[k] !== v);
     const hasFinalizer = vs.metadata.finalizers?.includes(FINALIZER) ?? false;
-    if (!missingLabels && hasFinalizer) return true;
+    if (!missingLabels && hasFinalizer) return vs;
     try {
-      await this.deps.kube.mergePatch(objectPath(vs), {
+      return await this.deps.kube.mergePatch<VirtualServer>(objectPath(vs), {
         metadata: {
           resourceVersion: vs.metadata.resourceVersion,
           labels: { ...current, ...labels },
@@ -101,10 +107,9 @@ export class VirtualServerReconciler {
         },
       });
     } catch (err) {
-      if (isConflict(err) || isNotFound(err)) return false; // the watch brings the newer object
+      if (isConflict(err) || isNotFound(err)) return undefined; // the watch brings the newer one
       throw err;
     }
-    return true;
   }
 
   private async finalize(
