@@ -47,8 +47,3 @@ export function deriveVLAN(address: string, rule: VLANRule): number {
 export function fillVLAN(template: string, vlan: number): string {
   return template.replaceAll("{vlan}", String(vlan));
 }
-
-export function prefixToNetmask(prefix: number): string {
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return [24, 16, 8, 0].map((s) => (mask >>> s) & 255).join(".");
-}

@@ -4,10 +4,13 @@ import { effectiveNetwork, puppetEnvironment } from "../api/defaults.js";
 import type { VirtualServer, VirtualServerClass } from "../api/types.js";
 import { StepError } from "../errors.js";
 import { parseHostname } from "../naming/hostname.js";
-import { prefixToNetmask } from "../naming/vlan.js";
 import { renderCloudInit, renderKickstart, type CloudInitFiles } from "../provision/render.js";
 import { TemplateError } from "../provision/template.js";
-import { InstallVariablesError, type InstallVariables } from "../provision/variables.js";
+import {
+  InstallVariablesError,
+  netmaskFromPrefix,
+  type InstallVariables,
+} from "../provision/variables.js";
 import type { ConfigReader } from "./secrets.js";
 
 export const DEFAULT_STOMP_PORT = 61613;
@@ -57,7 +60,7 @@ export async function installVariables(
     instance: parts.instance,
     address: s.address!,
     prefixLength: net.prefixLength,
-    netmask: prefixToNetmask(net.prefixLength),
+    netmask: netmaskFromPrefix(net.prefixLength),
     vlan: s.vlan!,
     services: {
       dns: s.services?.dns?.address,
