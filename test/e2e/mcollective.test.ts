@@ -132,7 +132,12 @@ test("runonce applies each node's manifest; last_run_summary reports the run", a
   // Each node has its own state: web's file is not on db and the other way round.
   assert.ok(!existsSync(join(nodeDir(DB), "www/index.html")));
   assert.ok(!existsSync(join(nodeDir(WEB), "db.conf")));
-  const status = await puppet.status(WEB);
+  // Puppet writes the summary a moment before its run lock goes away: wait for idle.
+  let status = await puppet.status(WEB);
+  for (let i = 0; i < 40 && status.applying; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    status = await puppet.status(WEB);
+  }
   assert.equal(status.applying, false);
   assert.equal(status.enabled, true);
   assert.ok(status.lastrun > 0);
