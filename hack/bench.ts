@@ -13,10 +13,8 @@
 // this process that answers puppet#runonce and puppet#last_run_summary for their identities,
 // signed with the stack's server key as mcollectived would (running N real mcollectived is too
 // heavy for a bench). Class: boot method guestinfo with boot.assumeInstalled.
-import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import type { ChildProcess } from "node:child_process";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
 import { once } from "node:events";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -42,6 +40,7 @@ import {
 } from "../test/support/fixtures.js";
 import { govc } from "../test/support/govc.js";
 import { stackEnv } from "../test/support/env.js";
+import { privateVcsim } from "../test/support/vcsim.js";
 import {
   encodeReplyBody,
   encodeReplyEnvelope,
@@ -117,23 +116,6 @@ async function snapshot(op: Operator): Promise<Snapshot> {
 
 // --- a private vcsim -------------------------------------------------------------------------
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, "127.0.0.1");
-    s.once("connect", () => (s.destroy(), resolve(true)));
-    s.once("error", () => resolve(false));
-  });
-}
-
 interface Vcsim {
   proc: ChildProcess;
   url: string;
@@ -142,27 +124,8 @@ interface Vcsim {
 }
 
 async function startVcsim(): Promise<Vcsim> {
-  const pki = path.join(stackEnv("VSOP_STACK_DIR"), "pki");
-  const port = await freePort();
-  const password = randomBytes(12).toString("hex");
-  const username = stackEnv("GOVC_USERNAME");
-  const url = `https://127.0.0.1:${port}/sdk`;
-  const proc = spawn(
-    path.join(path.dirname(stackEnv("VSOP_GOVC")), "vcsim"),
-    [
-      ...["-l", `127.0.0.1:${port}`],
-      ...["-tlscert", path.join(pki, "vcsim.crt"), "-tlskey", path.join(pki, "vcsim.key")],
-      ...["-username", username, "-password", password],
-      ...["-dc", "1", "-cluster", "1", "-host", "2", "-standalone-host", "0"],
-      ...["-vm", "1", "-ds", "1", "-pg", "1"],
-    ],
-    { stdio: "ignore" },
-  );
-  await waitFor(`vcsim on ${port}`, () => listening(port), 15_000);
-  const env = { GOVC_URL: url, GOVC_USERNAME: username, GOVC_PASSWORD: password };
-  for (const pg of ["Boot-VLAN", "VLAN-10", "VLAN-30"])
-    govc(["dvs.portgroup.add", "-dvs", "DVS0", "-type", "earlyBinding", "-nports", "32", pg], env);
-  return { proc, url, password, env };
+  const vc = await privateVcsim();
+  return { proc: await vc.start(), url: vc.url, password: vc.password, env: vc.env };
 }
 
 function benchVMs(vc: Vcsim): string[] {

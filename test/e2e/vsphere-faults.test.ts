@@ -6,8 +6,6 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { spawn, type ChildProcess } from "node:child_process";
-import { connect, createServer } from "node:net";
 import https from "node:https";
 import { once } from "node:events";
 import path from "node:path";
@@ -39,6 +37,7 @@ import {
 } from "../support/fixtures.js";
 import { extraConfig, findVMs, govc, nics, portGroupNames, type GovcVM } from "../support/govc.js";
 import { stackEnv } from "../support/env.js";
+import { privateVcsim } from "../support/vcsim.js";
 
 const LABELS = { "vsop-test": "faults" };
 const KILL_LABELS = { "vsop-test": "faults-kill" };
@@ -460,48 +459,10 @@ test("the same with a network install: the adopted VM also gets its boot order (
 
 // --- vCenter goes away in the middle of an install (a private vcsim) --------------------------------
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, "127.0.0.1");
-    s.once("connect", () => (s.destroy(), resolve(true)));
-    s.once("error", () => resolve(false));
-  });
-}
-
 test("vcsim stopped while a server installs, started again empty → re-login, converges, one VM", async (t) => {
-  const pki = path.join(stackEnv("VSOP_STACK_DIR"), "pki");
-  const port = await freePort();
-  const password = randomBytes(12).toString("hex");
-  const username = stackEnv("GOVC_USERNAME");
-  const url = `https://127.0.0.1:${port}/sdk`;
-  const env = { GOVC_URL: url, GOVC_USERNAME: username, GOVC_PASSWORD: password };
-  const vcsimBin = path.join(path.dirname(stackEnv("VSOP_GOVC")), "vcsim");
-  const args = [
-    ...["-l", `127.0.0.1:${port}`],
-    ...["-tlscert", path.join(pki, "vcsim.crt"), "-tlskey", path.join(pki, "vcsim.key")],
-    ...["-username", username, "-password", password],
-    ...["-dc", "1", "-cluster", "1", "-host", "2", "-standalone-host", "0"],
-    ...["-vm", "1", "-ds", "1", "-pg", "1"],
-  ];
-  const startVcsim = async (): Promise<ChildProcess> => {
-    const p = spawn(vcsimBin, args, { stdio: "ignore" });
-    await waitFor(`private vcsim on ${port}`, () => listening(port), 15_000);
-    for (const pg of ["Boot-VLAN", "VLAN-10", "VLAN-30"])
-      govc(
-        ["dvs.portgroup.add", "-dvs", "DVS0", "-type", "earlyBinding", "-nports", "32", pg],
-        env,
-      );
-    return p;
-  };
+  const vc = await privateVcsim();
+  const { port, url, password, env } = vc;
+  const startVcsim = () => vc.start();
   const name = vmName(82);
   const synced = () =>
     op
