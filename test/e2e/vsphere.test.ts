@@ -2,9 +2,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { createServer, connect } from "node:net";
-import { dirname, join } from "node:path";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { pino, type Logger } from "pino";
 import {
@@ -20,6 +18,7 @@ import { VSphereFault, VSphereTaskError } from "../../src/vsphere/errors.js";
 import { TaskWaiter } from "../../src/vsphere/tasks.js";
 import { MoRef } from "../../src/vsphere/xml.js";
 import { stackEnv } from "../support/env.js";
+import { privateVcsim } from "../support/vcsim.js";
 
 const DC = "DC0";
 const DS = "LocalDS_0";
@@ -526,56 +525,31 @@ test("the cache sees a VM created by govc within seconds, and reading it sends n
 
 // --- recovery after a vCenter restart, on a private vcsim --------------------------------------
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-async function listening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, "127.0.0.1");
-    s.once("connect", () => (s.destroy(), resolve(true)));
-    s.once("error", () => resolve(false));
-  });
+/** A VM made by someone else (govc) on the private vcsim. */
+function govcCreate(name: string, env: Record<string, string>): void {
+  govc(
+    [
+      "vm.create",
+      "-on=false",
+      "-net",
+      "DC0_DVPG0",
+      "-ds",
+      DS,
+      "-pool",
+      `/${DC}/host/DC0_C0/Resources`,
+      name,
+    ],
+    env,
+  );
 }
 
 test("the update loop recovers when vCenter restarts and drops VMs that are gone", async (t) => {
-  const pki = join(stackEnv("VSOP_STACK_DIR"), "pki");
-  const port = await freePort();
-  const password = `pw-${PREFIX}`;
-  const args = [
-    ...[
-      "-l",
-      `127.0.0.1:${port}`,
-      "-tlscert",
-      join(pki, "vcsim.crt"),
-      "-tlskey",
-      join(pki, "vcsim.key"),
-    ],
-    ...["-username", "vst", "-password", password, "-cluster", "1", "-host", "1"],
-    ...["-standalone-host", "0", "-vm", "1", "-ds", "1", "-pg", "1"],
-  ];
-  const vcsimBin = join(dirname(stackEnv("VSOP_GOVC")), "vcsim");
-  const startVcsim = async () => {
-    const p = spawn(vcsimBin, args, { stdio: "ignore" });
-    const deadline = Date.now() + 15_000;
-    while (!(await listening(port))) {
-      if (Date.now() > deadline) assert.fail("private vcsim did not start");
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return p;
-  };
-  const env = {
-    GOVC_URL: `https://127.0.0.1:${port}/sdk`,
-    GOVC_USERNAME: "vst",
-    GOVC_PASSWORD: password,
-  };
+  const vcsim = await privateVcsim();
+  const { env, password } = vcsim;
+  const startVcsim = () => vcsim.start();
   let proc: ChildProcess = await startVcsim();
   const priv = new VCenter({
-    ...options({ url: env.GOVC_URL, username: "vst", password }),
+    ...options({ url: env.GOVC_URL!, username: env.GOVC_USERNAME!, password }),
     maxWaitSeconds: 5,
     backoffBaseMs: 100,
     backoffMaxMs: 1000,
@@ -583,20 +557,7 @@ test("the update loop recovers when vCenter restarts and drops VMs that are gone
   try {
     await priv.start();
     const gone = `${PREFIX}-gone`;
-    govc(
-      [
-        "vm.create",
-        "-on=false",
-        "-net",
-        "DC0_DVPG0",
-        "-ds",
-        DS,
-        "-pool",
-        `/${DC}/host/DC0_C0/Resources`,
-        gone,
-      ],
-      env,
-    );
+    govcCreate(gone, env);
     await waitFor("private cache sees the VM", () => priv.findByName(gone).length === 1);
 
     proc.kill("SIGTERM");
@@ -615,20 +576,7 @@ test("the update loop recovers when vCenter restarts and drops VMs that are gone
     assert.equal(priv.findByName("DC0_C0_RP0_VM0").length, 1);
 
     const fresh = `${PREFIX}-fresh`;
-    govc(
-      [
-        "vm.create",
-        "-on=false",
-        "-net",
-        "DC0_DVPG0",
-        "-ds",
-        DS,
-        "-pool",
-        `/${DC}/host/DC0_C0/Resources`,
-        fresh,
-      ],
-      env,
-    );
+    govcCreate(fresh, env);
     await waitFor("the new loop follows changes", () => priv.findByName(fresh).length === 1);
     // Operations work on the new session too.
     await priv.powerOn(priv.findByName(fresh)[0]!.moRef);
