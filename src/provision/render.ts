@@ -24,6 +24,15 @@ export interface CloudInitFiles {
   networkConfig: string;
 }
 
+/** The files of a NoCloud (cidata) volume, by their names on the volume. */
+export function noCloudFiles(files: CloudInitFiles): Record<string, string> {
+  return {
+    "user-data": files.userData,
+    "meta-data": files.metaData,
+    "network-config": files.networkConfig,
+  };
+}
+
 /** The package proxy's port on every per-VLAN proxy (squid's default). */
 export const PROXY_PORT = 3128;
 /** Name of the service NIC in the guest when the class gives neither name nor MAC. */

@@ -9,6 +9,7 @@ import { GUESTINFO_KEYS, guestinfoExtraConfig } from "../provision/guestinfo.js"
 import { buildIso } from "../provision/iso.js";
 import { datastorePath, type VCenter, type VMRecord } from "../vsphere/vcenter.js";
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
+import { noCloudFiles } from "../provision/render.js";
 import { cloudInitFor, kickstartFor } from "./install-config.js";
 import type { InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
@@ -85,11 +86,7 @@ export function prepareStep(deps: InstallDeps): Step {
             });
             const iso = await buildIso({
               volumeId: "cidata",
-              files: {
-                "user-data": files.userData,
-                "meta-data": files.metaData,
-                "network-config": files.networkConfig,
-              },
+              files: noCloudFiles(files),
               tmpDir: deps.tmpDir,
             });
             await vc.uploadFile(p.datacenter, p.datastore, isoFile(ctx), iso);

@@ -15,7 +15,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildIso, IsoBuildError } from "../../src/provision/iso.js";
-import { renderCloudInit, renderKickstart } from "../../src/provision/render.js";
+import { noCloudFiles, renderCloudInit, renderKickstart } from "../../src/provision/render.js";
 import { netmaskFromPrefix, type InstallVariables } from "../../src/provision/variables.js";
 
 const vars: InstallVariables = {
@@ -77,11 +77,7 @@ test("a cidata ISO carries the NoCloud files under volume id cidata", async (t) 
   const files = renderCloudInit(vars);
   const iso = await buildIso({
     volumeId: "cidata",
-    files: {
-      "user-data": files.userData,
-      "meta-data": files.metaData,
-      "network-config": files.networkConfig,
-    },
+    files: noCloudFiles(files),
     tmpDir: work,
   });
   assert.deepEqual(readdirSync(work), [], "the temporary directory is removed");
