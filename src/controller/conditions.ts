@@ -1,5 +1,6 @@
 // metav1.Condition bookkeeping: lastTransitionTime changes only when the status flips.
 import type { Condition, ConditionStatus } from "../api/types.js";
+import { scrub } from "../observability/redact.js";
 
 export function setCondition(
   conditions: Condition[],
@@ -15,7 +16,8 @@ export function setCondition(
     type,
     status,
     reason,
-    message,
+    // Messages quote causes (URLs, server answers); they never carry a credential out.
+    message: scrub(message),
     lastTransitionTime: old && old.status === status ? old.lastTransitionTime : now(),
     ...(generation !== undefined ? { observedGeneration: generation } : {}),
   };

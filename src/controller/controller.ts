@@ -63,7 +63,7 @@ export class Controller {
       } catch (err) {
         const delay = this.queue.addRateLimited(key);
         this.opts.observe?.("error", seconds(), err);
-        this.opts.logger.debug({ key, err: (err as Error).message, retryInMs: delay }, "requeued");
+        this.opts.logger.debug({ key, err, retryInMs: delay }, "requeued");
       } finally {
         this.queue.done(key);
       }

@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import type { Kube } from "./kube.js";
 import type { ObjectMeta } from "../api/types.js";
+import { scrub } from "../observability/redact.js";
 
 export interface Involved {
   apiVersion: string;
@@ -20,7 +21,8 @@ export class EventRecorder {
     private readonly instance: string,
   ) {}
 
-  async record(obj: Involved, type: "Normal" | "Warning", reason: string, message: string) {
+  async record(obj: Involved, type: "Normal" | "Warning", reason: string, text: string) {
+    const message = scrub(text);
     const ns = obj.metadata.namespace ?? "default";
     const dedupe = `${obj.metadata.uid}/${type}/${reason}/${message}`;
     const last = this.recent.get(dedupe);
@@ -53,7 +55,7 @@ export class EventRecorder {
       });
     } catch (err) {
       // An event that cannot be written must not fail the reconcile.
-      this.logger.warn({ err: (err as Error).message, reason }, "could not record event");
+      this.logger.warn({ err, reason }, "could not record event");
     }
   }
 }

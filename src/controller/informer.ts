@@ -159,7 +159,7 @@ export class Informer<T extends KubeObject> {
         needList = err instanceof GoneError || isGone(err) || failures > 2;
         const delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7));
         this.opts.logger.warn(
-          { path: this.opts.path, err: (err as Error).message, relist: needList, delayMs: delay },
+          { path: this.opts.path, err, relist: needList, delayMs: delay },
           "watch interrupted",
         );
         await sleep(delay, signal);

@@ -19,9 +19,39 @@ export class KubeError extends Error {
   }
 }
 
+/**
+ * The API server could not be reached or did not answer in time. Carries the verb, the path and
+ * the network code only: the axios error it replaces holds the Authorization header.
+ */
+export class KubeUnreachable extends Error {
+  override name = "KubeUnreachable";
+  constructor(
+    readonly method: string,
+    readonly path: string,
+    readonly code: string,
+  ) {
+    super(`${method} ${path}: the API server did not answer (${code})`);
+  }
+}
+
+/** Runs an axios call, replacing a transport error by KubeUnreachable (never rethrown raw). */
+async function send<T>(method: string, path: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    const e = err as { code?: unknown; name?: unknown };
+    const code =
+      typeof e.code === "string" ? e.code : typeof e.name === "string" ? e.name : "unknown";
+    throw new KubeUnreachable(method, path.split("?")[0]!, code);
+  }
+}
+
 export const isNotFound = (e: unknown) => e instanceof KubeError && e.status === 404;
 export const isConflict = (e: unknown) => e instanceof KubeError && e.status === 409;
 export const isGone = (e: unknown) => e instanceof KubeError && e.status === 410;
+
+/** One watch event larger than this ends the watch (the informer relists). */
+const MAX_WATCH_LINE = 32 * 1024 * 1024;
 
 export interface WatchEvent<T> {
   type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
@@ -79,7 +109,9 @@ export class Kube {
   ): Promise<T> {
     this.onRequest?.(method, path);
     const http = await this.client();
-    const res = await http.request({ method, url: path, data: body, ...config });
+    const res = await send(method, path, () =>
+      http.request({ method, url: path, data: body, ...config }),
+    );
     if (res.status >= 400) {
       const s = (res.data ?? {}) as { reason?: string; message?: string };
       throw new KubeError(res.status, s.reason ?? "", s.message ?? String(res.data), method, path);
@@ -117,12 +149,14 @@ export class Kube {
   ): Promise<void> {
     this.onRequest?.("WATCH", path);
     const http = await this.client();
-    const res = await http.get<Readable>(path, {
-      params: { ...query, watch: "true" },
-      responseType: "stream",
-      timeout: 0,
-      signal,
-    });
+    const res = await send("WATCH", path, () =>
+      http.get<Readable>(path, {
+        params: { ...query, watch: "true" },
+        responseType: "stream",
+        timeout: 0,
+        signal,
+      }),
+    );
     if (res.status >= 400) {
       res.data.destroy();
       throw new KubeError(res.status, "", "watch refused", "WATCH", path);
@@ -132,6 +166,13 @@ export class Kube {
       res.data.setEncoding("utf8");
       res.data.on("data", (chunk: string) => {
         buf += chunk;
+        if (buf.length > MAX_WATCH_LINE) {
+          res.data.destroy();
+          reject(
+            new KubeError(0, "WatchLineTooLong", "watch event over the size limit", "WATCH", path),
+          );
+          return;
+        }
         let i: number;
         try {
           while ((i = buf.indexOf("\n")) >= 0) {
@@ -146,7 +187,11 @@ export class Kube {
       });
       res.data.on("end", resolve);
       res.data.on("close", resolve);
-      res.data.on("error", (err) => (signal.aborted ? resolve() : reject(err)));
+      res.data.on("error", (err: NodeJS.ErrnoException) =>
+        signal.aborted
+          ? resolve()
+          : reject(new KubeUnreachable("WATCH", path, err.code ?? "stream error")),
+      );
     });
   }
 }

@@ -107,7 +107,7 @@ export class LeaderElector {
       try {
         if (await this.tryAcquireOrRenew()) break;
       } catch (err) {
-        if (!isConflict(err)) log.warn({ err: (err as Error).message }, "lease attempt failed");
+        if (!isConflict(err)) log.warn({ err }, "lease attempt failed");
       }
       await sleep(this.retryMs, this.stopped.signal);
     }
@@ -130,7 +130,7 @@ export class LeaderElector {
         log.error("another process took the lease");
       } catch (err) {
         if (Date.now() - lastRenew < this.renewDeadlineMs) continue;
-        log.error({ err: (err as Error).message }, "could not renew the lease in time");
+        log.error({ err }, "could not renew the lease in time");
       }
       this.leading = false;
       onLost();
@@ -156,7 +156,7 @@ export class LeaderElector {
           },
         });
     } catch (err) {
-      this.opts.logger.warn({ err: (err as Error).message }, "could not release the lease");
+      this.opts.logger.warn({ err }, "could not release the lease");
     }
   }
 }

@@ -280,7 +280,7 @@ export class McoClient {
     try {
       envelope = decodeReplyEnvelope(msg.content);
     } catch (err) {
-      this.drop("undecodable reply", { error: (err as Error).message });
+      this.drop("undecodable reply", { err });
       return;
     }
     const pending = this.pending.get(envelope.requestid);
@@ -305,7 +305,7 @@ export class McoClient {
       this.drop("undecodable reply body", {
         requestId: envelope.requestid,
         sender: envelope.senderid,
-        error: (err as Error).message,
+        err,
       });
       return;
     }
@@ -362,7 +362,7 @@ export class McoClient {
           if (this.closed) throw err;
           const delay = Math.min(max, initial * 2 ** attempt) * (0.8 + Math.random() * 0.4);
           this.log.warn(
-            { error: (err as Error).message, retryInMs: Math.round(delay) },
+            { err, retryInMs: Math.round(delay) },
             "broker connection failed; retrying",
           );
           await sleep(delay, undefined, { signal: this.closing.signal }).catch(() => undefined);
@@ -405,11 +405,11 @@ export class McoClient {
     }
     // Listeners go on before anything else can fail: an 'error' nobody listens to would throw.
     let session: Session | undefined;
-    conn.on("error", (err: Error) => this.log.warn({ error: err.message }, "broker error"));
+    conn.on("error", (err: Error) => this.log.warn({ err }, "broker error"));
     conn.on("close", () => session && this.lost(session, "connection closed"));
     try {
       const channel = await conn.createChannel();
-      channel.on("error", (err: Error) => this.log.warn({ error: err.message }, "channel error"));
+      channel.on("error", (err: Error) => this.log.warn({ err }, "channel error"));
       channel.on("close", () => session && this.lost(session, "channel closed"));
       // Fail early and clearly when the exchanges mcollectived subscribes to are not declared.
       await channel.checkExchange(`${this.collective}_broadcast`);

@@ -343,7 +343,7 @@ export class VCenter {
       if (done.ownerUID !== spec.extraConfig[OWNER_UID_KEY])
         throw new VSphereVerifyError(ref, `${OWNER_UID_KEY}=${spec.extraConfig[OWNER_UID_KEY]}`);
     } catch (err) {
-      this.log.warn({ vm: spec.name, moRef: ref, err: String(err) }, "removing unfinished VM");
+      this.log.warn({ vm: spec.name, moRef: ref, err }, "removing unfinished VM");
       await this.destroy(ref).catch((e) =>
         this.log.error(
           { vm: spec.name, moRef: ref, err: String(e) },

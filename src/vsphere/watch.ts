@@ -117,7 +117,7 @@ export class UpdateLoop {
           if (pc) await this.session.invoke("DestroyPropertyCollector", pc).catch(() => undefined);
         }
         const delay = this.backoff(failures);
-        this.log.warn({ err: error.message, retryInMs: delay }, "vSphere update loop failed");
+        this.log.warn({ err: error, retryInMs: delay }, "vSphere update loop failed");
         await this.sleep(delay);
       }
     }
