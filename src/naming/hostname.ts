@@ -1,6 +1,8 @@
 // Hostname convention: <apptype>-<environment>-<instance>.<domain> by default, or the class's pattern.
+import vm from "node:vm";
 import { DEFAULT_NAMING_PATTERN } from "../api/defaults.js";
 import { StepError } from "../errors.js";
+import { compilePattern, refusePattern } from "./pattern.js";
 
 export interface HostnameParts {
   hostname: string;
@@ -12,17 +14,9 @@ export interface HostnameParts {
 }
 
 export function parseHostname(hostname: string, pattern = DEFAULT_NAMING_PATTERN): HostnameParts {
-  let re: RegExp;
-  try {
-    re = new RegExp(pattern);
-  } catch (err) {
-    throw new StepError(
-      "InvalidClass",
-      `The class's naming.pattern is not a valid regular expression: ${(err as Error).message}.`,
-      { condition: "NameResolved" },
-    );
-  }
-  const m = re.exec(hostname);
+  const re = compilePattern(pattern);
+  checkLength(hostname);
+  const m = execBounded(re, hostname, pattern);
   const g = m?.groups ?? {};
   if (!m || !g.apptype || !g.environment || !g.instance) {
     throw new StepError(
@@ -42,6 +36,45 @@ export function parseHostname(hostname: string, pattern = DEFAULT_NAMING_PATTERN
     environment: g.environment,
     instance: g.instance,
   };
+}
+
+/** DNS limits, checked before any pattern runs so that the input a pattern sees stays short. */
+const MAX_HOSTNAME_LENGTH = 253;
+const MAX_LABEL_LENGTH = 63;
+
+function checkLength(hostname: string): void {
+  const long = hostname.split(".").find((l) => l.length > MAX_LABEL_LENGTH);
+  if (hostname.length <= MAX_HOSTNAME_LENGTH && long === undefined) return;
+  const shown = hostname.length > 80 ? `${hostname.slice(0, 60)}…` : hostname;
+  throw new StepError(
+    "NameConventionViolation",
+    long === undefined
+      ? `Hostname ${shown} is ${hostname.length} characters long; a DNS name has at most ${MAX_HOSTNAME_LENGTH}, choose a shorter one.`
+      : `Hostname ${shown} has a label of ${long.length} characters; a DNS label has at most ${MAX_LABEL_LENGTH}, choose a shorter one.`,
+    { condition: "NameResolved" },
+  );
+}
+
+// Backstop for what a static check cannot see (e.g. many adjacent .* are polynomial, not
+// exponential): the match runs in a vm context whose watchdog interrupts it, and a pattern that
+// was interrupted is refused from then on.
+const MATCH_TIMEOUT_MS = 200;
+const matchContext = vm.createContext({ re: /$^/, input: "" });
+const matchScript = new vm.Script("re.exec(input)");
+
+function execBounded(re: RegExp, input: string, pattern: string): RegExpExecArray | null {
+  Object.assign(matchContext, { re, input });
+  try {
+    return matchScript.runInContext(matchContext, {
+      timeout: MATCH_TIMEOUT_MS,
+    }) as RegExpExecArray | null;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ERR_SCRIPT_EXECUTION_TIMEOUT") throw err;
+    throw refusePattern(
+      pattern,
+      `matching it took longer than ${MATCH_TIMEOUT_MS} ms, so it backtracks too much; simplify it`,
+    );
+  }
 }
 
 /** Label values must be ≤63 characters of [A-Za-z0-9._-]; longer or odd parts are left out. */

@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import { parseHostname, partLabels } from "../../src/naming/hostname.js";
 import { deriveVLAN, fillVLAN, inCIDR } from "../../src/naming/vlan.js";
 import { StepError } from "../../src/errors.js";
+import { DEFAULT_NAMING_PATTERN } from "../../src/api/defaults.js";
+import { compilePattern, MAX_PATTERN_LENGTH } from "../../src/naming/pattern.js";
 
 test("default convention: <apptype>-<environment>-<instance>.<domain>", () => {
   const p = parseHostname("web-prod-1.example.com");
@@ -49,4 +51,119 @@ test("VLAN from the third octet, another octet, or a CIDR map", () => {
   assert.ok(inCIDR("10.1.2.3", "10.0.0.0/8"));
   assert.ok(!inCIDR("11.1.2.3", "10.0.0.0/8"));
   assert.equal(fillVLAN("VLAN-{vlan}", 30), "VLAN-30");
+});
+
+/** A pattern with the required groups around an apptype sub-pattern. */
+const withAppType = (apptype: string) =>
+  `^(?<apptype>${apptype})-(?<environment>[a-z]+)-(?<instance>[0-9]+)\\.(?<domain>.+)$`;
+
+/** Asserts InvalidClass on NameResolved with a sentence, in well under the 50 ms a freeze would take. */
+function assertRefused(pattern: string, hostname: string, message?: RegExp) {
+  const started = performance.now();
+  assert.throws(
+    () => parseHostname(hostname, pattern),
+    (e: StepError) => {
+      assert.equal(e.reason, "InvalidClass", e.message);
+      assert.equal(e.options.condition, "NameResolved");
+      assert.match(e.message, /^The class's naming\.pattern is refused: .{20,}\.$/);
+      if (message) assert.match(e.message, message);
+      return true;
+    },
+  );
+  const ms = performance.now() - started;
+  assert.ok(ms < 50, `refused in ${ms.toFixed(1)} ms`);
+}
+
+test("patterns that can backtrack catastrophically are refused before they run", () => {
+  // The hostname would take hours against the issue's pattern if it were ever matched.
+  const evil = `${"a".repeat(32)}!-prod-1.example.com`;
+  assertRefused(
+    "^(?<apptype>([a-z0-9]+-?)+)-(?<environment>[a-z]+)-(?<instance>[0-9]+)\\.(?<domain>.+)$",
+    evil,
+    /\(\[a-z0-9\]\+-\?\)\+ quantifies a group .*catastrophically/,
+  );
+  for (const [construct, named] of [
+    ["(a+)+", /\(a\+\)\+ quantifies/],
+    ["(a|aa)+", /\(a\|aa\)\+ repeats alternatives/],
+    ["(.*a){20}", /\(\.\*a\)\{20\} quantifies/],
+  ] as const) {
+    assertRefused(construct, evil, named);
+    assertRefused(withAppType(construct), evil, named);
+  }
+  // Also when the offending construct sits in another group or under an optional quantifier.
+  assertRefused(withAppType("[a-z]+").replace("(?<domain>.+)", "(?<domain>([a-z]+\\.?)*)"), evil);
+});
+
+test("a verdict is kept per pattern string: compiled once, not per reconcile", () => {
+  assert.equal(compilePattern(DEFAULT_NAMING_PATTERN), compilePattern(DEFAULT_NAMING_PATTERN));
+  const custom = withAppType("[a-z]+");
+  assert.equal(compilePattern(custom), compilePattern(custom));
+});
+
+test("reasonable patterns are accepted", () => {
+  const accepted: [string, string, string][] = [
+    [DEFAULT_NAMING_PATTERN, "web-prod-1.example.com", "web"],
+    [withAppType("[a-z0-9-]+"), "edge-cache-prod-12.corp.test", "edge-cache"],
+    [
+      "^(?<apptype>[a-z]+)(?<instance>\\d{2})-(?<environment>dev|test|prod)\\.(?<domain>[a-z0-9.-]+)$",
+      "db07-prod.example.com",
+      "db",
+    ],
+  ];
+  for (const [pattern, hostname, apptype] of accepted) {
+    assert.equal(parseHostname(hostname, pattern).apptype, apptype, pattern);
+  }
+});
+
+test("patterns without the required groups or too long are refused", () => {
+  assertRefused(
+    "^(?<apptype>[a-z]+)-(?<environment>[a-z]+)\\.(?<domain>.+)$",
+    "web-prod.example.com",
+    /lacks the named group \(\?<instance>…\)/,
+  );
+  assertRefused(
+    "^[a-z]+-[a-z]+-[0-9]+\\..+$",
+    "web-prod-1.example.com",
+    /apptype.*environment.*instance/,
+  );
+  assertRefused(
+    withAppType("[a-z]+") + "|" + "x".repeat(MAX_PATTERN_LENGTH),
+    "web-prod-1.example.com",
+    /at most 512/,
+  );
+});
+
+test("hostnames are length-bounded before any pattern runs", () => {
+  // A pattern that would fail the test by taking seconds if it ever ran on this hostname.
+  const slow = "^(?<apptype>.*.*.*.*.*.*.*.*)-(?<environment>[a-z]+)-(?<instance>\\d+)x$";
+  const tooLong = `${"a".repeat(59)}.`.repeat(4) + `${"b".repeat(55)}.test`;
+  assert.equal(tooLong.length, 300);
+  for (const [hostname, why] of [
+    [tooLong, /is 300 characters long; a DNS name has at most 253/],
+    [`${"a".repeat(64)}-prod-1.example.com`, /label of 71 characters; a DNS label has at most 63/],
+  ] as const) {
+    const started = performance.now();
+    assert.throws(
+      () => parseHostname(hostname, slow),
+      (e: StepError) => e.reason === "NameConventionViolation" && why.test(e.message),
+    );
+    assert.ok(performance.now() - started < 50);
+  }
+});
+
+test("a pattern the static check lets through is interrupted and then refused", () => {
+  // Adjacent .* are polynomial, not exponential: star height does not see them, the match timeout does.
+  const slow = "^(?<apptype>.*.*.*.*.*.*.*.*)-(?<environment>[a-z]+)-(?<instance>\\d+)x$";
+  const hostname = Array.from({ length: 4 }, () => "a".repeat(60)).join(".") + ".y";
+  const started = performance.now();
+  assert.throws(
+    () => parseHostname(hostname, slow),
+    (e: StepError) => e.reason === "InvalidClass" && /took longer than/.test(e.message),
+  );
+  assert.ok(performance.now() - started < 1000, "interrupted, not run to the end");
+  assert.throws(
+    () => parseHostname("web-prod-1x", slow),
+    (e: StepError) => e.reason === "InvalidClass",
+    "refused from then on, even where it would match",
+  );
 });
