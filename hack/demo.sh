@@ -73,14 +73,20 @@ start_bg operator node "$ROOT/dist/main.js" run --kubeconfig "$DEMO/operator.kub
 stage_log="$LOGS/operator.log"
 wait_until 60 "the operator's /readyz" curl -fsS "http://127.0.0.1:$HEALTH_PORT/readyz"
 
-stage "playing the booted server: kickstart, /built, its mcollectived"
+stage "playing the booted server: kickstart, one-time keys, /built, its mcollectived"
 uid="$(kubectl -n default get vs web-prod-1 -o jsonpath='{.metadata.uid}')"
 installing() { [ "$(kubectl -n default get vs web-prod-1 -o jsonpath='{.status.phase}')" = Installing ]; }
 wait_until 120 "the VM created and powered on (phase Installing)" installing
 ks_token="$(kubectl -n vsop-system get secret "vsop-install-$uid" -o jsonpath='{.data.token}' | base64 -d)"
 curl -fsS "http://127.0.0.1:$PROV_PORT/ks/$ks_token" >"$DEMO/web-prod-1.ks"
-log "    kickstart: $(grep -c '' "$DEMO/web-prod-1.ks") lines in $DEMO/web-prod-1.ks"
-"$ROOT/hack/node-up.sh" web-prod-1.example.com web.pp >>"$LOGS/demo.log" 2>&1
+log "    kickstart: $(grep -c '' "$DEMO/web-prod-1.ks") lines in $DEMO/web-prod-1.ks (no key in it)"
+# %post fetches the keys once; the server's own identity key is the one vsop will believe.
+(umask 077 && curl -fsS -X POST "http://127.0.0.1:$PROV_PORT/bootstrap/$ks_token" >"$DEMO/web-prod-1.bootstrap")
+sed -n "\\|^cat > /etc/mcollective/vsop/identity.pem <<'VSOP_EOF'\$|,/^VSOP_EOF\$/p" "$DEMO/web-prod-1.bootstrap" |
+  sed '1d;$d' >"$DEMO/web-prod-1.identity.pem"
+rm -f "$DEMO/web-prod-1.bootstrap"
+log "    keys fetched once over /bootstrap (a second fetch answers 410)"
+IDENTITY_KEY="$DEMO/web-prod-1.identity.pem" "$ROOT/hack/node-up.sh" web-prod-1.example.com web.pp >>"$LOGS/demo.log" 2>&1
 curl -fsS -X POST "http://127.0.0.1:$PROV_PORT/built/$ks_token"
 unset ks_token token
 

@@ -2,6 +2,8 @@
 # Starts one simulated server: an mcollectived with identity FQDN, the project's puppet agent
 # plugin, and `puppet apply` of MANIFEST as its Puppet run, all state in .stack/nodes/FQDN/.
 # Usage: hack/node-up.sh FQDN [MANIFEST]   (MANIFEST: a path, or a name in hack/manifests/)
+# IDENTITY_KEY=FILE: the server's own identity key, as vsop's one-time bootstrap handed it out;
+# without it the node signs nothing of its own (like a server vsop did not install).
 source "$(dirname "$0")/lib.sh"
 PART=node-up
 
@@ -32,6 +34,10 @@ fi
 rm -rf "$node"
 mkdir -p "$node/var" "$LOGS"
 : >"$LOGS/puppet-$fqdn.log"
+if [ -n "${IDENTITY_KEY:-}" ]; then
+  [ -f "$IDENTITY_KEY" ] || die "IDENTITY_KEY=$IDENTITY_KEY is not a file"
+  install -m 600 "$IDENTITY_KEY" "$node/identity.pem"
+fi
 printf -- '---\nfqdn: %s\nvsop_manifest: %s\n' "$fqdn" "$(basename "$manifest")" >"$node/facts.yaml"
 
 # The node's Puppet run: puppet apply with its own vardir, summary and run lock, and the node
@@ -65,6 +71,7 @@ plugin.puppet.lockfile = $state/agent_catalog_run.lock
 plugin.puppet.disable_lockfile = $state/agent_disabled.lock
 plugin.puppet.pidfile = $node/puppet-run.pid
 plugin.puppet.run_log = $LOGS/puppet-$fqdn.log
+plugin.vsop.identity_key = $node/identity.pem
 CFG
 cat "$MCO/connector.cfg" >>"$node/server.cfg"
 

@@ -30,6 +30,7 @@ import { ConfigReader } from "./reconcile/secrets.js";
 import { VCenterPool } from "./reconcile/vcenters.js";
 import { McoPool } from "./reconcile/mco-pool.js";
 import { mcoDiscovery, puppetStep } from "./reconcile/puppet-step.js";
+import type { ReconcileContext } from "./reconcile/context.js";
 import { startProvisioningServer } from "./reconcile/provisioning-server.js";
 import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
 
@@ -81,11 +82,13 @@ export async function runOperator(run: RunConfig): Promise<number> {
     run.provisioningBindAddress,
     "provisioning-bind-address",
   );
+  const identityKeyOf = async (ctx: ReconcileContext) =>
+    (await tokens.get(ctx.vs.metadata.uid!))?.identityPublicKey;
   const install = {
     pool,
     tokens,
     config,
-    discover: mcoDiscovery(mcos),
+    discover: mcoDiscovery(mcos, identityKeyOf),
     provisioningURL:
       run.provisioningURL ??
       `http://${provisioningBind?.host ?? os.hostname()}:${provisioningBind?.port ?? 8082}`,
@@ -109,7 +112,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
           message,
         ),
       ),
-      puppetStep(mcos),
+      puppetStep(mcos, identityKeyOf),
     ],
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });

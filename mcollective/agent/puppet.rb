@@ -8,8 +8,13 @@
 #   plugin.puppet.disable_lockfile disable lock (default: `puppet config print agent_disabled_lockfile`)
 #   plugin.puppet.pidfile          pid of the run this agent started (default: next to lockfile)
 #   plugin.puppet.run_log          where the run's output goes (default: /dev/null)
+#   plugin.vsop.identity_key       this server's own key from vsop (default:
+#                                  /etc/mcollective/vsop/identity.pem); when readable, every reply
+#                                  also carries vsop_signed + vsop_signature (see below)
+require "base64"
 require "fileutils"
 require "json"
+require "openssl"
 require "shellwords"
 require "yaml"
 
@@ -86,6 +91,28 @@ module MCollective
           reply[:status] = "Disabled the Puppet agent: #{message}"
         end
         reply[:enabled] = false
+      end
+
+      # Per-server identity. The ssl security plugin signs replies with the key pair every
+      # server shares, so it cannot tell one server from another. vsop gives each server its
+      # own key at install; here the reply's content is stated as JSON (request id, identity,
+      # agent, action, status, data) and signed with that key, so vsop can believe "installed"
+      # and Puppet results from this server only. Stock mco clients just see two more fields.
+      def after_processing_hook
+        key_file = @config.pluginconf["vsop.identity_key"] || "/etc/mcollective/vsop/identity.pem"
+        return unless File.readable?(key_file)
+
+        data = reply.data.reject { |k, _| k.to_s.start_with?("vsop_") }
+        statement = JSON.generate(
+          "requestid" => request.uniqid, "identity" => @config.identity, "agent" => "puppet",
+          "action" => request.action, "statuscode" => reply.statuscode,
+          "statusmsg" => reply.statusmsg, "data" => data
+        )
+        key = OpenSSL::PKey.read(File.read(key_file))
+        reply[:vsop_signed] = statement
+        reply[:vsop_signature] = Base64.strict_encode64(key.sign(OpenSSL::Digest.new("SHA256"), statement))
+      rescue StandardError => e
+        Log.warn("vsop identity signature failed: #{e.class}: #{e}")
       end
 
       private

@@ -3,6 +3,7 @@
 import type { McoClient } from "./client.js";
 import { McoRpcError, McoTimeout } from "./errors.js";
 import type { RubyValue } from "./marshal.js";
+import { verifiedReplyData } from "./identity.js";
 
 export interface RunOnceOptions {
   environment?: string;
@@ -82,17 +83,24 @@ export class PuppetClient {
   }
 
   /** Starts one run in the background on the node; returns as soon as the node accepted it. */
-  async runonce(identity: string, options: RunOnceOptions = {}): Promise<RunOnceResult> {
+  // identityKey: the server's identity public key; when given, only a reply signed with it
+  // counts (mcollective/identity.ts) and its signed data is what is read.
+
+  async runonce(
+    identity: string,
+    options: RunOnceOptions = {},
+    identityKey?: string,
+  ): Promise<RunOnceResult> {
     const data: Record<string, RubyValue> = {};
     if (options.environment) data.environment = options.environment;
     if (options.noop) data.noop = true;
     if (options.tags?.length) data.tags = options.tags.join(",");
-    const d = await this.call(identity, "runonce", data);
+    const d = await this.call(identity, "runonce", data, identityKey);
     return { identity, summary: text(d.summary), initiatedAt: num(d.initiated_at, 0) };
   }
 
-  async status(identity: string): Promise<PuppetStatus> {
-    const d = await this.call(identity, "status");
+  async status(identity: string, identityKey?: string): Promise<PuppetStatus> {
+    const d = await this.call(identity, "status", {}, identityKey);
     return {
       identity,
       applying: bool(d.applying),
@@ -107,8 +115,8 @@ export class PuppetClient {
     };
   }
 
-  async lastRunSummary(identity: string): Promise<LastRunSummary> {
-    const d = await this.call(identity, "last_run_summary");
+  async lastRunSummary(identity: string, identityKey?: string): Promise<LastRunSummary> {
+    const d = await this.call(identity, "last_run_summary", {}, identityKey);
     const summary = d.summary;
     return {
       identity,
@@ -143,6 +151,7 @@ export class PuppetClient {
     identity: string,
     action: string,
     data: Record<string, RubyValue> = {},
+    identityKey?: string,
   ): Promise<Record<string, unknown>> {
     const result = await this.mco.request({
       agent: "puppet",
@@ -154,6 +163,14 @@ export class PuppetClient {
     const reply = result.replies.find((r) => r.sender === identity);
     if (!reply)
       throw new McoTimeout("puppet", action, result.requestId, this.timeoutMs, [identity]);
+    // With an identity key, a reply the server did not sign counts for nothing, failures included.
+    const d = identityKey
+      ? verifiedReplyData(
+          reply,
+          { requestId: result.requestId, identity, agent: "puppet", action },
+          identityKey,
+        )
+      : reply.data;
     if (reply.statuscode !== 0) {
       const args = [identity, "puppet", action, reply.statuscode, reply.statusmsg] as const;
       if (action === "runonce" && /currently applying/i.test(reply.statusmsg))
@@ -162,6 +179,6 @@ export class PuppetClient {
         throw new PuppetDisabledError(...args);
       throw new McoRpcError(...args);
     }
-    return reply.data;
+    return d;
   }
 }

@@ -32,6 +32,8 @@ plugin.ssl_serializer = marshal
 plugin.ssl_server_private = /etc/mcollective/ssl/server_private.pem
 plugin.ssl_server_public = /etc/mcollective/ssl/server_public.pem
 plugin.ssl_client_cert_dir = /etc/mcollective/ssl/clients
+# vsop's puppet agent signs its replies with this server's own key (per-server identity).
+plugin.vsop.identity_key = /etc/mcollective/vsop/identity.pem
 
 factsource = yaml
 plugin.yaml = /etc/mcollective/facts.yaml
@@ -89,27 +91,19 @@ puppet-agent
 %end
 
 %post --log=/root/vsop-post.log
-umask 077
-mkdir -p /etc/mcollective/ssl/clients /etc/puppetlabs/puppet
-cat > /etc/mcollective/server.cfg <<'VSOP_EOF'
-{{files.mcollectiveServerCfg}}VSOP_EOF
-{{#if mcollective.serverPrivateKeyPem}}
-cat > /etc/mcollective/ssl/server_private.pem <<'VSOP_EOF'
-{{mcollective.serverPrivateKeyPem}}VSOP_EOF
-{{/if}}
-{{#if mcollective.serverPublicKeyPem}}
-cat > /etc/mcollective/ssl/server_public.pem <<'VSOP_EOF'
-{{mcollective.serverPublicKeyPem}}VSOP_EOF
-{{/if}}
-{{#if mcollective.clientPublicKeyPem}}
-cat > /etc/mcollective/ssl/clients/{{mcollective.clientCertName}}.pem <<'VSOP_EOF'
-{{mcollective.clientPublicKeyPem}}VSOP_EOF
-{{/if}}
-umask 022
+mkdir -p /etc/puppetlabs/puppet
 cat > /etc/puppetlabs/puppet/puppet.conf <<'VSOP_EOF'
 {{files.puppetConf}}VSOP_EOF
 {{#if proxyURL}}
 grep -q '^proxy=' /etc/yum.conf || echo 'proxy={{proxyURL}}' >> /etc/yum.conf
+{{/if}}
+{{#if provisioning.bootstrapURL}}
+# Keys and the broker login come once, over the Boot-VLAN: this file carries no secret.
+umask 077
+curl -fsS --retry 5 -X POST '{{provisioning.bootstrapURL}}' -o /root/vsop-bootstrap.sh
+sh /root/vsop-bootstrap.sh
+rm -f /root/vsop-bootstrap.sh
+umask 022
 {{/if}}
 systemctl enable mcollective.service || true
 {{#if provisioning.builtURL}}
@@ -139,42 +133,52 @@ bootcmd:
   - [sh, -c, 'if [ -f /etc/yum.conf ] && ! grep -q "^proxy=" /etc/yum.conf; then echo "proxy={{proxyURL}}" >> /etc/yum.conf; fi']
 {{/if}}
 write_files:
-  - path: /etc/mcollective/server.cfg
-    owner: root:root
-    permissions: "0600"
-    encoding: b64
-    content: {{b64.mcollectiveServerCfg}}
-{{#if b64.serverPrivateKeyPem}}
-  - path: /etc/mcollective/ssl/server_private.pem
-    owner: root:root
-    permissions: "0600"
-    encoding: b64
-    content: {{b64.serverPrivateKeyPem}}
-{{/if}}
-{{#if b64.serverPublicKeyPem}}
-  - path: /etc/mcollective/ssl/server_public.pem
-    owner: root:root
-    permissions: "0644"
-    encoding: b64
-    content: {{b64.serverPublicKeyPem}}
-{{/if}}
-{{#if b64.clientPublicKeyPem}}
-  - path: /etc/mcollective/ssl/clients/{{mcollective.clientCertName}}.pem
-    owner: root:root
-    permissions: "0644"
-    encoding: b64
-    content: {{b64.clientPublicKeyPem}}
-{{/if}}
   - path: /etc/puppet/puppet.conf
     owner: root:root
     permissions: "0644"
     encoding: b64
     content: {{b64.puppetConf}}
 runcmd:
+{{#if provisioning.bootstrapURL}}
+  # Keys and the broker login come once from vsop: this file and its copies carry no secret.
+  - [sh, -c, 'umask 077 && curl -fsS --retry 5{{#if proxyURL}} --proxy {{proxyURL}}{{/if}} -X POST {{provisioning.bootstrapURL}} -o /run/vsop-bootstrap.sh && sh /run/vsop-bootstrap.sh && rm -f /run/vsop-bootstrap.sh']
+{{/if}}
   - [systemctl, restart, mcollective.service]
 {{#if provisioning.builtURL}}
   # Without a default route the callback goes through the VLAN's proxy, when there is one.
   - [curl, -fsS, --retry, "5",{{#if proxyURL}} --proxy, "{{proxyURL}}",{{/if}} -X, POST, "{{provisioning.builtURL}}"]
+{{/if}}
+`;
+
+/**
+ * The one-time key bundle, a shell script the installing system runs as root: mcollectived's
+ * server.cfg with the broker login, the shared ssl keys, vsop's client key and the server's own
+ * identity key. Served once by POST /bootstrap/<token>; nothing else carries these.
+ */
+export const BOOTSTRAP = `#!/bin/sh
+# MCollective keys for {{hostname}}, from vsop. Served once; run as root.
+set -eu
+umask 077
+mkdir -p /etc/mcollective/ssl/clients /etc/mcollective/vsop
+cat > /etc/mcollective/server.cfg <<'VSOP_EOF'
+{{files.mcollectiveServerCfg}}VSOP_EOF
+{{#if mcollective.serverPrivateKeyPem}}
+cat > /etc/mcollective/ssl/server_private.pem <<'VSOP_EOF'
+{{mcollective.serverPrivateKeyPem}}VSOP_EOF
+{{/if}}
+{{#if mcollective.serverPublicKeyPem}}
+cat > /etc/mcollective/ssl/server_public.pem <<'VSOP_EOF'
+{{mcollective.serverPublicKeyPem}}VSOP_EOF
+chmod 0644 /etc/mcollective/ssl/server_public.pem
+{{/if}}
+{{#if mcollective.clientPublicKeyPem}}
+cat > /etc/mcollective/ssl/clients/{{mcollective.clientCertName}}.pem <<'VSOP_EOF'
+{{mcollective.clientPublicKeyPem}}VSOP_EOF
+chmod 0644 /etc/mcollective/ssl/clients/{{mcollective.clientCertName}}.pem
+{{/if}}
+{{#if mcollective.identityPrivateKeyPem}}
+cat > /etc/mcollective/vsop/identity.pem <<'VSOP_EOF'
+{{mcollective.identityPrivateKeyPem}}VSOP_EOF
 {{/if}}
 `;
 

@@ -41,18 +41,34 @@ export const DEFAULT_SERVICE_NIC = "ens192";
 export const DEFAULT_BOOT_NIC = "ens224";
 const HEREDOC_END = "VSOP_EOF";
 
+/**
+ * The kickstart and the bootstrap script write files through quoted here-documents; a line equal
+ * to the terminator would end one early and run the rest as shell.
+ */
+function assertHeredocSafe(texts: Record<string, string | undefined>): void {
+  for (const [name, text] of Object.entries(texts))
+    if (text?.split("\n").some((l) => l.trim() === HEREDOC_END))
+      throw new TemplateError(name, 1, `rendered file contains the line "${HEREDOC_END}"`);
+}
+
 export function renderKickstart(
   vars: InstallVariables,
   template?: string | Partial<KickstartTemplates>,
 ): string {
   const t = typeof template === "string" ? { kickstart: template } : (template ?? {});
   const ctx = templateContext(vars, t.mcollectiveServerCfg, t.puppetConf);
-  // The kickstart writes files through quoted here-documents; a line equal to the
-  // terminator would end one early and run the rest as shell.
-  for (const [name, text] of Object.entries(ctx.files))
-    if (text.split("\n").some((l) => l.trim() === HEREDOC_END))
-      throw new TemplateError(name, 1, `rendered file contains the line "${HEREDOC_END}"`);
+  assertHeredocSafe(ctx.files);
   return compileTemplate("kickstart", t.kickstart ?? defaults.KICKSTART).render(ctx);
+}
+
+/** The one-time key bundle (defaults.BOOTSTRAP), the only file that carries secrets. */
+export function renderBootstrap(
+  vars: InstallVariables,
+  templates: { bootstrap?: string; mcollectiveServerCfg?: string } = {},
+): string {
+  const ctx = templateContext(vars, templates.mcollectiveServerCfg);
+  assertHeredocSafe(ctx.files);
+  return compileTemplate("bootstrap", templates.bootstrap ?? defaults.BOOTSTRAP).render(ctx);
 }
 
 /** Renders the three NoCloud files; the network config is checked for a default route. */
@@ -88,7 +104,7 @@ export interface TemplateContext extends Omit<InstallVariables, "bootNic" | "ser
   proxyURL?: string;
   /** Rendered config files, as text. */
   files: { mcollectiveServerCfg: string; puppetConf: string };
-  /** The same files and the key material, base64-encoded (for cloud-init write_files). */
+  /** The same files, base64-encoded (for cloud-init write_files). */
   b64: Record<string, string>;
 }
 
@@ -106,6 +122,7 @@ export function templateContext(
     serverPrivateKeyPem: withNewline(m.serverPrivateKeyPem),
     serverPublicKeyPem: withNewline(m.serverPublicKeyPem),
     clientPublicKeyPem: withNewline(m.clientPublicKeyPem),
+    identityPrivateKeyPem: withNewline(m.identityPrivateKeyPem),
   };
   const { serviceNic, bootNic, ...rest } = vars;
   const base = {
@@ -132,9 +149,6 @@ export function templateContext(
   };
   put("mcollectiveServerCfg", files.mcollectiveServerCfg);
   put("puppetConf", files.puppetConf);
-  put("serverPrivateKeyPem", mcollective.serverPrivateKeyPem);
-  put("serverPublicKeyPem", mcollective.serverPublicKeyPem);
-  put("clientPublicKeyPem", mcollective.clientPublicKeyPem);
   return { ...base, files, b64 };
 }
 

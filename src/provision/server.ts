@@ -1,16 +1,22 @@
 // The HTTP endpoint installers talk to over the Boot-VLAN:
-//   GET  /ks/<token>     the server's kickstart (text/plain)
-//   POST /built/<token>  installation finished (GET too: some installers cannot POST) → 204
+//   GET  /ks/<token>         the server's kickstart (text/plain); it carries no secret
+//   POST /bootstrap/<token>  the server's keys and broker login, as a shell script: once only
+//   POST /built/<token>      installation finished → 204
 //   GET  /healthz
-// A token is good until its /built call; afterwards both routes answer 410 Gone. Tokens are
-// secrets (the kickstart carries broker credentials and keys), so they never reach a log line:
-// logs name them by a short sha256 prefix.
+// A token is good until the install is known (its /built call, or the server answering vsop);
+// afterwards every route answers 410 Gone. Tokens never reach a log line: logs name them by a
+// short sha256 prefix. Each source address gets a bounded number of requests per window (429).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { isWellFormedToken, tokenLogId } from "./tokens.js";
 
 export type TokenState =
-  | { kind: "active"; kickstart: () => Promise<string> }
+  | {
+      kind: "active";
+      kickstart: () => Promise<string>;
+      /** The key bundle, or undefined when it was fetched before (it is handed out once). */
+      bootstrap: () => Promise<string | undefined>;
+    }
   | { kind: "used" }
   /** The server's install data is not recorded yet (503: an installer retries). */
   | { kind: "notReady" }
@@ -31,6 +37,8 @@ export interface ProvisioningServerOptions {
   maxBodyBytes?: number;
   /** Whole-request deadline; default 30 s. */
   requestTimeoutMs?: number;
+  /** Requests one source address may make per window; default 60 per 10 s. */
+  rateLimit?: { requests: number; windowMs: number };
 }
 
 class HttpError extends Error {
@@ -43,7 +51,28 @@ class HttpError extends Error {
   }
 }
 
-const ROUTE = /^\/(ks|built)\/([^/]+)$/;
+type Route = "ks" | "bootstrap" | "built";
+const ROUTE = /^\/(ks|bootstrap|built)\/([^/]+)$/;
+const METHODS: Record<Route, string[]> = { ks: ["GET"], bootstrap: ["POST"], built: ["POST"] };
+
+/** Fixed-window request counts per source address, bounded in size. */
+class RateLimiter {
+  private window = 0;
+  private counts = new Map<string, number>();
+  constructor(private readonly limit: { requests: number; windowMs: number }) {}
+
+  /** Whether the source may make one more request now. */
+  allow(source: string): boolean {
+    const w = Math.floor(Date.now() / this.limit.windowMs);
+    if (w !== this.window || this.counts.size > 100_000) {
+      this.window = w;
+      this.counts = new Map();
+    }
+    const n = (this.counts.get(source) ?? 0) + 1;
+    this.counts.set(source, n);
+    return n <= this.limit.requests;
+  }
+}
 
 export class ProvisioningServer {
   private readonly server: Server;
@@ -51,9 +80,11 @@ export class ProvisioningServer {
   /** /built calls in progress per token, so a retrying installer does not complete twice. */
   private readonly building = new Map<string, Promise<void>>();
   private readonly built = new Set<string>();
+  private readonly limiter: RateLimiter;
 
   constructor(private readonly options: ProvisioningServerOptions) {
     this.maxBody = options.maxBodyBytes ?? 64 * 1024;
+    this.limiter = new RateLimiter(options.rateLimit ?? { requests: 60, windowMs: 10_000 });
     this.server = createServer((req, res) => {
       this.handle(req, res).catch(() => res.destroy());
     });
@@ -90,16 +121,14 @@ export class ProvisioningServer {
     const method = req.method ?? "";
     const path = (req.url ?? "").split("?")[0]!;
     const match = ROUTE.exec(path);
-    const route = match
-      ? (match[1] as "ks" | "built")
-      : path === "/healthz"
-        ? "healthz"
-        : undefined;
+    const route = match ? (match[1] as Route) : path === "/healthz" ? "healthz" : undefined;
     const token = match && isWellFormedToken(match[2]!) ? match[2]! : undefined;
     const fields: Record<string, unknown> = { method, route };
     if (token) fields.tokenId = tokenLogId(token);
     let status: number;
     try {
+      if (route !== "healthz" && !this.limiter.allow(req.socket.remoteAddress ?? ""))
+        throw new HttpError(429, "too many requests; retry later");
       await this.drainBody(req);
       const result = await this.dispatch(method, route, token);
       status = result.status;
@@ -110,17 +139,18 @@ export class ProvisioningServer {
         this.options.log?.error({ ...fields, err: describe(err, token) }, "request failed");
       const message = status === 500 ? "internal error" : (err as Error).message;
       this.reply(res, status, `${message}\n`, {
-        close: status === 413,
+        close: status === 413 || status === 429,
+        retryAfter: status === 429 ? "10" : undefined,
         allow: err instanceof HttpError ? err.allow : undefined,
       });
     }
-    if (route === "ks" || route === "built")
+    if (route && route !== "healthz")
       this.options.log?.info({ ...fields, status }, "provisioning request");
   }
 
   private async dispatch(
     method: string,
-    route: "ks" | "built" | "healthz" | undefined,
+    route: Route | "healthz" | undefined,
     token: string | undefined,
   ): Promise<{ status: number; body?: string }> {
     const allow = (methods: string[]) => {
@@ -132,7 +162,7 @@ export class ProvisioningServer {
       return { status: 200, body: "ok\n" };
     }
     if (!route || !token) throw new HttpError(404, "not found");
-    allow(route === "ks" ? ["GET"] : ["POST", "GET"]);
+    allow(METHODS[route]);
 
     if (this.built.has(token)) throw new HttpError(410, "token already used");
     const state = await this.options.lookup(token);
@@ -140,6 +170,11 @@ export class ProvisioningServer {
     if (state.kind === "used") throw new HttpError(410, "token already used");
     if (state.kind === "notReady") throw new HttpError(503, "not ready yet; retry shortly");
     if (route === "ks") return { status: 200, body: await state.kickstart() };
+    if (route === "bootstrap") {
+      const body = await state.bootstrap();
+      if (body === undefined) throw new HttpError(410, "keys already fetched");
+      return { status: 200, body };
+    }
 
     // A retrying installer may call again while the first call is still being recorded.
     let done = this.building.get(token);
@@ -185,11 +220,12 @@ export class ProvisioningServer {
     res: ServerResponse,
     status: number,
     body?: string,
-    opts: { close?: boolean; allow?: string | undefined } = {},
+    opts: { close?: boolean; allow?: string | undefined; retryAfter?: string | undefined } = {},
   ): void {
     if (res.headersSent) return;
     const headers: Record<string, string> = { "cache-control": "no-store" };
     if (opts.allow) headers.allow = opts.allow;
+    if (opts.retryAfter) headers["retry-after"] = opts.retryAfter;
     if (opts.close) headers.connection = "close";
     if (status === 204 || body === undefined) {
       res.writeHead(status, headers).end();

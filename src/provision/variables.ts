@@ -38,12 +38,16 @@ export interface InstallVariables {
     serverPrivateKeyPem?: string;
     serverPublicKeyPem?: string;
     clientPublicKeyPem?: string;
+    /** The server's own identity key (bootstrap only; see provision/identity-key.ts). */
+    identityPrivateKeyPem?: string;
     /** Requests carry callerid `cert=<name>`; the server reads `<client dir>/<name>.pem`. */
     clientCertName: string;
   };
   puppet: { environment: string; server?: string };
   provisioning: {
     kickstartURL?: string;
+    /** One-time key bundle: the installing system POSTs here once and runs what it gets. */
+    bootstrapURL?: string;
     /** Completion callback: the installed system POSTs here once. */
     builtURL?: string;
     /** Kickstart `url --url=`; without it the installer uses its boot command line's repo. */
@@ -154,6 +158,7 @@ export function validateInstallVariables(v: InstallVariables): void {
   pem("mcollective.serverPrivateKeyPem", m.serverPrivateKeyPem);
   pem("mcollective.serverPublicKeyPem", m.serverPublicKeyPem);
   pem("mcollective.clientPublicKeyPem", m.clientPublicKeyPem);
+  pem("mcollective.identityPrivateKeyPem", m.identityPrivateKeyPem);
 
   word("puppet.environment", v.puppet.environment);
   host("puppet.server", v.puppet.server);
@@ -161,6 +166,7 @@ export function validateInstallVariables(v: InstallVariables): void {
   const p = v.provisioning;
   url("provisioning.kickstartURL", p.kickstartURL);
   url("provisioning.builtURL", p.builtURL);
+  url("provisioning.bootstrapURL", p.bootstrapURL);
   url("provisioning.installURL", p.installURL);
   (p.repos ?? []).forEach((r, i) => {
     word(`provisioning.repos[${i}].name`, r.name);

@@ -4,7 +4,12 @@ import { effectiveNetwork, puppetEnvironment } from "../api/defaults.js";
 import type { VirtualServer, VirtualServerClass } from "../api/types.js";
 import { StepError } from "../errors.js";
 import { parseHostname } from "../naming/hostname.js";
-import { renderCloudInit, renderKickstart, type CloudInitFiles } from "../provision/render.js";
+import {
+  renderBootstrap,
+  renderCloudInit,
+  renderKickstart,
+  type CloudInitFiles,
+} from "../provision/render.js";
 import { TemplateError } from "../provision/template.js";
 import {
   InstallVariablesError,
@@ -15,39 +20,56 @@ import type { ConfigReader } from "./secrets.js";
 
 export const DEFAULT_STOMP_PORT = 61613;
 
+export interface InstallURLs {
+  kickstartURL?: string;
+  bootstrapURL?: string;
+  builtURL?: string;
+}
+
+/**
+ * The variables of a server's install files. Keys and the broker login are read only for the
+ * one-time bootstrap (`identityPrivateKeyPem` given): the kickstart, ISO and guestinfo, which
+ * outlive the install in places vsop does not control, never carry a secret.
+ */
 export async function installVariables(
   vs: VirtualServer,
   cls: VirtualServerClass,
   config: ConfigReader,
-  urls: { kickstartURL?: string; builtURL?: string },
+  urls: InstallURLs,
+  identityPrivateKeyPem?: string,
 ): Promise<InstallVariables> {
   const parts = parseHostname(vs.spec.hostname, cls.spec.naming?.pattern);
   const s = vs.status ?? {};
   const net = effectiveNetwork(cls.spec);
   const m = cls.spec.mcollective;
-  const keys = await config.secret(m.keysSecret, "MCollective keys", [
-    "server-private.pem",
-    "server-public.pem",
-    "client-public.pem",
-  ]);
-  const creds = m.credentialsSecret
-    ? await config.secret(m.credentialsSecret, "MCollective broker credentials", [
-        "username",
-        "password",
-      ])
-    : undefined;
   const mcollective: InstallVariables["mcollective"] = {
     brokerHost: new URL(m.brokerURL).hostname,
     brokerPort: m.stompPort ?? DEFAULT_STOMP_PORT,
-    brokerUser: creds?.username,
-    brokerPassword: creds?.password,
     collective: m.collective ?? "mcollective",
     identity: vs.spec.hostname,
-    serverPrivateKeyPem: keys["server-private.pem"],
-    serverPublicKeyPem: keys["server-public.pem"],
-    clientPublicKeyPem: keys["client-public.pem"],
     clientCertName: m.clientCertName ?? "vsop",
   };
+  if (identityPrivateKeyPem !== undefined) {
+    const keys = await config.secret(m.keysSecret, "MCollective keys", [
+      "server-private.pem",
+      "server-public.pem",
+      "client-public.pem",
+    ]);
+    const creds = m.credentialsSecret
+      ? await config.secret(m.credentialsSecret, "MCollective broker credentials", [
+          "username",
+          "password",
+        ])
+      : undefined;
+    Object.assign(mcollective, {
+      brokerUser: creds?.username,
+      brokerPassword: creds?.password,
+      serverPrivateKeyPem: keys["server-private.pem"],
+      serverPublicKeyPem: keys["server-public.pem"],
+      clientPublicKeyPem: keys["client-public.pem"],
+      identityPrivateKeyPem,
+    });
+  }
   const nics = s.vm?.nics ?? [];
   const serviceMac = nics.find((n) => n.role === "service")?.macAddress;
   const bootMac = nics.find((n) => n.role === "boot")?.macAddress;
@@ -104,7 +126,7 @@ export async function kickstartFor(
   vs: VirtualServer,
   cls: VirtualServerClass,
   config: ConfigReader,
-  urls: { kickstartURL?: string; builtURL?: string },
+  urls: InstallURLs,
 ): Promise<string> {
   const vars = await installVariables(vs, cls, config, urls);
   const t = await templates(cls, config);
@@ -119,7 +141,7 @@ export async function cloudInitFor(
   vs: VirtualServer,
   cls: VirtualServerClass,
   config: ConfigReader,
-  urls: { builtURL?: string },
+  urls: InstallURLs,
 ): Promise<CloudInitFiles> {
   const vars = await installVariables(vs, cls, config, urls);
   const t = await templates(cls, config);
@@ -129,6 +151,22 @@ export async function cloudInitFor(
       ...(t["meta-data"] ? { metaData: t["meta-data"] } : {}),
       ...(t["network-config"] ? { networkConfig: t["network-config"] } : {}),
     });
+  } catch (err) {
+    asStepError(err, cls.spec.boot?.templatesConfigMap);
+  }
+}
+
+/** The one-time key bundle for the server, with its new identity key. */
+export async function bootstrapFor(
+  vs: VirtualServer,
+  cls: VirtualServerClass,
+  config: ConfigReader,
+  identityPrivateKeyPem: string,
+): Promise<string> {
+  const vars = await installVariables(vs, cls, config, {}, identityPrivateKeyPem);
+  const t = await templates(cls, config);
+  try {
+    return renderBootstrap(vars, t.bootstrap ? { bootstrap: t.bootstrap } : {});
   } catch (err) {
     asStepError(err, cls.spec.boot?.templatesConfigMap);
   }

@@ -10,7 +10,7 @@ import { buildIso } from "../provision/iso.js";
 import { datastorePath, type VCenter, type VMRecord } from "../vsphere/vcenter.js";
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
 import { noCloudFiles } from "../provision/render.js";
-import { cloudInitFor, kickstartFor } from "./install-config.js";
+import { bootstrapFor, cloudInitFor, kickstartFor, type InstallURLs } from "./install-config.js";
 import type { InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
 import type { VCenterPool } from "./vcenters.js";
@@ -31,8 +31,12 @@ export interface InstallDeps {
 const isoFile = (ctx: ReconcileContext) =>
   `vsop/${vmName(ctx.vs, ctx.cls.spec)}-${ctx.vs.metadata.uid!.slice(0, 8)}.iso`;
 
-export const builtURL = (base: string, token: string) => `${base}/built/${token}`;
-export const kickstartURL = (base: string, token: string) => `${base}/ks/${token}`;
+/** Where a server's installer finds its kickstart, its one-time keys and its callback. */
+export const installURLs = (base: string, token: string): InstallURLs => ({
+  kickstartURL: `${base}/ks/${token}`,
+  bootstrapURL: `${base}/bootstrap/${token}`,
+  builtURL: `${base}/built/${token}`,
+});
 
 async function vmOf(
   deps: InstallDeps,
@@ -44,6 +48,20 @@ async function vmOf(
 }
 
 const installed = (ctx: ReconcileContext) => !!ctx.status.install?.completedAt;
+
+/** A placeholder identity key: only to prove the bundle renders; never leaves this process. */
+const CHECK_KEY = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+
+async function checkInstallFiles(
+  deps: InstallDeps,
+  vs: ReconcileContext["vs"],
+  ctx: ReconcileContext,
+  token: string,
+): Promise<void> {
+  const urls = installURLs(deps.provisioningURL, token);
+  if (bootMethod(ctx.cls.spec) === "network") await kickstartFor(vs, ctx.cls, deps.config, urls);
+  await bootstrapFor(vs, ctx.cls, deps.config, CHECK_KEY);
+}
 
 /** Prepares the install path for the boot method, then powers the VM on once. */
 export function prepareStep(deps: InstallDeps): Step {
@@ -70,20 +88,21 @@ export function prepareStep(deps: InstallDeps): Step {
           // An image that needs no install: nothing to hand over, just start it.
         } else if (method === "network") {
           const token = await deps.tokens.ensure(ctx.vs);
-          // The kickstart is rendered when the installer asks for it; render it once before
-          // power-on too, so a broken template is a TemplateError here, not a failing install.
-          if (!ctx.status.install?.startedAt)
-            await kickstartFor(vs, ctx.cls, deps.config, {
-              kickstartURL: kickstartURL(deps.provisioningURL, token.token),
-              builtURL: builtURL(deps.provisioningURL, token.token),
-            });
+          // The kickstart and key bundle are rendered when the installer asks for them; render
+          // them once before power-on too, so a broken template or a missing key Secret is an
+          // error here, not a failing install.
+          if (!ctx.status.install?.startedAt) await checkInstallFiles(deps, vs, ctx, token.token);
         } else if (method === "iso") {
           const path = datastorePath(p.datastore, isoFile(ctx));
           if (!vm.cdroms.some((c) => c.isoPath === path)) {
             const token = await deps.tokens.ensure(ctx.vs);
-            const files = await cloudInitFor(vs, ctx.cls, deps.config, {
-              builtURL: builtURL(deps.provisioningURL, token.token),
-            });
+            await checkInstallFiles(deps, vs, ctx, token.token);
+            const files = await cloudInitFor(
+              vs,
+              ctx.cls,
+              deps.config,
+              installURLs(deps.provisioningURL, token.token),
+            );
             const iso = await buildIso({
               volumeId: "cidata",
               files: noCloudFiles(files),
@@ -96,9 +115,13 @@ export function prepareStep(deps: InstallDeps): Step {
           ctx.status.install = { ...ctx.status.install, iso: path };
         } else if (!vm.extraConfig["guestinfo.userdata"]) {
           const token = await deps.tokens.ensure(ctx.vs);
-          const files = await cloudInitFor(vs, ctx.cls, deps.config, {
-            builtURL: builtURL(deps.provisioningURL, token.token),
-          });
+          await checkInstallFiles(deps, vs, ctx, token.token);
+          const files = await cloudInitFor(
+            vs,
+            ctx.cls,
+            deps.config,
+            installURLs(deps.provisioningURL, token.token),
+          );
           await vc.setExtraConfig(vm.moRef, guestinfoExtraConfig(files));
           ctx.log.info("cloud-init data set in guestinfo");
         }
@@ -119,6 +142,17 @@ export function prepareStep(deps: InstallDeps): Step {
     },
     async finalize(ctx) {
       await deps.tokens.delete(ctx.vs.metadata.uid!);
+      // A retained VM keeps no install data: the guestinfo's URLs point at a deleted token,
+      // but nobody needs to read them in vCenter's history either.
+      if (ctx.vs.spec.deletionPolicy === "Retain" && bootMethod(ctx.cls.spec) === "guestinfo") {
+        const found = await vmOf(deps, ctx).catch(() => undefined);
+        if (found && GUESTINFO_KEYS.some((k) => found.vm.extraConfig[k]))
+          await found.vc
+            .setExtraConfig(found.vm.moRef, Object.fromEntries(GUESTINFO_KEYS.map((k) => [k, ""])))
+            .catch((err: unknown) => {
+              throw vsphereStepError(err);
+            });
+      }
       // Also when status lost the path (an upload whose attach failed): the name is fixed.
       if (ctx.status.install?.iso || bootMethod(ctx.cls.spec) === "iso") {
         const vc = await connectedVCenter(deps.pool, ctx);
@@ -185,6 +219,10 @@ export function installedStep(deps: InstallDeps): Step {
           );
           return wait(5, "Installing", "Installing", `${ctx.vs.spec.hostname} is installing.`);
         }
+        // The install is known: the token is spent however it became known, so /ks,
+        // /bootstrap and /built answer 410 from now on.
+        const token = await deps.tokens.get(ctx.vs.metadata.uid!);
+        if (token?.state === "pending") await deps.tokens.markBuilt(token);
         ctx.status.install = { ...ctx.status.install, completedAt };
         ctx.log.info("server reports installed");
       }

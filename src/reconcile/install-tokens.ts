@@ -1,6 +1,9 @@
 // Per-server install tokens, kept in Secrets in the operator's namespace (a namespaced owner
 // reference cannot cross namespaces, and RBAC keeps vsop's Secret access to its own namespace).
 // The Secret is labelled with the server it belongs to and deleted by the server's finalizer.
+// A token is spent once the install is known (callback or discovery): its value is then removed
+// and only its hash stays, so the record still answers 410. The server's identity public key,
+// made when it fetched its keys, lives here too (the private half was never stored).
 import { timingSafeEqual } from "node:crypto";
 import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
 import type { VirtualServer } from "../api/types.js";
@@ -10,9 +13,15 @@ const LABEL = "provisioning.vsop.dev";
 const HASH_LABEL = `${LABEL}/install-token-hash`;
 
 export interface InstallToken {
+  /** Empty once spent. */
   token: string;
+  tokenHash: string;
   state: "pending" | "built";
   builtAt?: string;
+  /** When the server fetched its one-time key bundle, and the public half of its identity key. */
+  keysFetchedAt?: string;
+  identityPublicKey?: string;
+  resourceVersion?: string;
   owner: { namespace: string; name: string; uid: string };
 }
 
@@ -27,10 +36,15 @@ const unb64 = (s: string | undefined) => (s ? Buffer.from(s, "base64").toString(
 
 function decode(s: SecretObject): InstallToken {
   const l = s.metadata.labels ?? {};
+  const token = unb64(s.data?.token);
   return {
-    token: unb64(s.data?.token),
+    token,
+    tokenHash: unb64(s.data?.tokenHash) || (token ? hashToken(token) : ""),
     state: unb64(s.data?.state) === "built" ? "built" : "pending",
     builtAt: unb64(s.data?.builtAt) || undefined,
+    keysFetchedAt: unb64(s.data?.keysFetchedAt) || undefined,
+    identityPublicKey: unb64(s.data?.identityPublicKey) || undefined,
+    resourceVersion: s.metadata.resourceVersion,
     owner: {
       namespace: l[`${LABEL}/owner-namespace`] ?? "",
       name: l[`${LABEL}/owner-name`] ?? "",
@@ -79,7 +93,7 @@ export class InstallTokens {
             [`${LABEL}/owner-uid`]: vs.metadata.uid!,
           },
         },
-        data: { token: b64(token), state: b64("pending") },
+        data: { token: b64(token), tokenHash: b64(hashToken(token)), state: b64("pending") },
       });
     } catch (err) {
       if (!isConflict(err)) throw err; // created meanwhile by another reconcile
@@ -92,19 +106,49 @@ export class InstallTokens {
     const list = await this.kube.request<{ items: SecretObject[] }>("GET", this.path(), undefined, {
       params: { labelSelector: `${HASH_LABEL}=${hashToken(token).slice(0, 40)}` },
     });
+    const want = Buffer.from(hashToken(token));
     for (const s of list.items) {
       const t = decode(s);
-      const a = Buffer.from(t.token);
-      const b = Buffer.from(token);
-      if (a.length === b.length && timingSafeEqual(a, b)) return t;
+      const have = Buffer.from(t.tokenHash);
+      if (have.length === want.length && timingSafeEqual(have, want)) return t;
     }
     return undefined;
   }
 
+  /**
+   * Spends the token: the install is known, so /ks, /bootstrap and /built answer 410 from now on
+   * and the token's value is dropped from the record (its hash stays).
+   */
   async markBuilt(t: InstallToken): Promise<void> {
     await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
-      data: { state: b64("built"), builtAt: b64(new Date().toISOString()) },
+      data: {
+        state: b64("built"),
+        builtAt: b64(new Date().toISOString()),
+        tokenHash: b64(t.tokenHash),
+        token: null,
+      },
     });
+  }
+
+  /**
+   * Records that the server fetched its key bundle, with the public half of its new identity
+   * key. Conditional on the record's resourceVersion, so of two concurrent fetches (two replicas,
+   * a replayed request) exactly one wins; the other gets false.
+   */
+  async claimKeys(t: InstallToken, identityPublicKey: string): Promise<boolean> {
+    try {
+      await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
+        metadata: { resourceVersion: t.resourceVersion },
+        data: {
+          keysFetchedAt: b64(new Date().toISOString()),
+          identityPublicKey: b64(identityPublicKey),
+        },
+      });
+      return true;
+    } catch (err) {
+      if (isConflict(err)) return false;
+      throw err;
+    }
   }
 
   async delete(uid: string): Promise<void> {

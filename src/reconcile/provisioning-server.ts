@@ -1,12 +1,15 @@
 // The provisioning HTTP endpoint wired to install tokens: /ks/<token> renders the server's
-// kickstart from its current status and class; /built/<token> marks the token used and wakes
-// the server's reconcile. Any replica can answer: state lives in the token Secrets.
+// kickstart from its current status and class; /bootstrap/<token> hands out its keys once, with
+// a new identity key whose public half is recorded first; /built/<token> spends the token and
+// wakes the server's reconcile. Any replica can answer: state lives in the token Secrets.
 import type { Server } from "node:http";
 import type { Logger } from "pino";
 import type { VirtualServer, VirtualServerClass } from "../api/types.js";
 import { ProvisioningServer, type TokenState } from "../provision/server.js";
-import { kickstartFor } from "./install-config.js";
-import { builtURL, kickstartURL } from "./install-steps.js";
+import { newIdentityKey } from "../provision/identity-key.js";
+import { tokenLogId } from "../provision/tokens.js";
+import { bootstrapFor, kickstartFor } from "./install-config.js";
+import { installURLs } from "./install-steps.js";
 import type { InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
 
@@ -36,13 +39,22 @@ export async function startProvisioningServer(
       if (!vs || vs.metadata.uid !== t.owner.uid || !cls) return undefined;
       // The kickstart is rendered from recorded status; it is complete once the VM was powered on.
       if (!vs.status?.install?.startedAt) return { kind: "notReady" };
+      const virtualserver = `${t.owner.namespace}/${t.owner.name}`;
       return {
         kind: "active",
         kickstart: () =>
-          kickstartFor(vs, cls, deps.config, {
-            kickstartURL: kickstartURL(deps.provisioningURL, token),
-            builtURL: builtURL(deps.provisioningURL, token),
-          }),
+          kickstartFor(vs, cls, deps.config, installURLs(deps.provisioningURL, token)),
+        async bootstrap() {
+          if (t.keysFetchedAt) return undefined;
+          const key = await newIdentityKey();
+          // Record the public half first, conditionally: of two racing fetches one wins.
+          if (!(await deps.tokens.claimKeys(t, key.publicKeyPem))) return undefined;
+          deps.logger.info(
+            { virtualserver, tokenId: tokenLogId(token) },
+            "install keys handed out; identity key recorded",
+          );
+          return bootstrapFor(vs, cls, deps.config, key.privateKeyPem);
+        },
       };
     },
     async onBuilt(token) {

@@ -6,6 +6,7 @@ import { puppetEnvironment } from "../api/defaults.js";
 import { parseDuration } from "../cli/run-flags.js";
 import { StepError } from "../errors.js";
 import { McoConnectionError, McoTimeout } from "../mcollective/errors.js";
+import { McoIdentityError } from "../mcollective/identity.js";
 import { PuppetBusyError, PuppetDisabledError } from "../mcollective/puppet.js";
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
 import type { McoPool } from "./mco-pool.js";
@@ -25,6 +26,12 @@ function mcoError(err: unknown, identity: string): StepError {
       "BrokerUnreachable",
       `The MCollective broker cannot be reached (${err.message}); vsop reconnects with backoff.`,
       { condition: "PuppetApplied", status: "Unknown", cause: err },
+    );
+  if (err instanceof McoIdentityError)
+    return new StepError(
+      "NodeIdentityUnverified",
+      `${err.message}; vsop ignores it. If ${identity} was reinstalled outside vsop, rebuild it so it gets a new identity key.`,
+      { condition: "PuppetApplied", status: "Unknown", cause: err, retryAfterSeconds: 30 },
     );
   if (err instanceof PuppetDisabledError)
     return new StepError(
@@ -59,12 +66,20 @@ export function runDue(ctx: ReconcileContext, now = Date.now()): string | undefi
   return undefined;
 }
 
-export function puppetStep(pool: McoPool): Step {
+/**
+ * The identity public key vsop recorded for the server when it fetched its install keys;
+ * undefined for a server that never did (an image that needs no install, an adopted VM), whose
+ * replies are then believed on the shared MCollective server key alone.
+ */
+export type IdentityKeyOf = (ctx: ReconcileContext) => Promise<string | undefined>;
+
+export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf): Step {
   return {
     name: "puppet",
     async run(ctx) {
       const identity = ctx.vs.spec.hostname;
       const { puppet } = await pool.get(ctx.cls);
+      const key = await identityKeyOf(ctx);
       const p = ctx.status.puppet ?? {};
       const pending =
         !!p.requestedAt && (!p.lastRunAt || seconds(p.lastRunAt) < seconds(p.requestedAt));
@@ -76,7 +91,7 @@ export function puppetStep(pool: McoPool): Step {
           const tags = ctx.vs.spec.puppet?.tags ?? [];
           let initiatedAt: number;
           try {
-            initiatedAt = (await puppet.runonce(identity, { environment, tags })).initiatedAt;
+            initiatedAt = (await puppet.runonce(identity, { environment, tags }, key)).initiatedAt;
           } catch (err) {
             if (!(err instanceof PuppetBusyError)) throw err;
             return wait(
@@ -98,7 +113,7 @@ export function puppetStep(pool: McoPool): Step {
           );
           return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
         }
-        const summary = await puppet.lastRunSummary(identity);
+        const summary = await puppet.lastRunSummary(identity, key);
         if (summary.lastrun < seconds(p.requestedAt)) {
           const timeout = parseDuration(
             ctx.cls.spec.puppet?.runTimeout ?? "30m",
@@ -153,11 +168,23 @@ function outcome(ctx: ReconcileContext) {
   return DONE;
 }
 
-/** The "installed" signal through MCollective: the server's mcollectived answers discovery. */
-export function mcoDiscovery(pool: McoPool) {
+/**
+ * The "installed" signal through MCollective: the server answers puppet#status signed with its
+ * own identity key. A plain ping would not do: any server holding the shared key can answer
+ * as any other, and a false "installed" cuts the boot NIC mid-install.
+ */
+export function mcoDiscovery(pool: McoPool, identityKeyOf: IdentityKeyOf) {
   return async (ctx: ReconcileContext): Promise<boolean> => {
-    const { mco } = await pool.get(ctx.cls);
-    const found = await mco.discover(ctx.vs.spec.hostname, 2000);
-    return found.includes(ctx.vs.spec.hostname);
+    const key = await identityKeyOf(ctx);
+    if (!key) return false;
+    const { puppet } = await pool.get(ctx.cls);
+    try {
+      await puppet.status(ctx.vs.spec.hostname, key);
+      return true;
+    } catch (err) {
+      if (err instanceof McoIdentityError)
+        ctx.log.warn({ err }, "a reply to the install check was not signed by the server's key");
+      return false;
+    }
   };
 }

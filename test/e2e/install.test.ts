@@ -36,8 +36,11 @@ import {
 import { applyClass, virtualServer } from "../support/fixtures.js";
 import { extraConfig, findVMs, govc, nics, portGroupNames } from "../support/govc.js";
 import {
+  bootstrapFiles,
+  bootstrapURLIn,
   builtURLIn,
   callBuilt,
+  fetchBootstrap,
   fetchKickstart,
   readGuestinfo,
   readIsoFromDatastore,
@@ -159,7 +162,7 @@ function writtenFile(cfg: CloudConfig, file: string): string {
 }
 
 /** The user-data checks every boot method shares; returns the /built URL it carries. */
-function checkUserData(userData: string, fqdn: string): string {
+async function checkUserData(userData: string, fqdn: string): Promise<string> {
   const schema = cloudInitSchema(userData);
   assert.equal(schema.code, 0, `cloud-init schema accepts the user-data:\n${schema.out}`);
   assert.ok(userData.startsWith("#cloud-config\n"));
@@ -168,10 +171,24 @@ function checkUserData(userData: string, fqdn: string): string {
   assert.equal(cfg.fqdn, fqdn);
   assert.deepEqual(cfg.ntp?.servers, ["10.12.30.3"], "ntp-30");
   assert.equal(cfg.apt?.http_proxy, "http://10.12.30.2:3128", "proxy-30");
-  const serverCfg = writtenFile(cfg, "/etc/mcollective/server.cfg");
+  // The data outlives the install (on the datastore, in vCenter's history): no key, no login.
+  assert.doesNotMatch(userData, /PRIVATE KEY|password/);
+  assert.ok(!(cfg.write_files ?? []).some((f) => f.path.startsWith("/etc/mcollective")));
+  assert.match(writtenFile(cfg, "/etc/puppet/puppet.conf"), /^environment = production$/m);
+  // The installing system fetches those once.
+  const bootstrap = bootstrapURLIn(userData);
+  const first = await waitFor("the key bundle", async () => {
+    const r = await fetchBootstrap(bootstrap);
+    return r.status === 503 ? undefined : r;
+  });
+  assert.equal(first.status, 200);
+  const files = bootstrapFiles(first.body);
+  const serverCfg = files["/etc/mcollective/server.cfg"] ?? "";
   assert.match(serverCfg, new RegExp(`^identity = ${fqdn.replaceAll(".", "\\.")}$`, "m"));
   assert.match(serverCfg, /^securityprovider = ssl$/m);
-  assert.match(writtenFile(cfg, "/etc/mcollective/ssl/server_private.pem"), /BEGIN/);
+  assert.match(files["/etc/mcollective/ssl/server_private.pem"] ?? "", /BEGIN/);
+  assert.match(files["/etc/mcollective/vsop/identity.pem"] ?? "", /BEGIN PRIVATE KEY/);
+  assert.equal((await fetchBootstrap(bootstrap)).status, 410, "the key bundle is served once");
   const url = builtURLIn(userData);
   assert.ok(
     url.startsWith(`http://127.0.0.1:${op.provisioningPort}/built/`),
@@ -311,7 +328,7 @@ test("iso: a per-server cidata ISO on the CD-ROM, no boot NIC; /built → ISO de
   // The guest: read the ISO from the datastore, as the VM's firmware would.
   const files = readIsoFromDatastore(isoPath);
   assert.equal(files[".volume-id"], "cidata");
-  const url = checkUserData(files["user-data"]!, "inst-prod-1.example.test");
+  const url = await checkUserData(files["user-data"]!, "inst-prod-1.example.test");
   const meta = yaml.load(files["meta-data"]!) as Record<string, string>;
   assert.equal(meta["instance-id"], uid);
   assert.equal(meta["local-hostname"], "inst-prod-1.example.test");
@@ -357,7 +374,7 @@ test("guestinfo: cloud-init data in extraConfig; /built → Installed, guestinfo
   );
 
   const gi = readGuestinfo("inst-prod-2");
-  const url = checkUserData(gi.userData, "inst-prod-2.example.test");
+  const url = await checkUserData(gi.userData, "inst-prod-2.example.test");
   assert.equal(gi.metadata["instance-id"], vs.metadata.uid);
   assert.equal(gi.metadata["local-hostname"], "inst-prod-2.example.test");
   assert.equal(gi.metadata["network.encoding"], "base64");

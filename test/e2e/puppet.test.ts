@@ -24,6 +24,7 @@ import {
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
 import { stackEnv } from "../support/env.js";
+import { installFromGuestinfo } from "../support/installer.js";
 
 const CLASS = "puppet-guestinfo";
 const LABELS = { "vsop-test": "puppet" };
@@ -59,13 +60,21 @@ after(async () => {
   for (const h of Object.values(HOSTS)) nodeDown(h);
 });
 
-function server(name: string, hostname: string, spec: Record<string, unknown> = {}) {
+const MANIFESTS: Record<string, string> = {
+  [HOSTS.web]: "web.pp",
+  [HOSTS.db]: "db.pp",
+  [HOSTS.fail]: "failing.pp",
+  [HOSTS.count]: "counter.pp",
+};
+
+/** Applies the server, then plays its install: keys fetched once, mcollectived restarted. */
+async function server(name: string, hostname: string, spec: Record<string, unknown> = {}) {
   apply(virtualServer(ns, name, hostname, CLASS, LABELS, spec));
+  await installFromGuestinfo(hostname.split(".")[0]!, hostname, MANIFESTS[hostname]);
 }
 
 test("two servers with different manifests each get their own run and reach Ready", async () => {
-  server("web", HOSTS.web);
-  server("db", HOSTS.db);
+  await Promise.all([server("web", HOSTS.web), server("db", HOSTS.db)]);
   for (const name of ["web", "db"]) {
     const vs = await waitForCondition(ns, name, "Ready", "True", undefined, 120_000);
     assert.equal(cond(vs, "Installed")?.status, "True");
@@ -113,7 +122,7 @@ test("the stock mco client reports the same figures vsop shows", async () => {
 });
 
 test("a failing resource → PuppetApplied=False, PuppetRunFailed, counts in the message", async () => {
-  server("fail", HOSTS.fail);
+  await server("fail", HOSTS.fail);
   const vs = await waitForCondition(
     ns,
     "fail",
@@ -135,7 +144,7 @@ test("node not reachable → NodeNotReachable with backoff; node started → con
 });
 
 test("runs never overlap, a spec.puppet change re-runs, a broker restart mid-run costs no second run", async () => {
-  server("count", HOSTS.count);
+  await server("count", HOSTS.count);
   await waitForCondition(ns, "count", "Ready", "True", undefined, 120_000);
   const runs = () =>
     readFileSync(path.join(nodeDir(HOSTS.count), "runs.log"), "utf8")

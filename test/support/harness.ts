@@ -335,8 +335,12 @@ export async function deleteServers(ns: string, timeoutMs = 60_000): Promise<voi
 
 // --- simulated servers: a real mcollectived + puppet apply per FQDN (hack/node-up.sh) ---------
 
-export function nodeUp(fqdn: string, manifest = "default.pp"): void {
-  execFileSync(path.join(ROOT, "hack/node-up.sh"), [fqdn, manifest], { stdio: "ignore" });
+/** identityKey: a file with the server's own key, from vsop's one-time bootstrap. */
+export function nodeUp(fqdn: string, manifest = "default.pp", identityKey?: string): void {
+  execFileSync(path.join(ROOT, "hack/node-up.sh"), [fqdn, manifest], {
+    stdio: "ignore",
+    env: { ...process.env, ...(identityKey ? { IDENTITY_KEY: identityKey } : {}) },
+  });
 }
 
 export function nodeDown(fqdn: string): void {

@@ -2,10 +2,10 @@
 // kickstart over HTTP, the ISO from the datastore, guestinfo from the VM) and signals completion
 // the way a real installed system would. Nothing in src/ knows about it.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { getJSON, OPERATOR_NS } from "./harness.js";
+import { getJSON, nodeDown, nodeUp, OPERATOR_NS, waitFor } from "./harness.js";
 import { extraConfig, findVMs, govc } from "./govc.js";
 
 /** The install token of a server, as its Boot-VLAN PXE config would carry it. */
@@ -79,4 +79,72 @@ export function builtURLIn(userData: string): string {
   const m = /(https?:\/\/[^\s'"]+\/built\/[A-Za-z0-9_-]+)/.exec(userData);
   if (!m) throw new Error("no /built/ URL in user-data");
   return m[1]!;
+}
+
+/** The one-time key bundle URL an install file (kickstart or user-data) carries. */
+export function bootstrapURLIn(text: string): string {
+  const m = /(https?:\/\/[^\s'"]+\/bootstrap\/[A-Za-z0-9_-]+)/.exec(text);
+  if (!m) throw new Error("no /bootstrap/ URL in the install file");
+  return m[1]!;
+}
+
+/** POSTs the bootstrap URL as the installing system does. */
+export async function fetchBootstrap(url: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(url, { method: "POST" });
+  return { status: res.status, body: await res.text() };
+}
+
+/** The files a bootstrap script writes, by path, read from its quoted here-documents. */
+export function bootstrapFiles(script: string): Record<string, string> {
+  const files: Record<string, string> = {};
+  const re = /^cat > (\S+) <<'VSOP_EOF'\n([\s\S]*?)^VSOP_EOF$/gm;
+  for (let m = re.exec(script); m; m = re.exec(script)) files[m[1]!] = m[2]!;
+  return files;
+}
+
+export const IDENTITY_KEY_PATH = "/etc/mcollective/vsop/identity.pem";
+
+/**
+ * Plays the installed system: fetches its keys once from the bootstrap URL and (re)starts its
+ * mcollectived with the identity key it got. Returns the bootstrap's files.
+ */
+export async function installNode(
+  fqdn: string,
+  bootstrapURL: string,
+  manifest = "default.pp",
+): Promise<Record<string, string>> {
+  // 503 until vsop recorded the power-on; a real installer retries too.
+  const res = await waitFor("the bootstrap to answer", async () => {
+    const r = await fetchBootstrap(bootstrapURL);
+    return r.status === 503 ? undefined : r;
+  });
+  if (res.status !== 200) throw new Error(`bootstrap answered ${res.status}: ${res.body}`);
+  const files = bootstrapFiles(res.body);
+  const key = files[IDENTITY_KEY_PATH];
+  if (!key) throw new Error("the bootstrap carries no identity key");
+  const dir = mkdtempSync(path.join(os.tmpdir(), "vsop-node-"));
+  try {
+    writeFileSync(path.join(dir, "identity.pem"), key, { mode: 0o600 });
+    nodeDown(fqdn);
+    nodeUp(fqdn, manifest, path.join(dir, "identity.pem"));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return files;
+}
+
+/** installNode for a guestinfo server: waits for its cloud-init data, then installs from it. */
+export async function installFromGuestinfo(
+  vmName: string,
+  fqdn: string,
+  manifest = "default.pp",
+): Promise<Record<string, string>> {
+  const url = await waitFor(`the bootstrap URL in ${vmName}'s guestinfo`, () => {
+    try {
+      return bootstrapURLIn(readGuestinfo(vmName).userData);
+    } catch {
+      return undefined;
+    }
+  });
+  return installNode(fqdn, url, manifest);
 }

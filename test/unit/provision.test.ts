@@ -14,7 +14,7 @@ import {
   InstallVariablesError,
   type InstallVariables,
 } from "../../src/provision/variables.js";
-import { renderKickstart, renderCloudInit } from "../../src/provision/render.js";
+import { renderBootstrap, renderKickstart, renderCloudInit } from "../../src/provision/render.js";
 import { assertNoDefaultRoute, NetworkConfigError } from "../../src/provision/network-config.js";
 import { guestinfoExtraConfig, GUESTINFO_KEYS } from "../../src/provision/guestinfo.js";
 import { newToken, hashToken, isWellFormedToken, tokenLogId } from "../../src/provision/tokens.js";
@@ -27,6 +27,8 @@ const keys = generateKeyPairSync("rsa", {
   privateKeyEncoding: { type: "pkcs8", format: "pem" },
   publicKeyEncoding: { type: "spki", format: "pem" },
 });
+/** A line from inside the private key, to look for it without its PEM armour. */
+const KEY_BODY = keys.privateKey.split("\n")[5]!;
 
 function sampleVars(overrides: Partial<InstallVariables> = {}): InstallVariables {
   return {
@@ -57,6 +59,7 @@ function sampleVars(overrides: Partial<InstallVariables> = {}): InstallVariables
     provisioning: {
       kickstartURL: "http://10.99.0.1:8081/ks/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
       builtURL: "http://10.99.0.1:8081/built/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+      bootstrapURL: "http://10.99.0.1:8081/bootstrap/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
       installURL: "http://mirror.example.com/rhel9/BaseOS/x86_64/os",
       repos: [{ name: "appstream", url: "http://mirror.example.com/rhel9/AppStream/x86_64/os" }],
     },
@@ -260,12 +263,10 @@ test("default kickstart carries the VLAN 30 settings and no gateway", () => {
   );
   assert.match(ks, /^repo --name=appstream --baseurl=\S+ --proxy=http:\/\/10\.12\.30\.3:3128$/m);
   assert.match(ks, /^network --device=ens224 --bootproto=dhcp --onboot=no$/m);
-  assert.match(ks, /^identity = web-prod-1\.example\.com$/m);
-  assert.match(ks, /^connector = rabbitmq$/m);
-  assert.match(ks, /^plugin\.rabbitmq\.pool\.1\.host = broker\.example\.com$/m);
-  assert.match(ks, /^securityprovider = ssl$/m);
   assert.match(ks, /^environment = production$/m);
-  assert.ok(ks.includes(keys.privateKey.trim()));
+  // No key and no broker login: those come once from the bootstrap URL.
+  assert.ok(!ks.includes("PRIVATE KEY") && !ks.includes("s3cret") && !ks.includes(KEY_BODY));
+  assert.match(ks, /^curl -fsS .*-X POST 'http:\/\/10\.99\.0\.1:8081\/bootstrap\/A+' -o \S+$/m);
   assert.match(ks, /^curl -fsS .*-X POST 'http:\/\/10\.99\.0\.1:8081\/built\/A+'$/m);
   assert.ok(!/\{\{|\}\}/.test(ks), "no template tags left");
 
@@ -306,7 +307,7 @@ test("rendered user-data passes cloud-init's schema check", () => {
   }
 });
 
-test("user-data writes mcollective, keys and puppet config, and calls back", () => {
+test("user-data writes puppet config, fetches its keys once, and calls back", () => {
   const { userData, metaData } = renderCloudInit(sampleVars());
   const doc = load(userData) as {
     hostname: string;
@@ -323,15 +324,12 @@ test("user-data writes mcollective, keys and puppet config, and calls back", () 
   const files = new Map(
     doc.write_files.map((f) => [f.path, Buffer.from(f.content, "base64").toString("utf8")]),
   );
-  const cfg = files.get("/etc/mcollective/server.cfg")!;
-  assert.match(cfg, /^identity = web-prod-1\.example\.com$/m);
-  assert.match(cfg, /^plugin\.rabbitmq\.pool\.1\.password = s3cret: #not-a-comment$/m);
-  assert.match(cfg, /^plugin\.ssl_serializer = marshal$/m);
-  assert.equal(files.get("/etc/mcollective/ssl/server_private.pem"), keys.privateKey);
-  assert.equal(files.get("/etc/mcollective/ssl/clients/vsop.pem"), keys.publicKey);
+  assert.deepEqual([...files.keys()], ["/etc/puppet/puppet.conf"], "no key, no server.cfg");
   assert.match(files.get("/etc/puppet/puppet.conf")!, /^environment = production$/m);
-  const priv = doc.write_files.find((f) => f.path.endsWith("server_private.pem"))!;
-  assert.equal(priv.permissions, "0600");
+  assert.ok(!userData.includes("s3cret") && !userData.includes("PRIVATE KEY"));
+  const bootstrap = doc.runcmd.find((c) => c[0] === "sh")?.[2] ?? "";
+  assert.match(bootstrap, /--proxy http:\/\/10\.12\.30\.3:3128 -X POST \S+\/bootstrap\/A+ /);
+  assert.match(bootstrap, /&& sh \/run\/vsop-bootstrap\.sh/);
   const callback = doc.runcmd.find((c) => c[0] === "curl");
   assert.ok(callback?.includes(sampleVars().provisioning.builtURL!));
   assert.deepEqual(load(metaData), {
@@ -490,7 +488,7 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
   const failing = newToken();
   const early = newToken();
   // Like the operator: keyed by hash, state flips to used on /built.
-  const store = new Map<string, { used: boolean; kickstart: string }>([
+  const store = new Map<string, { used: boolean; kickstart: string; keysFetched?: boolean }>([
     [hashToken(active), { used: false, kickstart: "text\nnetwork --nodefroute\n" }],
     [hashToken(viaGet), { used: false, kickstart: "x" }],
   ]);
@@ -504,7 +502,16 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
       if (token === early) return { kind: "notReady" };
       const e = store.get(hashToken(token));
       if (!e) return undefined;
-      return e.used ? { kind: "used" } : { kind: "active", kickstart: async () => e.kickstart };
+      if (e.used) return { kind: "used" };
+      return {
+        kind: "active",
+        kickstart: async () => e.kickstart,
+        bootstrap: async () => {
+          if (e.keysFetched) return undefined;
+          e.keysFetched = true;
+          return "#!/bin/sh\n# keys\n";
+        },
+      };
     },
     onBuilt: async (token) => {
       built.push(hashToken(token));
@@ -540,13 +547,24 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
   assert.equal((await fetch(url(`/ks/${active}?retry=1`))).status, 200, "refetch before /built");
   assert.equal((await fetch(url(`/ks/${active}`), { method: "PUT" })).status, 405);
 
+  assert.equal((await fetch(url(`/bootstrap/${active}`))).status, 405, "keys only by POST");
+  const keys = await fetch(url(`/bootstrap/${active}`), { method: "POST" });
+  assert.equal(keys.status, 200);
+  assert.equal(await keys.text(), "#!/bin/sh\n# keys\n");
+  assert.equal(keys.headers.get("cache-control"), "no-store");
+  const again = await fetch(url(`/bootstrap/${active}`), { method: "POST" });
+  assert.equal(again.status, 410, "the key bundle is handed out once");
+
   const done = await fetch(url(`/built/${active}`), { method: "POST", body: "ok" });
   assert.equal(done.status, 204);
   assert.deepEqual(built, [hashToken(active)]);
   assert.equal((await fetch(url(`/built/${active}`), { method: "POST" })).status, 410);
   assert.equal((await fetch(url(`/ks/${active}`))).status, 410);
-  assert.equal((await fetch(url(`/built/${viaGet}`))).status, 204, "GET for simple installers");
-  assert.equal(built.length, 2);
+  assert.equal((await fetch(url(`/bootstrap/${active}`), { method: "POST" })).status, 410);
+  const viaGetRes = await fetch(url(`/built/${viaGet}`));
+  assert.equal(viaGetRes.status, 405, "state changes are POST-only");
+  assert.equal(viaGetRes.headers.get("allow"), "POST");
+  assert.equal(built.length, 1);
 
   const big = await fetch(url(`/built/${newToken()}`), {
     method: "POST",
@@ -578,4 +596,54 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
     assert.ok(all.includes(tokenLogId(token)), "token's log id in the logs");
   }
   assert.match(all, /secret store unavailable for <token [0-9a-f]{12}>/);
+});
+
+test("ProvisioningServer: a source over its request budget gets 429 with Retry-After", async (t) => {
+  let lookups = 0;
+  const server = new ProvisioningServer({
+    lookup: async () => {
+      lookups++;
+      return undefined;
+    },
+    onBuilt: async () => undefined,
+    rateLimit: { requests: 5, windowMs: 60_000 },
+  });
+  const { port } = await server.listen("127.0.0.1", 0);
+  t.after(() => server.close());
+  const statuses: number[] = [];
+  for (let i = 0; i < 8; i++)
+    statuses.push((await fetch(`http://127.0.0.1:${port}/ks/${newToken()}`)).status);
+  assert.deepEqual(statuses, [404, 404, 404, 404, 404, 429, 429, 429]);
+  assert.equal(lookups, 5, "refused requests never reach the token store");
+  const limited = await fetch(`http://127.0.0.1:${port}/ks/${newToken()}`);
+  assert.equal(limited.headers.get("retry-after"), "10");
+  assert.equal(
+    (await fetch(`http://127.0.0.1:${port}/healthz`)).status,
+    200,
+    "probes are not limited",
+  );
+});
+
+test("the bootstrap writes server.cfg with the broker login, the keys and the identity key", () => {
+  const identity = generateKeyPairSync("ec", { namedCurve: "prime256v1" })
+    .privateKey.export({ type: "pkcs8", format: "pem" })
+    .toString();
+  const base = sampleVars();
+  const script = renderBootstrap({
+    ...base,
+    mcollective: { ...base.mcollective, identityPrivateKeyPem: identity },
+  });
+  assert.equal(spawnSync("bash", ["-n"], { input: script }).status, 0, "valid shell");
+  const files: Record<string, string> = {};
+  const re = /^cat > (\S+) <<'VSOP_EOF'\n([\s\S]*?)^VSOP_EOF$/gm;
+  for (let m = re.exec(script); m; m = re.exec(script)) files[m[1]!] = m[2]!;
+  const cfg = files["/etc/mcollective/server.cfg"]!;
+  assert.match(cfg, /^identity = web-prod-1\.example\.com$/m);
+  assert.match(cfg, /^plugin\.rabbitmq\.pool\.1\.password = s3cret: #not-a-comment$/m);
+  assert.match(cfg, /^plugin\.ssl_serializer = marshal$/m);
+  assert.match(cfg, /^plugin\.vsop\.identity_key = \/etc\/mcollective\/vsop\/identity\.pem$/m);
+  assert.equal(files["/etc/mcollective/ssl/server_private.pem"], keys.privateKey);
+  assert.equal(files["/etc/mcollective/ssl/clients/vsop.pem"], keys.publicKey);
+  assert.equal(files["/etc/mcollective/vsop/identity.pem"], identity);
+  assert.match(script, /^umask 077$/m, "written readable by root only");
 });
