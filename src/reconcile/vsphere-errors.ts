@@ -1,4 +1,5 @@
 // vSphere failures as condition reasons a person can act on.
+import { KubeUnreachable } from "../controller/kube.js";
 import { StepError, type StepErrorOptions } from "../errors.js";
 import {
   VSphereFault,
@@ -40,6 +41,12 @@ const sentenceBody = (m: string) => m.replace(/[.\s]+$/, "");
 export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): StepError {
   if (err instanceof StepError) return err;
   const o = { ...opts, cause: err };
+  if (err instanceof KubeUnreachable)
+    return new StepError(
+      "APIServerUnavailable",
+      `The Kubernetes API server did not answer (${err.code}); vsop retries with backoff.`,
+      { ...o, status: "Unknown" },
+    );
   if (err instanceof VSphereTLSError)
     return new StepError(
       "VCenterTLSError",

@@ -1,0 +1,262 @@
+// Security end to end: no credential in any log, Event or status even across an API-server
+// outage; a server cannot speak for another; install secrets are served once and die with the
+// install, however it became known.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import * as yaml from "js-yaml";
+import {
+  addDNS,
+  apply,
+  cond,
+  createNamespace,
+  deleteServers,
+  getJSON,
+  getVS,
+  installVsop,
+  kubectl,
+  nodeDown,
+  nodeUp,
+  OPERATOR_NS,
+  startOperator,
+  tryGetJSON,
+  waitFor,
+  waitForCondition,
+  type Operator,
+} from "../support/harness.js";
+import { applyClass, virtualServer } from "../support/fixtures.js";
+import { stackEnv } from "../support/env.js";
+import { extraConfig, findVMs, govc } from "../support/govc.js";
+import {
+  bootstrapFiles,
+  bootstrapURLIn,
+  callBuilt,
+  fetchBootstrap,
+  fetchKickstart,
+  IDENTITY_KEY_PATH,
+  installNode,
+  installToken,
+  readGuestinfo,
+} from "../support/installer.js";
+
+const LABELS = { "vsop-test": "security" };
+const GI = "sec-guestinfo";
+const NET = "sec-network";
+const BROKER_SECRET = "mco-broker-security";
+const HOSTS = {
+  outage: "secnet-prod-1.example.test",
+  a: "seca-prod-1.example.test",
+  b: "secb-prod-1.example.test",
+  retain: "secr-prod-1.example.test",
+};
+// A broker login of its own, so the scan looks for a password nothing else contains.
+const brokerUser = `vsop-sec-${randomBytes(3).toString("hex")}`;
+const brokerPassword = randomBytes(18).toString("base64url");
+let ns: string;
+let op: Operator;
+/** Server A's bootstrap URL, read before its install data was cleared. */
+let bootstrapA = "";
+
+const rabbitmqctl = (args: string[]) => execFileSync("rabbitmqctl", args, { stdio: "ignore" });
+const short = (fqdn: string) => fqdn.split(".")[0]!;
+
+before(() => {
+  installVsop();
+  ns = createNamespace("security");
+  rabbitmqctl(["add_user", brokerUser, brokerPassword]);
+  rabbitmqctl(["set_permissions", "-p", "/", brokerUser, ".*", ".*", ".*"]);
+  apply({
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name: BROKER_SECRET, namespace: OPERATOR_NS },
+    stringData: { username: brokerUser, password: brokerPassword },
+  });
+  const mcollective = { credentialsSecret: BROKER_SECRET };
+  applyClass(GI, { boot: { method: "guestinfo", installTimeout: "10m" }, mcollective });
+  applyClass(NET, { boot: { method: "network", installTimeout: "10m" }, mcollective });
+  addDNS("10.12.30.161", HOSTS.outage);
+  addDNS("10.12.30.162", HOSTS.a);
+  addDNS("10.12.30.163", HOSTS.b);
+  addDNS("10.12.30.164", HOSTS.retain);
+  op = startOperator("security", [
+    "--label-selector",
+    "vsop-test=security",
+    "--resync-period",
+    "3s",
+  ]);
+});
+
+after(async () => {
+  await deleteServers(ns, 120_000);
+  await op.stop();
+  for (const h of Object.values(HOSTS)) nodeDown(h);
+  rabbitmqctl(["delete_user", brokerUser]);
+});
+
+function server(name: string, hostname: string, cls: string, spec: Record<string, unknown> = {}) {
+  apply(virtualServer(ns, name, hostname, cls, LABELS, spec));
+}
+
+/** Every credential this test's operator holds, by what it is. */
+function secrets(extra: Record<string, string> = {}): Record<string, string> {
+  const kc = yaml.load(
+    readFileSync(path.join(stackEnv("VSOP_STACK_DIR"), "operator.kubeconfig"), "utf8"),
+  ) as { users: { user: { token: string } }[] };
+  return {
+    "ServiceAccount token": kc.users[0]!.user.token,
+    "vCenter password": stackEnv("GOVC_PASSWORD"),
+    "broker password": brokerPassword,
+    "a PEM private key": "PRIVATE KEY",
+    ...extra,
+  };
+}
+
+function assertNoSecrets(where: string, text: string, found: Record<string, string>): void {
+  for (const [what, value] of Object.entries(found))
+    assert.ok(!text.includes(value), `${where} carries the ${what}`);
+}
+
+test("an API-server outage mid-reconcile leaves no credential in the log, Events or status", async () => {
+  server("outage", HOSTS.outage, NET);
+  const vs = await waitFor(
+    "the VM powered on",
+    () => {
+      const v = getVS(ns, "outage");
+      return v?.status?.phase === "Installing" ? v : undefined;
+    },
+    120_000,
+  );
+  const token = installToken(vs.metadata.uid);
+  // The installer's side: kickstart and keys, so the operator has handled every secret once.
+  const ks = await fetchKickstart(op.provisioningPort, token);
+  assert.equal(ks.status, 200);
+  assertNoSecrets("the kickstart", ks.body, secrets());
+  const keys = await fetchBootstrap(bootstrapURLIn(ks.body));
+  assert.equal(keys.status, 200);
+  assert.ok(keys.body.includes(brokerPassword), "the one-time bundle does carry the login");
+
+  const pid = Number(
+    readFileSync(path.join(stackEnv("VSOP_STACK_DIR"), "pids/kube-apiserver.pid"), "utf8"),
+  );
+  const before = op.logs().length;
+  process.kill(pid, "SIGSTOP");
+  try {
+    await sleep(35_000);
+  } finally {
+    process.kill(pid, "SIGCONT");
+  }
+  await waitFor("the API server back", () => tryGetJSON(["get", "ns", "default"]), 60_000);
+  // The outage did reach the operator (else this test proves nothing): a request timed out.
+  await waitFor(
+    "the operator to log the outage",
+    () => /KubeUnreachable|did not answer/.test(op.logs().slice(before)),
+    60_000,
+  );
+
+  assert.equal(await callBuilt(`http://127.0.0.1:${op.provisioningPort}/built/${token}`), 204);
+  await waitForCondition(ns, "outage", "Installed", "True", undefined, 60_000);
+
+  const found = secrets({ "install token": token });
+  assertNoSecrets("the operator log", op.logs(), found);
+  assertNoSecrets("the Events", kubectl(["-n", ns, "get", "events", "-o", "json"]), found);
+  assertNoSecrets("the status", JSON.stringify(getVS(ns, "outage")?.status), found);
+  assert.doesNotMatch(op.logs(), /Bearer |eyJ[A-Za-z0-9_-]{10,}\./, "no bearer token of any kind");
+});
+
+test("a node holding server A's identity key cannot make server B Installed", async () => {
+  server("a", HOSTS.a, GI);
+  server("b", HOSTS.b, GI);
+  const urlOf = (name: string) =>
+    waitFor(`the bootstrap URL in ${name}'s guestinfo`, () => {
+      try {
+        return bootstrapURLIn(readGuestinfo(name).userData);
+      } catch {
+        return undefined;
+      }
+    });
+  const urlA = await urlOf(short(HOSTS.a));
+  const urlB = await urlOf(short(HOSTS.b));
+  bootstrapA = urlA;
+  const filesA = await installNode(HOSTS.a, urlA);
+  // B's installer fetched B's keys (vsop recorded B's public key) ...
+  const b = await waitFor("B's keys", async () => {
+    const r = await fetchBootstrap(urlB);
+    return r.status === 503 ? undefined : r;
+  });
+  assert.equal(b.status, 200);
+  const keyB = bootstrapFiles(b.body)[IDENTITY_KEY_PATH]!;
+  // ... but what answers as B is a compromised A: the shared MCollective keys, and A's key.
+  const dir = mkdtempSync(path.join(os.tmpdir(), "vsop-sec-"));
+  try {
+    writeFileSync(path.join(dir, "a.pem"), filesA[IDENTITY_KEY_PATH]!, { mode: 0o600 });
+    writeFileSync(path.join(dir, "b.pem"), keyB, { mode: 0o600 });
+    nodeUp(HOSTS.b, "default.pp", path.join(dir, "a.pem"));
+
+    await waitForCondition(ns, "a", "Installed", "True", undefined, 60_000);
+    await waitFor(
+      "vsop to refuse the impostor's answer",
+      () => /not signed by the server's key/.test(op.logs()) && op.logs().includes(HOSTS.b),
+      60_000,
+    );
+    await sleep(6_000);
+    const vsB = getVS(ns, "b")!;
+    assert.equal(cond(vsB, "Installed")?.status, "False", "B is not Installed on A's word");
+    assert.equal(vsB.status?.phase, "Installing");
+    const bootNic = vsB.status?.conditions?.find((c) => c.type === "BootNICDisconnected");
+    assert.notEqual(bootNic?.status, "True");
+
+    // The real B, with its own key, is believed: the test can tell the two apart.
+    nodeDown(HOSTS.b);
+    nodeUp(HOSTS.b, "default.pp", path.join(dir, "b.pem"));
+    await waitForCondition(ns, "b", "Installed", "True", undefined, 60_000);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("install detected by discovery: the token is spent, /ks, /bootstrap and /built answer 410", async () => {
+  // Server A above was never called back: vsop learnt of its install by asking it.
+  const vs = await waitForCondition(ns, "a", "Installed", "True", undefined, 60_000);
+  const url = bootstrapA;
+  assert.ok(url, "server A's install ran");
+  const token = url.split("/").pop()!;
+  await waitFor(
+    "the token spent",
+    async () => (await fetchKickstart(op.provisioningPort, token)).status === 410,
+  );
+  assert.equal((await fetchBootstrap(url)).status, 410);
+  assert.equal(await callBuilt(url.replace("/bootstrap/", "/built/")), 410);
+  const secret = getJSON<{ data: Record<string, string> }>([
+    "-n",
+    OPERATOR_NS,
+    "get",
+    "secret",
+    `vsop-install-${vs.metadata.uid}`,
+  ]);
+  assert.equal(secret.data.token, undefined, "the token's value is gone from the record");
+  assert.ok(secret.data.identityPublicKey, "the public half of A's key is kept");
+});
+
+test("deleted with Retain before the install finished: token gone, guestinfo cleared", async () => {
+  server("retain", HOSTS.retain, GI, { deletionPolicy: "Retain" });
+  const url = await waitFor("the bootstrap URL", () => {
+    try {
+      return bootstrapURLIn(readGuestinfo(short(HOSTS.retain)).userData);
+    } catch {
+      return undefined;
+    }
+  });
+  kubectl(["-n", ns, "delete", "vs", "retain", "--wait=true", "--timeout=60s"]);
+  const status = (await fetchBootstrap(url)).status;
+  assert.ok(status === 404 || status === 410, `bootstrap after delete: ${status}`);
+  const vm = findVMs(short(HOSTS.retain))[0];
+  assert.ok(vm, "the VM stays");
+  const left = Object.entries(extraConfig(vm)).filter(([k, v]) => k.startsWith("guestinfo.") && v);
+  assert.deepEqual(left, [], "no install data left on the retained VM");
+  govc(["vm.destroy", short(HOSTS.retain)]);
+});
