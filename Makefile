@@ -9,7 +9,7 @@ N ?= 50
 # image tag; read from package.json only when used
 VERSION = $(shell node -p 'require("./package.json").version')
 
-.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e demo demo-down bench image clean
+.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e test-scan demo demo-down bench image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-unit: build ## unit tests of pure functions (no stack needed)
 test-e2e: build ## end-to-end tests against the running stack
 	@source $(STACK_ENV) && node --import tsx --test --test-concurrency=1 --test-timeout=600000 $(E2E)
 
+test-scan: ## scan every log vsop wrote in this stack run for credentials (after test-e2e)
+	@source $(STACK_ENV) && node --import tsx --test test/scan/*.test.ts
+
 bench: build ## N VirtualServers (N=50) against vcsim: time to VMCreated, SOAP requests, a resync
 	@hack/stack-up.sh
 	@source $(STACK_ENV) && N=$(N) npx tsx hack/bench.ts
@@ -48,7 +51,7 @@ bench: build ## N VirtualServers (N=50) against vcsim: time to VMCreated, SOAP r
 test: ## install, start the stack, lint, run every test, stop the stack (also on failure)
 	@hack/install.sh
 	@hack/stack-up.sh; rc=$$?; \
-	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory lint test-unit test-e2e; rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory lint test-unit test-e2e test-scan; rc=$$?; fi; \
 	hack/stack-down.sh; exit $$rc
 
 image: ## build the container image (needs a Docker engine)

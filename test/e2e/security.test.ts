@@ -31,6 +31,7 @@ import {
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
 import { stackEnv } from "../support/env.js";
+import { secretHits } from "../support/secret-scan.js";
 import { extraConfig, findVMs, govc } from "../support/govc.js";
 import {
   bootstrapFiles,
@@ -102,7 +103,7 @@ function server(name: string, hostname: string, cls: string, spec: Record<string
   apply(virtualServer(ns, name, hostname, cls, LABELS, spec));
 }
 
-/** Every credential this test's operator holds, by what it is. */
+/** The literal credentials this test's operator holds, by what they are. */
 function secrets(extra: Record<string, string> = {}): Record<string, string> {
   const kc = yaml.load(
     readFileSync(path.join(stackEnv("VSOP_STACK_DIR"), "operator.kubeconfig"), "utf8"),
@@ -111,14 +112,12 @@ function secrets(extra: Record<string, string> = {}): Record<string, string> {
     "ServiceAccount token": kc.users[0]!.user.token,
     "vCenter password": stackEnv("GOVC_PASSWORD"),
     "broker password": brokerPassword,
-    "a PEM private key": "PRIVATE KEY",
     ...extra,
   };
 }
 
-function assertNoSecrets(where: string, text: string, found: Record<string, string>): void {
-  for (const [what, value] of Object.entries(found))
-    assert.ok(!text.includes(value), `${where} carries the ${what}`);
+function assertNoSecrets(where: string, text: string, literals: Record<string, string>): void {
+  assert.deepEqual(secretHits(text, literals), [], `${where} carries credentials`);
 }
 
 test("an API-server outage mid-reconcile leaves no credential in the log, Events or status", async () => {
@@ -135,7 +134,8 @@ test("an API-server outage mid-reconcile leaves no credential in the log, Events
   // The installer's side: kickstart and keys, so the operator has handled every secret once.
   const ks = await fetchKickstart(op.provisioningPort, token);
   assert.equal(ks.status, 200);
-  assertNoSecrets("the kickstart", ks.body, secrets());
+  // It names its own token in its URLs, and nothing else.
+  assertNoSecrets("the kickstart", ks.body.replaceAll(token, "<its token>"), secrets());
   const keys = await fetchBootstrap(bootstrapURLIn(ks.body));
   assert.equal(keys.status, 200);
   assert.ok(keys.body.includes(brokerPassword), "the one-time bundle does carry the login");
@@ -165,7 +165,6 @@ test("an API-server outage mid-reconcile leaves no credential in the log, Events
   assertNoSecrets("the operator log", op.logs(), found);
   assertNoSecrets("the Events", kubectl(["-n", ns, "get", "events", "-o", "json"]), found);
   assertNoSecrets("the status", JSON.stringify(getVS(ns, "outage")?.status), found);
-  assert.doesNotMatch(op.logs(), /Bearer |eyJ[A-Za-z0-9_-]{10,}\./, "no bearer token of any kind");
 });
 
 test("a node holding server A's identity key cannot make server B Installed", async () => {
