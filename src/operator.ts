@@ -25,7 +25,7 @@ import { Metrics } from "./observability/metrics.js";
 import { namingStep } from "./reconcile/naming-step.js";
 import { vmStep } from "./reconcile/vm-step.js";
 import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
-import { InstallTokens } from "./reconcile/install-tokens.js";
+import { INSTALL_RECORDS, InstallTokens, type SecretObject } from "./reconcile/install-tokens.js";
 import { ConfigReader } from "./reconcile/secrets.js";
 import { VCenterPool } from "./reconcile/vcenters.js";
 import { McoPool } from "./reconcile/mco-pool.js";
@@ -74,9 +74,21 @@ export async function runOperator(run: RunConfig): Promise<number> {
   const recorder = new EventRecorder(kube, logger, os.hostname());
   const config = new ConfigReader(kube, run.operatorNamespace);
   const pool = new VCenterPool(config, logger, (method) => metrics.soapCalls.inc({ method }));
-  const tokens = new InstallTokens(kube, run.operatorNamespace);
-  const mcos = new McoPool(config, logger, (agent, action, outcome) =>
-    metrics.mcoRequests.inc({ agent, action, outcome }),
+  // Install records by watch, so the provisioning endpoint answers from memory.
+  const installRecords = new Informer<SecretObject>(kube, {
+    path: `/api/v1/namespaces/${run.operatorNamespace}/secrets`,
+    labelSelector: INSTALL_RECORDS,
+    logger,
+  });
+  const tokens = new InstallTokens(kube, run.operatorNamespace, installRecords);
+  const mcos = new McoPool(
+    config,
+    logger,
+    (agent, action, outcome) => metrics.mcoRequests.inc({ agent, action, outcome }),
+    {
+      onDrop: (reason) => metrics.mcoRepliesDropped.inc({ reason }),
+      maxReplyBytes: run.mcollectiveMaxReplyBytes,
+    },
   );
   const provisioningBind = parseBindAddress(
     run.provisioningBindAddress,
@@ -180,6 +192,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
   );
   classes.start();
   servers.start();
+  installRecords.start();
   await Promise.all([classes.waitForSync(), servers.waitForSync()]);
   logger.info({ servers: servers.list().length, classes: classes.list().length }, "caches synced");
 
@@ -212,7 +225,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
     { reason: why === "lost" ? "leadership lost" : "signal" },
     "shutting down: finishing in-flight reconciles",
   );
-  await Promise.all([servers.stop(), classes.stop()]);
+  await Promise.all([servers.stop(), classes.stop(), installRecords.stop()]);
   await controller.stop();
   metrics.isLeader.set(0);
   await elector?.release();

@@ -5,6 +5,7 @@
 // and only its hash stays, so the record still answers 410. The server's identity public key,
 // made when it fetched its keys, lives here too (the private half was never stored).
 import { timingSafeEqual } from "node:crypto";
+import type { Informer } from "../controller/informer.js";
 import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
 import type { VirtualServer } from "../api/types.js";
 import { hashToken, newToken } from "../provision/tokens.js";
@@ -25,10 +26,18 @@ export interface InstallToken {
   owner: { namespace: string; name: string; uid: string };
 }
 
-interface SecretObject {
-  metadata: { name: string; resourceVersion?: string; labels?: Record<string, string> };
+export interface SecretObject {
+  metadata: {
+    name: string;
+    namespace?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+  };
   data?: Record<string, string>;
 }
+
+/** The label selector of install records, for a watch that keeps them (tokenIndex). */
+export const INSTALL_RECORDS = HASH_LABEL;
 
 const secretName = (uid: string) => `vsop-install-${uid}`;
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
@@ -54,9 +63,14 @@ function decode(s: SecretObject): InstallToken {
 }
 
 export class InstallTokens {
+  /**
+   * @param records a synced watch of the install records: the provisioning endpoint then finds a
+   *   token without listing Secrets on every request (an unknown token costs no API call).
+   */
   constructor(
     private readonly kube: Kube,
     private readonly namespace: string,
+    private readonly records?: Pick<Informer<SecretObject>, "list" | "synced">,
   ) {}
 
   private path(name = ""): string {
@@ -103,11 +117,16 @@ export class InstallTokens {
 
   /** Finds a token's record by its hash label, comparing the token itself in constant time. */
   async find(token: string): Promise<InstallToken | undefined> {
-    const list = await this.kube.request<{ items: SecretObject[] }>("GET", this.path(), undefined, {
-      params: { labelSelector: `${HASH_LABEL}=${hashToken(token).slice(0, 40)}` },
-    });
+    const label = hashToken(token).slice(0, 40);
+    const items = this.records?.synced
+      ? this.records.list().filter((s) => s.metadata.labels?.[HASH_LABEL] === label)
+      : (
+          await this.kube.request<{ items: SecretObject[] }>("GET", this.path(), undefined, {
+            params: { labelSelector: `${HASH_LABEL}=${label}` },
+          })
+        ).items;
     const want = Buffer.from(hashToken(token));
-    for (const s of list.items) {
+    for (const s of items) {
       const t = decode(s);
       const have = Buffer.from(t.tokenHash);
       if (have.length === want.length && timingSafeEqual(have, want)) return t;
@@ -136,19 +155,24 @@ export class InstallTokens {
    * a replayed request) exactly one wins; the other gets false.
    */
   async claimKeys(t: InstallToken, identityPublicKey: string): Promise<boolean> {
-    try {
-      await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
-        metadata: { resourceVersion: t.resourceVersion },
-        data: {
-          keysFetchedAt: b64(new Date().toISOString()),
-          identityPublicKey: b64(identityPublicKey),
-        },
-      });
-      return true;
-    } catch (err) {
-      if (isConflict(err)) return false;
-      throw err;
+    // The record may come from the watch and lag behind: on a conflict, look again.
+    for (let record: InstallToken | undefined = t, attempt = 0; attempt < 2; attempt++) {
+      if (!record || record.keysFetchedAt || record.state !== "pending") return false;
+      try {
+        await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
+          metadata: { resourceVersion: record.resourceVersion },
+          data: {
+            keysFetchedAt: b64(new Date().toISOString()),
+            identityPublicKey: b64(identityPublicKey),
+          },
+        });
+        return true;
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        record = await this.get(t.owner.uid);
+      }
     }
+    return false;
   }
 
   async delete(uid: string): Promise<void> {

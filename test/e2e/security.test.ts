@@ -13,6 +13,7 @@ import * as yaml from "js-yaml";
 import {
   addDNS,
   apply,
+  auditEvents,
   cond,
   createNamespace,
   deleteServers,
@@ -258,4 +259,22 @@ test("deleted with Retain before the install finished: token gone, guestinfo cle
   const left = Object.entries(extraConfig(vm)).filter(([k, v]) => k.startsWith("guestinfo.") && v);
   assert.deepEqual(left, [], "no install data left on the retained VM");
   govc(["vm.destroy", short(HOSTS.retain)]);
+});
+
+test("the provisioning endpoint answers from its watch and limits each source", async () => {
+  const since = new Date();
+  const statuses: number[] = [];
+  for (let i = 0; i < 150; i++)
+    statuses.push(
+      (await fetchKickstart(op.provisioningPort, randomBytes(32).toString("base64url"))).status,
+    );
+  // 60 per 10 s per source: 150 quick requests span at most two windows.
+  assert.ok(statuses.filter((s) => s === 404).length >= 60, statuses.join(","));
+  assert.ok(statuses.filter((s) => s === 429).length >= 30, statuses.join(","));
+  assert.deepEqual(new Set(statuses), new Set([404, 429]));
+  await sleep(1000);
+  const reads = auditEvents(since).filter(
+    (e) => e.objectRef?.resource === "secrets" && (e.verb === "list" || e.verb === "get"),
+  );
+  assert.equal(reads.length, 0, "no Secret read for an unknown token");
 });
