@@ -3,7 +3,7 @@
 # path it needs is /tmp (boot ISOs are built there), which deploy/manager mounts as an emptyDir.
 
 # --- build: compile TypeScript with the dev dependencies -------------------------------------
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 RUN npm ci --no-audit --no-fund
@@ -11,13 +11,13 @@ COPY src ./src
 RUN npx tsc -p tsconfig.json
 
 # --- production dependencies only ------------------------------------------------------------
-FROM node:20-bookworm-slim AS deps
+FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # --- runtime ---------------------------------------------------------------------------------
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 # xorriso builds the per-server boot ISOs (boot method "iso").
 RUN apt-get update \
     && apt-get install -y --no-install-recommends xorriso \

@@ -2,6 +2,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 STACK_ENV := .stack/env
+# Node.js 24 from the cache comes first on PATH when the machine's node is older (hack/install.sh
+# fetches it; hack/lib.sh names the version).
+NODE_VERSION := $(shell sed -n 's/^NODE_VERSION="\(.*\)"/\1/p' hack/lib.sh)
+CACHE_DIR := $(or $(VSOP_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/vsop)
+export PATH := $(CACHE_DIR)/node-v$(NODE_VERSION)/bin:$(PATH)
 # one file or more, e.g. make test-e2e E2E=test/e2e/stack.test.ts
 E2E ?= test/e2e/*.test.ts
 # servers for make bench, e.g. make bench N=200
@@ -36,13 +41,13 @@ node-down: ## stop a simulated server: make node-down HOST=web-prod-1.example.te
 	@hack/node-down.sh "$(HOST)"
 
 test-unit: build ## unit tests of pure functions (no stack needed)
-	@node --import tsx --test --test-concurrency=1 test/unit/*.test.ts
+	@node --import tsx --test --test-reporter=tap --test-concurrency=1 test/unit/*.test.ts
 
 test-e2e: build ## end-to-end tests against the running stack
-	@source $(STACK_ENV) && node --import tsx --test --test-concurrency=1 --test-timeout=600000 $(E2E)
+	@source $(STACK_ENV) && node --import tsx --test --test-reporter=tap --test-concurrency=1 --test-timeout=600000 $(E2E)
 
 test-scan: ## scan every log vsop wrote in this stack run for credentials (after test-e2e)
-	@source $(STACK_ENV) && node --import tsx --test test/scan/*.test.ts
+	@source $(STACK_ENV) && node --import tsx --test --test-reporter=tap test/scan/*.test.ts
 
 bench: build ## N VirtualServers (N=50) against vcsim: time to VMCreated, SOAP requests, a resync
 	@hack/stack-up.sh

@@ -45,6 +45,32 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
+# Node.js 24: the machine's node when it is 24 or newer, otherwise the npm registry's binary
+# package unpacked into the cache (once). npm itself stays the machine's: it runs on either.
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if [ ! -x "$NODE_DIR/bin/node" ] && [ "$(node_major "$(command -v node || echo node)")" -lt 24 ]; then
+  case "$(uname -m)" in
+    x86_64) node_arch=x64 ;;
+    aarch64) node_arch=arm64 ;;
+    *) die "no Node.js $NODE_VERSION binary package for $(uname -m)" ;;
+  esac
+  log "fetching Node.js $NODE_VERSION (node-linux-$node_arch from the npm registry; once)"
+  mkdir -p "$CACHE"
+  tmp="$(mktemp -d)"
+  {
+    timeout 600 npm pack --silent --pack-destination "$tmp" "node-linux-$node_arch@$NODE_VERSION" &&
+      tar -xzf "$tmp"/node-linux-*.tgz -C "$tmp" &&
+      mkdir -p "$NODE_DIR.tmp/bin" && mv "$tmp/package/bin/node" "$NODE_DIR.tmp/bin/node" &&
+      [ "$(node_major "$NODE_DIR.tmp/bin/node")" = 24 ] && mv "$NODE_DIR.tmp" "$NODE_DIR"
+  } >"$CACHE/node-fetch.log" 2>&1 || {
+    rm -rf "$tmp" "$NODE_DIR.tmp"
+    fail_part node-fetch "$CACHE/node-fetch.log" "could not fetch Node.js $NODE_VERSION"
+  }
+  rm -rf "$tmp"
+fi
+command -v node >/dev/null && [ "$(node_major node)" -ge 24 ] ||
+  die "Node.js 24 is needed (found $(node --version 2>/dev/null || echo none))"
+
 # npm dependencies, when the lock file changed since the last install.
 if [ ! -f "$ROOT/node_modules/.package-lock.json" ] ||
   [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
@@ -82,6 +108,20 @@ if [ ! -x "$GOVMOMI_BIN/vcsim" ] || [ ! -x "$GOVMOMI_BIN/govc" ]; then
     "github.com/vmware/govmomi/vcsim@$GOVMOMI_VERSION" "github.com/vmware/govmomi/govc@$GOVMOMI_VERSION" \
     >"$CACHE/govmomi-build.log" 2>&1 ||
     fail_part govmomi-build "$CACHE/govmomi-build.log" "build failed"
+fi
+
+# helm, for `make release` and the chart tests: no Debian package has it, so it is built from
+# the Go module proxy like the tools above (once; cached).
+HELM_VERSION="v3.22.0"
+HELM_BIN="$CACHE/helm-$HELM_VERSION"
+if [ ! -x "$HELM_BIN" ]; then
+  log "building helm $HELM_VERSION (once; cached at $HELM_BIN)"
+  mkdir -p "$CACHE/helm-build"
+  GOBIN="$CACHE/helm-build" GOFLAGS=-trimpath CGO_ENABLED=0 timeout 1800 go install \
+    -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$CACHE/helm-build.log" 2>&1 ||
+    fail_part helm-build "$CACHE/helm-build.log" "build failed"
+  mv "$CACHE/helm-build/helm" "$HELM_BIN"
 fi
 
 log "all tools present"

@@ -16,7 +16,12 @@ GOVMOMI_VERSION="v0.46.3"
 KUBE_APISERVER_BIN="$CACHE/kube-apiserver-$KUBE_VERSION"
 GOVMOMI_BIN="$CACHE/govmomi-$GOVMOMI_VERSION"
 
-export PATH="/usr/local/go/bin:$PATH"
+# vsop runs on Node.js 24 LTS. A machine with an older node gets this one from the npm
+# registry's binary package (node-linux-<arch>) in the cache; the Makefile puts it first on PATH.
+NODE_VERSION="24.21.0"
+NODE_DIR="$CACHE/node-v$NODE_VERSION"
+
+export PATH="$NODE_DIR/bin:/usr/local/go/bin:$PATH"
 
 log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${PART:-stack}" "$*" >&2; }
 die() {

@@ -103,3 +103,16 @@ test("mcollectived and puppet are installed", () => {
   const puppet = execFileSync("puppet", ["--version"], { encoding: "utf8" }).trim();
   assert.match(puppet, /^7\./);
 });
+
+test("Node.js 24 LTS runs the tests and the operator (the `node` they spawn)", () => {
+  const major = (v: string) => Number(v.split(".")[0]);
+  assert.ok(major(process.versions.node) >= 24, `test runner on ${process.versions.node}`);
+  const spawned = execFileSync("node", ["-p", "process.versions.node"], {
+    encoding: "utf8",
+  }).trim();
+  assert.ok(major(spawned) >= 24, `operator's node is ${spawned}`);
+  const engines = (
+    JSON.parse(readFileSync("package.json", "utf8")) as { engines: { node: string } }
+  ).engines.node;
+  assert.equal(engines, ">=24");
+});
