@@ -56,6 +56,25 @@ export function namingStep(deps: NamingDeps): Step {
         effectiveNetwork(cls.spec),
         deps.lookup(cls.spec.naming?.dnsServers ?? []),
       );
+      // One address, one server: the one that holds it (resolved first, or has a VM) keeps it.
+      const holder = deps
+        .allServers()
+        .find(
+          (o) =>
+            o.metadata.uid !== vs.metadata.uid &&
+            !o.metadata.deletionTimestamp &&
+            o.status?.address === resolved.address &&
+            claimsBefore(o, vs),
+        );
+      if (holder) {
+        throw new StepError(
+          "AddressConflict",
+          `${vs.spec.hostname} resolves to ${resolved.address}, which VirtualServer ` +
+            `${holder.metadata.namespace}/${holder.metadata.name} (${holder.spec.hostname}) already uses; ` +
+            "fix the DNS record or delete one of them.",
+          { condition: "NameResolved" },
+        );
+      }
       ctx.resolved = resolved;
       ctx.status.address = resolved.address;
       ctx.status.vlan = resolved.vlan;
