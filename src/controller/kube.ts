@@ -146,28 +146,62 @@ export class Kube {
     query: Record<string, string>,
     onEvent: (e: WatchEvent<T>) => void,
     signal: AbortSignal,
+    /** No byte for this long (not even a bookmark) means a dead connection: end the watch. */
+    idleMs = 90_000,
   ): Promise<void> {
     this.onRequest?.("WATCH", path);
     const http = await this.client();
-    const res = await send("WATCH", path, () =>
-      http.get<Readable>(path, {
-        params: { ...query, watch: "true" },
-        responseType: "stream",
-        timeout: 0,
-        signal,
-      }),
-    );
-    if (res.status >= 400) {
-      res.data.destroy();
-      throw new KubeError(res.status, "", "watch refused", "WATCH", path);
+    // Our own deadline: a peer that accepts the connection and then says nothing (a stopped
+    // API server, a dropped NAT entry) would otherwise hold the watch, and the cache, forever.
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    signal.addEventListener("abort", onAbort);
+    let idle = setTimeout(() => stop.abort(), Math.min(idleMs, 30_000));
+    const touch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => stop.abort(), idleMs);
+    };
+    try {
+      const res = await send("WATCH", path, () =>
+        http.get<Readable>(path, {
+          params: { ...query, watch: "true" },
+          responseType: "stream",
+          timeout: 0,
+          signal: stop.signal,
+        }),
+      );
+      if (res.status >= 400) {
+        res.data.destroy();
+        throw new KubeError(res.status, "", "watch refused", "WATCH", path);
+      }
+      touch();
+      stop.signal.addEventListener("abort", () => res.data.destroy());
+      await this.readWatch(res.data, path, onEvent, touch).catch((err: unknown) => {
+        // Our abort (the caller's signal, the idle deadline) just ends this watch; the
+        // informer re-watches from its resourceVersion.
+        if (!stop.signal.aborted) throw err;
+      });
+    } finally {
+      clearTimeout(idle);
+      signal.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** Parses a watch stream line by line until it ends; bounded per line. */
+  private readWatch<T>(
+    stream: Readable,
+    path: string,
+    onEvent: (e: WatchEvent<T>) => void,
+    touch: () => void,
+  ): Promise<void> {
     let buf = "";
-    await new Promise<void>((resolve, reject) => {
-      res.data.setEncoding("utf8");
-      res.data.on("data", (chunk: string) => {
+    return new Promise<void>((resolve, reject) => {
+      stream.setEncoding("utf8");
+      stream.on("data", (chunk: string) => {
+        touch();
         buf += chunk;
         if (buf.length > MAX_WATCH_LINE) {
-          res.data.destroy();
+          stream.destroy();
           reject(
             new KubeError(0, "WatchLineTooLong", "watch event over the size limit", "WATCH", path),
           );
@@ -181,16 +215,14 @@ export class Kube {
             if (line) onEvent(JSON.parse(line) as WatchEvent<T>);
           }
         } catch (err) {
-          res.data.destroy();
+          stream.destroy();
           reject(err);
         }
       });
-      res.data.on("end", resolve);
-      res.data.on("close", resolve);
-      res.data.on("error", (err: NodeJS.ErrnoException) =>
-        signal.aborted
-          ? resolve()
-          : reject(new KubeUnreachable("WATCH", path, err.code ?? "stream error")),
+      stream.on("end", resolve);
+      stream.on("close", resolve);
+      stream.on("error", (err: NodeJS.ErrnoException) =>
+        reject(new KubeUnreachable("WATCH", path, err.code ?? "stream error")),
       );
     });
   }
