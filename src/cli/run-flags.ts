@@ -22,6 +22,8 @@ export interface RunConfig {
   backoffMaxMs: number;
   /** Where the Secrets and ConfigMaps that classes name live, and the install token Secrets. */
   operatorNamespace: string;
+  /** Larger MCollective replies are dropped before they are decoded. */
+  mcollectiveMaxReplyBytes: number;
 }
 
 export class UsageError extends Error {
@@ -74,6 +76,10 @@ export const RUN_FLAGS = {
     type: "string",
     help: "namespace of class Secrets/ConfigMaps and install tokens (default $POD_NAMESPACE or vsop-system)",
   },
+  "mcollective-max-reply-size": {
+    type: "string",
+    help: "drop larger MCollective replies undecoded, e.g. 256Ki or 1Mi (default $VSOP_MCOLLECTIVE_MAX_REPLY_SIZE or 256Ki)",
+  },
   help: { type: "boolean", help: "show this help" },
 } as const;
 
@@ -95,6 +101,15 @@ function oneOf<T extends string>(value: string, allowed: readonly T[], flag: str
   if (!(allowed as readonly string[]).includes(value))
     throw new UsageError(`--${flag}: "${value}" is not one of ${allowed.join(", ")}`);
   return value as T;
+}
+
+/** A byte size: a whole number with an optional Ki or Mi suffix, from 1 KiB to 64 MiB. */
+export function parseSize(value: string, flag: string): number {
+  const m = /^(\d+)(Ki|Mi)?$/.exec(value.trim());
+  const n = m ? Number(m[1]) * (m[2] === "Mi" ? 1024 * 1024 : m[2] === "Ki" ? 1024 : 1) : NaN;
+  if (!(n >= 1024 && n <= 64 * 1024 * 1024))
+    throw new UsageError(`--${flag}: "${value}" is not a size from 1Ki to 64Mi, such as 256Ki`);
+  return n;
 }
 
 function positiveInt(value: string, flag: string, max: number): number {
@@ -139,6 +154,10 @@ export function parseRunFlags(args: string[]): RunConfig & { help: boolean } {
     backoffBaseMs: parseDuration(str("backoff-base") ?? "1s", "backoff-base") * 1000,
     backoffMaxMs: parseDuration(str("backoff-max") ?? "60s", "backoff-max") * 1000,
     operatorNamespace: str("operator-namespace") ?? process.env.POD_NAMESPACE ?? "vsop-system",
+    mcollectiveMaxReplyBytes: parseSize(
+      str("mcollective-max-reply-size") ?? process.env.VSOP_MCOLLECTIVE_MAX_REPLY_SIZE ?? "256Ki",
+      "mcollective-max-reply-size",
+    ),
   };
 }
 

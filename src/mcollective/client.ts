@@ -1,25 +1,44 @@
 // MCollective RPC client over AMQP (RabbitMQ). Requests go to <collective>_broadcast (routing key
 // = agent) or <collective>_directed (routing key = identity) with replyTo = this connection's
 // exclusive, server-named queue; replies are matched by request id and kept only when the
-// servers' key signed them. A lost connection fails the requests in flight and is re-opened in
-// the background with exponential backoff.
+// servers' key signed them. Anything on the reply queue is hostile until proven otherwise: it is
+// size-capped before decoding, decoded within Marshal limits, and its body decoded only once it
+// answers a request in flight and its signature verifies. A lost connection fails the requests
+// in flight and is re-opened in the background with exponential backoff.
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KeyObject } from "node:crypto";
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from "amqplib";
 import type { Logger } from "../observability/logger.js";
-import { McoConnectionError, McoTimeout } from "./errors.js";
+import { McoConnectionError, McoProtocolError, McoTimeout } from "./errors.js";
 import {
   decodeReplyBody,
   decodeReplyEnvelope,
   encodeRequest,
   encodeSecureBody,
+  type ReplyEnvelope,
   type RubyValue,
 } from "./marshal.js";
+import { DEFAULT_MARSHAL_LIMITS, type MarshalLimits } from "./marshal-limits.js";
 import { privateKey, publicKey, signBody, verifyBody } from "./security.js";
 
 export type McoOutcome = "ok" | "partial" | "timeout" | "error";
+
+/** Why a message on the reply queue was thrown away; a small fixed set, fit for a metric label. */
+export type McoDropReason =
+  "oversized" | "malformed" | "unknown_request" | "bad_signature" | "duplicate";
+
+/** What the drop log line says per reason; never anything of the message itself. */
+const DROP_TEXT: Record<McoDropReason, string> = {
+  oversized: "larger than the reply size limit",
+  malformed: "not a well-formed MCollective reply",
+  unknown_request: "reply to a request no longer waited for",
+  bad_signature: "reply signature does not verify with the server public key",
+  duplicate: "a second reply from the same sender to the same request",
+};
+
+export const DEFAULT_MAX_REPLY_BYTES = 256 * 1024;
 
 export interface McoClientOptions {
   /** amqp:// or amqps:// URL of the broker. */
@@ -39,6 +58,10 @@ export interface McoClientOptions {
   logger: Logger;
   /** Called once per request, e.g. to count requests by outcome. */
   onRequest?: (agent: string, action: string, outcome: McoOutcome) => void;
+  /** Called once per message dropped from the reply queue, e.g. to count drops by reason. */
+  onDrop?: (reason: McoDropReason) => void;
+  /** Larger messages on the reply queue are dropped undecoded (default 256 KiB). */
+  maxReplyBytes?: number;
   /** :senderid of requests (default: this host's name). */
   senderId?: string;
   /** How long servers accept a request after it was sent (default 60s). */
@@ -113,6 +136,8 @@ export class McoClient {
   private readonly callerId: string;
   private readonly senderId: string;
   private readonly ttl: number;
+  private readonly maxReplyBytes: number;
+  private readonly marshalLimits: MarshalLimits;
   private session: Session | undefined;
   private reconnecting: Promise<Session> | undefined;
   private readonly pending = new Map<string, Pending>();
@@ -131,9 +156,14 @@ export class McoClient {
     this.callerId = `cert=${options.clientCertName}`;
     this.senderId = options.senderId ?? hostname();
     this.ttl = options.ttlSeconds ?? 60;
+    this.maxReplyBytes = options.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES;
+    if (!Number.isInteger(this.maxReplyBytes) || this.maxReplyBytes < 1)
+      throw new Error(`maxReplyBytes must be a positive whole number`);
+    // No String can be longer than the message that carries it.
+    this.marshalLimits = { ...DEFAULT_MARSHAL_LIMITS, maxStringBytes: this.maxReplyBytes };
   }
 
-  /** Replies dropped because their signature or encoding was bad. */
+  /** Messages dropped from the reply queue, for any McoDropReason. */
   get droppedReplies(): number {
     return this.dropped;
   }
@@ -274,42 +304,37 @@ export class McoClient {
     });
   }
 
+  /**
+   * Every message on the reply queue comes here. The order keeps the cost of a hostile message
+   * low: size before any decoding, the bounded envelope, a request we wait for, the signature,
+   * and only then the body. Whatever fails is dropped through drop(), never thrown.
+   */
   private onDelivery(msg: ConsumeMessage | null): void {
     if (!msg) return; // consumer cancelled by the broker; the channel close handler reconnects
-    let envelope;
+    const bytes = msg.content.length;
+    if (bytes > this.maxReplyBytes) return this.drop("oversized", { bytes });
+    let envelope: ReplyEnvelope;
     try {
-      envelope = decodeReplyEnvelope(msg.content);
+      envelope = decodeReplyEnvelope(msg.content, this.marshalLimits);
     } catch (err) {
-      this.drop("undecodable reply", { err });
-      return;
+      return this.drop("malformed", { bytes, detail: dropDetail(err) });
     }
+    const from = {
+      bytes,
+      requestId: envelope.requestid.slice(0, 64),
+      sender: envelope.senderid.slice(0, 255),
+    };
     const pending = this.pending.get(envelope.requestid);
-    if (!pending) {
-      this.log.debug(
-        { requestId: envelope.requestid, sender: envelope.senderid },
-        "reply to a request no longer waited for",
-      );
-      return;
-    }
-    if (!verifyBody(envelope.body, envelope.hash, this.serverKey)) {
-      this.drop("reply signature does not verify with the server public key", {
-        requestId: envelope.requestid,
-        sender: envelope.senderid,
-      });
-      return;
-    }
+    if (!pending) return this.drop("unknown_request", from);
+    if (!verifyBody(envelope.body, envelope.hash, this.serverKey))
+      return this.drop("bad_signature", from);
+    if (pending.replies.has(envelope.senderid)) return this.drop("duplicate", from);
     let body;
     try {
-      body = decodeReplyBody(envelope.body);
+      body = decodeReplyBody(envelope.body, this.marshalLimits);
     } catch (err) {
-      this.drop("undecodable reply body", {
-        requestId: envelope.requestid,
-        sender: envelope.senderid,
-        err,
-      });
-      return;
+      return this.drop("malformed", { ...from, detail: dropDetail(err) });
     }
-    if (pending.replies.has(envelope.senderid)) return;
     pending.replies.set(envelope.senderid, {
       sender: envelope.senderid,
       agent: envelope.senderagent || pending.agent,
@@ -322,9 +347,19 @@ export class McoClient {
     if (all) pending.finish();
   }
 
-  private drop(reason: string, fields: Record<string, unknown>): void {
+  /** The one way out for a reply: counted, and logged with its size and claimed origin only. */
+  private drop(
+    reason: McoDropReason,
+    fields: { bytes: number; requestId?: string; sender?: string; detail?: string },
+  ): void {
     this.dropped++;
-    this.log.warn({ ...fields, droppedReplies: this.dropped }, `dropped a reply: ${reason}`);
+    this.options.onDrop?.(reason);
+    // Late replies to a finished request are routine; everything else deserves attention.
+    const level = reason === "unknown_request" ? "debug" : "warn";
+    this.log[level](
+      { reason, ...fields, droppedReplies: this.dropped },
+      `dropped a reply: ${DROP_TEXT[reason]}`,
+    );
   }
 
   private async ensureSession(deadline: number): Promise<Session> {
@@ -444,4 +479,9 @@ export class McoClient {
   private failPending(err: Error): void {
     for (const pending of [...this.pending.values()]) pending.fail(err);
   }
+}
+
+/** Our own decoding errors name a limit or a missing field; anything else is not quoted. */
+function dropDetail(err: unknown): string {
+  return err instanceof McoProtocolError ? err.message : "undecodable";
 }

@@ -3,6 +3,7 @@
 // plain JavaScript values.
 import { dump, load } from "@hyrious/marshal";
 import { McoProtocolError } from "./errors.js";
+import { checkMarshal, DEFAULT_MARSHAL_LIMITS, type MarshalLimits } from "./marshal-limits.js";
 
 /** What dumpRuby can write. Maps keep key order and allow Ruby symbols as keys. */
 export type RubyValue =
@@ -30,12 +31,20 @@ export function dumpRuby(value: RubyValue): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/** Symbol keys become string keys; Strings without an encoding (binary) stay Uint8Array. */
-export function loadRuby(bytes: Uint8Array): unknown {
+/**
+ * Symbol keys become string keys; Strings without an encoding (binary) stay Uint8Array. The bytes
+ * are checked against the limits first (MarshalLimitError), so load() only sees bounded input.
+ */
+export function loadRuby(
+  bytes: Uint8Array,
+  limits: MarshalLimits = DEFAULT_MARSHAL_LIMITS,
+): unknown {
+  checkMarshal(bytes, limits);
   try {
     return load(bytes, { hashSymbolKeysToString: true });
-  } catch (err) {
-    throw new McoProtocolError(`not a Ruby Marshal message: ${(err as Error).message}`);
+  } catch {
+    // The loader's own message may quote the message (an encoding name): keep it out of logs.
+    throw new McoProtocolError("not a Ruby Marshal message");
   }
 }
 
@@ -149,8 +158,8 @@ function str(fields: Record<string, unknown>, key: string, what: string): string
   throw new McoProtocolError(`${what} has no :${key} string`);
 }
 
-export function decodeReplyEnvelope(bytes: Uint8Array): ReplyEnvelope {
-  const m = record(loadRuby(bytes), "reply");
+export function decodeReplyEnvelope(bytes: Uint8Array, limits?: MarshalLimits): ReplyEnvelope {
+  const m = record(loadRuby(bytes, limits), "reply");
   const body = m.body;
   if (!(body instanceof Uint8Array)) throw new McoProtocolError("reply has no binary :body");
   return {
@@ -163,8 +172,8 @@ export function decodeReplyEnvelope(bytes: Uint8Array): ReplyEnvelope {
   };
 }
 
-export function decodeReplyBody(bytes: Uint8Array): RpcReplyBody {
-  const m = record(loadRuby(bytes), "reply body");
+export function decodeReplyBody(bytes: Uint8Array, limits?: MarshalLimits): RpcReplyBody {
+  const m = record(loadRuby(bytes, limits), "reply body");
   if (typeof m.statuscode !== "number") throw new McoProtocolError("reply body has no :statuscode");
   const data = m.data === null || m.data === undefined ? {} : m.data;
   return {

@@ -44,6 +44,12 @@ export class Metrics {
     labelNames: ["agent", "action", "outcome"] as const,
     registers: [this.registry],
   });
+  readonly mcoRepliesDropped = new Counter({
+    name: "vsop_mcollective_replies_dropped_total",
+    help: "Messages on the MCollective reply queue dropped undelivered, by reason (oversized, malformed, unknown_request, bad_signature, duplicate).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
   readonly isLeader = new Gauge({
     name: "vsop_leader",
     help: "1 when this process holds the leader lease.",

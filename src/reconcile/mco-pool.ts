@@ -1,7 +1,7 @@
 // One MCollective client per distinct broker connection and key set that classes use.
 import type { Logger } from "pino";
 import type { VirtualServerClass } from "../api/types.js";
-import { McoClient } from "../mcollective/client.js";
+import { McoClient, type McoDropReason } from "../mcollective/client.js";
 import { PuppetClient } from "../mcollective/puppet.js";
 import { ClientPool } from "./client-pool.js";
 import type { ConfigReader } from "./secrets.js";
@@ -11,6 +11,13 @@ export interface McoHandle {
   puppet: PuppetClient;
 }
 
+export interface McoPoolOptions {
+  /** Called for every message dropped from a reply queue, e.g. to count it by reason. */
+  onDrop?: (reason: McoDropReason) => void;
+  /** Reply size cap for every client (McoClient's default when unset). */
+  maxReplyBytes?: number;
+}
+
 export class McoPool {
   private readonly pool = new ClientPool<McoHandle>((h) => h.mco.close());
 
@@ -18,6 +25,7 @@ export class McoPool {
     private readonly config: ConfigReader,
     private readonly logger: Logger,
     private readonly onRequest?: (agent: string, action: string, outcome: string) => void,
+    private readonly options: McoPoolOptions = {},
   ) {}
 
   async get(cls: VirtualServerClass): Promise<McoHandle> {
@@ -43,7 +51,13 @@ export class McoPool {
       serverPublicKeyPem: keys["server-public.pem"]!,
     };
     return this.pool.get(cls.metadata.name, settings, () => {
-      const mco = new McoClient({ ...settings, logger: this.logger, onRequest: this.onRequest });
+      const mco = new McoClient({
+        ...settings,
+        logger: this.logger,
+        onRequest: this.onRequest,
+        onDrop: this.options.onDrop,
+        maxReplyBytes: this.options.maxReplyBytes,
+      });
       return { mco, puppet: new PuppetClient(mco, { timeoutMs: 10_000 }) };
     });
   }
