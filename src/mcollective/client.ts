@@ -71,6 +71,8 @@ export interface McoClientOptions {
   /** Backoff between reconnect attempts (default 500ms doubling up to 30s). */
   reconnectInitialDelayMs?: number;
   reconnectMaxDelayMs?: number;
+  /** A broker that says nothing for this long while connecting is given up on (default 10s). */
+  connectTimeoutMs?: number;
 }
 
 export interface McoRequest {
@@ -427,6 +429,9 @@ export class McoClient {
     let conn: ChannelModel;
     try {
       conn = await amqp.connect(url, {
+        // Idle deadline until the AMQP handshake is done: a peer that accepts TCP and then
+        // never speaks AMQP would otherwise leave the reconnect pending forever.
+        timeout: this.options.connectTimeoutMs ?? 10_000,
         clientProperties: { connection_name: this.options.connectionName ?? "vsop-mcollective" },
         ...(caBundle ? { ca: [caBundle] } : {}),
         ...(username !== undefined && password !== undefined

@@ -151,3 +151,23 @@ test("maxReplyBytes must be a positive whole number", () => {
   assert.throws(() => new McoClient({ ...base, maxReplyBytes: 0 }), /maxReplyBytes/);
   assert.throws(() => new McoClient({ ...base, maxReplyBytes: 1.5 }), /maxReplyBytes/);
 });
+
+test("a broker that accepts TCP and never speaks AMQP fails the connect at its deadline", async (t) => {
+  const { createServer } = await import("node:net");
+  const silent = createServer(() => undefined); // accepts, says nothing
+  await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+  t.after(() => silent.close());
+  const { port } = silent.address() as { port: number };
+  const mco = new McoClient({
+    url: `amqp://127.0.0.1:${port}`,
+    clientPrivateKeyPem: client.privatePem,
+    clientCertName: "vsop",
+    serverPublicKeyPem: server.publicPem,
+    logger: createLogger("silent"),
+    connectTimeoutMs: 500,
+  });
+  const started = Date.now();
+  await assert.rejects(mco.connect(), /ETIMEDOUT/);
+  assert.ok(Date.now() - started < 3000, `gave up after ${Date.now() - started} ms`);
+  await mco.close();
+});
