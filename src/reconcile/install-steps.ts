@@ -14,7 +14,7 @@ import { bootstrapFor, cloudInitFor, kickstartFor, type InstallURLs } from "./in
 import type { InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
 import type { VCenterPool } from "./vcenters.js";
-import { connectedVCenter, recordVM } from "./vm-step.js";
+import { connectedVCenter, ownedVM, recordVM } from "./vm-step.js";
 import { vsphereStepError } from "./vsphere-errors.js";
 
 export interface InstallDeps {
@@ -43,7 +43,7 @@ async function vmOf(
   ctx: ReconcileContext,
 ): Promise<{ vc: VCenter; vm: VMRecord } | undefined> {
   const vc = await connectedVCenter(deps.pool, ctx);
-  const vm = vc?.findByOwnerUID(ctx.vs.metadata.uid!);
+  const vm = vc && ownedVM(vc, ctx);
   return vc && vm ? { vc, vm } : undefined;
 }
 

@@ -30,6 +30,15 @@ export async function connectedVCenter(
   return undefined;
 }
 
+/** The VM this object owns, if any; DuplicateOwnerMarker becomes its StepError. */
+export function ownedVM(vc: VCenter, ctx: ReconcileContext): VMRecord | undefined {
+  try {
+    return vc.findByOwnerUID(ctx.vs.metadata.uid!);
+  } catch (err) {
+    throw vsphereStepError(err, { condition: "VMCreated" });
+  }
+}
+
 export function nicStatus(vm: VMRecord, bootPortGroup: string): NicStatus[] {
   return vm.nics.map((n) => ({
     role: n.portGroup === bootPortGroup ? "boot" : "service",
@@ -79,7 +88,7 @@ export function vmStep(pool: VCenterPool): Step {
         cpuHotAdd: true,
         memoryHotAdd: true,
       };
-      let vm = vc.findByOwnerUID(uid);
+      let vm = ownedVM(vc, ctx);
 
       if (vm && !ctx.status.install?.startedAt) {
         // Ours but perhaps never finished: an operator killed between CreateVM_Task and the
@@ -168,7 +177,7 @@ export function vmStep(pool: VCenterPool): Step {
           "ConnectingToVCenter",
           "Connecting to vCenter to clean up the VM.",
         );
-      const vm = vc.findByOwnerUID(ctx.vs.metadata.uid!);
+      const vm = ownedVM(vc, ctx);
       if (!vm) return DONE; // never created, or already gone
       try {
         if (ctx.vs.spec.deletionPolicy === "Retain") {

@@ -1,5 +1,6 @@
 // vSphere failures as condition reasons a person can act on.
 import { KubeUnreachable } from "../controller/kube.js";
+import { DuplicateOwnerMarker } from "../vsphere/vcenter.js";
 import { StepError, type StepErrorOptions } from "../errors.js";
 import {
   VSphereFault,
@@ -41,6 +42,14 @@ const sentenceBody = (m: string) => m.replace(/[.\s]+$/, "");
 export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): StepError {
   if (err instanceof StepError) return err;
   const o = { ...opts, cause: err };
+  if (err instanceof DuplicateOwnerMarker)
+    return new StepError(
+      "DuplicateOwnerMarker",
+      `${err.message}: one was cloned in vCenter. The one whose instanceUUID is in ` +
+        "status.vm.instanceUUID is the one vsop created; vsop changes and deletes neither until " +
+        "the copy is deleted or its extraConfig vsop.owner-uid is cleared.",
+      opts,
+    );
   if (err instanceof KubeUnreachable)
     return new StepError(
       "APIServerUnavailable",

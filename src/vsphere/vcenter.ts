@@ -73,6 +73,17 @@ export interface VCenterOptions {
 
 const VM_TYPE = "VirtualMachine";
 
+/** Several VMs carry one object's owner marker (vsop.owner-uid). */
+export class DuplicateOwnerMarker extends Error {
+  override name = "DuplicateOwnerMarker";
+  constructor(readonly vms: Pick<VMRecord, "moRef" | "name" | "instanceUUID">[]) {
+    super(
+      `VMs ${vms.map((v) => `${v.moRef} (${v.name}, instanceUUID ${v.instanceUUID ?? "?"})`).join(" and ")} ` +
+        "carry the same owner marker",
+    );
+  }
+}
+
 export class VCenter {
   readonly session: VSphereSession;
   private readonly log: Logger;
@@ -175,8 +186,15 @@ export class VCenter {
     return this.cache.all();
   }
 
+  /**
+   * The VM carrying this owner marker. A VM cloned in vCenter copies the marker; with more than
+   * one, vsop cannot tell from the marker which is its own, so it throws DuplicateOwnerMarker
+   * and every step stops before changing or deleting either.
+   */
   findByOwnerUID(uid: string): VMRecord | undefined {
-    return this.cache.all().find((vm) => vm.ownerUID === uid);
+    const owned = this.cache.all().filter((vm) => vm.ownerUID === uid);
+    if (owned.length > 1) throw new DuplicateOwnerMarker(owned);
+    return owned[0];
   }
 
   findByName(name: string): VMRecord[] {
