@@ -16,6 +16,29 @@ stage() {
 }
 trap 'log "demo failed at stage $stage_no ($stage_name); see $stage_log and $LOGS/"' ERR
 
+# follow_phase TIMEOUT PHASE: wait until web-prod-1 reaches PHASE, printing every change of its
+# phase and Ready reason/message on the way ("phase: Installing (Installing: ...)"), so a wait of
+# minutes shows what vsop is doing instead of silence.
+last_seen=""
+follow_phase() {
+  local timeout="$1" want="$2" now phase reason message
+  local deadline=$((SECONDS + timeout))
+  while :; do
+    now="$(kubectl -n default get vsrv web-prod-1 -o jsonpath='{.status.phase}{"\t"}{.status.conditions[?(@.type=="Ready")].reason}{"\t"}{.status.conditions[?(@.type=="Ready")].message}' 2>/dev/null || true)"
+    if [ -n "$now" ] && [ "$now" != "$last_seen" ]; then
+      last_seen="$now"
+      IFS=$'\t' read -r phase reason message <<<"$now"
+      log "    phase: ${phase:-(none yet)}${reason:+ ($reason: $message)}"
+    fi
+    [ "${now%%$'\t'*}" = "$want" ] && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "timed out after ${timeout}s waiting for phase $want"
+      return 1
+    fi
+    sleep 1
+  done
+}
+
 stage "installing what is missing and starting the local stack"
 "$ROOT/hack/stack-up.sh"
 source "$STACK/env"
@@ -74,12 +97,14 @@ stage_log="$LOGS/operator.log"
 wait_until 60 "the operator's /readyz" curl -fsS "http://127.0.0.1:$HEALTH_PORT/readyz"
 
 stage "playing the booted server: kickstart, one-time keys, /built, its mcollectived"
-uid="$(kubectl -n default get vs web-prod-1 -o jsonpath='{.metadata.uid}')"
-installing() { [ "$(kubectl -n default get vs web-prod-1 -o jsonpath='{.status.phase}')" = Installing ]; }
-wait_until 120 "the VM created and powered on (phase Installing)" installing
+uid="$(kubectl -n default get vsrv web-prod-1 -o jsonpath='{.metadata.uid}')"
+follow_phase 120 Installing
 ks_token="$(kubectl -n vsop-system get secret "vsop-install-$uid" -o jsonpath='{.data.token}' | base64 -d)"
 curl -fsS "http://127.0.0.1:$PROV_PORT/ks/$ks_token" >"$DEMO/web-prod-1.ks"
 log "    kickstart: $(grep -c '' "$DEMO/web-prod-1.ks") lines in $DEMO/web-prod-1.ks (no key in it)"
+kickstart_fetched() { [ -n "$(kubectl -n default get vsrv web-prod-1 -o jsonpath='{.status.install.kickstartFetchedAt}')" ]; }
+wait_until 30 "status.install.kickstartFetchedAt" kickstart_fetched
+log "    status.install.kickstartFetchedAt: $(kubectl -n default get vsrv web-prod-1 -o jsonpath='{.status.install.kickstartFetchedAt}')"
 # %post fetches the keys once; the server's own identity key is the one vsop will believe.
 (umask 077 && curl -fsS -X POST "http://127.0.0.1:$PROV_PORT/bootstrap/$ks_token" >"$DEMO/web-prod-1.bootstrap")
 sed -n "\\|^cat > /etc/mcollective/vsop/identity.pem <<'VSOP_EOF'\$|,/^VSOP_EOF\$/p" "$DEMO/web-prod-1.bootstrap" |
@@ -90,16 +115,17 @@ IDENTITY_KEY="$DEMO/web-prod-1.identity.pem" "$ROOT/hack/node-up.sh" web-prod-1.
 curl -fsS -X POST "http://127.0.0.1:$PROV_PORT/built/$ks_token"
 unset ks_token token
 
-stage "waiting for Ready (kubectl wait)"
-kubectl -n default wait --for=condition=Ready vs/web-prod-1 --timeout=300s
+stage "waiting for Ready, showing each phase change"
+follow_phase 300 Ready
+kubectl -n default wait --for=condition=Ready vsrv/web-prod-1 --timeout=60s
 
 stage "the result"
 echo
-kubectl get vs -A -o wide
+kubectl get vsrv -A -o wide
 echo
 govc vm.info web-prod-1
 govc device.ls -vm web-prod-1 | grep -i ethernet
 echo
-kubectl -n default describe vs web-prod-1 | sed -n '/^Events:/,$p'
+kubectl -n default describe vsrv web-prod-1 | sed -n '/^Events:/,$p'
 echo
 log "the demo keeps running (operator log: $LOGS/operator.log); stop it with: make demo-down"

@@ -178,6 +178,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
         server: (ns, name) => servers.get(`${ns}/${name}`),
         cls: (name) => classes.get(name),
         built: (ns, name) => queue.add(`${ns}/${name}`),
+        progressed: (ns, name) => queue.add(`${ns}/${name}`),
       }),
     );
   }

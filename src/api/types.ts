@@ -6,6 +6,11 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const VS_PLURAL = "virtualservers";
 export const VSC_PLURAL = "virtualserverclasses";
 export const FINALIZER = `${GROUP}/vm`;
+/**
+ * Annotation asking for one Puppet run (`kubectl vsop puppet run` sets it): an RFC 3339 time; a
+ * value newer than the last run request is honoured once (status.puppet.requestedFor).
+ */
+export const PUPPET_RUN_REQUESTED_AT = `${GROUP}/puppet-run-requested-at`;
 
 export interface ObjectMeta {
   name: string;
@@ -32,8 +37,20 @@ export interface VirtualServerSpec {
   deletionPolicy?: DeletionPolicy;
 }
 
+/**
+ * Waiting: held up by something vsop retries on its own and expects to clear without anyone
+ * changing the object (a name not yet in DNS, vCenter or the broker unreachable, ...).
+ * Failed: stopped by something a person has to fix (vsop still retries, so fixing it is enough).
+ */
 export type Phase =
-  "Pending" | "Creating" | "Installing" | "Configuring" | "Ready" | "Failed" | "Deleting";
+  | "Pending"
+  | "Creating"
+  | "Installing"
+  | "Configuring"
+  | "Ready"
+  | "Waiting"
+  | "Failed"
+  | "Deleting";
 
 export type ConditionStatus = "True" | "False" | "Unknown";
 
@@ -76,6 +93,13 @@ export interface VirtualServerStatus {
   install?: {
     method?: string;
     startedAt?: string;
+    /**
+     * When the installer first asked for its install data: the kickstart (network), or for iso
+     * and guestinfo, whose install data travels with the VM, its one-time key bundle.
+     */
+    kickstartFetchedAt?: string;
+    /** When the installing system fetched its one-time key bundle (/bootstrap). */
+    keysFetchedAt?: string;
     completedAt?: string;
     /** Datastore path of the boot ISO while it is attached. */
     iso?: string;
@@ -83,6 +107,11 @@ export interface VirtualServerStatus {
   puppet?: {
     /** When the last run was requested (the node's clock when it said). */
     requestedAt?: string;
+    /**
+     * The puppet-run-requested-at annotation's value when that run was requested: honoured, so
+     * the same value never asks for another run.
+     */
+    requestedFor?: string;
     /** Environment and tags that run was requested with. */
     environment?: string;
     tags?: string;

@@ -11,7 +11,7 @@ import { datastorePath, type VCenter, type VMRecord } from "../vsphere/vcenter.j
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
 import { noCloudFiles } from "../provision/render.js";
 import { bootstrapFor, cloudInitFor, kickstartFor, type InstallURLs } from "./install-config.js";
-import type { InstallTokens } from "./install-tokens.js";
+import type { InstallToken, InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
 import type { VCenterPool } from "./vcenters.js";
 import { connectedVCenter, ownedVM, recordVM } from "./vm-step.js";
@@ -80,9 +80,15 @@ export function prepareStep(deps: InstallDeps): Step {
       try {
         if (!ctx.status.install?.startedAt) {
           // A fresh install (also of a VM recreated after the old one vanished) needs an unused
-          // token: a token spent on the previous VM would answer 410 to the new installer.
+          // token: a token spent on the previous VM would answer 410 to the new installer, and
+          // one whose kickstart or keys were fetched would carry the old installer's record.
           const previous = await deps.tokens.get(ctx.vs.metadata.uid!);
-          if (previous?.state === "built") await deps.tokens.delete(ctx.vs.metadata.uid!);
+          if (
+            previous?.state === "built" ||
+            previous?.kickstartFetchedAt ||
+            previous?.keysFetchedAt
+          )
+            await deps.tokens.delete(ctx.vs.metadata.uid!);
         }
         if (ctx.cls.spec.boot?.assumeInstalled) {
           // An image that needs no install: nothing to hand over, just start it.
@@ -182,6 +188,37 @@ export function prepareStep(deps: InstallDeps): Step {
   };
 }
 
+/**
+ * Copies what the provisioning endpoint recorded in the install record into status, once each:
+ * when the installing system fetched its keys, and its first sign of life (kickstartFetchedAt:
+ * the kickstart for network installs; iso and guestinfo carry their install data with the VM, so
+ * for them it is the key fetch). The reconciler announces the latter with one Normal Event.
+ */
+function copyInstallerProgress(ctx: ReconcileContext, token: InstallToken | undefined): void {
+  const install = ctx.status.install;
+  if (!token || !install?.startedAt) return;
+  const first = [token.kickstartFetchedAt, token.keysFetchedAt]
+    .filter((t): t is string => !!t)
+    .sort()[0];
+  if ((first && !install.kickstartFetchedAt) || (token.keysFetchedAt && !install.keysFetchedAt)) {
+    ctx.status.install = {
+      ...install,
+      kickstartFetchedAt: install.kickstartFetchedAt ?? first,
+      keysFetchedAt: install.keysFetchedAt ?? token.keysFetchedAt,
+    };
+  }
+}
+
+/** The Ready message while installing: since when, and whether the installer showed up yet. */
+function installingMessage(ctx: ReconcileContext): string {
+  const i = ctx.status.install ?? {};
+  const host = ctx.vs.spec.hostname;
+  const what = (i.method ?? bootMethod(ctx.cls.spec)) === "network" ? "kickstart" : "keys";
+  if (i.kickstartFetchedAt)
+    return `${host} is installing: powered on at ${i.startedAt}, the installer fetched its ${what} at ${i.kickstartFetchedAt}.`;
+  return `${host} is installing: powered on at ${i.startedAt}, waiting for the installer to fetch its ${what}.`;
+}
+
 /** Installed when the completion callback came, mcollectived answers, or the class says so. */
 export function installedStep(deps: InstallDeps): Step {
   return {
@@ -192,6 +229,7 @@ export function installedStep(deps: InstallDeps): Step {
         if (ctx.cls.spec.boot?.assumeInstalled) completedAt = new Date().toISOString();
         else {
           const token = await deps.tokens.get(ctx.vs.metadata.uid!);
+          copyInstallerProgress(ctx, token);
           const started = ctx.status.install?.startedAt ?? "";
           if (token?.state === "built" && (token.builtAt ?? "") >= started)
             completedAt = token.builtAt ?? new Date().toISOString();
@@ -217,7 +255,7 @@ export function installedStep(deps: InstallDeps): Step {
             "WaitingForInstall",
             `Waiting for ${ctx.vs.spec.hostname} to finish installing.`,
           );
-          return wait(5, "Installing", "Installing", `${ctx.vs.spec.hostname} is installing.`);
+          return wait(5, "Installing", "Installing", installingMessage(ctx));
         }
         // The install is known: the token is spent however it became known, so /ks,
         // /bootstrap and /built answer 410 from now on.

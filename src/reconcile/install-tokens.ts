@@ -19,6 +19,8 @@ export interface InstallToken {
   tokenHash: string;
   state: "pending" | "built";
   builtAt?: string;
+  /** When the installer first fetched its kickstart (GET /ks/<token>). */
+  kickstartFetchedAt?: string;
   /** When the server fetched its one-time key bundle, and the public half of its identity key. */
   keysFetchedAt?: string;
   identityPublicKey?: string;
@@ -51,6 +53,7 @@ function decode(s: SecretObject): InstallToken {
     tokenHash: unb64(s.data?.tokenHash) || (token ? hashToken(token) : ""),
     state: unb64(s.data?.state) === "built" ? "built" : "pending",
     builtAt: unb64(s.data?.builtAt) || undefined,
+    kickstartFetchedAt: unb64(s.data?.kickstartFetchedAt) || undefined,
     keysFetchedAt: unb64(s.data?.keysFetchedAt) || undefined,
     identityPublicKey: unb64(s.data?.identityPublicKey) || undefined,
     resourceVersion: s.metadata.resourceVersion,
@@ -165,6 +168,27 @@ export class InstallTokens {
             keysFetchedAt: b64(new Date().toISOString()),
             identityPublicKey: b64(identityPublicKey),
           },
+        });
+        return true;
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        record = await this.get(t.owner.uid);
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Records the first kickstart fetch; later fetches (an installer retrying) change nothing.
+   * Conditional on the record's resourceVersion, like claimKeys. True when this call recorded it.
+   */
+  async markKickstartFetched(t: InstallToken): Promise<boolean> {
+    for (let record: InstallToken | undefined = t, attempt = 0; attempt < 2; attempt++) {
+      if (!record || record.kickstartFetchedAt || record.state !== "pending") return false;
+      try {
+        await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
+          metadata: { resourceVersion: record.resourceVersion },
+          data: { kickstartFetchedAt: b64(new Date().toISOString()) },
         });
         return true;
       } catch (err) {

@@ -1,7 +1,8 @@
 // The provisioning HTTP endpoint wired to install tokens: /ks/<token> renders the server's
-// kickstart from its current status and class; /bootstrap/<token> hands out its keys once, with
-// a new identity key whose public half is recorded first; /built/<token> spends the token and
-// wakes the server's reconcile. Any replica can answer: state lives in the token Secrets.
+// kickstart from its current status and class (the first fetch is recorded, the installer's first
+// sign of life); /bootstrap/<token> hands out its keys once, with a new identity key whose public
+// half is recorded first; /built/<token> spends the token and wakes the server's reconcile. Any
+// replica can answer: state lives in the token Secrets.
 import type { Server } from "node:http";
 import type { Logger } from "pino";
 import type { VirtualServer, VirtualServerClass } from "../api/types.js";
@@ -22,6 +23,11 @@ export interface ProvisioningDeps {
   cls: (name: string) => VirtualServerClass | undefined;
   /** Called after a /built callback, with the server's namespace and name. */
   built: (namespace: string, name: string) => void;
+  /**
+   * Called when the installer showed its first sign of life (kickstart or keys fetched and
+   * recorded in the install record), so the reconcile copies it into status soon.
+   */
+  progressed?: (namespace: string, name: string) => void;
 }
 
 export async function startProvisioningServer(
@@ -42,8 +48,27 @@ export async function startProvisioningServer(
       const virtualserver = `${t.owner.namespace}/${t.owner.name}`;
       return {
         kind: "active",
-        kickstart: () =>
-          kickstartFor(vs, cls, deps.config, installURLs(deps.provisioningURL, token)),
+        async kickstart() {
+          const body = await kickstartFor(
+            vs,
+            cls,
+            deps.config,
+            installURLs(deps.provisioningURL, token),
+          );
+          // The first fetch is the installer's first sign of life: record it in the install
+          // record for the reconcile to show. The installer gets its kickstart either way.
+          if (!t.kickstartFetchedAt) {
+            try {
+              if (await deps.tokens.markKickstartFetched(t)) {
+                deps.logger.info({ virtualserver }, "installer fetched its kickstart");
+                deps.progressed?.(t.owner.namespace, t.owner.name);
+              }
+            } catch (err) {
+              deps.logger.warn({ virtualserver, err }, "could not record the kickstart fetch");
+            }
+          }
+          return body;
+        },
         async bootstrap() {
           if (t.keysFetchedAt) return undefined;
           const key = await newIdentityKey();
@@ -53,6 +78,7 @@ export async function startProvisioningServer(
             { virtualserver, tokenId: tokenLogId(token) },
             "install keys handed out; identity key recorded",
           );
+          deps.progressed?.(t.owner.namespace, t.owner.name);
           return bootstrapFor(vs, cls, deps.config, key.privateKeyPem);
         },
       };

@@ -198,7 +198,7 @@ export class VirtualServerReconciler {
       const st = err.options.status ?? "False";
       if (err.options.condition) condition(ctx, err.options.condition, st, err.reason, err.message);
       condition(ctx, "Ready", "False", err.reason, err.message);
-      status.phase = o.phase ?? (st === "Unknown" ? (status.phase ?? "Pending") : "Failed");
+      status.phase = o.phase ?? (RETRIED_REASONS.has(err.reason) ? "Waiting" : "Failed");
       this.deps.onStepError?.(o.step ?? "unknown", err.reason);
     } else {
       const ready = o.phase === "Ready";
@@ -216,6 +216,7 @@ export class VirtualServerReconciler {
         throw e;
       }
       await this.recordTransitions(vs, before.conditions ?? [], status.conditions ?? [], log);
+      await this.recordInstallProgress(vs, before, status);
     }
     if (err) {
       if (err.options.retryAfterSeconds !== undefined)
@@ -225,6 +226,25 @@ export class VirtualServerReconciler {
     return o.requeueAfterSeconds !== undefined
       ? { requeueAfterSeconds: o.requeueAfterSeconds }
       : {};
+  }
+
+  /** One Normal Event when the installer's first sign of life reaches status (it stays there). */
+  private async recordInstallProgress(
+    vs: VirtualServer,
+    before: VirtualServerStatus,
+    after: VirtualServerStatus,
+  ): Promise<void> {
+    const at = after.install?.kickstartFetchedAt;
+    if (!at || before.install?.kickstartFetchedAt) return;
+    const method = after.install?.method ?? "network";
+    await this.deps.recorder.record(
+      { apiVersion: API_VERSION, kind: "VirtualServer", metadata: vs.metadata },
+      "Normal",
+      method === "network" ? "KickstartFetched" : "InstallerStarted",
+      method === "network"
+        ? `The installer of ${vs.spec.hostname} fetched its kickstart at ${at}.`
+        : `The installing system of ${vs.spec.hostname} (${method} boot) fetched its one-time keys at ${at}.`,
+    );
   }
 
   private async recordTransitions(
@@ -269,6 +289,26 @@ export const PROGRESS_REASONS = new Set([
   "Created",
   "Installed",
   "Disconnected",
+]);
+
+/**
+ * Reasons vsop retries on its own and expects to clear without anyone changing the object or its
+ * class: phase Waiting (Argo CD: Progressing). Every other failure reason is phase Failed: a
+ * person has to act (vsop still retries, so fixing the cause is enough). README's troubleshooting
+ * table shows the same split (a unit test compares them).
+ */
+export const RETRIED_REASONS = new Set([
+  "NameNotResolvable",
+  "DNSUnavailable",
+  "ServiceNameMissing",
+  "ClassNotFound",
+  "SecretNotFound",
+  "ConfigMapNotFound",
+  "APIServerUnavailable",
+  "VCenterUnreachable",
+  "DatastoreUploadFailed",
+  "BrokerUnreachable",
+  "NodeNotReachable",
 ]);
 
 function toStepError(err: unknown, step: string): StepError {

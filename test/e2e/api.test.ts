@@ -69,7 +69,7 @@ test("rejected: a changed hostname on update", () => {
     "-n",
     ns,
     "patch",
-    "vs",
+    "vsrv",
     "immutable",
     "--type=merge",
     "-p",
@@ -77,20 +77,20 @@ test("rejected: a changed hostname on update", () => {
   ]);
   assert.equal(r.ok, false);
   assert.match(r.out, /spec\.hostname.*immutable/);
-  kubectl(["-n", ns, "delete", "vs", "immutable", "--wait=false"]);
+  kubectl(["-n", ns, "delete", "vsrv", "immutable", "--wait=false"]);
 });
 
 test("accepted: a good object gets the default deletionPolicy", () => {
   assert.ok(create("good", "web-prod-1.example.test").ok);
-  const vs = JSON.parse(kubectl(["-n", ns, "get", "vs", "good", "-o", "json"])) as {
+  const vs = JSON.parse(kubectl(["-n", ns, "get", "vsrv", "good", "-o", "json"])) as {
     spec: { deletionPolicy: string };
   };
   assert.equal(vs.spec.deletionPolicy, "Delete");
-  kubectl(["-n", ns, "delete", "vs", "good", "--wait=false"]);
+  kubectl(["-n", ns, "delete", "vsrv", "good", "--wait=false"]);
 });
 
-test("kubectl explain vs.spec describes the fields", () => {
-  const out = kubectl(["explain", "vs.spec"]);
+test("kubectl explain vsrv.spec describes the fields", () => {
+  const out = kubectl(["explain", "vsrv.spec"]);
   for (const field of [
     "hostname",
     "className",

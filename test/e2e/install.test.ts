@@ -545,7 +545,7 @@ test("deleted while installing (iso): VM destroyed, ISO deleted, token Secret de
   assert.ok(secretExists(uid), "the token Secret exists");
   assert.equal(findVMs("inst-prod-7").length, 1);
 
-  kubectl(["-n", ns, "delete", "vs", "gone", "--wait=false"]);
+  kubectl(["-n", ns, "delete", "vsrv", "gone", "--wait=false"]);
   await waitFor("object released", () => getVS(ns, "gone") === undefined, 90_000);
   assert.equal(findVMs("inst-prod-7").length, 0, "VM destroyed");
   assert.ok(!isoFiles().includes(file), "ISO deleted from the datastore");

@@ -119,13 +119,13 @@ test("drift: a reconnected boot NIC is disconnected again, with an Event", async
 });
 
 test("resize: more CPUs are hot-added; less memory needs a power cycle and says so", async () => {
-  kubectl(["-n", ns, "patch", "vs", "life", "--type=merge", "-p", '{"spec":{"cpus":4}}']);
+  kubectl(["-n", ns, "patch", "vsrv", "life", "--type=merge", "-p", '{"spec":{"cpus":4}}']);
   await waitFor(
     "4 CPUs in vSphere",
     () => findVMs("life-prod-1")[0]!.config.hardware.numCPU === 4,
     30_000,
   );
-  kubectl(["-n", ns, "patch", "vs", "life", "--type=merge", "-p", '{"spec":{"memoryMiB":512}}']);
+  kubectl(["-n", ns, "patch", "vsrv", "life", "--type=merge", "-p", '{"spec":{"memoryMiB":512}}']);
   const vs = await waitForCondition(
     ns,
     "life",
@@ -136,11 +136,11 @@ test("resize: more CPUs are hot-added; less memory needs a power cycle and says 
   );
   assert.match(cond(vs, "Ready")!.message, /power/);
   assert.equal(findVMs("life-prod-1")[0]!.config.hardware.memoryMB, 1024, "memory untouched");
-  kubectl(["-n", ns, "patch", "vs", "life", "--type=merge", "-p", '{"spec":{"memoryMiB":1024}}']);
+  kubectl(["-n", ns, "patch", "vsrv", "life", "--type=merge", "-p", '{"spec":{"memoryMiB":1024}}']);
 });
 
 test("delete (Delete): the VM is powered off and destroyed, then the object is released", async () => {
-  kubectl(["-n", ns, "delete", "vs", "life", "--wait=false"]);
+  kubectl(["-n", ns, "delete", "vsrv", "life", "--wait=false"]);
   await waitFor("object gone", () => getVS(ns, "life") === undefined, 60_000);
   assert.equal(findVMs("life-prod-1").length, 0);
 });
@@ -152,7 +152,7 @@ test("delete (Retain): the VM stays, running, without vsop's marker", async () =
     }),
   );
   await waitForCondition(ns, "keep", "VMCreated", "True", undefined, 90_000);
-  kubectl(["-n", ns, "delete", "vs", "keep", "--wait=false"]);
+  kubectl(["-n", ns, "delete", "vsrv", "keep", "--wait=false"]);
   await waitFor("object gone", () => getVS(ns, "keep") === undefined, 60_000);
   const [vm] = findVMs("keep-prod-1");
   assert.ok(vm, "VM retained");

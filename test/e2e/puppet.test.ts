@@ -156,7 +156,7 @@ test("runs never overlap, a spec.puppet change re-runs, a broker restart mid-run
     "-n",
     ns,
     "patch",
-    "vs",
+    "vsrv",
     "count",
     "--type=merge",
     "-p",

@@ -135,20 +135,24 @@ test("kubectl get shows the columns, wait works, describe shows the Events", asy
   apply(virtualServer(ns, "ship3", "ship-prod-3.example.test", CLASS, LABELS));
   const waited = execFileSync(
     "kubectl",
-    ["-n", ns, "wait", "--for=condition=Ready", "vs/ship3", "--timeout=120s"],
+    ["-n", ns, "wait", "--for=condition=Ready", "vsrv/ship3", "--timeout=120s"],
     { encoding: "utf8", env: { ...process.env, KUBECONFIG: stackEnv("KUBECONFIG") } },
   );
   assert.match(waited, /condition met/);
-  const table = kubectl(["-n", ns, "get", "vs", "ship3"]);
+  const table = kubectl(["-n", ns, "get", "vsrv", "ship3"]);
   const [header, row] = table.trim().split("\n");
-  assert.match(header!, /^NAME\s+HOSTNAME\s+ADDRESS\s+VLAN\s+PHASE\s+READY\s+AGE$/);
+  assert.match(
+    header!,
+    /^NAME\s+HOSTNAME\s+ADDRESS\s+VLAN\s+PHASE\s+READY\s+INSTALLING-SINCE\s+AGE$/,
+  );
   assert.match(
     row!,
-    /^ship3\s+ship-prod-3\.example\.test\s+10\.12\.30\.93\s+30\s+Ready\s+True\s+\S+$/,
+    /^ship3\s+ship-prod-3\.example\.test\s+10\.12\.30\.93\s+30\s+Ready\s+True\s+\S+\s+\S+$/,
   );
-  const wide = kubectl(["-n", ns, "get", "vs", "ship3", "-o", "wide"]);
-  assert.match(wide, /REASON\s+VM/);
-  const described = kubectl(["-n", ns, "describe", "vs", "ship3"]);
+  const wide = kubectl(["-n", ns, "get", "vsrv", "ship3", "-o", "wide"]);
+  assert.match(wide, /REASON\s+VM\s+MESSAGE\s+AGE/);
+  assert.match(wide, /is provisioned and configured\./);
+  const described = kubectl(["-n", ns, "describe", "vsrv", "ship3"]);
   assert.match(described, /Events:/);
   assert.match(described, /Normal\s+Provisioned/);
 });

@@ -236,7 +236,7 @@ test("a CA mismatch stops at the TLS handshake: the server never sees a request"
   } finally {
     // Released only once vsop can look for a VM, so point the class at the stack's vcsim.
     apply(virtualServerClass("faults-tlsprobe", GUESTINFO));
-    kubectl(["-n", ns, "delete", "vs", "tlsprobe", "--wait=false", "--ignore-not-found"]);
+    kubectl(["-n", ns, "delete", "vsrv", "tlsprobe", "--wait=false", "--ignore-not-found"]);
     await waitFor("tlsprobe released", () => getVS(ns, "tlsprobe") === undefined);
     probe.closeAllConnections();
     probe.close();
@@ -342,7 +342,7 @@ test("foreign VM with the same name → VMNameConflict; untouched, also after th
   assert.equal(vms.length, 1, "no second VM of that name");
   assert.deepEqual(snapshot(vms[0]!), before, "the foreign VM is unchanged");
 
-  kubectl(["-n", ns, "delete", "vs", "squatted", "--wait=false"]);
+  kubectl(["-n", ns, "delete", "vsrv", "squatted", "--wait=false"]);
   await waitFor("squatted released", () => getVS(ns, "squatted") === undefined, 60_000);
   const afterDelete = findVMs(name);
   assert.equal(afterDelete.length, 1, "the finalizer did not delete the foreign VM");
@@ -429,7 +429,7 @@ async function killAfterCreate(
     assert.equal(now[0]!.self.value, vm.self.value);
     check(now[0]!);
 
-    kubectl(["-n", ns, "delete", "vs", objName, "--wait=false"]);
+    kubectl(["-n", ns, "delete", "vsrv", objName, "--wait=false"]);
     await waitFor(`${objName} released`, () => getVS(ns, objName) === undefined, 60_000);
     assert.equal(findVMs(name).length, 0, "the VM was destroyed with its object");
   } finally {
@@ -437,7 +437,7 @@ async function killAfterCreate(
     // Only an operator with this label selector can release the object.
     if (getVS(ns, objName)) {
       second ??= startOperator(`faults-kill-${objName}-2`, flags);
-      kubectl(["-n", ns, "delete", "vs", objName, "--wait=false"]);
+      kubectl(["-n", ns, "delete", "vsrv", objName, "--wait=false"]);
       await waitFor(`${objName} released`, () => getVS(ns, objName) === undefined, 60_000);
     }
     if (second) assert.equal(await second.stop(), 0);
@@ -526,13 +526,13 @@ test("vcsim stopped while a server installs, started again empty → re-login, c
         " the old instance UUID",
     );
 
-    kubectl(["-n", ns, "delete", "vs", "outage", "--wait=false"]);
+    kubectl(["-n", ns, "delete", "vsrv", "outage", "--wait=false"]);
     await waitFor("outage released", () => getVS(ns, "outage") === undefined, 60_000);
     assert.equal(findVMs(name, env).length, 0, "the VM was destroyed with its object");
   } finally {
     if (getVS(ns, "outage")) {
       // Leave nothing that needs this vcsim to be released.
-      kubectl(["-n", ns, "delete", "vs", "outage", "--wait=false"]);
+      kubectl(["-n", ns, "delete", "vsrv", "outage", "--wait=false"]);
       await waitFor("outage released", () => getVS(ns, "outage") === undefined, 60_000).catch(
         () => undefined,
       );

@@ -1,7 +1,8 @@
 -- Argo CD health check for provisioning.vsop.dev/VirtualServer (vsop).
 -- Healthy: Ready=True and status.observedGeneration == metadata.generation.
--- Progressing: no status yet, an older generation observed, deleting, or Ready=False with a
---   reason that means "in progress" (creating, installing, configuring, ...).
+-- Progressing: no status yet, an older generation observed, deleting, phase Waiting (held up by
+--   something vsop retries on its own, e.g. a name not yet in DNS), or Ready=False with a reason
+--   that means "in progress" (creating, installing, configuring, ...).
 -- Degraded: phase Failed, or Ready=False with any other reason (see the README's reason table).
 local hs = {}
 
@@ -68,6 +69,15 @@ end
 
 if status.phase == "Failed" then
   hs.status = "Degraded"
+  hs.message = message
+  return hs
+end
+
+if status.phase == "Waiting" then
+  hs.status = "Progressing"
+  if message == "" then
+    message = "Waiting"
+  end
   hs.message = message
   return hs
 end
