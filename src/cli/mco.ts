@@ -28,7 +28,8 @@ Flags:
   --help                       show this help
 `;
 
-const FLAGS = {
+/** `vsop mco` flags (kubectl vsop mco takes the connection ones too). */
+export const MCO_FLAGS = {
   url: { type: "string" },
   ca: { type: "string" },
   "client-key": { type: "string" },
@@ -72,7 +73,7 @@ export function parseMcoArgs(
 ): { command: McoCommand; connection: McoConnection } {
   let parsed;
   try {
-    parsed = parseArgs({ args, options: FLAGS, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args, options: MCO_FLAGS, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -134,17 +135,16 @@ function readFile(path: string, what: string): string {
   }
 }
 
-/** Runs `vsop mco …`; returns the exit code (usage errors throw UsageError). */
-export async function runMco(
-  args: string[],
-  env: NodeJS.ProcessEnv = process.env,
-  out: NodeJS.WritableStream = process.stdout,
-): Promise<number> {
-  const { command, connection: c } = parseMcoArgs(args, env);
-  if (command.kind === "help") {
-    out.write(MCO_USAGE);
-    return 0;
-  }
+export type McoAction = Exclude<McoCommand, { kind: "help" }>;
+
+/**
+ * Runs one MCollective command. value is what `vsop mco` prints as JSON; code 1 for a node that
+ * did not answer, a refused request or an unreachable broker.
+ */
+export async function execMco(
+  command: McoAction,
+  c: McoConnection,
+): Promise<{ code: number; value: unknown }> {
   const client = new McoClient({
     url: c.url,
     caBundle: c.caFile ? readFile(c.caFile, "CA bundle") : undefined,
@@ -158,36 +158,48 @@ export async function runMco(
       pino.destination({ dest: 2, sync: true }),
     ),
   });
-  const print = (value: unknown) => out.write(`${JSON.stringify(value, null, 2)}\n`);
   try {
     await client.connect();
     if (command.kind === "ping") {
       const replied = await client.discover(command.identity, c.timeoutMs);
       const missing = command.identity && !replied.includes(command.identity);
-      print({ replied, missing: missing ? [command.identity] : [] });
-      return missing ? 1 : 0;
+      return {
+        code: missing ? 1 : 0,
+        value: { replied, missing: missing ? [command.identity] : [] },
+      };
     }
     const puppet = new PuppetClient(client, { timeoutMs: c.timeoutMs });
     if (command.kind === "runonce") {
       const { identity, environment, noop, tags } = command;
-      print(await puppet.runonce(identity, { environment, noop, tags }));
-    } else if (command.kind === "status") {
-      print(await puppet.status(command.identity));
-    } else {
-      print(await puppet.lastRunSummary(command.identity));
+      return { code: 0, value: await puppet.runonce(identity, { environment, noop, tags }) };
     }
-    return 0;
+    if (command.kind === "status") return { code: 0, value: await puppet.status(command.identity) };
+    return { code: 0, value: await puppet.lastRunSummary(command.identity) };
   } catch (err) {
     if (
       err instanceof McoTimeout ||
       err instanceof McoRpcError ||
       err instanceof McoConnectionError
-    ) {
-      print({ error: err.name, message: err.message });
-      return 1;
-    }
+    )
+      return { code: 1, value: { error: err.name, message: err.message } };
     throw err;
   } finally {
     await client.close();
   }
+}
+
+/** Runs `vsop mco …`; returns the exit code (usage errors throw UsageError). */
+export async function runMco(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
+  const { command, connection } = parseMcoArgs(args, env);
+  if (command.kind === "help") {
+    out.write(MCO_USAGE);
+    return 0;
+  }
+  const { code, value } = await execMco(command, connection);
+  out.write(`${JSON.stringify(value, null, 2)}\n`);
+  return code;
 }

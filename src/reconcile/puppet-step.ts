@@ -1,8 +1,14 @@
 // Step 6: Puppet applied through MCollective. A run is requested (runonce) when none has been
-// applied yet, when spec.puppet changed, or when the class's interval is due; then the step polls
+// applied yet, when spec.puppet changed, when the puppet-run-requested-at annotation asks for one
+// (once per value), or when the class's interval is due; then the step polls
 // last_run_summary until a run newer than the request has finished. The request time lives in
 // status, so a restarted operator (or a reconnected broker) waits for that run, never a second one.
 import { puppetEnvironment } from "../api/defaults.js";
+import {
+  PUPPET_RUN_REQUESTED_AT,
+  type VirtualServer,
+  type VirtualServerStatus,
+} from "../api/types.js";
 import { parseDuration } from "../cli/run-flags.js";
 import { StepError } from "../errors.js";
 import { McoConnectionError, McoTimeout } from "../mcollective/errors.js";
@@ -12,6 +18,7 @@ import { condition, DONE, wait, type ReconcileContext, type Step } from "./conte
 import type { McoPool } from "./mco-pool.js";
 
 const seconds = (iso: string | undefined) => (iso ? Date.parse(iso) / 1000 : 0);
+type PuppetStatus = NonNullable<VirtualServerStatus["puppet"]>;
 
 function mcoError(err: unknown, identity: string): StepError {
   if (err instanceof StepError) return err;
@@ -49,6 +56,23 @@ function mcoError(err: unknown, identity: string): StepError {
   );
 }
 
+/** The puppet-run-requested-at annotation's value, as written (undefined when absent). */
+const runRequest = (vs: VirtualServer) => vs.metadata.annotations?.[PUPPET_RUN_REQUESTED_AT];
+
+/**
+ * Whether the annotation asks for a run: a parsable time, not the value already honoured, and
+ * newer than the last request (node clock) or than the last honoured value (client clock, so a
+ * node clock ahead of the client's does not swallow every request after the first).
+ */
+export function runRequested(vs: VirtualServer, p: PuppetStatus): boolean {
+  const value = runRequest(vs);
+  if (!value || value === p.requestedFor) return false;
+  const at = Date.parse(value);
+  if (Number.isNaN(at)) return false;
+  const newer = (iso: string | undefined) => iso !== undefined && at > Date.parse(iso);
+  return newer(p.requestedAt) || newer(p.requestedFor);
+}
+
 /** Whether a run should be requested now, and why. */
 export function runDue(ctx: ReconcileContext, now = Date.now()): string | undefined {
   const p = ctx.status.puppet ?? {};
@@ -56,6 +80,7 @@ export function runDue(ctx: ReconcileContext, now = Date.now()): string | undefi
   const env = puppetEnvironment(ctx.vs, ctx.cls.spec);
   const tags = (ctx.vs.spec.puppet?.tags ?? []).join(",");
   if (p.environment !== env || (p.tags ?? "") !== tags) return "spec.puppet changed";
+  if (runRequested(ctx.vs, p)) return "requested";
   const interval = ctx.cls.spec.puppet?.interval;
   if (
     interval &&
@@ -102,7 +127,15 @@ export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf): Step {
             );
           }
           const requestedAt = new Date((initiatedAt || Date.now() / 1000) * 1000).toISOString();
-          ctx.status.puppet = { ...p, requestedAt, environment, tags: tags.join(",") };
+          // Whatever the reason, this run is newer than the annotation's value: honoured.
+          const requestedFor = runRequest(ctx.vs);
+          ctx.status.puppet = {
+            ...p,
+            requestedAt,
+            environment,
+            tags: tags.join(","),
+            ...(requestedFor ? { requestedFor } : {}),
+          };
           ctx.log.info({ reason, environment }, "puppet run requested");
           condition(
             ctx,
@@ -157,7 +190,7 @@ function outcome(ctx: ReconcileContext) {
   if ((r.failed ?? 0) > 0) {
     throw new StepError(
       "PuppetRunFailed",
-      `The Puppet run on ${identity} failed: ${counts}. Fix the catalog; vsop re-runs when spec.puppet changes.`,
+      `The Puppet run on ${identity} failed: ${counts}. Fix the catalog, then re-run it with kubectl vsop puppet run (or change spec.puppet).`,
       {
         condition: "PuppetApplied",
         retryAfterSeconds: 300,
