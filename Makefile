@@ -14,7 +14,7 @@ N ?= 50
 # image tag; read from package.json only when used
 VERSION = $(shell node -p 'require("./package.json").version')
 
-.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e test-scan demo demo-down bench image clean
+.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e test-scan demo demo-down bench image clean release
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,19 @@ image: ## build the container image (needs a Docker engine)
 	@command -v docker >/dev/null || { echo "make image: the docker command is not installed" >&2; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "make image: no Docker engine answers ('docker info' failed); start one or point DOCKER_HOST at one" >&2; exit 1; }
 	docker build -t vsop:$(VERSION) .
+
+release: install ## dist/release/install.yaml (kubectl kustomize deploy/) and the packaged Helm chart deploy/helm/vsop
+	@hack/release.sh
+
+# where make plugin puts kubectl-vsop, e.g. make plugin PLUGIN_DIR=/usr/local/bin
+PLUGIN_DIR ?= $(HOME)/.local/bin
+.PHONY: plugin
+plugin: build ## put kubectl-vsop into PLUGIN_DIR (default ~/.local/bin), for `kubectl vsop`
+	@mkdir -p "$(PLUGIN_DIR)"
+	@printf '#!/bin/sh\n# kubectl vsop, from make plugin in %s\nexec "%s" "%s" "$$@"\n' "$(CURDIR)" \
+	  "$$(command -v node)" "$(CURDIR)/dist/cli/kubectl-plugin.js" >"$(PLUGIN_DIR)/kubectl-vsop"
+	@chmod +x "$(PLUGIN_DIR)/kubectl-vsop"
+	@echo "$(PLUGIN_DIR)/kubectl-vsop written; with $(PLUGIN_DIR) on PATH, kubectl plugin list shows it"
 
 demo: ## the whole workflow on the local stack: a sample VirtualServer reaches Ready
 	@hack/demo.sh

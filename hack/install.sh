@@ -111,17 +111,26 @@ if [ ! -x "$GOVMOMI_BIN/vcsim" ] || [ ! -x "$GOVMOMI_BIN/govc" ]; then
 fi
 
 # helm, for `make release` and the chart tests: no Debian package has it, so it is built from
-# the Go module proxy like the tools above (once; cached).
+# the Go module proxy like the tools above (once; cached). The -X flags are those of helm's own
+# Makefile: its version, and the Kubernetes version of its client-go (v0.37 in helm v3.22.0) for
+# .Capabilities and lint's deprecation rules (1.20 otherwise). helm v3.22 needs Go 1.26: an older
+# go fetches that toolchain through the module proxy (GOTOOLCHAIN=auto). hack/release.sh and the
+# tests read HELM_VERSION from here.
 HELM_VERSION="v3.22.0"
+HELM_KUBE_MINOR="37"
 HELM_BIN="$CACHE/helm-$HELM_VERSION"
 if [ ! -x "$HELM_BIN" ]; then
   log "building helm $HELM_VERSION (once; cached at $HELM_BIN)"
   mkdir -p "$CACHE/helm-build"
-  GOBIN="$CACHE/helm-build" GOFLAGS=-trimpath CGO_ENABLED=0 timeout 1800 go install \
-    -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+  helm_x=""
+  for pkg in pkg/chartutil pkg/lint/rules; do
+    helm_x+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_KUBE_MINOR"
+  done
+  GOBIN="$CACHE/helm-build" GOFLAGS=-trimpath CGO_ENABLED=0 GOTOOLCHAIN=auto timeout 1800 go install \
+    -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION$helm_x" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$CACHE/helm-build.log" 2>&1 ||
     fail_part helm-build "$CACHE/helm-build.log" "build failed"
-  mv "$CACHE/helm-build/helm" "$HELM_BIN"
+  mv "$CACHE/helm-build/helm" "$HELM_BIN" && rmdir "$CACHE/helm-build"
 fi
 
 log "all tools present"
