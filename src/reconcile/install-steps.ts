@@ -9,7 +9,7 @@ import { GUESTINFO_KEYS, guestinfoExtraConfig } from "../provision/guestinfo.js"
 import { buildIso } from "../provision/iso.js";
 import { datastorePath, type VCenter, type VMRecord } from "../vsphere/vcenter.js";
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
-import { noCloudFiles } from "../provision/render.js";
+import { noCloudFiles, type CloudInitFiles } from "../provision/render.js";
 import { bootstrapFor, cloudInitFor, kickstartFor, type InstallURLs } from "./install-config.js";
 import type { InstallToken, InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
@@ -63,6 +63,17 @@ async function checkInstallFiles(
   await bootstrapFor(vs, ctx.cls, deps.config, CHECK_KEY);
 }
 
+/** The server's cloud-init files with its token's URLs, after checking its bundle renders. */
+async function tokenedCloudInit(
+  deps: InstallDeps,
+  vs: ReconcileContext["vs"],
+  ctx: ReconcileContext,
+): Promise<CloudInitFiles> {
+  const token = await deps.tokens.ensure(ctx.vs);
+  await checkInstallFiles(deps, vs, ctx, token.token);
+  return cloudInitFor(vs, ctx.cls, deps.config, installURLs(deps.provisioningURL, token.token));
+}
+
 /** Prepares the install path for the boot method, then powers the VM on once. */
 export function prepareStep(deps: InstallDeps): Step {
   return {
@@ -101,14 +112,7 @@ export function prepareStep(deps: InstallDeps): Step {
         } else if (method === "iso") {
           const path = datastorePath(p.datastore, isoFile(ctx));
           if (!vm.cdroms.some((c) => c.isoPath === path)) {
-            const token = await deps.tokens.ensure(ctx.vs);
-            await checkInstallFiles(deps, vs, ctx, token.token);
-            const files = await cloudInitFor(
-              vs,
-              ctx.cls,
-              deps.config,
-              installURLs(deps.provisioningURL, token.token),
-            );
+            const files = await tokenedCloudInit(deps, vs, ctx);
             const iso = await buildIso({
               volumeId: "cidata",
               files: noCloudFiles(files),
@@ -120,14 +124,7 @@ export function prepareStep(deps: InstallDeps): Step {
           }
           ctx.status.install = { ...ctx.status.install, iso: path };
         } else if (!vm.extraConfig["guestinfo.userdata"]) {
-          const token = await deps.tokens.ensure(ctx.vs);
-          await checkInstallFiles(deps, vs, ctx, token.token);
-          const files = await cloudInitFor(
-            vs,
-            ctx.cls,
-            deps.config,
-            installURLs(deps.provisioningURL, token.token),
-          );
+          const files = await tokenedCloudInit(deps, vs, ctx);
           await vc.setExtraConfig(vm.moRef, guestinfoExtraConfig(files));
           ctx.log.info("cloud-init data set in guestinfo");
         }

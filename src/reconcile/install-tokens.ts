@@ -158,24 +158,10 @@ export class InstallTokens {
    * a replayed request) exactly one wins; the other gets false.
    */
   async claimKeys(t: InstallToken, identityPublicKey: string): Promise<boolean> {
-    // The record may come from the watch and lag behind: on a conflict, look again.
-    for (let record: InstallToken | undefined = t, attempt = 0; attempt < 2; attempt++) {
-      if (!record || record.keysFetchedAt || record.state !== "pending") return false;
-      try {
-        await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
-          metadata: { resourceVersion: record.resourceVersion },
-          data: {
-            keysFetchedAt: b64(new Date().toISOString()),
-            identityPublicKey: b64(identityPublicKey),
-          },
-        });
-        return true;
-      } catch (err) {
-        if (!isConflict(err)) throw err;
-        record = await this.get(t.owner.uid);
-      }
-    }
-    return false;
+    return this.recordOnce(t, "keysFetchedAt", {
+      keysFetchedAt: b64(new Date().toISOString()),
+      identityPublicKey: b64(identityPublicKey),
+    });
   }
 
   /**
@@ -183,12 +169,27 @@ export class InstallTokens {
    * Conditional on the record's resourceVersion, like claimKeys. True when this call recorded it.
    */
   async markKickstartFetched(t: InstallToken): Promise<boolean> {
+    return this.recordOnce(t, "kickstartFetchedAt", {
+      kickstartFetchedAt: b64(new Date().toISOString()),
+    });
+  }
+
+  /**
+   * Writes `data` unless `field` is already set or the token is spent, conditional on the
+   * record's resourceVersion so of two racing writers exactly one wins. The record may come from
+   * the watch and lag behind: on a conflict it is read again once.
+   */
+  private async recordOnce(
+    t: InstallToken,
+    field: "keysFetchedAt" | "kickstartFetchedAt",
+    data: Record<string, string>,
+  ): Promise<boolean> {
     for (let record: InstallToken | undefined = t, attempt = 0; attempt < 2; attempt++) {
-      if (!record || record.kickstartFetchedAt || record.state !== "pending") return false;
+      if (!record || record[field] || record.state !== "pending") return false;
       try {
         await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
           metadata: { resourceVersion: record.resourceVersion },
-          data: { kickstartFetchedAt: b64(new Date().toISOString()) },
+          data,
         });
         return true;
       } catch (err) {
