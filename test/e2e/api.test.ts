@@ -80,6 +80,25 @@ test("rejected: a changed hostname on update", () => {
   kubectl(["-n", ns, "delete", "vsrv", "immutable", "--wait=false"]);
 });
 
+test("rejected: a changed className on update (the VM would be lost in another vCenter)", () => {
+  assert.ok(create("class-fixed", "web-prod-1.example.test").ok);
+  const patch = (className: string) =>
+    kubectlTry([
+      "-n",
+      ns,
+      "patch",
+      "vsrv",
+      "class-fixed",
+      "--type=merge",
+      "-p",
+      JSON.stringify({ spec: { className } }),
+    ]);
+  const r = patch("another-class");
+  assert.equal(r.ok, false);
+  assert.match(r.out, /spec\.className.*immutable/);
+  kubectl(["-n", ns, "delete", "vsrv", "class-fixed", "--wait=false"]);
+});
+
 test("accepted: a good object gets the default deletionPolicy", () => {
   assert.ok(create("good", "web-prod-1.example.test").ok);
   const vs = JSON.parse(kubectl(["-n", ns, "get", "vsrv", "good", "-o", "json"])) as {
