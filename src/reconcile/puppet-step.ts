@@ -187,7 +187,16 @@ function outcome(ctx: ReconcileContext) {
   const counts =
     `${r.changed} changed, ${r.failed} failed of ${r.total} resources` +
     (r.configVersion ? `, config version ${r.configVersion}` : "");
-  if ((r.failed ?? 0) > 0) {
+  // A summary that does not count failures (no failed_resources: a run that died before
+  // reporting, a foreign agent) proves nothing: it is not a success.
+  if (r.failed === undefined || r.failed < 0) {
+    throw new StepError(
+      "PuppetReportIncomplete",
+      `The last Puppet run summary of ${identity} does not say how many resources failed; check Puppet on the server (puppet config print lastrunfile), then re-run it with kubectl vsop puppet run.`,
+      { condition: "PuppetApplied", retryAfterSeconds: 300 },
+    );
+  }
+  if (r.failed > 0) {
     throw new StepError(
       "PuppetRunFailed",
       `The Puppet run on ${identity} failed: ${counts}. Fix the catalog, then re-run it with kubectl vsop puppet run (or change spec.puppet).`,
