@@ -18,6 +18,7 @@ declare -A PKG=(
   [curl]=curl
   [setsid]=util-linux
   [rabbitmq-server]=rabbitmq-server
+  [promtool]=prometheus
 )
 
 missing=()

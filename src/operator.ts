@@ -51,7 +51,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
   const logger = createLogger(run.logLevel, run.logFormat);
   const metrics = new Metrics();
   const kube = new Kube(loadKubeConfig(run.kubeconfig));
-  kube.onRequest = (verb) => metrics.kubeRequests.inc({ verb });
+  kube.onRequest = (verb, _path, code) => metrics.kubeRequests.inc({ verb, code });
 
   const base = `/apis/${GROUP}/${VERSION}`;
   const servers = new Informer<VirtualServer>(kube, {
@@ -62,7 +62,11 @@ export async function runOperator(run: RunConfig): Promise<number> {
     logger,
   });
   const classes = new Informer<VirtualServerClass>(kube, { path: `${base}/${VSC_PLURAL}`, logger });
-  const queue = new WorkQueue({ baseMs: run.backoffBaseMs, maxMs: run.backoffMaxMs });
+  const queue = new WorkQueue(
+    { baseMs: run.backoffBaseMs, maxMs: run.backoffMaxMs },
+    metrics.controller.queueObserver,
+  );
+  metrics.watch({ queue, workers: run.workers, servers: () => servers.list() });
 
   const lookups = new Map<string, Lookup>();
   const lookup = (dnsServers: string[]) => {
@@ -101,6 +105,8 @@ export async function runOperator(run: RunConfig): Promise<number> {
     tokens,
     config,
     discover: mcoDiscovery(mcos, identityKeyOf),
+    onInstalled: (method: string, seconds: number) =>
+      metrics.installDuration.observe({ method }, seconds),
     provisioningURL:
       run.provisioningURL ??
       `http://${provisioningBind?.host ?? os.hostname()}:${provisioningBind?.port ?? 8082}`,
@@ -124,7 +130,10 @@ export async function runOperator(run: RunConfig): Promise<number> {
           message,
         ),
       ),
-      puppetStep(mcos, identityKeyOf),
+      puppetStep(mcos, identityKeyOf, (seconds, failed) => {
+        metrics.puppetRunDuration.observe(seconds);
+        metrics.puppetRuns.inc({ result: failed ? "failed" : "success" });
+      }),
     ],
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });
@@ -155,9 +164,10 @@ export async function runOperator(run: RunConfig): Promise<number> {
       logger,
       keys: () => servers.list().map(keyOf),
       observe: (outcome, seconds) => {
-        metrics.reconciles.inc({ outcome });
+        metrics.controller.reconciled(outcome, seconds);
+        // vsop's own counter predates controller-runtime's names: one "requeue" for both.
+        metrics.reconciles.inc({ outcome: outcome === "requeue_after" ? "requeue" : outcome });
         metrics.reconcileDuration.observe(seconds);
-        metrics.queueDepth.set(queue.length);
       },
     },
   );
@@ -218,6 +228,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
       controller.start();
     });
   } else {
+    metrics.isLeader.set(1); // the only controller there is: alerts on "no leader" hold
     controller.start();
   }
 

@@ -10,6 +10,9 @@ export interface Result {
 
 export type Reconcile = (key: string) => Promise<Result>;
 
+/** A reconcile's outcome, named as controller-runtime's `result` label names it. */
+export type Outcome = "success" | "error" | "requeue" | "requeue_after";
+
 export interface ControllerOptions {
   workers: number;
   resyncSeconds: number;
@@ -17,7 +20,7 @@ export interface ControllerOptions {
   /** Keys to resync periodically. */
   keys: () => string[];
   /** Called after every reconcile, for metrics. */
-  observe?: (outcome: "success" | "requeue" | "error", seconds: number, err?: unknown) => void;
+  observe?: (outcome: Outcome, seconds: number, err?: unknown) => void;
 }
 
 export class Controller {
@@ -56,7 +59,10 @@ export class Controller {
         this.queue.forget(key);
         if (result.requeueAfterSeconds !== undefined) {
           this.queue.addAfter(key, result.requeueAfterSeconds * 1000);
-          this.opts.observe?.("requeue", seconds());
+          this.opts.observe?.(
+            result.requeueAfterSeconds > 0 ? "requeue_after" : "requeue",
+            seconds(),
+          );
         } else {
           this.opts.observe?.("success", seconds());
         }

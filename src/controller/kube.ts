@@ -69,8 +69,11 @@ export function loadKubeConfig(path?: string): k8s.KubeConfig {
 export class Kube {
   private http: AxiosInstance | undefined;
   private httpBuiltAt = 0;
-  /** Called once per request with the verb, for metrics and tests. */
-  onRequest?: (method: string, path: string) => void;
+  /**
+   * Called once per request with the verb and the HTTP status code ("error" when no response
+   * came), for metrics and tests.
+   */
+  onRequest?: (method: string, path: string, code: string) => void;
 
   constructor(private readonly kc: k8s.KubeConfig) {}
 
@@ -101,15 +104,31 @@ export class Kube {
     return this.http;
   }
 
+  /** `send`, reporting the outcome to onRequest. */
+  private async counted<R extends { status: number }>(
+    method: string,
+    path: string,
+    call: () => Promise<R>,
+  ): Promise<R> {
+    let res: R;
+    try {
+      res = await send(method, path, call);
+    } catch (err) {
+      this.onRequest?.(method, path, "error");
+      throw err;
+    }
+    this.onRequest?.(method, path, String(res.status));
+    return res;
+  }
+
   async request<T>(
     method: string,
     path: string,
     body?: unknown,
     config: AxiosRequestConfig = {},
   ): Promise<T> {
-    this.onRequest?.(method, path);
     const http = await this.client();
-    const res = await send(method, path, () =>
+    const res = await this.counted(method, path, () =>
       http.request({ method, url: path, data: body, ...config }),
     );
     if (res.status >= 400) {
@@ -149,7 +168,6 @@ export class Kube {
     /** No byte for this long (not even a bookmark) means a dead connection: end the watch. */
     idleMs = 90_000,
   ): Promise<void> {
-    this.onRequest?.("WATCH", path);
     const http = await this.client();
     // Our own deadline: a peer that accepts the connection and then says nothing (a stopped
     // API server, a dropped NAT entry) would otherwise hold the watch, and the cache, forever.
@@ -162,7 +180,7 @@ export class Kube {
       idle = setTimeout(() => stop.abort(), idleMs);
     };
     try {
-      const res = await send("WATCH", path, () =>
+      const res = await this.counted("WATCH", path, () =>
         http.get<Readable>(path, {
           params: { ...query, watch: "true" },
           responseType: "stream",

@@ -26,6 +26,8 @@ export interface InstallDeps {
   tmpDir?: string;
   /** Answers whether the server's mcollectived is up (any boot method's "installed" signal). */
   discover?: (ctx: ReconcileContext) => Promise<boolean>;
+  /** Called once when Installed turns True, with power-on to installed in seconds (metrics). */
+  onInstalled?: (method: string, seconds: number) => void;
 }
 
 const isoFile = (ctx: ReconcileContext) =>
@@ -260,6 +262,12 @@ export function installedStep(deps: InstallDeps): Step {
         if (token?.state === "pending") await deps.tokens.markBuilt(token);
         ctx.status.install = { ...ctx.status.install, completedAt };
         ctx.log.info("server reports installed");
+        const startedAt = Date.parse(ctx.status.install.startedAt ?? "");
+        if (!Number.isNaN(startedAt))
+          deps.onInstalled?.(
+            bootMethod(ctx.cls.spec),
+            Math.max(0, (Date.parse(completedAt) - startedAt) / 1000),
+          );
       }
       condition(
         ctx,

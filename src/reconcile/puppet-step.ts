@@ -98,7 +98,10 @@ export function runDue(ctx: ReconcileContext, now = Date.now()): string | undefi
  */
 export type IdentityKeyOf = (ctx: ReconcileContext) => Promise<string | undefined>;
 
-export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf): Step {
+/** Called once per run vsop requested, when it finished: seconds since the request; failed? */
+export type OnPuppetRun = (seconds: number, failed: boolean) => void;
+
+export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf, onRun?: OnPuppetRun): Step {
   return {
     name: "puppet",
     async run(ctx) {
@@ -171,6 +174,10 @@ export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf): Step {
         ctx.log.info(
           { changed: summary.changedResources, failed: summary.failedResources },
           "puppet run finished",
+        );
+        onRun?.(
+          Math.max(0, summary.lastrun - seconds(p.requestedAt)),
+          summary.failedResources !== 0,
         );
       } catch (err) {
         throw mcoError(err, identity);
