@@ -6,6 +6,11 @@ source "$(dirname "$0")/lib.sh"
 "$ROOT/hack/install.sh"
 
 if [ -f "$STACK/env" ] && pid_alive etcd && pid_alive kube-apiserver && pid_alive vcsim && pid_alive dnsmasq; then
+  # A stack from before broker TLS: add the TLS listeners and the nodes' TLS config to it.
+  if [ ! -f "$STACK/broker.env" ]; then
+    "$ROOT/hack/broker-tls.sh"
+    "$ROOT/hack/mcollective-setup.sh"
+  fi
   log "stack already up; source $STACK/env"
   exit 0
 fi
@@ -130,23 +135,10 @@ dns_ok() { [ "$(node "$ROOT/hack/dns-query.mjs" "127.0.0.1:$DNS_PORT" web-prod-1
 wait_until 15 "dnsmasq answering" dns_ok || fail_part dnsmasq "$LOGS/dnsmasq.log" "did not answer within 15s"
 
 # --- RabbitMQ -----------------------------------------------------------------------------------
-PART=rabbitmq
-if port_free 5672; then
-  log "no broker on 5672; starting rabbitmq-server"
-  rabbitmq-server -detached >"$LOGS/rabbitmq.log" 2>&1 || fail_part rabbitmq "$LOGS/rabbitmq.log" "failed to start"
-  touch "$PIDS/rabbitmq.started-by-stack"
-  wait_until 120 "RabbitMQ on 5672" bash -c '(exec 3<>/dev/tcp/127.0.0.1/5672)' ||
-    fail_part rabbitmq "$LOGS/rabbitmq.log" "did not listen on 5672 within 120s"
-else
-  log "reusing the broker on 5672"
-fi
-timeout 120 rabbitmq-plugins enable rabbitmq_stomp >>"$LOGS/rabbitmq.log" 2>&1 ||
-  fail_part rabbitmq "$LOGS/rabbitmq.log" "could not enable rabbitmq_stomp"
-wait_until 60 "STOMP on 61613" bash -c '(exec 3<>/dev/tcp/127.0.0.1/61613)' ||
-  fail_part rabbitmq "$LOGS/rabbitmq.log" "STOMP did not listen on 61613 within 60s"
-AMQP_URL="amqp://guest:guest@127.0.0.1:5672/"
-timeout 30 node "$ROOT/hack/declare-exchanges.mjs" "$AMQP_URL" >>"$LOGS/rabbitmq.log" 2>&1 ||
-  fail_part rabbitmq "$LOGS/rabbitmq.log" "could not declare the MCollective exchanges"
+# The machine's broker (or one started for the stack) with AMQP and STOMP TLS listeners signed by
+# the stack's broker CA; writes $STACK/broker.env. Safe to run alone: hack/broker-tls.sh.
+"$ROOT/hack/broker-tls.sh"
+source "$STACK/broker.env"
 
 "$ROOT/hack/mcollective-setup.sh"
 
@@ -164,8 +156,6 @@ export GOVC_PASSWORD="$GOVC_PASSWORD"
 export GOVC_TLS_CA_CERTS="$GOVC_TLS_CA_CERTS"
 export VSOP_GOVC="$GOVMOMI_BIN/govc"
 export VSOP_VCSIM_PORT="$VC_PORT"
-export VSOP_AMQP_URL="$AMQP_URL"
-export VSOP_STOMP_PORT="61613"
 export VSOP_MCO_DIR="$STACK/mcollective"
 export VSOP_MCO_CLIENT_CONFIG="$STACK/mcollective/client.cfg"
 export VSOP_DNS_SERVER="127.0.0.1:$DNS_PORT"
@@ -173,5 +163,6 @@ export VSOP_DNS_HOSTS_FILE="$STACK/dns/hosts"
 export VSOP_DNS_PIDFILE="$PIDS/dnsmasq.pid"
 export PATH="$GOVMOMI_BIN:\$PATH"
 EOF
+cat "$STACK/broker.env" >>"$STACK/env"
 trap - ERR
 log "stack is up: source $STACK/env"

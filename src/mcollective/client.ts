@@ -11,7 +11,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { KeyObject } from "node:crypto";
 import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from "amqplib";
 import type { Logger } from "../observability/logger.js";
-import { McoConnectionError, McoProtocolError, McoTimeout } from "./errors.js";
+import {
+  McoConnectionError,
+  McoProtocolError,
+  McoTimeout,
+  McoTLSError,
+  tlsVerifyCode,
+} from "./errors.js";
 import {
   decodeReplyBody,
   decodeReplyEnvelope,
@@ -396,7 +402,8 @@ export class McoClient {
         try {
           return await this.adopt(await this.openSession());
         } catch (err) {
-          if (this.closed) throw err;
+          // A certificate that does not verify will not verify on the next try either.
+          if (this.closed || err instanceof McoTLSError) throw err;
           const delay = Math.min(max, initial * 2 ** attempt) * (0.8 + Math.random() * 0.4);
           this.log.warn(
             { err, retryInMs: Math.round(delay) },
@@ -439,6 +446,16 @@ export class McoClient {
           : {}),
       });
     } catch (err) {
+      const code = tlsVerifyCode(err);
+      if (code)
+        throw new McoTLSError(
+          `the broker at ${where} presented a certificate that does not verify (${code}: ` +
+            `${(err as Error).message}); spec.mcollective.caBundle must hold the CA that signed ` +
+            `it${caBundle ? "" : " (none is set: the system roots were used)"}, and the URL's ` +
+            `host must be a name in it`,
+          code,
+          { cause: err },
+        );
       throw new McoConnectionError(`cannot connect to ${where}: ${(err as Error).message}`, {
         cause: err,
       });

@@ -44,3 +44,42 @@ export class McoRpcError extends Error {
     super(`${agent}#${action} on ${identity} failed (statuscode ${statuscode}): ${statusmsg}`);
   }
 }
+
+/**
+ * The broker's TLS certificate did not verify against the CA vsop trusts for it
+ * (spec.mcollective.caBundle, else the system roots): wrong CA, expired, or a name mismatch.
+ * It does not clear by itself, so the reconnect loop gives up on it instead of retrying.
+ */
+export class McoTLSError extends McoConnectionError {
+  override name = "McoTLSError";
+  constructor(
+    message: string,
+    readonly code: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+// Node's codes for a broker certificate that does not verify (the same set vSphere's client uses).
+const TLS_VERIFY_CODES = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "CERT_SIGNATURE_FAILURE",
+]);
+
+/** The certificate-verification code of err (or of its cause), when it is one. */
+export function tlsVerifyCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e && typeof e === "object" && depth < 3; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && TLS_VERIFY_CODES.has(code)) return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}

@@ -11,7 +11,7 @@ import {
 } from "../api/types.js";
 import { parseDuration } from "../cli/run-flags.js";
 import { StepError } from "../errors.js";
-import { McoConnectionError, McoTimeout } from "../mcollective/errors.js";
+import { McoConnectionError, McoTimeout, McoTLSError } from "../mcollective/errors.js";
 import { McoIdentityError } from "../mcollective/identity.js";
 import { PuppetBusyError, PuppetDisabledError } from "../mcollective/puppet.js";
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
@@ -27,6 +27,12 @@ function mcoError(err: unknown, identity: string): StepError {
       "NodeNotReachable",
       `${identity} did not answer through MCollective; check that its mcollectived runs and reaches the broker. vsop retries.`,
       { condition: "PuppetApplied", status: "Unknown", cause: err },
+    );
+  if (err instanceof McoTLSError)
+    return new StepError(
+      "BrokerTLSError",
+      `TLS to the MCollective broker failed: ${err.message}. vsop tries again every minute.`,
+      { condition: "PuppetApplied", status: "False", cause: err, retryAfterSeconds: 60 },
     );
   if (err instanceof McoConnectionError)
     return new StepError(

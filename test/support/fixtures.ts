@@ -57,11 +57,13 @@ export function classSpec(overrides: Record<string, unknown> = {}) {
     placement: { datacenter: "DC0", cluster: "DC0_C0", datastore: "LocalDS_0" },
     naming: { dnsServers: [stackEnv("VSOP_DNS_SERVER")] },
     boot: { method: "network", installTimeout: "10m" },
+    // The broker over TLS (hack/broker-tls.sh), verified against the stack's broker CA.
     mcollective: {
-      brokerURL: `amqp://${new URL(stackEnv("VSOP_AMQP_URL")).host}/`,
+      brokerURL: `amqps://${new URL(stackEnv("VSOP_AMQPS_URL")).host}/`,
+      caBundle: readFileSync(stackEnv("VSOP_BROKER_CA"), "utf8"),
       credentialsSecret: MCO_BROKER_SECRET,
       keysSecret: MCO_KEYS_SECRET,
-      stompPort: Number(stackEnv("VSOP_STOMP_PORT")),
+      stompPort: Number(stackEnv("VSOP_STOMP_TLS_PORT")),
     },
   };
   for (const [k, v] of Object.entries(overrides))
