@@ -14,7 +14,7 @@ PART=rabbitmq
 mkdir -p "$LOGS" "$PIDS" "$CACHE"
 START_LOG="$LOGS/rabbitmq.log"
 TLS_SRC="$CACHE/broker-tls"
-RABBIT_ETC="${RABBITMQ_CONF_DIR:-/etc/rabbitmq}"
+RABBIT_ETC=/etc/rabbitmq # the Debian broker's config directory (the one it reads)
 CONF="$RABBIT_ETC/rabbitmq.conf"
 TLS_DST="$RABBIT_ETC/vsop-tls"
 BEGIN_MARK="# BEGIN vsop-stack-broker-tls"
@@ -94,6 +94,9 @@ place "$TLS_SRC/server.key" "$TLS_DST/server.key" 0640
 chmod 0755 "$TLS_DST"
 
 # --- the config block ---------------------------------------------------------------------------
+if [ -n "${RABBITMQ_CONFIG_FILE:-}" ] || grep -qs '^[[:space:]]*\(export[[:space:]]\+\)\?\(RABBITMQ_\)\?CONFIG_FILE=' "$RABBIT_ETC/rabbitmq-env.conf"; then
+  die "the broker reads a config file other than $CONF (CONFIG_FILE is set); add the TLS listeners there by hand"
+fi
 touch "$CONF"
 outside="$(sed "/^$BEGIN_MARK/,/^$END_MARK/d" "$CONF")"
 if grep -Eq '^[[:space:]]*(ssl_options\.|listeners\.ssl|stomp\.listeners\.ssl)' <<<"$outside"; then
