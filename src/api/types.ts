@@ -112,6 +112,11 @@ export interface VirtualServerStatus {
      * the same value never asks for another run.
      */
     requestedFor?: string;
+    /**
+     * The requestedAt whose run has finished (and is in lastRunAt, changed, failed, total).
+     * Whole seconds cannot order a run requested in the second the previous one finished.
+     */
+    finishedFor?: string;
     /** Environment and tags that run was requested with. */
     environment?: string;
     tags?: string;

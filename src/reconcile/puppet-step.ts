@@ -115,8 +115,7 @@ export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf, onRun?: 
       const { puppet } = await pool.get(ctx.cls);
       const key = await identityKeyOf(ctx);
       const p = ctx.status.puppet ?? {};
-      const pending =
-        !!p.requestedAt && (!p.lastRunAt || seconds(p.lastRunAt) < seconds(p.requestedAt));
+      const pending = !!p.requestedAt && !runFinished(p);
       try {
         if (!pending) {
           const reason = runDue(ctx);
@@ -156,7 +155,12 @@ export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf, onRun?: 
           return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
         }
         const summary = await puppet.lastRunSummary(identity, key);
-        if (summary.lastrun < seconds(p.requestedAt)) {
+        // Not yet: the summary is older than the request, or is still the run before it (one
+        // requested in the second the previous run finished has the same whole-second time).
+        if (
+          summary.lastrun < seconds(p.requestedAt) ||
+          (p.lastRunAt !== undefined && summary.lastrun <= seconds(p.lastRunAt))
+        ) {
           const timeout = parseDuration(
             ctx.cls.spec.puppet?.runTimeout ?? "30m",
             "puppet.runTimeout",
@@ -171,6 +175,7 @@ export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf, onRun?: 
         }
         ctx.status.puppet = {
           ...p,
+          finishedFor: p.requestedAt,
           lastRunAt: new Date(summary.lastrun * 1000).toISOString(),
           changed: summary.changedResources,
           failed: summary.failedResources,
@@ -191,6 +196,12 @@ export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf, onRun?: 
       return outcome(ctx);
     },
   };
+}
+
+/** Whether the requested run has finished (statuses from before finishedFor: by the times). */
+function runFinished(p: NonNullable<ReconcileContext["status"]["puppet"]>): boolean {
+  if (p.finishedFor !== undefined) return p.finishedFor === p.requestedAt;
+  return !!p.lastRunAt && seconds(p.lastRunAt) >= seconds(p.requestedAt);
 }
 
 /** The condition from the last finished run. */

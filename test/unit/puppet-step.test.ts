@@ -8,7 +8,8 @@ import type { ReconcileContext } from "../../src/reconcile/context.js";
 import type { McoPool } from "../../src/reconcile/mco-pool.js";
 import { puppetStep } from "../../src/reconcile/puppet-step.js";
 
-const requestedAt = "2026-11-26T10:00:00.000Z";
+/** A minute ago, in whole seconds as nodes report times: within any run timeout. */
+const requestedAt = new Date(Math.floor(Date.now() / 1000 - 60) * 1000).toISOString();
 
 /** One reconcile of a server whose run was requested, against a node answering `summary`. */
 async function pollWith(summary: Partial<LastRunSummary>) {
@@ -52,4 +53,23 @@ test("failed resources are PuppetRunFailed; none is Applied", async () => {
   const ok = await pollWith({ failedResources: 0 });
   assert.deepEqual(await ok.run(), { done: true });
   assert.equal(ok.ctx.status.conditions?.find((c) => c.type === "PuppetApplied")?.status, "True");
+});
+
+test("a run requested in the second the previous one finished is waited for, not taken for done", async () => {
+  // The previous run finished in the very second the new one was requested (initiated).
+  const { ctx, run } = await pollWith({
+    failedResources: 0,
+    lastrun: Date.parse(requestedAt) / 1000,
+  });
+  ctx.status.puppet = {
+    ...ctx.status.puppet,
+    lastRunAt: requestedAt,
+    finishedFor: "2026-11-26T09:00:00.000Z",
+    changed: 1,
+    failed: 0,
+    total: 3,
+  };
+  const outcome = await run();
+  assert.equal(outcome.done, false, "the summary still shows the previous run");
+  assert.equal(ctx.status.puppet?.finishedFor, "2026-11-26T09:00:00.000Z");
 });
