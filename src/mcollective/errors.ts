@@ -1,4 +1,5 @@
 // Typed MCollective errors. The reconcile steps map them to condition reasons.
+import { isCertVerifyCode } from "../tls.js";
 
 /** The broker could not be reached, refused us, or the connection dropped mid-request. */
 export class McoConnectionError extends Error {
@@ -61,24 +62,11 @@ export class McoTLSError extends McoConnectionError {
   }
 }
 
-// Node's codes for a broker certificate that does not verify (the same set vSphere's client uses).
-const TLS_VERIFY_CODES = new Set([
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "CERT_HAS_EXPIRED",
-  "CERT_NOT_YET_VALID",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-  "CERT_SIGNATURE_FAILURE",
-]);
-
 /** The certificate-verification code of err (or of its cause), when it is one. */
 export function tlsVerifyCode(err: unknown): string | undefined {
   for (let e = err, depth = 0; e && typeof e === "object" && depth < 3; depth++) {
     const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && TLS_VERIFY_CODES.has(code)) return code;
+    if (typeof code === "string" && isCertVerifyCode(code)) return code;
     e = (e as { cause?: unknown }).cause;
   }
   return undefined;

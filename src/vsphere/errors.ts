@@ -1,4 +1,5 @@
 // Typed vSphere errors. The reconcile steps map them to condition reasons.
+import { isCertVerifyCode } from "../tls.js";
 
 /** A vim25 SOAP fault, e.g. InvalidLogin, NotAuthenticated, DuplicateName, NoDiskSpace. */
 export class VSphereFault extends Error {
@@ -55,21 +56,9 @@ export class VSphereTaskError extends Error {
   }
 }
 
-const TLS_CODES = new Set([
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "CERT_HAS_EXPIRED",
-  "CERT_NOT_YET_VALID",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-  "CERT_SIGNATURE_FAILURE",
-  "EPROTO",
-]);
-
+/** A certificate that did not verify, or a TLS handshake that failed (EPROTO). */
 export function isTLSErrorCode(code: string | undefined): boolean {
-  return code !== undefined && TLS_CODES.has(code);
+  return code === "EPROTO" || isCertVerifyCode(code);
 }
 
 export function faultName(err: unknown): string | undefined {
