@@ -9,13 +9,10 @@ import * as k8s from "@kubernetes/client-node";
 import { Kube } from "../../src/controller/kube.js";
 import { WorkQueue } from "../../src/controller/queue.js";
 import { Metrics } from "../../src/observability/metrics.js";
-import { pino } from "pino";
-import type { VirtualServer, VirtualServerClass } from "../../src/api/types.js";
-import type { LastRunSummary } from "../../src/mcollective/puppet.js";
-import type { ReconcileContext } from "../../src/reconcile/context.js";
-import type { McoPool } from "../../src/reconcile/mco-pool.js";
+import type { VirtualServer } from "../../src/api/types.js";
 import { puppetStep } from "../../src/reconcile/puppet-step.js";
 import { installedStep, type InstallDeps } from "../../src/reconcile/install-steps.js";
+import { puppetPoll, stepContext } from "../support/step-fakes.js";
 
 const scrape = (m: Metrics) => m.registry.metrics();
 
@@ -176,25 +173,10 @@ test("a finished Puppet run is reported once: request to finish, and whether it 
   const requestedAt = "2026-11-26T10:00:00.000Z";
   const runs: [number, boolean][] = [];
   for (const failedResources of [0, 2, -1]) {
-    const node = {
-      lastRunSummary: async (): Promise<LastRunSummary> =>
-        ({
-          lastrun: Date.parse(requestedAt) / 1000 + 42,
-          totalResources: 3,
-          changedResources: 1,
-          failedResources,
-        }) as LastRunSummary,
-    };
-    const pool = { get: async () => ({ puppet: node }) } as unknown as McoPool;
-    const ctx = {
-      vs: {
-        metadata: { name: "w", namespace: "n", uid: "u" },
-        spec: { hostname: "web-prod-1.example.test", className: "c" },
-      } as VirtualServer,
-      cls: { metadata: { name: "c" }, spec: {} } as unknown as VirtualServerClass,
-      status: { puppet: { requestedAt, environment: "production", tags: "" } },
-      log: pino({ level: "silent" }),
-    } as ReconcileContext;
+    const { ctx, pool } = puppetPoll(requestedAt, {
+      lastrun: Date.parse(requestedAt) / 1000 + 42,
+      failedResources,
+    });
     const step = puppetStep(
       pool,
       async () => undefined,
@@ -216,18 +198,10 @@ test("an install is reported once, power-on to installed, by boot method", async
     tokens: { get: async () => undefined },
     onInstalled: (method: string, seconds: number) => installs.push([method, seconds]),
   } as unknown as InstallDeps;
-  const ctx = {
-    vs: {
-      metadata: { name: "w", namespace: "n", uid: "u" },
-      spec: { hostname: "web-prod-1.example.test", className: "c" },
-    } as VirtualServer,
-    cls: {
-      metadata: { name: "c" },
-      spec: { boot: { method: "guestinfo", assumeInstalled: true } },
-    } as unknown as VirtualServerClass,
-    status: { install: { startedAt: new Date(Date.now() - 90_000).toISOString() } },
-    log: pino({ level: "silent" }),
-  } as ReconcileContext;
+  const ctx = stepContext(
+    { install: { startedAt: new Date(Date.now() - 90_000).toISOString() } },
+    { boot: { method: "guestinfo", assumeInstalled: true } },
+  );
   const step = installedStep(deps);
   await step.run(ctx);
   await step.run(ctx);

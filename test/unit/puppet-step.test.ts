@@ -1,37 +1,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { pino } from "pino";
-import type { VirtualServer, VirtualServerClass } from "../../src/api/types.js";
 import { StepError } from "../../src/errors.js";
 import type { LastRunSummary } from "../../src/mcollective/puppet.js";
-import type { ReconcileContext } from "../../src/reconcile/context.js";
-import type { McoPool } from "../../src/reconcile/mco-pool.js";
 import { puppetStep } from "../../src/reconcile/puppet-step.js";
+import { puppetPoll } from "../support/step-fakes.js";
 
 /** A minute ago, in whole seconds as nodes report times: within any run timeout. */
 const requestedAt = new Date(Math.floor(Date.now() / 1000 - 60) * 1000).toISOString();
 
 /** One reconcile of a server whose run was requested, against a node answering `summary`. */
 async function pollWith(summary: Partial<LastRunSummary>) {
-  const node = {
-    lastRunSummary: async (): Promise<LastRunSummary> =>
-      ({
-        lastrun: Date.parse(requestedAt) / 1000 + 5,
-        totalResources: 3,
-        changedResources: 1,
-        ...summary,
-      }) as LastRunSummary,
-  };
-  const pool = { get: async () => ({ puppet: node }) } as unknown as McoPool;
-  const ctx = {
-    vs: {
-      metadata: { name: "w", namespace: "n", uid: "u" },
-      spec: { hostname: "web-prod-1.example.test", className: "c" },
-    } as VirtualServer,
-    cls: { metadata: { name: "c" }, spec: {} } as unknown as VirtualServerClass,
-    status: { puppet: { requestedAt, environment: "production", tags: "" } },
-    log: pino({ level: "silent" }),
-  } as ReconcileContext;
+  const { ctx, pool } = puppetPoll(requestedAt, {
+    lastrun: Date.parse(requestedAt) / 1000 + 5,
+    ...summary,
+  });
   return { ctx, run: () => puppetStep(pool, async () => undefined).run(ctx) };
 }
 
