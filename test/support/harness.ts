@@ -119,10 +119,15 @@ export interface Operator {
 }
 
 let nextPort = 19100;
+/**
+ * Ten ports for one operator, varied by process so test files do not reuse each other's.
+ * Kept within 19100-23099, below the stack's fixed ports (etcd 23790/23800): a block there
+ * once made an operator's metrics port collide with etcd's peer port.
+ */
 export function freePortBlock(): number {
-  const p = nextPort;
+  const p = 19100 + ((nextPort - 19100) % 900);
   nextPort += 10;
-  return p + (process.pid % 50) * 100;
+  return p + (process.pid % 31) * 100;
 }
 
 /** Runs `node dist/main.js run` as the ServiceAccount, with the given extra flags. */
