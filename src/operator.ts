@@ -77,7 +77,15 @@ export async function runOperator(run: RunConfig): Promise<number> {
 
   const recorder = new EventRecorder(kube, logger, os.hostname());
   const config = new ConfigReader(kube, run.operatorNamespace);
-  const pool = new VCenterPool(config, logger, (method) => metrics.soapCalls.inc({ method }));
+  // A VM's changes and the end of a server's vSphere task put the server's key on the queue.
+  const pool = new VCenterPool(
+    config,
+    logger,
+    (method) => metrics.soapCalls.inc({ method }),
+    (key) => {
+      if (servers.get(key)) queue.add(key);
+    },
+  );
   // Install records by watch, so the provisioning endpoint answers from memory.
   const installRecords = new Informer<SecretObject>(kube, {
     path: `/api/v1/namespaces/${run.operatorNamespace}/secrets`,

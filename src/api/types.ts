@@ -76,6 +76,14 @@ export interface NicStatus {
   connected: boolean;
 }
 
+export interface VMTask {
+  /** What the task does, e.g. CreateVM, PowerOn, DisconnectBootNIC. */
+  operation: string;
+  /** The task's managed object reference, e.g. task-123. */
+  moRef: string;
+  startedAt: string;
+}
+
 export interface VirtualServerStatus {
   observedGeneration?: number;
   phase?: Phase;
@@ -89,6 +97,10 @@ export interface VirtualServerStatus {
     instanceUUID?: string;
     powerState?: string;
     nics?: NicStatus[];
+    /** The vSphere task vsop started for this server and has not seen end (one at a time). */
+    task?: VMTask;
+    /** vsop powered the VM off to resize it and powers it on again once resized. */
+    powerCycle?: boolean;
   };
   install?: {
     method?: string;

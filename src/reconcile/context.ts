@@ -21,6 +21,8 @@ export interface ReconcileContext {
   /** Filled by the naming step for the steps after it. */
   parts?: HostnameParts;
   resolved?: ResolvedName;
+  /** The vSphere operation whose task ended in this reconcile (see vsphere-task.ts). */
+  finished?: string;
 }
 
 /** A step either finished (the world matches) or asks to be called again later. */

@@ -16,6 +16,7 @@ import type { ConfigReader } from "./secrets.js";
 import type { VCenterPool } from "./vcenters.js";
 import { connectedVCenter, ownedVM, recordVM } from "./vm-step.js";
 import { vsphereStepError } from "./vsphere-errors.js";
+import { startTask, taskInFlight, type Operation } from "./vsphere-task.js";
 
 export interface InstallDeps {
   pool: VCenterPool;
@@ -114,6 +115,11 @@ export function prepareStep(deps: InstallDeps): Step {
         } else if (method === "iso") {
           const path = datastorePath(p.datastore, isoFile(ctx));
           if (!vm.cdroms.some((c) => c.isoPath === path)) {
+            if (ctx.status.install?.iso !== path) {
+              // Recorded before the upload, so a delete after any crash knows there is a file.
+              ctx.status.install = { ...ctx.status.install, iso: path };
+              return wait(0, "Creating", "PoweringOn", "Preparing the boot ISO.");
+            }
             const files = await tokenedCloudInit(deps, vs, ctx);
             const iso = await buildIso({
               volumeId: "cidata",
@@ -121,23 +127,45 @@ export function prepareStep(deps: InstallDeps): Step {
               tmpDir: deps.tmpDir,
             });
             await vc.uploadFile(p.datacenter, p.datastore, isoFile(ctx), iso);
-            await vc.attachIso(vm.moRef, path);
-            ctx.log.info({ iso: path, bytes: iso.length }, "boot ISO uploaded and attached");
+            ctx.log.info({ iso: path, bytes: iso.length }, "boot ISO uploaded");
+            const attaching = await startTask(
+              ctx,
+              vc,
+              "AttachISO",
+              () => vc.startAttachIso(vm.moRef, path),
+              `Attaching the boot ISO to VM ${vm.name}.`,
+            );
+            if (attaching) return attaching;
           }
-          ctx.status.install = { ...ctx.status.install, iso: path };
         } else if (!vm.extraConfig["guestinfo.userdata"]) {
           const files = await tokenedCloudInit(deps, vs, ctx);
-          await vc.setExtraConfig(vm.moRef, guestinfoExtraConfig(files));
-          ctx.log.info("cloud-init data set in guestinfo");
+          const setting = await startTask(
+            ctx,
+            vc,
+            "SetGuestinfo",
+            () => vc.startSetExtraConfig(vm.moRef, guestinfoExtraConfig(files)),
+            `Setting the cloud-init data of VM ${vm.name} in guestinfo.`,
+          );
+          if (setting) return setting;
         }
-        if (!ctx.status.install?.startedAt) {
-          await vc.powerOn(vm.moRef);
-          ctx.status.install = {
-            ...ctx.status.install,
-            method,
-            startedAt: new Date().toISOString(),
-          };
-          ctx.log.info({ method }, "VM powered on to install");
+        // Powered on until it is installed (also again, after someone powered it off).
+        if (vm.powerState !== "poweredOn" || !ctx.status.install?.startedAt) {
+          const powering = await startTask(
+            ctx,
+            vc,
+            "PowerOn",
+            () => vc.startPower(vm.moRef, true),
+            `Powering on VM ${vm.name} to install it.`,
+          );
+          if (!ctx.status.install?.startedAt) {
+            ctx.status.install = {
+              ...ctx.status.install,
+              method,
+              startedAt: new Date().toISOString(),
+            };
+            ctx.log.info({ method }, "VM powered on to install");
+          }
+          if (powering) return powering;
         }
       } catch (err) {
         throw vsphereStepError(err, { condition: "Installed" });
@@ -147,42 +175,67 @@ export function prepareStep(deps: InstallDeps): Step {
     },
     async finalize(ctx) {
       await deps.tokens.delete(ctx.vs.metadata.uid!);
+      const retain = ctx.vs.spec.deletionPolicy === "Retain";
+      const method = bootMethod(ctx.cls.spec);
+      const iso = ctx.status.install?.iso;
+      if (!iso && !(retain && method === "guestinfo")) return DONE;
+      const vc = await connectedVCenter(deps.pool, ctx);
+      if (!vc)
+        return wait(2, "Deleting", "ConnectingToVCenter", "Connecting to vCenter to clean up.");
+      const busy = await taskInFlight(ctx, vc, "Deleting");
+      if (busy) return busy;
+      const vm = ownedVM(vc, ctx);
+      const cleanup = async (
+        operation: Operation,
+        start: () => Promise<string | undefined>,
+        message: string,
+      ) => startTask(ctx, vc, operation, start, message, "Deleting");
       // A retained VM keeps no install data: the guestinfo's URLs point at a deleted token,
       // but nobody needs to read them in vCenter's history either.
-      if (ctx.vs.spec.deletionPolicy === "Retain" && bootMethod(ctx.cls.spec) === "guestinfo") {
-        const found = await vmOf(deps, ctx).catch(() => undefined);
-        if (found && GUESTINFO_KEYS.some((k) => found.vm.extraConfig[k]))
-          await found.vc
-            .setExtraConfig(found.vm.moRef, Object.fromEntries(GUESTINFO_KEYS.map((k) => [k, ""])))
-            .catch((err: unknown) => {
-              throw vsphereStepError(err);
-            });
+      if (retain && method === "guestinfo" && vm && GUESTINFO_KEYS.some((k) => vm.extraConfig[k])) {
+        const clearing = await cleanup(
+          "ClearGuestinfo",
+          () =>
+            vc.startSetExtraConfig(
+              vm.moRef,
+              Object.fromEntries(GUESTINFO_KEYS.map((k) => [k, ""])),
+            ),
+          `Clearing the install data in VM ${vm.name}'s guestinfo.`,
+        );
+        if (clearing) return clearing;
       }
-      // Also when status lost the path (an upload whose attach failed): the name is fixed.
-      if (ctx.status.install?.iso || bootMethod(ctx.cls.spec) === "iso") {
-        const vc = await connectedVCenter(deps.pool, ctx);
-        if (!vc)
-          return wait(
-            2,
-            "Deleting",
-            "ConnectingToVCenter",
-            "Connecting to vCenter to delete the boot ISO.",
-          );
-        const p = ctx.cls.spec.placement;
-        try {
-          // This runs before the VM step's cleanup: vSphere will not delete an ISO that a VM
-          // still holds, so take it out of the drive first (powered off, unless the VM stays).
-          const vm = vc.findByOwnerUID(ctx.vs.metadata.uid!);
-          if (vm?.cdroms.some((c) => c.isoPath === datastorePath(p.datastore, isoFile(ctx)))) {
-            if (ctx.vs.spec.deletionPolicy !== "Retain") await vc.powerOff(vm.moRef);
-            await vc.detachIso(vm.moRef);
-          }
-          await vc.deleteFile(p.datacenter, p.datastore, isoFile(ctx));
-        } catch (err) {
-          throw vsphereStepError(err);
-        }
+      if (!iso) return DONE;
+      if (ctx.finished === "DeleteISO") {
+        ctx.status.install = { ...ctx.status.install, iso: undefined };
+        ctx.log.info({ iso }, "boot ISO deleted");
+        return DONE;
       }
-      return DONE;
+      // vSphere will not delete an ISO that a VM still holds: take it out of the drive first
+      // (powered off, unless the VM stays).
+      if (vm?.cdroms.some((c) => c.isoPath === iso)) {
+        const off =
+          retain || vm.powerState === "poweredOff"
+            ? undefined
+            : await cleanup(
+                "PowerOff",
+                () => vc.startPower(vm.moRef, false),
+                `Powering off VM ${vm.name} to delete it.`,
+              );
+        const step =
+          off ??
+          (await cleanup(
+            "DetachISO",
+            () => vc.startDetachIso(vm.moRef),
+            `Detaching the boot ISO from VM ${vm.name}.`,
+          ));
+        if (step) return step;
+      }
+      const p = ctx.cls.spec.placement;
+      return (await cleanup(
+        "DeleteISO",
+        () => vc.startDeleteFile(p.datacenter, p.datastore, isoFile(ctx)),
+        `Deleting the boot ISO ${iso}.`,
+      ))!;
     },
   };
 }
@@ -294,46 +347,76 @@ export function handoffStep(
       const { vc, vm } = found;
       const method = bootMethod(ctx.cls.spec);
       const p = ctx.cls.spec.placement;
-      try {
-        if (method === "network") {
-          const bootPG = effectiveNetwork(ctx.cls.spec).bootPortGroup;
-          const nic = vm.nics.find((n) => n.portGroup === bootPG);
-          if (nic && (nic.connected || nic.startConnected)) {
-            const was =
-              ctx.status.conditions?.find((c) => c.type === "BootNICDisconnected")?.status ===
-              "True";
+      if (method === "network") {
+        const bootPG = effectiveNetwork(ctx.cls.spec).bootPortGroup;
+        const nic = vm.nics.find((n) => n.portGroup === bootPG);
+        if (nic && (nic.connected || nic.startConnected)) {
+          const was =
+            ctx.status.conditions?.find((c) => c.type === "BootNICDisconnected")?.status === "True";
+          const disconnecting = await startTask(
+            ctx,
+            vc,
+            "DisconnectBootNIC",
+            () => vc.startSetNicConnected(vm.moRef, nic.key, false),
+            `Disconnecting the boot NIC of VM ${vm.name}.`,
+          );
+          if (disconnecting) {
             if (was)
               await record(
                 ctx,
                 "BootNICReconnected",
-                `The boot NIC ${nic.macAddress ?? nic.label} was connected again; vsop disconnected it.`,
+                `The boot NIC ${nic.macAddress ?? nic.label} was connected again; vsop disconnects it.`,
               );
-            await vc.setNicConnected(vm.moRef, nic.key, false);
-            ctx.log.info({ nic: nic.macAddress, drift: was }, "boot NIC disconnected");
+            ctx.log.info({ nic: nic.macAddress, drift: was }, "disconnecting boot NIC");
+            return disconnecting;
           }
-          condition(
-            ctx,
-            "BootNICDisconnected",
-            "True",
-            "Disconnected",
-            `The boot NIC on ${bootPG} is disconnected.`,
-          );
-        } else if (method === "iso" && ctx.status.install?.iso) {
-          if (vm.cdroms.some((c) => c.isoPath)) await vc.detachIso(vm.moRef);
-          await vc.deleteFile(p.datacenter, p.datastore, isoFile(ctx));
+        }
+        if (ctx.finished === "DisconnectBootNIC") ctx.log.info("boot NIC disconnected");
+        condition(
+          ctx,
+          "BootNICDisconnected",
+          "True",
+          "Disconnected",
+          `The boot NIC on ${bootPG} is disconnected.`,
+        );
+      } else if (method === "iso" && ctx.status.install?.iso) {
+        if (ctx.finished === "DeleteISO") {
           ctx.log.info({ iso: ctx.status.install.iso }, "boot ISO detached and deleted");
           ctx.status.install = { ...ctx.status.install, iso: undefined };
-        } else if (method === "guestinfo" && GUESTINFO_KEYS.some((k) => vm.extraConfig[k])) {
-          // The data carries broker credentials and keys; nobody needs it after the install.
-          await vc.setExtraConfig(vm.moRef, Object.fromEntries(GUESTINFO_KEYS.map((k) => [k, ""])));
-          ctx.log.info("guestinfo install data cleared");
+        } else {
+          const step =
+            (await startTask(
+              ctx,
+              vc,
+              "DetachISO",
+              () => vc.startDetachIso(vm.moRef),
+              `Detaching the boot ISO from VM ${vm.name}.`,
+            )) ??
+            (await startTask(
+              ctx,
+              vc,
+              "DeleteISO",
+              () => vc.startDeleteFile(p.datacenter, p.datastore, isoFile(ctx)),
+              `Deleting the boot ISO ${ctx.status.install.iso}.`,
+            ));
+          return step!;
         }
-      } catch (err) {
-        throw vsphereStepError(
-          err,
-          method === "network" ? { condition: "BootNICDisconnected" } : {},
+      } else if (method === "guestinfo" && GUESTINFO_KEYS.some((k) => vm.extraConfig[k])) {
+        // The data carries broker credentials and keys; nobody needs it after the install.
+        const clearing = await startTask(
+          ctx,
+          vc,
+          "ClearGuestinfo",
+          () =>
+            vc.startSetExtraConfig(
+              vm.moRef,
+              Object.fromEntries(GUESTINFO_KEYS.map((k) => [k, ""])),
+            ),
+          `Clearing the install data in VM ${vm.name}'s guestinfo.`,
         );
+        if (clearing) return clearing;
       }
+      if (ctx.finished === "ClearGuestinfo") ctx.log.info("guestinfo install data cleared");
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       return DONE;
     },

@@ -12,6 +12,8 @@ export class VCenterPool {
     private readonly config: ConfigReader,
     private readonly logger: Logger,
     private readonly onCall?: (method: string) => void,
+    /** Wakes an owner key ("namespace/name") when its VM changed or its task ended. */
+    private readonly wake?: (key: string) => void,
   ) {}
 
   async get(cls: VirtualServerClass): Promise<VCenter> {
@@ -28,7 +30,12 @@ export class VCenterPool {
       password: creds.password!,
     };
     return this.pool.get(cls.metadata.name, settings, () => {
-      const vc = new VCenter({ ...settings, logger: this.logger, onCall: this.onCall });
+      const vc = new VCenter({
+        ...settings,
+        logger: this.logger,
+        onCall: this.onCall,
+        wake: this.wake,
+      });
       void vc.start().catch(() => undefined); // failures surface through the operations
       return vc;
     });

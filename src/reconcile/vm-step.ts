@@ -2,9 +2,18 @@
 // has a service NIC in the server's VLAN (and a boot NIC for network installs), and the size asked.
 import { bootMethod, effectiveHardware, effectiveNetwork, vmName } from "../api/defaults.js";
 import type { NicStatus, VirtualServer } from "../api/types.js";
+import { faultName } from "../vsphere/errors.js";
 import { StepError } from "../errors.js";
 import type { CreateVMSpec, NicSpec, VCenter, VMRecord } from "../vsphere/vcenter.js";
-import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
+import {
+  condition,
+  DONE,
+  wait,
+  type ReconcileContext,
+  type Step,
+  type StepOutcome,
+} from "./context.js";
+import { startTask, taskInFlight } from "./vsphere-task.js";
 import type { VCenterPool } from "./vcenters.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
 
@@ -50,6 +59,7 @@ export function nicStatus(vm: VMRecord, bootPortGroup: string): NicStatus[] {
 
 export function recordVM(ctx: ReconcileContext, vm: VMRecord): void {
   ctx.status.vm = {
+    ...ctx.status.vm,
     moRef: vm.moRef,
     name: vm.name,
     instanceUUID: vm.instanceUUID,
@@ -58,12 +68,22 @@ export function recordVM(ctx: ReconcileContext, vm: VMRecord): void {
   };
 }
 
+/** The VM's name is taken in vCenter by a VM vsop does not own. */
+const nameConflict = (name: string, cause?: unknown) =>
+  new StepError(
+    "VMNameConflict",
+    `vCenter already has a VM named ${name} that vsop does not own; rename or remove it.`,
+    { condition: "VMCreated", cause },
+  );
+
 export function vmStep(pool: VCenterPool): Step {
   return {
     name: "vm",
     async run(ctx) {
       const vc = await connectedVCenter(pool, ctx);
       if (!vc) return wait(2, "Creating", "ConnectingToVCenter", "Connecting to vCenter.");
+      const busy = await taskInFlight(ctx, vc);
+      if (busy) return busy;
       const { vs, cls } = ctx;
       const uid = vs.metadata.uid!;
       const name = vmName(vs, cls.spec);
@@ -88,20 +108,16 @@ export function vmStep(pool: VCenterPool): Step {
         cpuHotAdd: true,
         memoryHotAdd: true,
       };
-      let vm = ownedVM(vc, ctx);
-
-      if (vm && !ctx.status.install?.startedAt) {
-        // Ours but perhaps never finished: an operator killed between CreateVM_Task and the
-        // reconfigure after it leaves a VM without its boot order (or CD-ROM). Costs nothing
-        // when the cache shows the VM complete; once the install started, it is left alone.
-        try {
-          if (await vc.finishVM(vm.moRef, spec)) ctx.log.info({ moRef: vm.moRef }, "VM finished");
-        } catch (err) {
-          throw vsphereStepError(err, { condition: "VMCreated" });
-        }
-      }
+      const vm = ownedVM(vc, ctx);
 
       if (!vm) {
+        if (ctx.finished === "CreateVM")
+          return wait(
+            1,
+            "Creating",
+            "Creating",
+            `VM ${name} created; waiting for vCenter to report it.`,
+          );
         const squatter = vc.findByName(name)[0];
         if (squatter) {
           throw new StepError(
@@ -132,32 +148,37 @@ export function vmStep(pool: VCenterPool): Step {
           ctx.status.install = undefined;
         }
         ctx.log.info({ vm: name, portGroup, method }, "creating VM");
-        let moRef: string;
-        try {
-          moRef = await vc.createVM(spec);
-        } catch (err) {
-          if ((err as { fault?: string }).fault === "DuplicateName")
-            throw new StepError(
-              "VMNameConflict",
-              `vCenter already has a VM named ${name} that vsop does not own; rename or remove it.`,
-              { condition: "VMCreated", cause: err },
-            );
-          throw vsphereStepError(err, { condition: "VMCreated" });
-        }
-        vm = vc.get(moRef);
-        if (!vm)
-          return wait(
-            1,
-            "Creating",
-            "Creating",
-            `VM ${moRef} created; waiting for vCenter to report it.`,
-          );
-        ctx.log.info({ vm: name, moRef }, "VM created");
+        const started = await startTask(
+          ctx,
+          vc,
+          "CreateVM",
+          () =>
+            vc.startCreateVM(spec).catch((err: unknown) => {
+              throw faultName(err) === "DuplicateName" ? nameConflict(name, err) : err;
+            }),
+          `Creating VM ${name}.`,
+        );
+        return started!;
+      }
+      if (ctx.finished === "CreateVM") ctx.log.info({ vm: name, moRef: vm.moRef }, "VM created");
+
+      if (!ctx.status.install?.startedAt) {
+        // CD-ROM and boot order need the device keys vSphere assigned at creation; this also
+        // finishes a VM whose operator was killed before it could. Once the install started,
+        // the VM is left alone.
+        const finishing = await startTask(
+          ctx,
+          vc,
+          "FinishVM",
+          () => vc.startFinishVM(vm.moRef, spec),
+          `Finishing VM ${name} (CD-ROM, boot order).`,
+        );
+        if (finishing) return finishing;
       }
 
-      await resize(vc, ctx, vm, hw);
-      vm = vc.get(vm.moRef) ?? vm;
-      recordVM(ctx, vm);
+      const resizing = await resize(vc, ctx, vm, hw);
+      if (resizing) return resizing;
+      recordVM(ctx, vc.get(vm.moRef) ?? vm);
       condition(
         ctx,
         "VMCreated",
@@ -177,58 +198,103 @@ export function vmStep(pool: VCenterPool): Step {
           "ConnectingToVCenter",
           "Connecting to vCenter to clean up the VM.",
         );
+      const busy = await taskInFlight(ctx, vc, "Deleting");
+      if (busy) return busy;
       const vm = ownedVM(vc, ctx);
-      if (!vm) return DONE; // never created, or already gone
-      try {
-        if (ctx.vs.spec.deletionPolicy === "Retain") {
-          await vc.setExtraConfig(vm.moRef, { [OWNER_UID_KEY]: "", [OWNER_KEY]: "" });
-          ctx.log.info({ moRef: vm.moRef }, "VM retained; ownership marker removed");
-        } else {
-          await vc.powerOff(vm.moRef);
-          await vc.destroy(vm.moRef);
-          ctx.log.info({ moRef: vm.moRef }, "VM destroyed");
-        }
-      } catch (err) {
-        throw vsphereStepError(err);
+      if (!vm) {
+        // Never created, or gone: by Destroy_Task, or its marker cleared by ReleaseVM.
+        if (ctx.finished === "Destroy")
+          ctx.log.info({ moRef: ctx.status.vm?.moRef }, "VM destroyed");
+        if (ctx.finished === "ReleaseVM")
+          ctx.log.info({ moRef: ctx.status.vm?.moRef }, "VM retained; ownership marker removed");
+        return DONE;
       }
-      return DONE;
+      if (ctx.vs.spec.deletionPolicy === "Retain") {
+        const released = await startTask(
+          ctx,
+          vc,
+          "ReleaseVM",
+          () => vc.startSetExtraConfig(vm.moRef, { [OWNER_UID_KEY]: "", [OWNER_KEY]: "" }),
+          `Removing vsop's ownership marker from VM ${vm.name} (deletionPolicy Retain).`,
+        );
+        return released ?? DONE;
+      }
+      const step =
+        vm.powerState !== "poweredOff"
+          ? await startTask(
+              ctx,
+              vc,
+              "PowerOff",
+              () => vc.startPower(vm.moRef, false),
+              `Powering off VM ${vm.name} to delete it.`,
+            )
+          : await startTask(
+              ctx,
+              vc,
+              "Destroy",
+              () => vc.startDestroy(vm.moRef),
+              `Destroying VM ${vm.name}.`,
+            );
+      return step ?? DONE;
     },
   };
 }
 
-/** Applies cpus/memory changes: hot-add where allowed, power cycle if the class permits, else report. */
+/**
+ * Applies cpus/memory changes: hot-add where allowed, a power cycle if the class permits (off,
+ * resize, on: one task per reconcile, status.vm.powerCycle remembering to power on), else report.
+ */
 async function resize(
   vc: VCenter,
   ctx: ReconcileContext,
   vm: VMRecord,
   hw: { cpus: number; memoryMiB: number; powerCyclePolicy: string },
-): Promise<void> {
-  if (vm.cpus === hw.cpus && vm.memoryMiB === hw.memoryMiB) return;
+): Promise<StepOutcome | undefined> {
+  const size = { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
+  if (vm.cpus === hw.cpus && vm.memoryMiB === hw.memoryMiB) {
+    if (!ctx.status.vm?.powerCycle) return undefined;
+    if (vm.powerState !== "poweredOn")
+      return startTask(
+        ctx,
+        vc,
+        "PowerOnAfterResize",
+        () => vc.startPower(vm.moRef, true),
+        `Powering VM ${vm.name} on again after resizing it.`,
+      );
+    ctx.status.vm = { ...ctx.status.vm, powerCycle: undefined };
+    ctx.log.info({ moRef: vm.moRef, ...size }, "VM power-cycled to resize");
+    return undefined;
+  }
   const off = vm.powerState !== "poweredOn";
   const hotOK =
     (vm.cpus === hw.cpus || (hw.cpus > vm.cpus && vm.cpuHotAddEnabled)) &&
     (vm.memoryMiB === hw.memoryMiB || (hw.memoryMiB > vm.memoryMiB && vm.memoryHotAddEnabled));
-  const size = { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
-  try {
-    if (off || hotOK) {
-      await vc.resize(vm.moRef, size);
-      ctx.log.info({ moRef: vm.moRef, ...size, hot: !off }, "VM resized");
-      return;
-    }
-    if (hw.powerCyclePolicy !== "IfNeeded") {
-      throw new StepError(
-        "ResizeRequiresPowerCycle",
-        `VM ${vm.name} has ${vm.cpus} CPUs and ${vm.memoryMiB} MiB; ${hw.cpus} CPUs and ${hw.memoryMiB} MiB ` +
-          "need a power cycle (no hot-add or a decrease). Power it off to apply, or set the class's " +
-          "hardware.powerCyclePolicy to IfNeeded.",
-        { retryAfterSeconds: 30 },
-      );
-    }
-    await vc.powerOff(vm.moRef);
-    await vc.resize(vm.moRef, size);
-    await vc.powerOn(vm.moRef);
-    ctx.log.info({ moRef: vm.moRef, ...size }, "VM power-cycled to resize");
-  } catch (err) {
-    throw vsphereStepError(err, { condition: "VMCreated" });
+  if (off || hotOK) {
+    if (ctx.finished !== "Resize")
+      ctx.log.info({ moRef: vm.moRef, ...size, hot: !off }, "resizing VM");
+    return startTask(
+      ctx,
+      vc,
+      "Resize",
+      () => vc.startResize(vm.moRef, size),
+      `Resizing VM ${vm.name} to ${hw.cpus} CPUs and ${hw.memoryMiB} MiB.`,
+    );
   }
+  if (hw.powerCyclePolicy !== "IfNeeded") {
+    throw new StepError(
+      "ResizeRequiresPowerCycle",
+      `VM ${vm.name} has ${vm.cpus} CPUs and ${vm.memoryMiB} MiB; ${hw.cpus} CPUs and ${hw.memoryMiB} MiB ` +
+        "need a power cycle (no hot-add or a decrease). Power it off to apply, or set the class's " +
+        "hardware.powerCyclePolicy to IfNeeded.",
+      { retryAfterSeconds: 30 },
+    );
+  }
+  ctx.status.vm = { ...ctx.status.vm, powerCycle: true };
+  return startTask(
+    ctx,
+    vc,
+    "PowerOffToResize",
+    () => vc.startPower(vm.moRef, false),
+    `Powering VM ${vm.name} off to resize it (hardware.powerCyclePolicy IfNeeded).`,
+  );
 }

@@ -2,9 +2,8 @@
 // the same TLS settings as SOAP; delete through FileManager.DeleteDatastoreFile_Task.
 import axios, { type AxiosError } from "axios";
 import type { VSphereSession } from "./session.js";
-import type { TaskWaiter } from "./tasks.js";
 import { MoRef } from "./xml.js";
-import { VSphereTaskError, VSphereUnreachable } from "./errors.js";
+import { VSphereUnreachable } from "./errors.js";
 
 /** The datastore refused or failed an upload (HTTP status, 0 when there was no response). */
 export class DatastoreUploadFailed extends Error {
@@ -83,14 +82,13 @@ export async function uploadFile(
   }
 }
 
-/** Deletes a datastore file or directory; a file that is already gone is fine. */
-export async function deleteFile(
+/** Starts deleting a datastore file or directory; returns the task (FileNotFound: already gone). */
+export async function startDeleteFile(
   session: VSphereSession,
-  tasks: TaskWaiter,
   datacenter: MoRef,
   datastore: string,
   path: string,
-): Promise<void> {
+): Promise<string> {
   const fileManager = (await session.serviceContent()).fileManager;
   if (!fileManager) throw new Error("this vCenter has no FileManager");
   const name = datastorePath(datastore, checkFilePath(path));
@@ -98,10 +96,5 @@ export async function deleteFile(
     name,
     datacenter,
   })) as MoRef;
-  try {
-    await tasks.wait(task, { method: "DeleteDatastoreFile_Task", entity: name });
-  } catch (err) {
-    if (err instanceof VSphereTaskError && err.fault === "FileNotFound") return;
-    throw err;
-  }
+  return task.value;
 }

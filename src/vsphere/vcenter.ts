@@ -6,10 +6,11 @@ import { VSphereSession } from "./session.js";
 import { MoRef, type Node } from "./xml.js";
 import { moRef } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
-import { retrieve, propertySpec } from "./properties.js";
-import { TaskWaiter } from "./tasks.js";
+import { retrieve, retrieveOne, propertySpec } from "./properties.js";
+import { taskOutcome, type TaskContext } from "./tasks.js";
+import { TASK_PROPERTIES, TaskTable, type TaskState } from "./task-table.js";
 import { VMCache } from "./cache.js";
-import { UpdateLoop } from "./watch.js";
+import { UpdateLoop, type Changes } from "./watch.js";
 import { Inventory, PlacementNotFound } from "./inventory.js";
 import * as datastore from "./datastore.js";
 import {
@@ -58,8 +59,13 @@ export interface VCenterOptions {
   logger: Logger;
   /** Called once per request (SOAP method name, or DatastoreFileUpload), for metrics. */
   onCall?: (method: string) => void;
-  /** How long a task may run before VSphereTaskError "TaskTimeout" (default 15 min). */
+  /** How long waitTask waits before VSphereTaskError "TaskTimeout" (default 15 min). */
   taskTimeoutMs?: number;
+  /**
+   * Called with an owner key ("namespace/name" from a VM's vsop.owner) when a VM it owns changed
+   * or a task it started ended, so its reconcile runs again.
+   */
+  wake?: (key: string) => void;
   /** Longest server-side wait of one WaitForUpdatesEx (default 20 s). */
   maxWaitSeconds?: number;
   /** How long a found placement object or port group is remembered (default 60 s). */
@@ -72,6 +78,13 @@ export interface VCenterOptions {
 }
 
 const VM_TYPE = "VirtualMachine";
+
+/** A task started for an owner: what it does, its moRef, when it started. */
+export interface InFlightTask {
+  operation: string;
+  moRef: string;
+  startedAt: string;
+}
 
 /** Several VMs carry one object's owner marker (vsop.owner-uid). */
 export class DuplicateOwnerMarker extends Error {
@@ -89,7 +102,14 @@ export class VCenter {
   private readonly log: Logger;
   private readonly cache = new VMCache();
   private readonly inventory: Inventory;
-  private readonly tasks: TaskWaiter;
+  private readonly taskTable = new TaskTable();
+  /** Owner keys to wake when a task ends (tasks whose entity is not their VM, e.g. CreateVM). */
+  private readonly taskOwners = new Map<string, string>();
+  /** Reads of VMs after their tasks ended, by task, until they are in the cache. */
+  private readonly rereads = new Map<string, Promise<void>>();
+  /** Each owner's task in flight, as track() was told. */
+  private readonly inflight = new Map<string, InFlightTask>();
+  private readonly taskTimeoutMs: number;
   private readonly loop: UpdateLoop;
   private readonly counts = new Map<string, number>();
   private readonly syncTimeoutMs: number;
@@ -115,20 +135,19 @@ export class VCenter {
       { username: opts.username, password: opts.password },
     );
     this.inventory = new Inventory(this.session, opts.inventoryTtlMs ?? 60_000);
-    this.tasks = new TaskWaiter(this.session, this.log, opts.taskTimeoutMs ?? 15 * 60_000);
+    this.taskTimeoutMs = opts.taskTimeoutMs ?? 15 * 60_000;
     this.loop = new UpdateLoop(
       this.session,
       this.cache,
+      this.taskTable,
       this.log,
       {
         maxWaitSeconds,
         backoffBaseMs: opts.backoffBaseMs ?? 500,
         backoffMaxMs: opts.backoffMaxMs ?? 30_000,
       },
-      () => {
-        this.tasks.reset();
-        this.inventory.invalidate();
-      },
+      () => this.inventory.invalidate(),
+      (changes) => this.changed(changes),
     );
     this.syncTimeoutMs = opts.syncTimeoutMs ?? 30_000;
   }
@@ -165,7 +184,7 @@ export class VCenter {
     this.started = false;
     await this.loop.stop();
     await this.session.logout();
-    this.tasks.reset();
+    this.taskTable.abandon({ state: "gone" });
   }
 
   synced(): boolean {
@@ -241,16 +260,13 @@ export class VCenter {
     return vm;
   }
 
-  /** Starts a task on a VM and waits for it; a VM that is gone becomes VMNotFound. */
-  private async vmTask(
-    method: string,
-    ref: string,
-    args: SpecObject = {},
-  ): Promise<Node | undefined> {
+  /** Starts a task on a VM; a VM that is gone becomes VMNotFound. Returns the task. */
+  private async startVmTask(method: string, ref: string, args: SpecObject = {}): Promise<string> {
     try {
       const task = moRef(await this.session.invoke(method, new MoRef(VM_TYPE, ref), args));
       if (!task) throw new Error(`${method} returned no task`);
-      return await this.tasks.wait(task, { method, entity: ref });
+      this.log.debug({ moRef: ref, method, task: task.value }, "task started");
+      return task.value;
     } catch (err) {
       if (faultName(err) === "ManagedObjectNotFound") {
         this.cache.removeVM(ref);
@@ -260,12 +276,139 @@ export class VCenter {
     }
   }
 
-  /** ReconfigVM_Task, then the VM read back into the cache. */
+  /** Starts a task on a VM and waits for it (for callers that may wait; never a reconcile). */
+  private async vmTask(
+    method: string,
+    ref: string,
+    args: SpecObject = {},
+  ): Promise<Node | undefined> {
+    const task = await this.startVmTask(method, ref, args);
+    try {
+      return await this.waitTask(task, { method, entity: ref });
+    } catch (err) {
+      if (faultName(err) === "ManagedObjectNotFound") {
+        this.cache.removeVM(ref);
+        throw new VMNotFound(ref);
+      }
+      throw err;
+    }
+  }
+
+  /** ReconfigVM_Task, waited for, then the VM read back into the cache. */
   private async reconfigure(ref: string, spec: SpecObject): Promise<VMRecord> {
     await this.vmTask("ReconfigVM_Task", ref, { spec });
     const vm = await this.refresh(ref);
     if (!vm) throw new VMNotFound(ref);
     return vm;
+  }
+
+  // --- tasks -------------------------------------------------------------------------------------
+
+  /**
+   * What is known of a task: from the shared task table, or (a task that left recentTask, or one
+   * started before a restart) read once from vCenter; "gone" when vCenter no longer has it.
+   */
+  async taskState(task: string): Promise<TaskState> {
+    const known = this.taskTable.state(task);
+    // An ended task's VM is being read back: its state counts once the cache has the result.
+    await this.rereads.get(task);
+    if (known) return known;
+    try {
+      const props = await retrieveOne(this.session, new MoRef("Task", task), TASK_PROPERTIES);
+      if (Object.keys(props).length === 0) return { state: "gone" };
+      return taskOutcome(props);
+    } catch (err) {
+      if (faultName(err) === "ManagedObjectNotFound") return { state: "gone" };
+      throw err;
+    }
+  }
+
+  /**
+   * Remembers that `key` (an owner, "namespace/name") waits for this task: its end wakes the key,
+   * and until then inFlight(key) returns it, also when the caller's record of it was lost.
+   */
+  track(task: InFlightTask, key: string): void {
+    this.taskOwners.set(task.moRef, key);
+    this.inflight.set(key, task);
+  }
+
+  /** The task this process started for `key` and has not seen end. */
+  inFlight(key: string): InFlightTask | undefined {
+    return this.inflight.get(key);
+  }
+
+  /** Drops what track() remembered once the owner has read the task's end. */
+  forget(key: string, task: string): void {
+    this.taskOwners.delete(task);
+    if (this.inflight.get(key)?.moRef === task) this.inflight.delete(key);
+  }
+
+  /** Waits until a task ends: its result, or VSphereTaskError. Not for reconciles. */
+  async waitTask(task: string, ctx: TaskContext): Promise<Node | undefined> {
+    const deadline = Date.now() + this.taskTimeoutMs;
+    for (;;) {
+      const state = await this.taskState(task);
+      if (state.state === "success") return state.result;
+      if (state.state === "error")
+        throw new VSphereTaskError(task, state.fault, state.message, { ...ctx });
+      if (state.state === "gone")
+        throw new VSphereTaskError(task, "TaskGone", "vCenter no longer knows the task", {
+          ...ctx,
+        });
+      const left = deadline - Date.now();
+      if (left <= 0)
+        throw new VSphereTaskError(
+          task,
+          "TaskTimeout",
+          `${ctx.method} did not finish within ${this.taskTimeoutMs} ms`,
+          { ...ctx },
+        );
+      // The table wakes us; the timer re-reads a task the table does not follow.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.taskTable.whenEnded(task),
+        new Promise((r) => (timer = setTimeout(r, Math.min(left, 5000)))),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * After a batch of updates: the VMs our ended tasks touched are read back first (vcsim does
+   * not report every property a reconfigure changes; one read per task makes the cache exact),
+   * then the owners of changed VMs and of ended tasks are woken.
+   */
+  private changed(changes: Changes): void {
+    const keys = new Set<string>();
+    const reread = new Set<string>();
+    for (const vm of changes.vms) for (const o of vm.owners) if (o) keys.add(o);
+    for (const task of changes.endedTasks) {
+      const key = this.taskOwners.get(task);
+      if (!key) continue;
+      this.taskOwners.delete(task);
+      keys.add(key);
+      const state = this.taskTable.state(task);
+      const entity = this.taskTable.entity(task);
+      if (entity?.type === VM_TYPE) reread.add(entity.value);
+      const result = state?.state === "success" ? moRef(state.result) : undefined;
+      if (result?.type === VM_TYPE) reread.add(result.value);
+    }
+    const wake = () => {
+      for (const key of keys) this.opts.wake?.(key);
+    };
+    if (reread.size === 0) return wake();
+    const read = Promise.all(
+      [...reread].map((ref) =>
+        this.refresh(ref).catch((err: unknown) =>
+          this.log.warn({ moRef: ref, err }, "could not read a VM after its task"),
+        ),
+      ),
+    ).then(() => undefined);
+    for (const task of changes.endedTasks) this.rereads.set(task, read);
+    void read.then(() => {
+      for (const task of changes.endedTasks) this.rereads.delete(task);
+      wake();
+    });
   }
 
   // --- placement ---------------------------------------------------------------------------------
@@ -293,16 +436,21 @@ export class VCenter {
   }
 
   // --- lifecycle ---------------------------------------------------------------------------------
+  // Each change has a start* form that sends the task and returns it without waiting (what the
+  // reconciler uses: the task's end wakes the owner through the shared task table), and a
+  // waiting form for callers that may wait (tools, tests). A start* that finds nothing to do
+  // returns undefined.
 
   /**
-   * Creates (or clones) a VM with its NICs, disk, extraConfig and boot order; power is left off.
-   * A VM that could not be finished (boot order) is destroyed again, so a retry starts clean.
+   * Starts creating (or cloning) a VM with its NICs, disk and extraConfig; power is left off.
+   * The CD-ROM and boot order need the device keys vSphere assigns, so startFinishVM adds them
+   * once the VM exists. Returns the task, whose result is the VM.
    */
-  async createVM(spec: CreateVMSpec): Promise<string> {
+  async startCreateVM(spec: CreateVMSpec): Promise<string> {
     validateCreateSpec(spec);
     await this.ready();
     try {
-      return await this.create(spec);
+      return await this.sendCreate(spec);
     } catch (err) {
       // A remembered placement object or port group may be what went away.
       this.inventory.invalidate();
@@ -310,7 +458,7 @@ export class VCenter {
     }
   }
 
-  private async create(spec: CreateVMSpec): Promise<string> {
+  private async sendCreate(spec: CreateVMSpec): Promise<string> {
     const { datacenter } = spec.placement;
     const placement = await this.inventory.placement(spec.placement);
     const networks = [];
@@ -349,10 +497,19 @@ export class VCenter {
     }
     if (!task) throw new Error(`${method} returned no task`);
     this.log.info({ vm: spec.name, task: task.value, method }, "creating VM");
-    const created = moRef(await this.tasks.wait(task, { method, entity: spec.name }));
+    return task.value;
+  }
+
+  /**
+   * Creates a VM and waits until it is finished (CD-ROM, boot order, size). A VM that could not
+   * be finished is destroyed again, so a retry starts clean.
+   */
+  async createVM(spec: CreateVMSpec): Promise<string> {
+    const method = spec.template ? "CloneVM_Task" : "CreateVM_Task";
+    const task = await this.startCreateVM(spec);
+    const created = moRef(await this.waitTask(task, { method, entity: spec.name }));
     if (!created) throw new Error(`${method} returned no VM`);
     const ref = created.value;
-
     try {
       const vm = await this.refresh(ref);
       if (!vm) throw new VMNotFound(ref);
@@ -375,19 +532,30 @@ export class VCenter {
   }
 
   /**
-   * Finishes a VM that CreateVM_Task (or CloneVM_Task) made but that was never finished, e.g.
-   * because the operator was killed in between: CD-ROM, boot order, extraConfig. Reads the
-   * cache; sends a ReconfigVM_Task only when something is missing. Size is left to resize().
-   * Returns whether it changed the VM.
+   * Starts finishing a VM that CreateVM_Task (or CloneVM_Task) made: CD-ROM, boot order,
+   * extraConfig, and (with `size`) what a clone did not take over. Reads the cache; undefined
+   * when nothing is missing.
    */
-  async finishVM(ref: string, spec: CreateVMSpec): Promise<boolean> {
+  async startFinishVM(ref: string, spec: CreateVMSpec, size = false): Promise<string | undefined> {
     const vm = await this.vm(ref);
-    const finish = this.finishSpec(spec, vm, false);
-    if (!finish) return false;
+    const finish = this.finishSpec(spec, vm, size);
+    if (!finish) return undefined;
     this.log.info({ moRef: ref, vm: vm.name, finish: Object.keys(finish) }, "finishing VM");
-    const after = await this.reconfigure(ref, finish);
-    if (this.finishSpec(spec, after, false))
-      throw new VSphereVerifyError(ref, `finished (${Object.keys(finish).join(", ")})`);
+    return this.startVmTask("ReconfigVM_Task", ref, { spec: finish });
+  }
+
+  /** Whether the VM still lacks what startFinishVM adds. */
+  needsFinish(ref: string, spec: CreateVMSpec): boolean {
+    const vm = this.cache.get(ref);
+    return !!vm && this.finishSpec(spec, vm, false) !== undefined;
+  }
+
+  /** Finishes a VM and waits (see startFinishVM); returns whether it changed the VM. */
+  async finishVM(ref: string, spec: CreateVMSpec): Promise<boolean> {
+    const task = await this.startFinishVM(ref, spec);
+    if (!task) return false;
+    await this.finished(task, "ReconfigVM_Task", ref);
+    if (this.needsFinish(ref, spec)) throw new VSphereVerifyError(ref, "finished");
     return true;
   }
 
@@ -415,28 +583,50 @@ export class VCenter {
     return Object.keys(out).length ? out : undefined;
   }
 
+  /** Starts powering the VM on or off (hard); undefined when it already is. */
+  async startPower(ref: string, on: boolean): Promise<string | undefined> {
+    const vm = await this.vm(ref);
+    const want = on ? "poweredOn" : "poweredOff";
+    if (vm.powerState === want) return undefined;
+    const method = on ? "PowerOnVM_Task" : "PowerOffVM_Task";
+    this.log.info({ moRef: ref, vm: vm.name, method }, "changing power state");
+    return this.startVmTask(method, ref);
+  }
+
   async powerOn(ref: string): Promise<void> {
-    await this.setPower(ref, "poweredOn", "PowerOnVM_Task");
+    await this.setPower(ref, true);
   }
 
   /** A hard power-off; a VM that is already off is left alone. */
   async powerOff(ref: string): Promise<void> {
-    await this.setPower(ref, "poweredOff", "PowerOffVM_Task");
+    await this.setPower(ref, false);
   }
 
-  private async setPower(ref: string, want: string, method: string): Promise<void> {
-    const vm = await this.vm(ref);
-    if (vm.powerState === want) return;
-    this.log.info({ moRef: ref, vm: vm.name, method }, "changing power state");
+  private async setPower(ref: string, on: boolean): Promise<void> {
+    const task = await this.startPower(ref, on);
+    if (!task) return;
     try {
-      await this.vmTask(method, ref);
+      await this.finished(task, on ? "PowerOnVM_Task" : "PowerOffVM_Task", ref);
     } catch (err) {
       // Someone else got there first.
+      const want = on ? "poweredOn" : "poweredOff";
       if (faultName(err) !== "InvalidPowerState" || (await this.refresh(ref))?.powerState !== want)
         throw err;
-      return;
     }
-    await this.refresh(ref);
+  }
+
+  /** Starts destroying a powered-off VM; undefined when it is gone already. */
+  async startDestroy(ref: string): Promise<string | undefined> {
+    await this.ready();
+    const vm = this.cache.get(ref);
+    if (!vm) return undefined;
+    this.log.info({ moRef: ref, vm: vm.name }, "destroying VM");
+    try {
+      return await this.startVmTask("Destroy_Task", ref);
+    } catch (err) {
+      if (err instanceof VMNotFound) return undefined;
+      throw err;
+    }
   }
 
   /** Powers off and destroys the VM; a VM that is already gone is fine. */
@@ -446,30 +636,39 @@ export class VCenter {
     if (!vm) return;
     try {
       if (vm.powerState !== "poweredOff") await this.powerOff(ref);
-      this.log.info({ moRef: ref, vm: vm.name }, "destroying VM");
-      await this.vmTask("Destroy_Task", ref);
+      const task = await this.startDestroy(ref);
+      if (task) await this.finished(task, "Destroy_Task", ref);
     } catch (err) {
       if (!(err instanceof VMNotFound)) throw err;
     }
     this.cache.removeVM(ref);
   }
 
+  /** Waits for a task on a VM, then reads the VM back; a VM gone meanwhile is VMNotFound. */
+  private async finished(task: string, method: string, ref: string): Promise<VMRecord | undefined> {
+    try {
+      await this.waitTask(task, { method, entity: ref });
+    } catch (err) {
+      if (faultName(err) === "ManagedObjectNotFound") {
+        this.cache.removeVM(ref);
+        throw new VMNotFound(ref);
+      }
+      throw err;
+    }
+    return this.refresh(ref);
+  }
+
   // --- reconfiguration ---------------------------------------------------------------------------
 
-  /** Sets a NIC's connected and startConnected flags and checks the result by reading it back. */
-  async setNicConnected(ref: string, nicKey: number, connected: boolean): Promise<void> {
+  /** Starts setting a NIC's connected and startConnected flags; undefined when they are set. */
+  async startSetNicConnected(
+    ref: string,
+    nicKey: number,
+    connected: boolean,
+  ): Promise<string | undefined> {
     const vm = await this.vm(ref);
-    const ok = (r: VMRecord | undefined) => {
-      const nic = r?.nics.find((n) => n.key === nicKey);
-      // A powered-off VM has nothing connected; startConnected is what counts then.
-      return (
-        !!nic &&
-        nic.startConnected === connected &&
-        (r!.powerState !== "poweredOn" || nic.connected === connected)
-      );
-    };
     if (!vm.nics.some((n) => n.key === nicKey)) throw new DeviceNotFound(ref, `NIC ${nicKey}`);
-    if (ok(vm)) return;
+    if (nicConnectedAs(vm, nicKey, connected)) return undefined;
     const device = findDevice(
       deviceList(this.cache.vmProps(ref)?.["config.hardware.device"]),
       nicKey,
@@ -480,45 +679,77 @@ export class VCenter {
       connected: connected && vm.powerState === "poweredOn",
     });
     this.log.info({ moRef: ref, vm: vm.name, nic: nicKey, connected }, "setting NIC connection");
-    const after = await this.reconfigure(ref, { deviceChange: [deviceChange("edit", edited)] });
-    if (!ok(after)) throw new VSphereVerifyError(ref, `NIC ${nicKey} connected=${connected}`);
+    return this.startVmTask("ReconfigVM_Task", ref, {
+      spec: { deviceChange: [deviceChange("edit", edited)] },
+    });
+  }
+
+  /** Sets a NIC's connected and startConnected flags and checks the result by reading it back. */
+  async setNicConnected(ref: string, nicKey: number, connected: boolean): Promise<void> {
+    const task = await this.startSetNicConnected(ref, nicKey, connected);
+    if (!task) return;
+    const after = await this.finished(task, "ReconfigVM_Task", ref);
+    if (!after || !nicConnectedAs(after, nicKey, connected))
+      throw new VSphereVerifyError(ref, `NIC ${nicKey} connected=${connected}`);
+  }
+
+  /** Starts setting extraConfig keys ("" removes a key); undefined when all are as asked. */
+  async startSetExtraConfig(ref: string, kv: Record<string, string>): Promise<string | undefined> {
+    await this.vm(ref);
+    const delta = extraConfigDelta(extraConfigOf(this.cache.vmProps(ref)), kv);
+    if (Object.keys(delta).length === 0) return undefined;
+    return this.startVmTask("ReconfigVM_Task", ref, {
+      spec: { extraConfig: optionValues(delta) },
+    });
+  }
+
+  /** Whether the VM's extraConfig holds these values ("" meaning absent). */
+  hasExtraConfig(ref: string, kv: Record<string, string>): boolean {
+    return Object.keys(extraConfigDelta(extraConfigOf(this.cache.vmProps(ref)), kv)).length === 0;
   }
 
   /** Sets extraConfig keys; a "" value removes the key. Unchanged keys send nothing. */
   async setExtraConfig(ref: string, kv: Record<string, string>): Promise<void> {
-    await this.vm(ref);
-    const delta = extraConfigDelta(extraConfigOf(this.cache.vmProps(ref)), kv);
-    if (Object.keys(delta).length === 0) return;
-    const after = await this.reconfigure(ref, { extraConfig: optionValues(delta) });
-    const now = extraConfigOf(this.cache.vmProps(after.moRef));
-    for (const [k, v] of Object.entries(delta))
-      if (v === "" ? k in now : now[k] !== v)
+    const task = await this.startSetExtraConfig(ref, kv);
+    if (!task) return;
+    await this.finished(task, "ReconfigVM_Task", ref);
+    for (const [k, v] of Object.entries(kv))
+      if (!this.hasExtraConfig(ref, { [k]: v }))
         throw new VSphereVerifyError(
           ref,
           v === "" ? `extraConfig ${k} removed` : `extraConfig ${k}`,
         );
   }
 
-  /** Changes CPU count and/or memory; powered-on VMs need hot add enabled. */
-  async resize(ref: string, size: { cpus?: number; memoryMiB?: number }): Promise<void> {
+  /** Starts changing CPU count and/or memory; undefined when the VM has that size. */
+  async startResize(
+    ref: string,
+    size: { cpus?: number; memoryMiB?: number },
+  ): Promise<string | undefined> {
     const vm = await this.vm(ref);
     const spec: SpecObject = {};
     if (size.cpus !== undefined && size.cpus !== vm.cpus) spec.numCPUs = String(size.cpus);
     if (size.memoryMiB !== undefined && size.memoryMiB !== vm.memoryMiB)
       spec.memoryMB = String(size.memoryMiB);
-    if (Object.keys(spec).length === 0) return;
+    if (Object.keys(spec).length === 0) return undefined;
     this.log.info({ moRef: ref, vm: vm.name, ...size }, "resizing VM");
-    await this.reconfigure(ref, spec);
+    return this.startVmTask("ReconfigVM_Task", ref, { spec });
+  }
+
+  /** Changes CPU count and/or memory; powered-on VMs need hot add enabled. */
+  async resize(ref: string, size: { cpus?: number; memoryMiB?: number }): Promise<void> {
+    const task = await this.startResize(ref, size);
+    if (task) await this.finished(task, "ReconfigVM_Task", ref);
   }
 
   // --- ISO and datastore files ---------------------------------------------------------------------
 
-  /** Inserts an ISO ("[ds] path") into the VM's CD-ROM, adding a drive when it has none. */
-  async attachIso(ref: string, isoPath: string): Promise<void> {
+  /** Starts inserting an ISO ("[ds] path") into the VM's CD-ROM, adding a drive when it has none. */
+  async startAttachIso(ref: string, isoPath: string): Promise<string | undefined> {
     const vm = await this.vm(ref);
     const on = vm.powerState === "poweredOn";
     const current = vm.cdroms.find((c) => c.isoPath === isoPath);
-    if (current?.startConnected && (!on || current.connected)) return;
+    if (current?.startConnected && (!on || current.connected)) return undefined;
     const devices = deviceList(this.cache.vmProps(ref)?.["config.hardware.device"]);
     const cd = current ?? vm.cdroms[0];
     let change;
@@ -541,16 +772,22 @@ export class VCenter {
       change = deviceChange("add", drive);
     }
     this.log.info({ moRef: ref, vm: vm.name, iso: isoPath }, "attaching ISO");
-    const after = await this.reconfigure(ref, { deviceChange: [change] });
-    if (!after.cdroms.some((c) => c.isoPath === isoPath))
+    return this.startVmTask("ReconfigVM_Task", ref, { spec: { deviceChange: [change] } });
+  }
+
+  async attachIso(ref: string, isoPath: string): Promise<void> {
+    const task = await this.startAttachIso(ref, isoPath);
+    if (!task) return;
+    const after = await this.finished(task, "ReconfigVM_Task", ref);
+    if (!after?.cdroms.some((c) => c.isoPath === isoPath))
       throw new VSphereVerifyError(ref, `ISO ${isoPath} attached`);
   }
 
-  /** Removes every ISO from the VM's CD-ROM drives and disconnects them. */
-  async detachIso(ref: string): Promise<void> {
+  /** Starts removing every ISO from the VM's CD-ROM drives; undefined when none holds one. */
+  async startDetachIso(ref: string): Promise<string | undefined> {
     const vm = await this.vm(ref);
     const withIso = vm.cdroms.filter((c) => c.isoPath !== undefined);
-    if (withIso.length === 0) return;
+    if (withIso.length === 0) return undefined;
     const devices = deviceList(this.cache.vmProps(ref)?.["config.hardware.device"]);
     const changes = withIso.map((c) =>
       deviceChange(
@@ -563,8 +800,14 @@ export class VCenter {
       ),
     );
     this.log.info({ moRef: ref, vm: vm.name }, "detaching ISO");
-    const after = await this.reconfigure(ref, { deviceChange: changes });
-    if (after.cdroms.some((c) => c.isoPath !== undefined))
+    return this.startVmTask("ReconfigVM_Task", ref, { spec: { deviceChange: changes } });
+  }
+
+  async detachIso(ref: string): Promise<void> {
+    const task = await this.startDetachIso(ref);
+    if (!task) return;
+    const after = await this.finished(task, "ReconfigVM_Task", ref);
+    if (after?.cdroms.some((c) => c.isoPath !== undefined))
       throw new VSphereVerifyError(ref, "no ISO attached");
   }
 
@@ -576,10 +819,31 @@ export class VCenter {
     this.log.info({ datastore: ds, path, bytes: data.length }, "uploaded datastore file");
   }
 
+  /** Starts deleting a datastore file or directory (a FileNotFound end means it was gone). */
+  async startDeleteFile(datacenter: string, ds: string, path: string): Promise<string> {
+    const dc = await this.inventory.datacenter(datacenter);
+    const task = await datastore.startDeleteFile(this.session, dc, ds, path);
+    this.log.info({ datastore: ds, path }, "deleting datastore file");
+    return task;
+  }
+
   /** Deletes a datastore file or directory; a missing file is fine. */
   async deleteFile(datacenter: string, ds: string, path: string): Promise<void> {
-    const dc = await this.inventory.datacenter(datacenter);
-    await datastore.deleteFile(this.session, this.tasks, dc, ds, path);
-    this.log.info({ datastore: ds, path }, "deleted datastore file");
+    const task = await this.startDeleteFile(datacenter, ds, path);
+    try {
+      await this.waitTask(task, { method: "DeleteDatastoreFile_Task", entity: path });
+    } catch (err) {
+      if (faultName(err) !== "FileNotFound") throw err;
+    }
   }
+}
+
+/** Whether a NIC's flags say `connected` (a powered-off VM: only startConnected counts). */
+export function nicConnectedAs(vm: VMRecord, nicKey: number, connected: boolean): boolean {
+  const nic = vm.nics.find((n) => n.key === nicKey);
+  return (
+    !!nic &&
+    nic.startConnected === connected &&
+    (vm.powerState !== "poweredOn" || nic.connected === connected)
+  );
 }

@@ -1,6 +1,8 @@
-// The update loop that keeps the VM cache current: one filter that walks the inventory to all
-// VMs and distributed port groups, in a PropertyCollector of our own, long-polled with
-// WaitForUpdatesEx. Any failure rebuilds collector, filter and cache, with backoff.
+// The update loop that keeps the VM cache and the task table current: one filter that walks the
+// inventory to all VMs and distributed port groups, and TaskManager.recentTask to vCenter's recent
+// tasks, in a PropertyCollector of our own, long-polled with WaitForUpdatesEx. VM and task changes
+// arrive in one ordered stream, so a task seen ended has its VM changes applied already. Any
+// failure rebuilds collector, filter and cache, with backoff.
 import type { Logger } from "pino";
 import type { VSphereSession } from "./session.js";
 import type { MoRef } from "./xml.js";
@@ -8,6 +10,13 @@ import { VSphereFault, VSphereUnreachable } from "./errors.js";
 import { inventoryObjectSpec, propertySpec } from "./properties.js";
 import { parseUpdateSet, PORTGROUP_PROPERTIES, type ObjectUpdate, type VMCache } from "./cache.js";
 import { VM_PROPERTIES } from "./vms.js";
+import { TASK_PROPERTIES, type TaskTable } from "./task-table.js";
+
+/** What one applied batch changed: VMs (by moRef, with their owner before and after) and ended tasks. */
+export interface Changes {
+  vms: { moRef: string; owners: (string | undefined)[] }[];
+  endedTasks: string[];
+}
 
 export interface WatchOptions {
   /** Longest server-side wait of one WaitForUpdatesEx; below the SOAP request timeout. */
@@ -36,10 +45,13 @@ export class UpdateLoop {
   constructor(
     private readonly session: VSphereSession,
     private readonly cache: VMCache,
+    private readonly tasks: TaskTable,
     private readonly log: Logger,
     private readonly opts: WatchOptions,
     /** Called after the session was reset, so pooled server-side objects are forgotten. */
     private readonly onSessionReset: () => void = () => undefined,
+    /** Called after each applied batch (and full sync) with what it changed. */
+    private readonly onChanges: (changes: Changes) => void = () => undefined,
   ) {}
 
   get synced(): boolean {
@@ -131,13 +143,29 @@ export class UpdateLoop {
       sc.propertyCollector,
     )) as MoRef;
     this.collector = pc;
+    const objectSet: unknown[] = [inventoryObjectSpec(sc.rootFolder)];
+    if (sc.taskManager)
+      objectSet.push({
+        obj: sc.taskManager,
+        skip: true,
+        selectSet: [
+          {
+            _type: "TraversalSpec",
+            name: "recentTasks",
+            type: "TaskManager",
+            path: "recentTask",
+            skip: false,
+          },
+        ],
+      });
     await this.session.invoke("CreateFilter", pc, {
       spec: {
         propSet: [
           propertySpec("VirtualMachine", VM_PROPERTIES),
           propertySpec("DistributedVirtualPortgroup", PORTGROUP_PROPERTIES),
+          propertySpec("Task", TASK_PROPERTIES),
         ],
-        objectSet: [inventoryObjectSpec(sc.rootFolder)],
+        objectSet,
       },
       partialUpdates: false,
     });
@@ -152,22 +180,44 @@ export class UpdateLoop {
       version = set.version;
       if (!set.truncated) break;
     }
+    const owners = this.ownersOf(snapshot);
     this.cache.finishResync(snapshot);
+    const endedTasks = this.tasks.reset(snapshot);
     this.resyncs++;
     this.isSynced = true;
     this.error = undefined;
     onSynced();
-    this.log.info({ vms: this.cache.size }, "vSphere VM cache synced");
+    this.log.info({ vms: this.cache.size, tasks: this.tasks.size }, "vSphere VM cache synced");
     this.settleStarters();
     for (const w of this.syncWaiters.splice(0)) w();
+    this.onChanges({ vms: this.withOwners(owners), endedTasks });
 
     while (!this.stopping) {
       const set = parseUpdateSet(await this.poll(pc, version));
       if (!set || this.stopping) continue;
+      const before = this.ownersOf(set.updates);
       this.cache.apply(set.updates);
+      const ended = this.tasks.apply(set.updates);
       this.batches++;
       version = set.version;
+      this.onChanges({ vms: this.withOwners(before), endedTasks: ended });
     }
+  }
+
+  /** The owners of the VMs an update touches, as the cache knows them before it is applied. */
+  private ownersOf(updates: ObjectUpdate[]): Map<string, string | undefined> {
+    const out = new Map<string, string | undefined>();
+    for (const u of updates)
+      if (u.obj.type === "VirtualMachine" && !out.has(u.obj.value))
+        out.set(u.obj.value, this.cache.get(u.obj.value)?.owner);
+    return out;
+  }
+
+  private withOwners(before: Map<string, string | undefined>): Changes["vms"] {
+    return [...before].map(([moRef, owner]) => ({
+      moRef,
+      owners: [owner, this.cache.get(moRef)?.owner],
+    }));
   }
 
   private async poll(pc: MoRef, version: string) {

@@ -1,0 +1,144 @@
+// One vSphere task in flight per server, recorded in status.vm.task (as CAPV records its
+// TaskRef): a step starts a task, records it and returns; the task's end (seen by the shared
+// task table) wakes the key; the next reconcile reads how it ended, and only then does any step
+// look at vSphere again. A reconcile never waits for vCenter.
+import type { ConditionType, Phase } from "../api/types.js";
+import { StepError } from "../errors.js";
+import { VSphereTaskError } from "../vsphere/errors.js";
+import type { VCenter } from "../vsphere/vcenter.js";
+import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
+import { vsphereStepError } from "./vsphere-errors.js";
+
+/**
+ * How long a reconcile waits for a task before looking again by itself. The task's end wakes it
+ * much sooner; this only covers a vCenter that stopped sending updates.
+ */
+export const TASK_RECHECK_SECONDS = 15;
+
+/** What each operation is part of: its failure is reported on that condition. */
+const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reason: string }> = {
+  CreateVM: { condition: "VMCreated", phase: "Creating", reason: "Creating" },
+  FinishVM: { condition: "VMCreated", phase: "Creating", reason: "Creating" },
+  Resize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
+  PowerOffToResize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
+  PowerOnAfterResize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
+  AttachISO: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
+  SetGuestinfo: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
+  PowerOn: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
+  DisconnectBootNIC: {
+    condition: "BootNICDisconnected",
+    phase: "Configuring",
+    reason: "Disconnecting",
+  },
+  DetachISO: { phase: "Configuring", reason: "Disconnecting" },
+  DeleteISO: { phase: "Configuring", reason: "Disconnecting" },
+  ClearGuestinfo: { phase: "Configuring", reason: "Disconnecting" },
+  PowerOff: { phase: "Deleting", reason: "Deleting" },
+  Destroy: { phase: "Deleting", reason: "Deleting" },
+  ReleaseVM: { phase: "Deleting", reason: "Deleting" },
+};
+export type Operation = keyof typeof OPERATIONS;
+
+/** Task ends that leave nothing to report: someone else made the change, or the object is gone. */
+const SETTLED_FAULTS = new Set(["InvalidPowerState", "ManagedObjectNotFound", "FileNotFound"]);
+
+const keyOf = (ctx: ReconcileContext) => `${ctx.vs.metadata.namespace}/${ctx.vs.metadata.name}`;
+
+/**
+ * The server's task in flight, if any: still running → the outcome to return (a wait); failed →
+ * its StepError; ended → cleared from status, `ctx.finished` names it, and the steps go on.
+ * A task this process started but whose record did not reach status (a conflict) counts too.
+ */
+export async function taskInFlight(
+  ctx: ReconcileContext,
+  vc: VCenter,
+  phase?: Phase,
+): Promise<StepOutcome | undefined> {
+  const key = keyOf(ctx);
+  const t = ctx.status.vm?.task ?? vc.inFlight(key);
+  if (!t) return undefined;
+  const op = OPERATIONS[t.operation] ?? { phase: "Creating", reason: "Creating" };
+  let state;
+  try {
+    state = await vc.taskState(t.moRef);
+  } catch (err) {
+    throw vsphereStepError(err, { condition: op.condition });
+  }
+  if (state.state === "queued" || state.state === "running") {
+    vc.track(t, key);
+    return wait(
+      TASK_RECHECK_SECONDS,
+      phase ?? op.phase,
+      op.reason,
+      `vCenter is running ${t.operation} for ${ctx.vs.spec.hostname} (task ${t.moRef}, started ${t.startedAt}).`,
+    );
+  }
+  if (ctx.status.vm?.task) ctx.status.vm = { ...ctx.status.vm, task: undefined };
+  vc.forget(key, t.moRef);
+  ctx.finished = t.operation;
+  if (state.state === "error" && !SETTLED_FAULTS.has(state.fault)) {
+    ctx.log.warn(
+      { operation: t.operation, task: t.moRef, fault: state.fault },
+      "vSphere task failed",
+    );
+    const err = new VSphereTaskError(t.moRef, state.fault, state.message, {
+      method: t.operation,
+    });
+    if (t.operation === "CreateVM" && state.fault === "DuplicateName")
+      throw new StepError(
+        "VMNameConflict",
+        `vCenter already has a VM named ${ctx.status.vm?.name ?? ctx.vs.spec.hostname} that vsop does not own; rename or remove it.`,
+        { condition: "VMCreated", cause: err },
+      );
+    throw vsphereStepError(err, { condition: op.condition });
+  }
+  ctx.log.info(
+    { operation: t.operation, task: t.moRef, state: state.state },
+    state.state === "gone" ? "vSphere task gone; observing the VM" : "vSphere task ended",
+  );
+  return undefined;
+}
+
+/** Records a started task in status and returns the wait that ends when the task does. */
+export function taskStarted(
+  ctx: ReconcileContext,
+  vc: VCenter,
+  operation: Operation,
+  task: string,
+  message: string,
+  phase?: Phase,
+): StepOutcome {
+  const record = { operation, moRef: task, startedAt: new Date().toISOString() };
+  ctx.status.vm = { ...ctx.status.vm, task: record };
+  vc.track(record, keyOf(ctx));
+  ctx.log.info({ operation, task }, "vSphere task started");
+  const op = OPERATIONS[operation]!;
+  return wait(TASK_RECHECK_SECONDS, phase ?? op.phase, op.reason, message);
+}
+
+/**
+ * Starts an operation unless it just ended in this reconcile and yet the world does not show
+ * its change: then vCenter accepted the change but did not make it (VSphereVerifyError's case).
+ */
+export async function startTask(
+  ctx: ReconcileContext,
+  vc: VCenter,
+  operation: Operation,
+  start: () => Promise<string | undefined>,
+  message: string,
+  phase?: Phase,
+): Promise<StepOutcome | undefined> {
+  if (ctx.finished === operation)
+    throw new StepError(
+      "VSphereError",
+      `vCenter reported ${operation} for ${ctx.vs.spec.hostname} done, but the VM does not show the change; vsop tries again.`,
+      { condition: OPERATIONS[operation]!.condition, retryAfterSeconds: 30 },
+    );
+  let task: string | undefined;
+  try {
+    task = await start();
+  } catch (err) {
+    throw vsphereStepError(err, { condition: OPERATIONS[operation]!.condition });
+  }
+  return task ? taskStarted(ctx, vc, operation, task, message, phase) : undefined;
+}
