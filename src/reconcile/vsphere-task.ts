@@ -5,7 +5,7 @@
 import type { ConditionType, Phase } from "../api/types.js";
 import { StepError } from "../errors.js";
 import { VSphereTaskError } from "../vsphere/errors.js";
-import type { VCenter } from "../vsphere/vcenter.js";
+import type { InFlightTask, VCenter } from "../vsphere/vcenter.js";
 import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
 import { vsphereStepError } from "./vsphere-errors.js";
 
@@ -14,6 +14,11 @@ import { vsphereStepError } from "./vsphere-errors.js";
  * much sooner; this only covers a vCenter that stopped sending updates.
  */
 export const TASK_RECHECK_SECONDS = 15;
+/**
+ * A task vCenter lists under no inventory object the update loop follows (FileManager's, e.g.
+ * DeleteDatastoreFile_Task) ends unseen: it is read again this often.
+ */
+export const UNFOLLOWED_TASK_RECHECK_SECONDS = 2;
 
 /** What each operation is part of: its failure is reported on that condition. */
 const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reason: string }> = {
@@ -39,6 +44,10 @@ const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reas
 };
 export type Operation = keyof typeof OPERATIONS;
 
+/** What the task bookkeeping needs of a vCenter client (a fake in unit tests). */
+export type TaskPort = Pick<VCenter, "taskState" | "track" | "inFlight" | "forget" | "follows">;
+export type { InFlightTask };
+
 /** Task ends that leave nothing to report: someone else made the change, or the object is gone. */
 const SETTLED_FAULTS = new Set(["InvalidPowerState", "ManagedObjectNotFound", "FileNotFound"]);
 
@@ -51,7 +60,7 @@ const keyOf = (ctx: ReconcileContext) => `${ctx.vs.metadata.namespace}/${ctx.vs.
  */
 export async function taskInFlight(
   ctx: ReconcileContext,
-  vc: VCenter,
+  vc: TaskPort,
   phase?: Phase,
 ): Promise<StepOutcome | undefined> {
   const key = keyOf(ctx);
@@ -67,7 +76,7 @@ export async function taskInFlight(
   if (state.state === "queued" || state.state === "running") {
     vc.track(t, key);
     return wait(
-      TASK_RECHECK_SECONDS,
+      vc.follows(t.moRef) ? TASK_RECHECK_SECONDS : UNFOLLOWED_TASK_RECHECK_SECONDS,
       phase ?? op.phase,
       op.reason,
       `vCenter is running ${t.operation} for ${ctx.vs.spec.hostname} (task ${t.moRef}, started ${t.startedAt}).`,
@@ -102,7 +111,7 @@ export async function taskInFlight(
 /** Records a started task in status and returns the wait that ends when the task does. */
 export function taskStarted(
   ctx: ReconcileContext,
-  vc: VCenter,
+  vc: TaskPort,
   operation: Operation,
   task: string,
   message: string,
@@ -122,7 +131,7 @@ export function taskStarted(
  */
 export async function startTask(
   ctx: ReconcileContext,
-  vc: VCenter,
+  vc: TaskPort,
   operation: Operation,
   start: () => Promise<string | undefined>,
   message: string,

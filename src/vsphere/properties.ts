@@ -13,9 +13,12 @@ export function propertySpec(type: string, pathSet: string[]) {
 
 /**
  * An ObjectSpec that walks the inventory from the root folder down to every VM and port group:
- * folders, datacenters' vm and network folders, and vApps. Long-lived filters use this instead
- * of a ContainerView: vcsim deadlocks when a filter over a ContainerView is collected while VMs
- * are being created (a lock-order inversion between the view and the filter).
+ * folders, datacenters' vm and network folders, and vApps; and from folders and VMs to their
+ * recent tasks (ManagedEntity.recentTask: CreateVM's task is its folder's, the others their VM's).
+ * Long-lived filters use this instead of a ContainerView: vcsim deadlocks when a filter over a
+ * ContainerView is collected while VMs are being created (a lock-order inversion between the
+ * view and the filter), and for the same reason tasks are not followed through
+ * TaskManager.recentTask (vcsim updates it while holding the TaskManager's lock).
  */
 export function inventoryObjectSpec(root: MoRef) {
   const ref = (name: string) => ({ _type: "SelectionSpec", name });
@@ -33,13 +36,17 @@ export function inventoryObjectSpec(root: MoRef) {
     selectSet: [
       hop("folderChildren", "Folder", "childEntity", [
         "folderChildren",
+        "folderTasks",
+        "vmTasks",
         "dcVms",
         "dcNetworks",
         "vAppVms",
       ]),
-      hop("dcVms", "Datacenter", "vmFolder", ["folderChildren"]),
+      hop("folderTasks", "Folder", "recentTask", []),
+      hop("vmTasks", "VirtualMachine", "recentTask", []),
+      hop("dcVms", "Datacenter", "vmFolder", ["folderChildren", "folderTasks"]),
       hop("dcNetworks", "Datacenter", "networkFolder", ["folderChildren"]),
-      hop("vAppVms", "VirtualApp", "vm", []),
+      hop("vAppVms", "VirtualApp", "vm", ["vmTasks"]),
     ],
   };
 }

@@ -332,6 +332,11 @@ export class VCenter {
     this.inflight.set(key, task);
   }
 
+  /** Whether the shared task table follows this task (its end then wakes its owner). */
+  follows(task: string): boolean {
+    return this.taskTable.state(task) !== undefined;
+  }
+
   /** The task this process started for `key` and has not seen end. */
   inFlight(key: string): InFlightTask | undefined {
     return this.inflight.get(key);

@@ -1,6 +1,6 @@
 // The update loop that keeps the VM cache and the task table current: one filter that walks the
-// inventory to all VMs and distributed port groups, and TaskManager.recentTask to vCenter's recent
-// tasks, in a PropertyCollector of our own, long-polled with WaitForUpdatesEx. VM and task changes
+// inventory to all VMs and distributed port groups, and their folders' and VMs' recent tasks, in
+// a PropertyCollector of our own, long-polled with WaitForUpdatesEx. VM and task changes
 // arrive in one ordered stream, so a task seen ended has its VM changes applied already. Any
 // failure rebuilds collector, filter and cache, with backoff.
 import type { Logger } from "pino";
@@ -143,21 +143,6 @@ export class UpdateLoop {
       sc.propertyCollector,
     )) as MoRef;
     this.collector = pc;
-    const objectSet: unknown[] = [inventoryObjectSpec(sc.rootFolder)];
-    if (sc.taskManager)
-      objectSet.push({
-        obj: sc.taskManager,
-        skip: true,
-        selectSet: [
-          {
-            _type: "TraversalSpec",
-            name: "recentTasks",
-            type: "TaskManager",
-            path: "recentTask",
-            skip: false,
-          },
-        ],
-      });
     await this.session.invoke("CreateFilter", pc, {
       spec: {
         propSet: [
@@ -165,7 +150,7 @@ export class UpdateLoop {
           propertySpec("DistributedVirtualPortgroup", PORTGROUP_PROPERTIES),
           propertySpec("Task", TASK_PROPERTIES),
         ],
-        objectSet,
+        objectSet: [inventoryObjectSpec(sc.rootFolder)],
       },
       partialUpdates: false,
     });

@@ -1,0 +1,192 @@
+// The task table fed by the update loop, and the one-task-per-server bookkeeping of the steps.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { MoRef, type Node } from "../../src/vsphere/xml.js";
+import type { ObjectUpdate } from "../../src/vsphere/cache.js";
+import { TaskTable, type TaskState } from "../../src/vsphere/task-table.js";
+import {
+  startTask,
+  taskInFlight,
+  TASK_RECHECK_SECONDS,
+  type InFlightTask,
+  type TaskPort,
+} from "../../src/reconcile/vsphere-task.js";
+import { StepError } from "../../src/errors.js";
+import { stepContext } from "../support/step-fakes.js";
+
+const task = (value: string, kind: ObjectUpdate["kind"], state?: string, extra: Node = {}) => ({
+  kind,
+  obj: new MoRef("Task", value),
+  changeSet: state
+    ? [
+        { name: "info.state", op: "assign", val: state },
+        { name: "info.entity", op: "assign", val: new MoRef("VirtualMachine", "vm-1") },
+        ...Object.entries(extra as Record<string, Node>).map(([name, val]) => ({
+          name,
+          op: "assign",
+          val,
+        })),
+      ]
+    : [],
+});
+
+test("TaskTable: a task is reported once, when it ends; a task that leaves unfinished is gone", () => {
+  const t = new TaskTable();
+  assert.deepEqual(
+    t.apply([task("task-1", "enter", "running"), task("task-2", "enter", "queued")]),
+    [],
+  );
+  assert.equal(t.state("task-1")?.state, "running");
+  assert.equal(t.entity("task-1")?.value, "vm-1");
+  assert.deepEqual(t.apply([task("task-1", "modify", "success")]), ["task-1"]);
+  assert.deepEqual(t.apply([task("task-1", "modify", "success")]), [], "no second report");
+  assert.deepEqual(t.apply([task("task-2", "leave")]), ["task-2"]);
+  assert.equal(t.state("task-2")?.state, "gone");
+  // A finished task that leaves recentTask keeps its outcome for a late reader.
+  assert.deepEqual(t.apply([task("task-1", "leave")]), []);
+  assert.equal(t.state("task-1")?.state, "success");
+  assert.equal(t.state("task-9"), undefined);
+});
+
+test("TaskTable: an error carries its fault; a resync without a running task ends it as gone", async () => {
+  const t = new TaskTable();
+  t.apply([task("task-1", "enter", "running"), task("task-2", "enter", "running")]);
+  const waited = t.whenEnded("task-2");
+  const err = { fault: { _type: "NoDiskSpace" }, localizedMessage: "full" };
+  assert.deepEqual(t.apply([task("task-1", "modify", "error", { "info.error": err })]), ["task-1"]);
+  assert.deepEqual(t.state("task-1"), { state: "error", fault: "NoDiskSpace", message: "full" });
+  assert.deepEqual(t.reset([task("task-3", "enter", "running")]), ["task-2"]);
+  assert.equal((await waited).state, "gone");
+  assert.equal(t.state("task-3")?.state, "running");
+});
+
+/** A vCenter whose tasks are what the test says. */
+function fakeVC(states: Record<string, TaskState>, inflight?: InFlightTask) {
+  const tracked: string[] = [];
+  const port: TaskPort = {
+    taskState: async (moRef) => states[moRef] ?? { state: "gone" },
+    track: (t, key) => void tracked.push(`${key} ${t.moRef}`),
+    inFlight: () => inflight,
+    forget: () => undefined,
+    follows: (moRef) => moRef in states,
+  };
+  return { port, tracked };
+}
+
+const recorded = (operation: string, moRef = "task-7") => ({
+  vm: { moRef: "vm-1", task: { operation, moRef, startedAt: "2026-11-27T00:00:00Z" } },
+});
+
+test("taskInFlight: nothing recorded → the steps go on", async () => {
+  const ctx = stepContext({});
+  assert.equal(await taskInFlight(ctx, fakeVC({}).port), undefined);
+  assert.equal(ctx.finished, undefined);
+});
+
+test("taskInFlight: a running task is a wait that its end cuts short, and its owner is tracked", async () => {
+  const ctx = stepContext(recorded("PowerOn"));
+  const vc = fakeVC({ "task-7": { state: "running" } });
+  const out = await taskInFlight(ctx, vc.port);
+  assert.equal(out?.done, false);
+  assert.equal(out && !out.done && out.waitSeconds, TASK_RECHECK_SECONDS);
+  assert.equal(out && !out.done && out.reason, "PoweringOn");
+  assert.deepEqual(vc.tracked, ["n/w task-7"]);
+  assert.equal(ctx.status.vm?.task?.moRef, "task-7", "still recorded");
+});
+
+const ends: [string, string, TaskState, string | undefined, string | undefined][] = [
+  // operation, case, task state, expected reason (undefined: goes on), condition
+  ["CreateVM", "success", { state: "success" }, undefined, undefined],
+  ["Destroy", "gone (restart, vCenter forgot it)", { state: "gone" }, undefined, undefined],
+  [
+    "PowerOn",
+    "someone else powered it on",
+    { state: "error", fault: "InvalidPowerState", message: "" },
+    undefined,
+    undefined,
+  ],
+  [
+    "DeleteISO",
+    "file already gone",
+    { state: "error", fault: "FileNotFound", message: "" },
+    undefined,
+    undefined,
+  ],
+  [
+    "CreateVM",
+    "datastore full",
+    { state: "error", fault: "NoDiskSpace", message: "no space" },
+    "DatastoreFull",
+    "VMCreated",
+  ],
+  [
+    "CreateVM",
+    "name taken",
+    { state: "error", fault: "DuplicateName", message: "" },
+    "VMNameConflict",
+    "VMCreated",
+  ],
+  [
+    "PowerOn",
+    "no capacity",
+    { state: "error", fault: "InsufficientMemoryResourcesFault", message: "" },
+    "InsufficientResources",
+    "Installed",
+  ],
+  [
+    "DisconnectBootNIC",
+    "refused",
+    { state: "error", fault: "InvalidDeviceSpec", message: "bad" },
+    "VSphereError",
+    "BootNICDisconnected",
+  ],
+];
+
+for (const [operation, what, state, reason, cond] of ends) {
+  test(`taskInFlight: ${operation} ended (${what}) → ${reason ?? "cleared, steps go on"}`, async () => {
+    const ctx = stepContext(recorded(operation));
+    const run = taskInFlight(ctx, fakeVC({ "task-7": state }).port);
+    if (!reason) {
+      assert.equal(await run, undefined);
+    } else {
+      await assert.rejects(run, (err: unknown) => {
+        assert.ok(err instanceof StepError);
+        assert.equal(err.reason, reason);
+        assert.equal(err.options.condition, cond);
+        return true;
+      });
+    }
+    assert.equal(ctx.status.vm?.task, undefined, "the record is cleared either way");
+    assert.equal(ctx.finished, operation);
+  });
+}
+
+test("taskInFlight: a task whose record did not reach status is still found in memory", async () => {
+  const ctx = stepContext({});
+  const vc = fakeVC(
+    { "task-8": { state: "running" } },
+    { operation: "CreateVM", moRef: "task-8", startedAt: "2026-11-27T00:00:00Z" },
+  );
+  const out = await taskInFlight(ctx, vc.port);
+  assert.equal(out?.done, false);
+});
+
+test("startTask: records the task; nothing to do → undefined; the same change twice → VSphereError", async () => {
+  const vc = fakeVC({});
+  const ctx = stepContext({ vm: { moRef: "vm-1" } });
+  assert.equal(await startTask(ctx, vc.port, "Resize", async () => undefined, "m"), undefined);
+  assert.equal(ctx.status.vm?.task, undefined);
+  const out = await startTask(ctx, vc.port, "Resize", async () => "task-3", "Resizing.");
+  assert.equal(out?.done, false);
+  const vm = ctx.status.vm as { moRef?: string; task?: { moRef: string } };
+  assert.equal(vm.task?.moRef, "task-3");
+  assert.equal(vm.moRef, "vm-1", "the rest of status.vm is kept");
+  assert.deepEqual(vc.tracked, ["n/w task-3"]);
+  // vCenter said the resize succeeded, yet the VM still has the old size.
+  const again = stepContext({});
+  again.finished = "Resize";
+  await assert.rejects(
+    startTask(again, vc.port, "Resize", async () => "task-4", "m"),
+    (err: unknown) => err instanceof StepError && err.reason === "VSphereError",
+  );
+});
