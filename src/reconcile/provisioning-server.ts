@@ -10,7 +10,7 @@ import { ProvisioningServer, type TokenState } from "../provision/server.js";
 import { newIdentityKey } from "../provision/identity-key.js";
 import { tokenLogId } from "../provision/tokens.js";
 import { bootstrapFor, kickstartFor } from "./install-config.js";
-import { installURLs } from "./install-steps.js";
+import { installURLs } from "./install-data.js";
 import type { InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
 

@@ -1,6 +1,7 @@
 // Step 2: the VM exists, is ours (found by the owner UID in its extraConfig, never by name alone),
 // has a service NIC in the server's VLAN (and a boot NIC for network installs), and the size asked.
-import { bootMethod, effectiveHardware, effectiveNetwork, vmName } from "../api/defaults.js";
+import { effectiveHardware, effectiveNetwork, vmName } from "../api/defaults.js";
+import { bootMethodOf } from "./boot/index.js";
 import type { NicStatus, VirtualServer } from "../api/types.js";
 import { faultName } from "../vsphere/errors.js";
 import { StepError } from "../errors.js";
@@ -87,13 +88,11 @@ export function vmStep(pool: VCenterPool): Step {
       const { vs, cls } = ctx;
       const uid = vs.metadata.uid!;
       const name = vmName(vs, cls.spec);
-      const network = effectiveNetwork(cls.spec);
       const hw = effectiveHardware(vs, cls.spec);
-      const method = bootMethod(cls.spec);
+      const method = bootMethodOf(cls);
       const p = cls.spec.placement;
       const portGroup = ctx.resolved!.portGroup;
-      const nics: NicSpec[] = [{ portGroup, role: "service" }];
-      if (method === "network") nics.push({ portGroup: network.bootPortGroup, role: "boot" });
+      const nics: NicSpec[] = [{ portGroup, role: "service" }, ...method.nics(cls)];
       const spec: CreateVMSpec = {
         name,
         placement: p,
@@ -103,7 +102,7 @@ export function vmStep(pool: VCenterPool): Step {
         diskGiB: hw.diskGiB,
         template: hw.template,
         nics,
-        bootFromCdrom: method === "iso",
+        bootFromCdrom: method.bootFromCdrom,
         extraConfig: { [OWNER_UID_KEY]: uid, [OWNER_KEY]: ownerOf(vs) },
         cpuHotAdd: true,
         memoryHotAdd: true,
@@ -136,18 +135,17 @@ export function vmStep(pool: VCenterPool): Step {
         await vc.checkPortGroup(p.datacenter, portGroup).catch((err: unknown) => {
           throw portGroupError(err, false, portGroup, ctx.resolved!.vlan);
         });
-        if (method === "network") {
-          await vc.checkPortGroup(p.datacenter, network.bootPortGroup).catch((err: unknown) => {
-            throw portGroupError(err, true, network.bootPortGroup);
+        for (const nic of nics.filter((n) => n.role === "boot"))
+          await vc.checkPortGroup(p.datacenter, nic.portGroup).catch((err: unknown) => {
+            throw portGroupError(err, true, nic.portGroup);
           });
-        }
         if (ctx.status.install) {
           // The VM this install state belongs to is gone (destroyed behind vsop's back, or a
           // vCenter that came back without it): a new VM is a blank machine and installs anew.
           ctx.log.warn({ previous: ctx.status.vm?.moRef }, "VM gone; a new one installs again");
           ctx.status.install = undefined;
         }
-        ctx.log.info({ vm: name, portGroup, method }, "creating VM");
+        ctx.log.info({ vm: name, portGroup, method: method.name }, "creating VM");
         const started = await startTask(
           ctx,
           vc,

@@ -1,10 +1,34 @@
-// The states of vCenter's recent tasks, fed by the update loop's one filter (TaskManager →
-// recentTask → Task), so nobody waits on a task with a collector of its own: a reconcile starts
-// a task, records it and returns; the end of the task wakes whoever asked for it.
-import { moRef } from "./nodes.js";
+// The states of vCenter's recent tasks, fed by the update loop's one filter (folders' and VMs'
+// recentTask), so nobody waits on a task with a collector of its own: a reconcile starts a task,
+// records it and returns; the end of the task wakes whoever asked for it.
 import { applyChange, type ObjectUpdate } from "./cache.js";
-import { taskOutcome, type TaskOutcome } from "./tasks.js";
-import type { MoRef, Node } from "./xml.js";
+import { get, moRef, typeOf } from "./nodes.js";
+import { field, text, type MoRef, type Node } from "./xml.js";
+
+export interface TaskContext {
+  /** The method that started the task, e.g. CreateVM_Task. */
+  method: string;
+  /** The object it works on, e.g. vm-42. */
+  entity?: string;
+}
+
+export type TaskOutcome =
+  | { state: "success"; result?: Node }
+  | { state: "error"; fault: string; message: string }
+  | { state: "queued" | "running" };
+
+/** Reads a task's state out of its info.* properties. */
+export function taskOutcome(props: Record<string, Node>): TaskOutcome {
+  const state = text(props["info.state"]);
+  if (state === "success") return { state, result: props["info.result"] };
+  if (state === "error") {
+    const err = props["info.error"];
+    const fault = typeOf(get(err, "fault")) ?? "Unknown";
+    const message = text(field(err, "localizedMessage")) ?? "";
+    return { state, fault, message };
+  }
+  return { state: state === "queued" ? "queued" : "running" };
+}
 
 export const TASK_PROPERTIES = ["info.state", "info.error", "info.result", "info.entity"];
 

@@ -7,8 +7,13 @@ import { MoRef, type Node } from "./xml.js";
 import { moRef } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
-import { taskOutcome, type TaskContext } from "./tasks.js";
-import { TASK_PROPERTIES, TaskTable, type TaskState } from "./task-table.js";
+import {
+  TASK_PROPERTIES,
+  TaskTable,
+  taskOutcome,
+  type TaskContext,
+  type TaskState,
+} from "./task-table.js";
 import { VMCache } from "./cache.js";
 import { UpdateLoop, type Changes } from "./watch.js";
 import { Inventory, PlacementNotFound } from "./inventory.js";

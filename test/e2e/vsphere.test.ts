@@ -15,7 +15,6 @@ import {
   type VCenterOptions,
 } from "../../src/vsphere/vcenter.js";
 import { VSphereFault, VSphereTaskError } from "../../src/vsphere/errors.js";
-import { TaskWaiter } from "../../src/vsphere/tasks.js";
 import { MoRef } from "../../src/vsphere/xml.js";
 import { stackEnv } from "../support/env.js";
 import { privateVcsim } from "../support/vcsim.js";
@@ -436,7 +435,6 @@ test("DuplicateName is a typed task fault", async () => {
     (e) => e instanceof VSphereTaskError && e.fault === "DuplicateName",
   );
   // vSphere's own DuplicateName, from a CloneVM_Task onto an existing name.
-  const tasks = new TaskWaiter(vc.session, captureLogger(), 60_000);
   const index = (await vc.session.serviceContent()).searchIndex!;
   const find = async (path: string) =>
     (await vc.session.invoke("FindByInventoryPath", index, { inventoryPath: path })) as MoRef;
@@ -447,7 +445,7 @@ test("DuplicateName is a typed task fault", async () => {
     spec: { location: {}, template: "false", powerOn: "false" },
   })) as MoRef;
   await assert.rejects(
-    tasks.wait(task, { method: "CloneVM_Task", entity: source.value }),
+    vc.waitTask(task.value, { method: "CloneVM_Task", entity: source.value }),
     (e) =>
       e instanceof VSphereTaskError &&
       e.fault === "DuplicateName" &&

@@ -1,7 +1,6 @@
 // Pure parts of the vSphere layer: decoding, applying property changes, device lists, specs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { pino } from "pino";
 import { MoRef, decodeResponse, encode, type Node } from "../../src/vsphere/xml.js";
 import {
   VMCache,
@@ -27,11 +26,9 @@ import {
   validateCreateSpec,
   type CreateVMSpec,
 } from "../../src/vsphere/vms.js";
-import { TaskWaiter, taskOutcome } from "../../src/vsphere/tasks.js";
-import { VSphereTaskError } from "../../src/vsphere/errors.js";
+import { taskOutcome } from "../../src/vsphere/task-table.js";
 import { checkFilePath, folderUrl } from "../../src/vsphere/datastore.js";
 import { inventoryPath } from "../../src/vsphere/inventory.js";
-import type { VSphereSession } from "../../src/vsphere/session.js";
 import type { NodeObject } from "../../src/vsphere/nodes.js";
 
 const XSI = 'xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance"';
@@ -448,38 +445,6 @@ test("taskOutcome reads the fault type of a failed task", () => {
     { state: "error", fault: "NoDiskSpace", message: "no space" },
   );
   assert.deepEqual(taskOutcome({ "info.state": "running" }), { state: "running" });
-});
-
-test("TaskWaiter: a task that does not end in time is a TaskTimeout VSphereTaskError", async () => {
-  let clock = 0;
-  const calls: string[] = [];
-  const session = {
-    serviceContent: async () => ({ propertyCollector: new MoRef("PropertyCollector", "pc") }),
-    invoke: async (method: string) => {
-      calls.push(method);
-      clock += 1000;
-      if (method === "CreatePropertyCollector") return new MoRef("PropertyCollector", "pc-1");
-      if (method === "CreateFilter") return new MoRef("PropertyFilter", "f-1");
-      if (method === "WaitForUpdatesEx" && calls.filter((c) => c === method).length === 1)
-        return {
-          version: "1",
-          filterSet: {
-            objectSet: {
-              kind: "enter",
-              obj: new MoRef("Task", "task-1"),
-              changeSet: { name: "info.state", op: "assign", val: "running" },
-            },
-          },
-        };
-      return "";
-    },
-  } as unknown as VSphereSession;
-  const waiter = new TaskWaiter(session, pino({ level: "silent" }), 5000, () => clock);
-  await assert.rejects(
-    waiter.wait(new MoRef("Task", "task-1"), { method: "PowerOnVM_Task", entity: "vm-1" }),
-    (e) => e instanceof VSphereTaskError && e.fault === "TaskTimeout" && e.entity === "vm-1",
-  );
-  assert.equal(calls.at(-1), "DestroyPropertyCollector", "an interrupted collector is not reused");
 });
 
 test("datastore URLs are encoded and cannot leave the datastore", () => {
