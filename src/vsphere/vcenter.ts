@@ -321,7 +321,16 @@ export class VCenter {
     try {
       const props = await retrieveOne(this.session, new MoRef("Task", task), TASK_PROPERTIES);
       if (Object.keys(props).length === 0) return { state: "gone" };
-      return taskOutcome(props);
+      const state = taskOutcome(props);
+      // Read ahead of the update loop: the VM it made or changed is read too, so whoever acts
+      // on this end finds the VM as the task left it (not a second CreateVM for a missing VM).
+      if (state.state === "success" || state.state === "error")
+        for (const ref of [
+          moRef(props["info.entity"]),
+          state.state === "success" ? moRef(state.result) : undefined,
+        ])
+          if (ref?.type === VM_TYPE) await this.refresh(ref.value);
+      return state;
     } catch (err) {
       if (faultName(err) === "ManagedObjectNotFound") return { state: "gone" };
       throw err;
