@@ -11,6 +11,7 @@ import {
   type VirtualServer,
   type VirtualServerClass,
 } from "./api/types.js";
+import { currentSignal } from "./abort.js";
 import { parseBindAddress, type RunConfig } from "./cli/run-flags.js";
 import { Controller } from "./controller/controller.js";
 import { EventRecorder } from "./controller/events.js";
@@ -161,7 +162,8 @@ export async function runOperator(run: RunConfig): Promise<number> {
       try {
         return await reconciler.reconcile(key);
       } catch (err) {
-        if (!(err instanceof RetryLater))
+        // An aborted reconcile is logged once by the controller.
+        if (!(err instanceof RetryLater) && !currentSignal()?.aborted)
           logger.error({ virtualserver: key, err }, "reconcile failed");
         throw err;
       }
@@ -169,6 +171,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
     {
       workers: run.workers,
       resyncSeconds: run.resyncPeriodSeconds,
+      reconcileTimeoutMs: run.reconcileTimeoutMs,
       logger,
       keys: () => servers.list().map(keyOf),
       observe: (outcome, seconds) => {

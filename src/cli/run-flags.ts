@@ -20,6 +20,7 @@ export interface RunConfig {
   leaseDurationSeconds: number;
   backoffBaseMs: number;
   backoffMaxMs: number;
+  reconcileTimeoutMs: number;
   /** Where the Secrets and ConfigMaps that classes name live, and the install token Secrets. */
   operatorNamespace: string;
   /** Larger MCollective replies are dropped before they are decoded. */
@@ -71,6 +72,10 @@ export const RUN_FLAGS = {
   "backoff-max": {
     type: "string",
     help: "longest retry delay after repeated errors (default 60s)",
+  },
+  "reconcile-timeout": {
+    type: "string",
+    help: "abort (and retry) a reconcile still running after this long (default 60s)",
   },
   "operator-namespace": {
     type: "string",
@@ -153,6 +158,8 @@ export function parseRunFlags(args: string[]): RunConfig & { help: boolean } {
     leaseDurationSeconds: parseDuration(str("lease-duration") ?? "15s", "lease-duration"),
     backoffBaseMs: parseDuration(str("backoff-base") ?? "1s", "backoff-base") * 1000,
     backoffMaxMs: parseDuration(str("backoff-max") ?? "60s", "backoff-max") * 1000,
+    reconcileTimeoutMs:
+      parseDuration(str("reconcile-timeout") ?? "60s", "reconcile-timeout") * 1000,
     operatorNamespace: str("operator-namespace") ?? process.env.POD_NAMESPACE ?? "vsop-system",
     mcollectiveMaxReplyBytes: parseSize(
       str("mcollective-max-reply-size") ?? process.env.VSOP_MCOLLECTIVE_MAX_REPLY_SIZE ?? "256Ki",

@@ -1,6 +1,8 @@
 // Runs reconciles from the work queue on N workers, with requeueAfter, backoff on error and a
-// periodic resync. Stopping lets in-flight reconciles finish.
+// periodic resync. Each reconcile runs under an AbortSignal with a deadline; stopping aborts
+// the reconciles in flight (their requests are cancelled) and waits for the workers.
 import type { Logger } from "pino";
+import { abortReason, runWithSignal } from "../abort.js";
 import { WorkQueue } from "./queue.js";
 
 export interface Result {
@@ -21,11 +23,14 @@ export interface ControllerOptions {
   keys: () => string[];
   /** Called after every reconcile, for metrics. */
   observe?: (outcome: Outcome, seconds: number, err?: unknown) => void;
+  /** A reconcile still running after this long is aborted and retried (default 60 s). */
+  reconcileTimeoutMs?: number;
 }
 
 export class Controller {
   private workers: Promise<void>[] = [];
   private resyncTimer: NodeJS.Timeout | undefined;
+  private readonly stopping = new AbortController();
 
   constructor(
     readonly queue: WorkQueue,
@@ -41,10 +46,11 @@ export class Controller {
     this.resyncTimer.unref();
   }
 
-  /** Stops taking work and waits for in-flight reconciles. */
+  /** Stops taking work, aborts in-flight reconciles and waits for them to return. */
   async stop(): Promise<void> {
     clearInterval(this.resyncTimer);
     this.queue.shutDown();
+    this.stopping.abort(new Error("the operator is stopping"));
     await Promise.all(this.workers);
   }
 
@@ -54,8 +60,12 @@ export class Controller {
       if (key === undefined) return;
       const started = process.hrtime.bigint();
       const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+      const signal = AbortSignal.any([
+        this.stopping.signal,
+        AbortSignal.timeout(this.opts.reconcileTimeoutMs ?? 60_000),
+      ]);
       try {
-        const result = await this.reconcile(key);
+        const result = await runWithSignal(signal, () => this.reconcile(key));
         this.queue.forget(key);
         if (result.requeueAfterSeconds !== undefined) {
           this.queue.addAfter(key, result.requeueAfterSeconds * 1000);
@@ -69,7 +79,12 @@ export class Controller {
       } catch (err) {
         const delay = this.queue.addRateLimited(key);
         this.opts.observe?.("error", seconds(), err);
-        this.opts.logger.debug({ key, err, retryInMs: delay }, "requeued");
+        if (signal.aborted)
+          this.opts.logger.warn(
+            { virtualserver: key, reason: abortReason(signal), seconds: seconds() },
+            "reconcile aborted",
+          );
+        else this.opts.logger.debug({ key, err, retryInMs: delay }, "requeued");
       } finally {
         this.queue.done(key);
       }

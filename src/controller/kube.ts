@@ -4,6 +4,7 @@
 import https from "node:https";
 import { Readable } from "node:stream";
 import axios, { type AxiosInstance, type AxiosRequestConfig } from "axios";
+import { currentSignal } from "../abort.js";
 import * as k8s from "@kubernetes/client-node";
 
 export class KubeError extends Error {
@@ -129,7 +130,7 @@ export class Kube {
   ): Promise<T> {
     const http = await this.client();
     const res = await this.counted(method, path, () =>
-      http.request({ method, url: path, data: body, ...config }),
+      http.request({ method, url: path, data: body, signal: currentSignal(), ...config }),
     );
     if (res.status >= 400) {
       const s = (res.data ?? {}) as { reason?: string; message?: string };

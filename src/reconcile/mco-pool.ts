@@ -1,5 +1,6 @@
 // One MCollective client per distinct broker connection and key set that classes use.
 import type { Logger } from "pino";
+import { outsideReconcile } from "../abort.js";
 import type { VirtualServerClass } from "../api/types.js";
 import { McoClient, type McoDropReason } from "../mcollective/client.js";
 import { PuppetClient } from "../mcollective/puppet.js";
@@ -50,16 +51,19 @@ export class McoPool {
       clientCertName: m.clientCertName ?? "vsop",
       serverPublicKeyPem: keys["server-public.pem"]!,
     };
-    return this.pool.get(cls.metadata.name, settings, () => {
-      const mco = new McoClient({
-        ...settings,
-        logger: this.logger,
-        onRequest: this.onRequest,
-        onDrop: this.options.onDrop,
-        maxReplyBytes: this.options.maxReplyBytes,
-      });
-      return { mco, puppet: new PuppetClient(mco, { timeoutMs: 10_000 }) };
-    });
+    // The broker connection outlives the reconcile that first asks for it.
+    return this.pool.get(cls.metadata.name, settings, () =>
+      outsideReconcile(() => {
+        const mco = new McoClient({
+          ...settings,
+          logger: this.logger,
+          onRequest: this.onRequest,
+          onDrop: this.options.onDrop,
+          maxReplyBytes: this.options.maxReplyBytes,
+        });
+        return { mco, puppet: new PuppetClient(mco, { timeoutMs: 10_000 }) };
+      }),
+    );
   }
 
   stop(): Promise<void> {

@@ -1,7 +1,8 @@
 // One VCenter client (session + VM cache) per distinct vCenter connection that classes use.
 import type { Logger } from "pino";
 import type { VirtualServerClass } from "../api/types.js";
-import { VCenter } from "../vsphere/vcenter.js";
+import { outsideReconcile } from "../abort.js";
+import { VCenter, type VCenterOptions } from "../vsphere/vcenter.js";
 import { ClientPool } from "./client-pool.js";
 import type { ConfigReader } from "./secrets.js";
 
@@ -29,16 +30,21 @@ export class VCenterPool {
       username: creds.username!,
       password: creds.password!,
     };
-    return this.pool.get(cls.metadata.name, settings, () => {
-      const vc = new VCenter({
-        ...settings,
-        logger: this.logger,
-        onCall: this.onCall,
-        wake: this.wake,
-      });
-      void vc.start().catch(() => undefined); // failures surface through the operations
-      return vc;
+    // The client's update loop outlives the reconcile that first asks for it.
+    return this.pool.get(cls.metadata.name, settings, () =>
+      outsideReconcile(() => this.create(settings)),
+    );
+  }
+
+  private create(settings: Omit<VCenterOptions, "logger">): VCenter {
+    const vc = new VCenter({
+      ...settings,
+      logger: this.logger,
+      onCall: this.onCall,
+      wake: this.wake,
     });
+    void vc.start().catch(() => undefined); // failures surface through the operations
+    return vc;
   }
 
   stop(): Promise<void> {

@@ -16,6 +16,7 @@ import {
 import type { Result } from "../controller/controller.js";
 import type { EventRecorder } from "../controller/events.js";
 import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
+import { throwIfAborted } from "../abort.js";
 import { StepError } from "../errors.js";
 import { partLabels, parseHostname } from "../naming/hostname.js";
 import { condition, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
@@ -162,6 +163,7 @@ export class VirtualServerReconciler {
     phase?: Phase,
   ): Promise<Result | undefined> {
     for (const [step, call] of calls) {
+      throwIfAborted();
       try {
         const outcome = await call();
         if (!outcome.done)

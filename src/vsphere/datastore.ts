@@ -1,6 +1,7 @@
 // Datastore files: upload through the /folder HTTP interface with the SOAP session cookie and
 // the same TLS settings as SOAP; delete through FileManager.DeleteDatastoreFile_Task.
 import axios, { type AxiosError } from "axios";
+import { currentSignal } from "../abort.js";
 import type { VSphereSession } from "./session.js";
 import { MoRef } from "./xml.js";
 import { VSphereUnreachable } from "./errors.js";
@@ -58,6 +59,7 @@ export async function uploadFile(
     let status: number;
     try {
       const res = await axios.put(url, data, {
+        signal: currentSignal(),
         httpsAgent: session.soap.agent,
         headers: {
           "Content-Type": "application/octet-stream",

@@ -1,6 +1,7 @@
 // vim25 SOAP transport over axios: TLS with the class's CA bundle, the session cookie, typed faults.
 import https from "node:https";
 import axios, { AxiosError, type AxiosInstance } from "axios";
+import { currentSignal } from "../abort.js";
 import { MoRef, decodeResponse, envelope, type Node } from "./xml.js";
 import { VSphereFault, VSphereTLSError, VSphereUnreachable, isTLSErrorCode } from "./errors.js";
 
@@ -57,6 +58,7 @@ export class SoapTransport {
     let res;
     try {
       res = await this.http.post<string>(this.options.url, envelope(method, thisRef, args), {
+        signal: currentSignal(),
         headers: {
           "Content-Type": "text/xml; charset=utf-8",
           SOAPAction: SOAP_ACTION,

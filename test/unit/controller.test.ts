@@ -4,6 +4,7 @@ import { WorkQueue } from "../../src/controller/queue.js";
 import { setCondition } from "../../src/controller/conditions.js";
 import { Controller } from "../../src/controller/controller.js";
 import { createLogger } from "../../src/observability/logger.js";
+import { currentSignal } from "../../src/abort.js";
 
 test("a key is queued once however often it is added", async () => {
   const q = new WorkQueue();
@@ -80,4 +81,64 @@ test("lastTransitionTime changes only when the status flips", () => {
   cs = setCondition(cs, "Ready", "True", "C", "c", 2, now);
   assert.equal(cs[0]!.lastTransitionTime, "T2");
   assert.equal(cs[0]!.observedGeneration, 2);
+});
+
+test("a reconcile past its deadline is aborted (its signal fires) and retried", async () => {
+  const q = new WorkQueue({ baseMs: 1, maxMs: 1 });
+  const seen: string[] = [];
+  const c = new Controller(
+    q,
+    async () => {
+      const signal = currentSignal()!;
+      seen.push(signal.aborted ? "aborted at start" : "running");
+      if (seen.length > 1) return {};
+      // A request that would never end on its own, cancelled by the signal.
+      await new Promise((_, reject) =>
+        signal.addEventListener("abort", () => reject(signal.reason)),
+      );
+      return {};
+    },
+    {
+      workers: 1,
+      resyncSeconds: 3600,
+      logger: createLogger("silent"),
+      keys: () => [],
+      reconcileTimeoutMs: 50,
+    },
+  );
+  c.start();
+  q.add("k");
+  const deadline = Date.now() + 2000;
+  while (seen.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await c.stop();
+  assert.deepEqual(seen, ["running", "running"], "aborted after 50 ms, then retried afresh");
+});
+
+test("stop() aborts in-flight reconciles instead of waiting for them", async () => {
+  const q = new WorkQueue({ baseMs: 1, maxMs: 1 });
+  let aborted = false;
+  let started!: () => void;
+  const running = new Promise<void>((r) => (started = r));
+  const c = new Controller(
+    q,
+    async () => {
+      started();
+      const signal = currentSignal()!;
+      await new Promise((_, reject) =>
+        signal.addEventListener("abort", () => {
+          aborted = true;
+          reject(signal.reason);
+        }),
+      );
+      return {};
+    },
+    { workers: 1, resyncSeconds: 3600, logger: createLogger("silent"), keys: () => [] },
+  );
+  c.start();
+  q.add("k");
+  await running;
+  const t0 = Date.now();
+  await c.stop();
+  assert.ok(aborted, "the reconcile saw its signal fire");
+  assert.ok(Date.now() - t0 < 1000, "stop did not wait for the 60 s deadline");
 });
