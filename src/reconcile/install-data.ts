@@ -2,15 +2,15 @@
 // token's URLs, and the rendered files (checked to render before anything is powered on).
 import { bootMethod } from "../api/defaults.js";
 import type { CloudInitFiles } from "../provision/render.js";
-import type { VCenter, VMRecord } from "../vsphere/vcenter.js";
+import type { VMRecord } from "../vsphere/vcenter.js";
 import type { ReconcileContext } from "./context.js";
 import { bootstrapFor, cloudInitFor, kickstartFor, type InstallURLs } from "./install-config.js";
 import type { InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
-import type { VCenterPool } from "./vcenters.js";
+import type { VSpherePool, VSpherePort } from "./ports.js";
 
 export interface InstallDeps {
-  pool: VCenterPool;
+  pool: VSpherePool;
   tokens: InstallTokens;
   config: ConfigReader;
   /** Base URL installers reach the provisioning server at. */
@@ -26,7 +26,7 @@ export interface InstallDeps {
 export interface BootContext {
   ctx: ReconcileContext;
   deps: InstallDeps;
-  vc: VCenter;
+  vc: VSpherePort;
   vm: VMRecord;
 }
 

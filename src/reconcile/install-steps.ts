@@ -4,7 +4,8 @@
 import { bootMethod } from "../api/defaults.js";
 import { parseDuration } from "../cli/run-flags.js";
 import { StepError } from "../errors.js";
-import type { VCenter, VMRecord } from "../vsphere/vcenter.js";
+import type { VMRecord } from "../vsphere/vcenter.js";
+import type { VSpherePort } from "./ports.js";
 import { bootMethodOf } from "./boot/index.js";
 import type { RecordWarning } from "./boot/boot-method.js";
 import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
@@ -19,7 +20,7 @@ export type { InstallDeps } from "./install-data.js";
 async function vmOf(
   deps: InstallDeps,
   ctx: ReconcileContext,
-): Promise<{ vc: VCenter; vm: VMRecord } | undefined> {
+): Promise<{ vc: VSpherePort; vm: VMRecord } | undefined> {
   const vc = await connectedVCenter(deps.pool, ctx);
   const vm = vc && ownedVM(vc, ctx);
   return vc && vm ? { vc, vm } : undefined;

@@ -5,7 +5,8 @@ import { bootMethodOf } from "./boot/index.js";
 import type { NicStatus, VirtualServer } from "../api/types.js";
 import { faultName } from "../vsphere/errors.js";
 import { StepError } from "../errors.js";
-import type { CreateVMSpec, NicSpec, VCenter, VMRecord } from "../vsphere/vcenter.js";
+import type { CreateVMSpec, NicSpec, VMRecord } from "../vsphere/vcenter.js";
+import type { VSpherePool, VSpherePort } from "./ports.js";
 import {
   condition,
   DONE,
@@ -15,7 +16,6 @@ import {
   type StepOutcome,
 } from "./context.js";
 import { startTask, taskInFlight } from "./vsphere-task.js";
-import type { VCenterPool } from "./vcenters.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
@@ -25,10 +25,10 @@ export const ownerOf = (vs: VirtualServer) => `${vs.metadata.namespace}/${vs.met
 
 /** A connected, synced client for the class's vCenter, or the reason there is none. */
 export async function connectedVCenter(
-  pool: VCenterPool,
+  pool: VSpherePool,
   ctx: ReconcileContext,
-): Promise<VCenter | undefined> {
-  let vc: VCenter;
+): Promise<VSpherePort | undefined> {
+  let vc: VSpherePort;
   try {
     vc = await pool.get(ctx.cls);
   } catch (err) {
@@ -41,7 +41,7 @@ export async function connectedVCenter(
 }
 
 /** The VM this object owns, if any; DuplicateOwnerMarker becomes its StepError. */
-export function ownedVM(vc: VCenter, ctx: ReconcileContext): VMRecord | undefined {
+export function ownedVM(vc: VSpherePort, ctx: ReconcileContext): VMRecord | undefined {
   try {
     return vc.findByOwnerUID(ctx.vs.metadata.uid!);
   } catch (err) {
@@ -77,7 +77,7 @@ const nameConflict = (name: string, cause?: unknown) =>
     { condition: "VMCreated", cause },
   );
 
-export function vmStep(pool: VCenterPool): Step {
+export function vmStep(pool: VSpherePool): Step {
   return {
     name: "vm",
     async run(ctx) {
@@ -243,7 +243,7 @@ export function vmStep(pool: VCenterPool): Step {
  * resize, on: one task per reconcile, status.vm.powerCycle remembering to power on), else report.
  */
 async function resize(
-  vc: VCenter,
+  vc: VSpherePort,
   ctx: ReconcileContext,
   vm: VMRecord,
   hw: { cpus: number; memoryMiB: number; powerCyclePolicy: string },

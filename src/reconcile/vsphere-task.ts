@@ -126,8 +126,9 @@ export function taskStarted(
 }
 
 /**
- * Starts an operation unless it just ended in this reconcile and yet the world does not show
- * its change: then vCenter accepted the change but did not make it (VSphereVerifyError's case).
+ * Starts an operation when it is needed (`start` returns undefined when it is not). Needed again
+ * right after its task succeeded means vCenter accepted the change but did not make it: the
+ * new task is recorded, and the step fails with a reason, so it is retried at a slow pace.
  */
 export async function startTask(
   ctx: ReconcileContext,
@@ -137,17 +138,19 @@ export async function startTask(
   message: string,
   phase?: Phase,
 ): Promise<StepOutcome | undefined> {
-  if (ctx.finished === operation)
-    throw new StepError(
-      "VSphereError",
-      `vCenter reported ${operation} for ${ctx.vs.spec.hostname} done, but the VM does not show the change; vsop tries again.`,
-      { condition: OPERATIONS[operation]!.condition, retryAfterSeconds: 30 },
-    );
   let task: string | undefined;
   try {
     task = await start();
   } catch (err) {
     throw vsphereStepError(err, { condition: OPERATIONS[operation]!.condition });
   }
-  return task ? taskStarted(ctx, vc, operation, task, message, phase) : undefined;
+  if (!task) return undefined;
+  const outcome = taskStarted(ctx, vc, operation, task, message, phase);
+  if (ctx.finished === operation)
+    throw new StepError(
+      "VSphereError",
+      `vCenter reported ${operation} for ${ctx.vs.spec.hostname} done, but the VM does not show the change; vsop tries again.`,
+      { condition: OPERATIONS[operation]!.condition, retryAfterSeconds: 30 },
+    );
+  return outcome;
 }

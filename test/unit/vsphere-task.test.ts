@@ -182,11 +182,17 @@ test("startTask: records the task; nothing to do → undefined; the same change 
   assert.equal(vm.task?.moRef, "task-3");
   assert.equal(vm.moRef, "vm-1", "the rest of status.vm is kept");
   assert.deepEqual(vc.tracked, ["n/w task-3"]);
-  // vCenter said the resize succeeded, yet the VM still has the old size.
+  // vCenter said the resize succeeded, yet the VM still has the old size: tried again, slowly.
   const again = stepContext({});
   again.finished = "Resize";
   await assert.rejects(
     startTask(again, vc.port, "Resize", async () => "task-4", "m"),
-    (err: unknown) => err instanceof StepError && err.reason === "VSphereError",
+    (err: unknown) =>
+      err instanceof StepError &&
+      err.reason === "VSphereError" &&
+      err.options.retryAfterSeconds === 30,
   );
+  assert.equal(again.status.vm?.task?.moRef, "task-4", "the new task is tracked");
+  // Done and not needed again: fine.
+  assert.equal(await startTask(again, vc.port, "Resize", async () => undefined, "m"), undefined);
 });

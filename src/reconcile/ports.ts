@@ -1,0 +1,37 @@
+// What the steps need of the outside world, as small interfaces: the steps depend on these, not
+// on the concrete clients, so each step is unit-tested with fakes (test/support/fake-vsphere.ts).
+import type { VirtualServerClass } from "../api/types.js";
+import type { VCenter } from "../vsphere/vcenter.js";
+
+/** The vSphere operations the steps use: cached reads, started tasks, the task bookkeeping. */
+export type VSpherePort = Pick<
+  VCenter,
+  | "synced"
+  | "lastError"
+  | "get"
+  | "findByOwnerUID"
+  | "findByName"
+  | "checkPlacement"
+  | "checkPortGroup"
+  | "startCreateVM"
+  | "startFinishVM"
+  | "startPower"
+  | "startDestroy"
+  | "startResize"
+  | "startSetNicConnected"
+  | "startSetExtraConfig"
+  | "startAttachIso"
+  | "startDetachIso"
+  | "startDeleteFile"
+  | "uploadFile"
+  | "taskState"
+  | "follows"
+  | "track"
+  | "inFlight"
+  | "forget"
+>;
+
+/** The vSphere client for a class's vCenter. */
+export interface VSpherePool {
+  get(cls: VirtualServerClass): Promise<VSpherePort>;
+}

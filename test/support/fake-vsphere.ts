@@ -1,0 +1,196 @@
+// An in-memory vCenter behind the steps' VSpherePort: started tasks stay running until the test
+// ends them (finish / fail), and only then change the VMs, as vCenter would.
+import type { CreateVMSpec, VMRecord } from "../../src/vsphere/vcenter.js";
+import { DuplicateOwnerMarker } from "../../src/vsphere/vcenter.js";
+import type { TaskState } from "../../src/vsphere/task-table.js";
+import type { InFlightTask } from "../../src/vsphere/vcenter.js";
+import type { VSpherePort } from "../../src/reconcile/ports.js";
+
+interface FakeTask {
+  method: string;
+  state: TaskState;
+  apply: () => void;
+}
+
+export class FakeVSphere implements VSpherePort {
+  readonly vms = new Map<string, VMRecord>();
+  readonly tasks = new Map<string, FakeTask>();
+  /** Every task started, as "Method target". */
+  readonly started: string[] = [];
+  private readonly inflight = new Map<string, InFlightTask>();
+  private n = 0;
+
+  synced = () => true;
+  lastError = () => undefined;
+  get = (ref: string) => this.vms.get(ref);
+  findByName = (name: string) => [...this.vms.values()].filter((v) => v.name === name);
+  findByOwnerUID(uid: string) {
+    const owned = [...this.vms.values()].filter((v) => v.ownerUID === uid);
+    if (owned.length > 1) throw new DuplicateOwnerMarker(owned);
+    return owned[0];
+  }
+  checkPlacement = async () => undefined;
+  checkPortGroup = async () => undefined;
+
+  /** Adds a VM as vCenter holds it (defaults: 2 CPUs, 2048 MiB, hot add on, powered off). */
+  addVM(vm: Partial<VMRecord> & { name: string }): VMRecord {
+    const rec: VMRecord = {
+      moRef: `vm-${++this.n}`,
+      powerState: "poweredOff",
+      template: false,
+      cpus: 2,
+      memoryMiB: 2048,
+      cpuHotAddEnabled: true,
+      memoryHotAddEnabled: true,
+      nics: [],
+      cdroms: [],
+      disks: [],
+      extraConfig: {},
+      bootOrder: ["set"],
+      ...vm,
+    };
+    this.vms.set(rec.moRef, rec);
+    return rec;
+  }
+
+  /** Ends a running task: success applies its change; a fault leaves the VMs as they were. */
+  end(task: string, fault?: string): void {
+    const t = this.tasks.get(task);
+    if (!t || t.state.state !== "running") throw new Error(`${task} is not running`);
+    if (fault) t.state = { state: "error", fault, message: `${fault} (fake)` };
+    else {
+      t.apply();
+      t.state = { state: "success" };
+    }
+  }
+
+  /** Ends every running task successfully. */
+  endAll(): void {
+    for (const [ref, t] of this.tasks) if (t.state.state === "running") this.end(ref);
+  }
+
+  private start(method: string, target: string, apply: () => void): Promise<string> {
+    const ref = `task-${++this.n}`;
+    this.tasks.set(ref, { method, state: { state: "running" }, apply });
+    this.started.push(`${method} ${target}`);
+    return Promise.resolve(ref);
+  }
+
+  private vm(ref: string): VMRecord {
+    const vm = this.vms.get(ref);
+    if (!vm) throw new Error(`no VM ${ref}`);
+    return vm;
+  }
+
+  private change(ref: string, patch: Partial<VMRecord>): void {
+    this.vms.set(ref, { ...this.vm(ref), ...patch });
+  }
+
+  startCreateVM(spec: CreateVMSpec) {
+    return this.start("CreateVM", spec.name, () =>
+      this.addVM({
+        name: spec.name,
+        cpus: spec.cpus,
+        memoryMiB: spec.memoryMiB,
+        ownerUID: spec.extraConfig["vsop.owner-uid"],
+        owner: spec.extraConfig["vsop.owner"],
+        extraConfig: { ...spec.extraConfig },
+        nics: spec.nics.map((n, i) => ({
+          key: 4000 + i,
+          label: `Network adapter ${i + 1}`,
+          portGroup: n.portGroup,
+          connected: false,
+          startConnected: true,
+        })),
+        bootOrder: [],
+      }),
+    );
+  }
+
+  async startFinishVM(ref: string) {
+    if (this.vm(ref).bootOrder.length) return undefined;
+    return this.start("FinishVM", ref, () => this.change(ref, { bootOrder: ["set"] }));
+  }
+
+  async startPower(ref: string, on: boolean) {
+    const vm = this.vm(ref);
+    const want = on ? "poweredOn" : "poweredOff";
+    if (vm.powerState === want) return undefined;
+    return this.start(on ? "PowerOn" : "PowerOff", ref, () =>
+      this.change(ref, {
+        powerState: want,
+        nics: this.vm(ref).nics.map((n) => ({ ...n, connected: on && n.startConnected })),
+      }),
+    );
+  }
+
+  async startDestroy(ref: string) {
+    if (!this.vms.has(ref)) return undefined;
+    return this.start("Destroy", ref, () => this.vms.delete(ref));
+  }
+
+  async startResize(ref: string, size: { cpus?: number; memoryMiB?: number }) {
+    const vm = this.vm(ref);
+    if (vm.cpus === size.cpus && vm.memoryMiB === size.memoryMiB) return undefined;
+    return this.start("Resize", ref, () =>
+      this.change(ref, { cpus: size.cpus ?? vm.cpus, memoryMiB: size.memoryMiB ?? vm.memoryMiB }),
+    );
+  }
+
+  async startSetNicConnected(ref: string, key: number, connected: boolean) {
+    const nic = this.vm(ref).nics.find((n) => n.key === key)!;
+    if (nic.startConnected === connected && nic.connected === connected) return undefined;
+    return this.start("SetNic", ref, () =>
+      this.change(ref, {
+        nics: this.vm(ref).nics.map((n) =>
+          n.key === key ? { ...n, connected, startConnected: connected } : n,
+        ),
+      }),
+    );
+  }
+
+  async startSetExtraConfig(ref: string, kv: Record<string, string>) {
+    const now = this.vm(ref).extraConfig;
+    if (Object.entries(kv).every(([k, v]) => (v === "" ? !(k in now) : now[k] === v)))
+      return undefined;
+    return this.start("SetExtraConfig", ref, () => {
+      const next = { ...this.vm(ref).extraConfig };
+      for (const [k, v] of Object.entries(kv))
+        if (v === "") delete next[k];
+        else next[k] = v;
+      const owner = next["vsop.owner-uid"];
+      this.change(ref, { extraConfig: next, ownerUID: owner, owner: next["vsop.owner"] });
+    });
+  }
+
+  async startAttachIso(ref: string, isoPath: string) {
+    return this.start("AttachISO", ref, () =>
+      this.change(ref, { cdroms: [{ key: 3000, isoPath, connected: true, startConnected: true }] }),
+    );
+  }
+
+  async startDetachIso(ref: string) {
+    if (!this.vm(ref).cdroms.some((c) => c.isoPath)) return undefined;
+    return this.start("DetachISO", ref, () => this.change(ref, { cdroms: [] }));
+  }
+
+  readonly files = new Set<string>();
+  startDeleteFile(_dc: string, _ds: string, path: string) {
+    return this.start("DeleteFile", path, () => this.files.delete(path));
+  }
+  async uploadFile(_dc: string, _ds: string, path: string) {
+    this.files.add(path);
+  }
+
+  async taskState(task: string): Promise<TaskState> {
+    return this.tasks.get(task)?.state ?? { state: "gone" };
+  }
+  follows = (task: string) => this.tasks.has(task);
+  track(task: InFlightTask, key: string) {
+    this.inflight.set(key, task);
+  }
+  inFlight = (key: string) => this.inflight.get(key);
+  forget(key: string, task: string) {
+    if (this.inflight.get(key)?.moRef === task) this.inflight.delete(key);
+  }
+}
