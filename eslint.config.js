@@ -2,6 +2,28 @@ import js from "@eslint/js";
 import globals from "globals";
 import tseslint from "typescript-eslint";
 
+// The adapters to the outside world stay independent of each other and of the engine: each may
+// use the API types, the shared errors and TLS/abort helpers and the logger, nothing else.
+const ADAPTERS = ["vsphere", "mcollective", "naming", "provision"];
+const adapterRules = ADAPTERS.map((name) => ({
+  files: [`src/${name}/**/*.ts`],
+  rules: {
+    "no-restricted-imports": [
+      "error",
+      {
+        patterns: [
+          {
+            group: [...ADAPTERS.filter((a) => a !== name), "reconcile", "controller", "cli"].map(
+              (dir) => `../${dir}/*`,
+            ),
+            message: `src/${name} is an adapter: it must not depend on other adapters or on the engine.`,
+          },
+        ],
+      },
+    ],
+  },
+}));
+
 export default tseslint.config(
   { ignores: ["dist/", "node_modules/", ".stack/", "mcollective/"] },
   js.configs.recommended,
@@ -12,4 +34,5 @@ export default tseslint.config(
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_" }],
     },
   },
+  ...adapterRules,
 );

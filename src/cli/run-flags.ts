@@ -1,5 +1,6 @@
 // `vsop run` flags: parsed and validated here, so a typo stops the operator before it starts.
 import { parseArgs } from "node:util";
+import { durationSeconds } from "../api/duration.js";
 
 export interface RunConfig {
   kubeconfig?: string;
@@ -95,11 +96,10 @@ export function runHelp(): string {
 
 /** Parses a duration such as 30s, 10m, 1h or a bare number of seconds. */
 export function parseDuration(value: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
-  if (!m) throw new UsageError(`--${flag}: "${value}" is not a duration such as 30s, 10m or 1h`);
-  const n = Number(m[1]);
-  const unit = m[2] ?? "s";
-  return unit === "ms" ? n / 1000 : unit === "s" ? n : unit === "m" ? n * 60 : n * 3600;
+  const seconds = durationSeconds(value);
+  if (seconds === undefined)
+    throw new UsageError(`--${flag}: "${value}" is not a duration such as 30s, 10m or 1h`);
+  return seconds;
 }
 
 function oneOf<T extends string>(value: string, allowed: readonly T[], flag: string): T {

@@ -10,12 +10,15 @@ import type {
   VirtualServerStatus,
 } from "../api/types.js";
 import { setCondition } from "../controller/conditions.js";
+import type { EffectiveClass } from "../api/effective-class.js";
 import type { HostnameParts } from "../naming/hostname.js";
 import type { ResolvedName } from "../naming/resolve.js";
 
 export interface ReconcileContext {
   vs: VirtualServer;
   cls: VirtualServerClass;
+  /** The class parsed once: defaults applied, durations in seconds. */
+  settings: EffectiveClass;
   status: VirtualServerStatus;
   log: Logger;
   /** Filled by the naming step for the steps after it. */

@@ -2,7 +2,6 @@
 // guestinfo) and power it on; wait until it is installed; then let the boot method take the
 // install path away. Waiting is a requeue, never a blocked worker.
 import { bootMethod } from "../api/defaults.js";
-import { parseDuration } from "../cli/run-flags.js";
 import { StepError } from "../errors.js";
 import type { VMRecord } from "../vsphere/vcenter.js";
 import type { VSpherePort } from "./ports.js";
@@ -152,13 +151,12 @@ export function installedStep(deps: InstallDeps): Step {
         }
         if (!completedAt) {
           const started = Date.parse(ctx.status.install?.startedAt ?? "") || Date.now();
-          const timeout =
-            parseDuration(ctx.cls.spec.boot?.installTimeout ?? "1h", "installTimeout") * 1000;
-          if (Date.now() - started > timeout) {
+          const timeout = ctx.settings.installTimeout;
+          if (Date.now() - started > timeout.seconds * 1000) {
             throw new StepError(
               "InstallTimedOut",
               `${ctx.vs.spec.hostname} has not reported an installed system within ` +
-                `${ctx.cls.spec.boot?.installTimeout ?? "1h"} of power-on; check its console. vsop keeps watching.`,
+                `${timeout.text} of power-on; check its console. vsop keeps watching.`,
               { condition: "Installed", retryAfterSeconds: 30 },
             );
           }

@@ -17,6 +17,7 @@ import type { Result } from "../controller/controller.js";
 import type { EventRecorder } from "../controller/events.js";
 import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
 import { throwIfAborted } from "../abort.js";
+import { effectiveClass, InvalidClassField } from "../api/effective-class.js";
 import { StepError } from "../errors.js";
 import { partLabels, parseHostname } from "../naming/hostname.js";
 import { condition, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
@@ -48,13 +49,33 @@ export class VirtualServerReconciler {
     if (!vs) return {};
     const log = this.deps.logger.child({ virtualserver: key });
     const cls = this.deps.getClass(vs.spec.className);
-    const ctx: ReconcileContext | undefined = cls
-      ? { vs, cls, status: structuredClone(vs.status ?? {}), log }
-      : undefined;
+    const deleting = !!vs.metadata.deletionTimestamp;
+    let invalid: InvalidClassField | undefined;
+    let ctx: ReconcileContext | undefined;
+    if (cls) {
+      let settings;
+      try {
+        settings = effectiveClass(cls);
+      } catch (err) {
+        if (!(err instanceof InvalidClassField)) throw err;
+        invalid = err;
+        // Deleting must not wait for a class fix: defaults stand in for the bad values.
+        settings = effectiveClass(cls, true);
+      }
+      ctx = { vs, cls, settings, status: structuredClone(vs.status ?? {}), log };
+    }
 
-    if (vs.metadata.deletionTimestamp) return this.finalize(vs, ctx, log);
+    if (deleting) return this.finalize(vs, ctx, log);
 
     const status: VirtualServerStatus = ctx?.status ?? structuredClone(vs.status ?? {});
+    if (invalid) {
+      const err = new StepError(
+        "InvalidClass",
+        `VirtualServerClass ${vs.spec.className}: ${invalid.message}; fix the class. vsop goes on when it is fixed.`,
+        { cause: invalid },
+      );
+      return this.conclude(vs, status, log, { error: err, step: "class" });
+    }
     if (!ctx) {
       const err = new StepError(
         "ClassNotFound",

@@ -5,6 +5,7 @@ import type {
   VirtualServerClass,
   VirtualServerStatus,
 } from "../../src/api/types.js";
+import { effectiveClass } from "../../src/api/effective-class.js";
 import type { LastRunSummary } from "../../src/mcollective/puppet.js";
 import type { ReconcileContext } from "../../src/reconcile/context.js";
 import type { McoPool } from "../../src/reconcile/mco-pool.js";
@@ -14,12 +15,14 @@ export function stepContext(
   status: VirtualServerStatus,
   classSpec: Record<string, unknown> = {},
 ): ReconcileContext {
+  const cls = { metadata: { name: "c" }, spec: classSpec } as unknown as VirtualServerClass;
   return {
     vs: {
       metadata: { name: "w", namespace: "n", uid: "u" },
       spec: { hostname: "web-prod-1.example.test", className: "c" },
     } as VirtualServer,
-    cls: { metadata: { name: "c" }, spec: classSpec } as unknown as VirtualServerClass,
+    cls,
+    settings: effectiveClass(cls),
     status,
     log: pino({ level: "silent" }),
   } as ReconcileContext;

@@ -1,0 +1,64 @@
+// A VirtualServerClass parsed once into typed settings with vsop's defaults: durations in
+// seconds, the boot method, the network rules. Steps read these, never the raw strings, so a bad
+// value is InvalidClass before anything happens, and every default lives here or in defaults.ts.
+import { bootMethod, effectiveNetwork, type EffectiveNetwork } from "./defaults.js";
+import { durationSeconds } from "./duration.js";
+import type { BootMethod, VirtualServerClass } from "./types.js";
+
+export interface EffectiveClass {
+  bootMethod: BootMethod;
+  network: EffectiveNetwork;
+  /** boot.installTimeout (default 1h), as written and in seconds. */
+  installTimeout: { text: string; seconds: number };
+  puppet: {
+    /** puppet.interval in seconds; undefined: runs only when spec.puppet changes. */
+    intervalSeconds?: number;
+    /** puppet.runTimeout (default 30m), as written and in seconds. */
+    runTimeout: { text: string; seconds: number };
+  };
+}
+
+/** A class field vsop cannot use; the reconciler reports it as InvalidClass. */
+export class InvalidClassField extends Error {
+  override name = "InvalidClassField";
+  constructor(
+    readonly field: string,
+    readonly value: string,
+    why: string,
+  ) {
+    super(`spec.${field} "${value}" ${why}`);
+  }
+}
+
+function duration(field: string, value: string, lenient: boolean, fallback: string) {
+  const seconds = durationSeconds(value);
+  if (seconds !== undefined && seconds > 0) return { text: value, seconds };
+  if (lenient) return { text: fallback, seconds: durationSeconds(fallback)! };
+  throw new InvalidClassField(field, value, "is not a duration such as 90s, 30m or 2h");
+}
+
+const parsed = new WeakMap<VirtualServerClass, EffectiveClass>();
+
+/**
+ * The class's effective settings (memoized per object: informers hand out immutable snapshots).
+ * Throws InvalidClassField; `lenient` uses defaults instead (for deleting, which must not block).
+ */
+export function effectiveClass(cls: VirtualServerClass, lenient = false): EffectiveClass {
+  const known = parsed.get(cls);
+  if (known) return known;
+  const s = cls.spec;
+  const interval = s.puppet?.interval;
+  const settings: EffectiveClass = {
+    bootMethod: bootMethod(s),
+    network: effectiveNetwork(s),
+    installTimeout: duration("boot.installTimeout", s.boot?.installTimeout ?? "1h", lenient, "1h"),
+    puppet: {
+      intervalSeconds: interval
+        ? duration("puppet.interval", interval, lenient, "24h").seconds
+        : undefined,
+      runTimeout: duration("puppet.runTimeout", s.puppet?.runTimeout ?? "30m", lenient, "30m"),
+    },
+  };
+  if (!lenient) parsed.set(cls, settings);
+  return settings;
+}

@@ -1,0 +1,54 @@
+// The class parsed once: defaults, durations, InvalidClass for what cannot be used.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import * as yaml from "js-yaml";
+import type { VirtualServerClass } from "../../src/api/types.js";
+import { effectiveClass, InvalidClassField } from "../../src/api/effective-class.js";
+import { DURATION_PATTERN, durationSeconds } from "../../src/api/duration.js";
+
+const cls = (spec: Record<string, unknown>) =>
+  ({ metadata: { name: "c" }, spec }) as unknown as VirtualServerClass;
+
+test("defaults: network boot, 1h install timeout, 30m run timeout, no interval", () => {
+  const s = effectiveClass(cls({}));
+  assert.equal(s.bootMethod, "network");
+  assert.deepEqual(s.installTimeout, { text: "1h", seconds: 3600 });
+  assert.deepEqual(s.puppet.runTimeout, { text: "30m", seconds: 1800 });
+  assert.equal(s.puppet.intervalSeconds, undefined);
+  assert.equal(s.network.bootPortGroup, "Boot-VLAN");
+});
+
+test("durations are parsed once into seconds", () => {
+  const s = effectiveClass(
+    cls({ boot: { installTimeout: "90m" }, puppet: { interval: "6h", runTimeout: "45s" } }),
+  );
+  assert.equal(s.installTimeout.seconds, 5400);
+  assert.equal(s.puppet.intervalSeconds, 21600);
+  assert.equal(s.puppet.runTimeout.seconds, 45);
+});
+
+for (const [field, spec] of [
+  ["puppet.interval", { puppet: { interval: "every day" } }],
+  ["puppet.runTimeout", { puppet: { runTimeout: "0s" } }],
+  ["boot.installTimeout", { boot: { installTimeout: "1d" } }],
+] as const) {
+  test(`a bad ${field} is InvalidClassField naming it; lenient (deleting) uses the default`, () => {
+    assert.throws(
+      () => effectiveClass(cls(spec)),
+      (e: unknown) => e instanceof InvalidClassField && e.field === field,
+    );
+    assert.doesNotThrow(() => effectiveClass(cls(spec), true));
+  });
+}
+
+test("the CRD's duration fields carry the pattern the parser accepts", () => {
+  const crd = readFileSync("crds/virtualserverclasses.provisioning.vsop.dev.yaml", "utf8");
+  const text = JSON.stringify(yaml.load(crd));
+  const patterns = text.match(/"pattern":"\^\[0-9\][^"]*"/g) ?? [];
+  assert.equal(patterns.length, 3, "installTimeout, interval, runTimeout");
+  for (const p of patterns) assert.equal(JSON.parse(`{${p}}`).pattern, DURATION_PATTERN);
+  for (const ok of ["30s", "10m", "1.5h", "250ms", "90"])
+    assert.ok(durationSeconds(ok) !== undefined, ok);
+  for (const bad of ["1d", "m", "-5s", "5 s", ""]) assert.equal(durationSeconds(bad), undefined);
+});
