@@ -11,7 +11,6 @@ import { condition, DONE, wait, type ReconcileContext, type Step } from "./conte
 import type { InstallDeps } from "./install-data.js";
 import type { InstallToken } from "./install-tokens.js";
 import { connectedVCenter, ownedVM, recordVM } from "./vm-step.js";
-import { vsphereStepError } from "./vsphere-errors.js";
 import { startTask, taskInFlight } from "./vsphere-task.js";
 
 export type { InstallDeps } from "./install-data.js";
@@ -37,46 +36,39 @@ export function prepareStep(deps: InstallDeps): Step {
       if (!found) return wait(2, "Creating", "Creating", "Waiting for vCenter to report the VM.");
       const { vc, vm } = found;
       const method = bootMethodOf(ctx.cls);
-      try {
-        if (!ctx.status.install?.startedAt) {
-          // A fresh install (also of a VM recreated after the old one vanished) needs an unused
-          // token: a token spent on the previous VM would answer 410 to the new installer, and
-          // one whose kickstart or keys were fetched would carry the old installer's record.
-          const previous = await deps.tokens.get(ctx.vs.metadata.uid!);
-          if (
-            previous?.state === "built" ||
-            previous?.kickstartFetchedAt ||
-            previous?.keysFetchedAt
-          )
-            await deps.tokens.delete(ctx.vs.metadata.uid!);
-        }
-        // An image that needs no install (boot.assumeInstalled): nothing to hand over.
-        if (!ctx.cls.spec.boot?.assumeInstalled) {
-          const preparing = await method.prepare({ ctx, deps, vc, vm });
-          if (preparing) return preparing;
-        }
-        // Powered on until it is installed (also again, after someone powered it off).
-        if (vm.powerState !== "poweredOn" || !ctx.status.install?.startedAt) {
-          const powering = await startTask(
-            ctx,
-            vc,
-            "PowerOn",
-            () => vc.startPower(vm.moRef, true),
-            `Powering on VM ${vm.name} to install it.`,
-          );
-          if (!ctx.status.install?.startedAt) {
-            ctx.status.install = {
-              ...ctx.status.install,
-              method: method.name,
-              startedAt: new Date().toISOString(),
-            };
-            ctx.log.info({ method: method.name }, "VM powered on to install");
-          }
-          if (powering) return powering;
-        }
-      } catch (err) {
-        throw vsphereStepError(err, { condition: "Installed" });
+      if (!ctx.status.install?.startedAt) {
+        // A fresh install (also of a VM recreated after the old one vanished) needs an unused
+        // token: a token spent on the previous VM would answer 410 to the new installer, and
+        // one whose kickstart or keys were fetched would carry the old installer's record.
+        const previous = await deps.tokens.get(ctx.vs.metadata.uid!);
+        if (previous?.state === "built" || previous?.kickstartFetchedAt || previous?.keysFetchedAt)
+          await deps.tokens.delete(ctx.vs.metadata.uid!);
       }
+      // An image that needs no install (boot.assumeInstalled): nothing to hand over.
+      if (!ctx.cls.spec.boot?.assumeInstalled) {
+        const preparing = await method.prepare({ ctx, deps, vc, vm });
+        if (preparing) return preparing;
+      }
+      // Powered on until it is installed (also again, after someone powered it off).
+      if (vm.powerState !== "poweredOn" || !ctx.status.install?.startedAt) {
+        const powering = await startTask(
+          ctx,
+          vc,
+          "PowerOn",
+          () => vc.startPower(vm.moRef, true),
+          `Powering on VM ${vm.name} to install it.`,
+        );
+        if (!ctx.status.install?.startedAt) {
+          ctx.status.install = {
+            ...ctx.status.install,
+            method: method.name,
+            startedAt: new Date().toISOString(),
+          };
+          ctx.log.info({ method: method.name }, "VM powered on to install");
+        }
+        if (powering) return powering;
+      }
+
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       return DONE;
     },
@@ -92,11 +84,7 @@ export function prepareStep(deps: InstallDeps): Step {
         return wait(2, "Deleting", "ConnectingToVCenter", "Connecting to vCenter to clean up.");
       const busy = await taskInFlight(ctx, vc, "Deleting");
       if (busy) return busy;
-      try {
-        return (await method.cleanup({ ctx, deps, vc, vm: ownedVM(vc, ctx) })) ?? DONE;
-      } catch (err) {
-        throw vsphereStepError(err);
-      }
+      return (await method.cleanup({ ctx, deps, vc, vm: ownedVM(vc, ctx) })) ?? DONE;
     },
   };
 }
@@ -202,12 +190,9 @@ export function handoffStep(deps: InstallDeps, record: RecordWarning): Step {
       const found = await vmOf(deps, ctx);
       if (!found) return wait(2, "Configuring", "ConnectingToVCenter", "Connecting to vCenter.");
       const { vc, vm } = found;
-      try {
-        const handing = await bootMethodOf(ctx.cls).handoff({ ctx, deps, vc, vm }, record);
-        if (handing) return handing;
-      } catch (err) {
-        throw vsphereStepError(err);
-      }
+      const handing = await bootMethodOf(ctx.cls).handoff({ ctx, deps, vc, vm }, record);
+      if (handing) return handing;
+
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       return DONE;
     },

@@ -19,6 +19,7 @@ import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
 import { throwIfAborted } from "../abort.js";
 import { effectiveClass, InvalidClassField } from "../api/effective-class.js";
 import { StepError } from "../errors.js";
+import { classify } from "./classify.js";
 import { partLabels, parseHostname } from "../naming/hostname.js";
 import { condition, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
 
@@ -145,7 +146,7 @@ export class VirtualServerReconciler {
       const finalizers = [...this.deps.steps]
         .reverse()
         .flatMap((step): [string, () => Promise<StepOutcome>][] =>
-          step.finalize ? [[step.name, () => step.finalize!(ctx)]] : [],
+          step.finalize ? [[`${step.name}/finalize`, () => step.finalize!(ctx)]] : [],
         );
       const waiting = await this.runSteps(vs, status, log, finalizers, "Deleting");
       if (waiting) return waiting;
@@ -195,7 +196,7 @@ export class VirtualServerReconciler {
             requeueAfterSeconds: outcome.waitSeconds,
           });
       } catch (err) {
-        return this.conclude(vs, status, log, { error: toStepError(err, step), step, phase });
+        return this.conclude(vs, status, log, { error: classify(err, step), step, phase });
       }
     }
     return undefined;
@@ -333,17 +334,6 @@ export const RETRIED_REASONS = new Set([
   "BrokerUnreachable",
   "NodeNotReachable",
 ]);
-
-function toStepError(err: unknown, step: string): StepError {
-  if (err instanceof StepError) return err;
-  return new StepError(
-    "InternalError",
-    `Step ${step} failed unexpectedly: ${(err as Error).message}`,
-    {
-      cause: err,
-    },
-  );
-}
 
 function normalize(s: VirtualServerStatus): unknown {
   return JSON.parse(JSON.stringify(s), (_k, v) =>
