@@ -150,7 +150,7 @@ export class VirtualServerReconciler {
         );
       const waiting = await this.runSteps(vs, status, log, finalizers, "Deleting");
       if (waiting) return waiting;
-    } else if (vs.status?.vm?.moRef) {
+    } else if (vs.status?.vm?.moRef || vs.status?.vm?.name) {
       // Without its class vsop cannot reach the VM; keep the finalizer rather than lose track.
       return this.conclude(vs, status, log, {
         error: new StepError(

@@ -145,6 +145,12 @@ export function vmStep(pool: VSpherePool): Step {
           ctx.log.warn({ previous: ctx.status.vm?.moRef }, "VM gone; a new one installs again");
           ctx.status.install = undefined;
         }
+        if (!ctx.status.vm?.name) {
+          // Intent first: once status says a VM was asked for, deletion looks for it in vCenter;
+          // an object that never got this far is released without vCenter.
+          ctx.status.vm = { ...ctx.status.vm, name };
+          return wait(0, "Creating", "Creating", `Creating VM ${name}.`);
+        }
         ctx.log.info({ vm: name, portGroup, method: method.name }, "creating VM");
         const started = await startTask(
           ctx,
@@ -188,6 +194,8 @@ export function vmStep(pool: VSpherePool): Step {
     },
 
     async finalize(ctx) {
+      // No VM was ever asked for (see the intent above): nothing to look for in vCenter.
+      if (!ctx.status.vm?.name && !ctx.status.vm?.moRef && !ctx.status.vm?.task) return DONE;
       const vc = await connectedVCenter(pool, ctx);
       if (!vc)
         return wait(

@@ -20,6 +20,7 @@ import {
   getVS,
   installVsop,
   kubectl,
+  kubectlTry,
   metric,
   removeDNS,
   scrape,
@@ -111,9 +112,9 @@ before(() => {
 });
 
 after(async () => {
-  // A class that cannot reach vCenter keeps its servers' finalizers (vsop cannot tell whether a
-  // VM exists), so repair the broken ones, but only once the servers are being deleted: else
-  // they would all go on to create their VMs first.
+  // A server that asked for a VM keeps its finalizer while its class cannot reach vCenter (vsop
+  // cannot tell whether the VM exists), so repair the broken classes, but only once the servers
+  // are being deleted: else they would all go on to create their VMs first.
   kubectl(["-n", ns, "delete", "virtualservers", "--all", "--wait=false"]);
   apply(
     virtualServerClass("faults-badpw", GUESTINFO),
@@ -270,6 +271,13 @@ test("wrong password → VCenterAuthFailed with backoff: no login storm", async 
   assert.ok(retries >= 6, "reconciles went on retrying without logging in each time");
   assert.ok(!op.logs().includes(WRONG_PASSWORD), "the password is never logged");
   for (const n of [71, 72, 73]) noVM(n);
+  // It never asked vCenter for a VM, so deleting it needs no vCenter: released at once.
+  kubectl(["-n", ns, "delete", "virtualserver", "auth1", "--wait=false"]);
+  await waitFor(
+    "auth1 released although its vCenter refuses the login",
+    () => !kubectlTry(["-n", ns, "get", "virtualserver", "auth1"]).ok,
+    15_000,
+  );
 });
 
 // --- missing port groups and placement objects -----------------------------------------------------

@@ -41,8 +41,12 @@ const reason = (o: StepOutcome) => (o.done ? "done" : o.reason);
 test("vm step: create → finish → VMCreated, one task per reconcile, none awaited", async () => {
   const vc = new FakeVSphere();
   const step = vmStep({ get: async () => vc });
+  // First the intent (status written), so a delete knows a VM may exist; then the task.
   let r = await reconcile(step, {});
   assert.equal(reason(r.out), "Creating");
+  assert.equal(r.ctx.status.vm?.name, "web-prod-1");
+  assert.deepEqual(vc.started, []);
+  r = await reconcile(step, r.ctx.status);
   assert.equal(r.ctx.status.vm?.task?.operation, "CreateVM");
   assert.deepEqual(vc.started, ["CreateVM web-prod-1"]);
   // The task still runs: the next reconcile waits, starts nothing.
@@ -67,7 +71,7 @@ test("vm step: create → finish → VMCreated, one task per reconcile, none awa
 test("vm step: a failed CreateVM is reported on VMCreated; the retry creates afresh", async () => {
   const vc = new FakeVSphere();
   const step = vmStep({ get: async () => vc });
-  const r = await reconcile(step, {});
+  const r = await reconcile(step, { vm: { name: "web-prod-1" } });
   vc.end(r.ctx.status.vm!.task!.moRef, "NoDiskSpace");
   const failed = reconcile(step, r.ctx.status);
   await assert.rejects(
@@ -258,7 +262,7 @@ test("vm finalize: Delete powers off, then destroys; Retain only removes the mar
       extraConfig: { "vsop.owner-uid": "u", "vsop.owner": "n/w" },
     });
     const step = vmStep({ get: async () => vc });
-    let status: VirtualServerStatus = {};
+    let status: VirtualServerStatus = { vm: { name: "web-prod-1" } };
     let done = false;
     for (let i = 0; i < 5 && !done; i++) {
       const r = await reconcile(step, status, CLASS, { deletionPolicy: policy }, "finalize");
@@ -274,4 +278,16 @@ test("vm finalize: Delete powers off, then destroys; Retain only removes the mar
     assert.equal(vc.vms.size, policy === "Delete" ? 0 : 1);
     if (policy === "Retain") assert.equal([...vc.vms.values()][0]!.powerState, "poweredOn");
   }
+});
+
+test("vm finalize: an object that never asked for a VM is released without vCenter", async () => {
+  const step = vmStep({
+    get: async () => {
+      throw new Error("vCenter must not be needed");
+    },
+  });
+  const r = await reconcile(step, {}, CLASS, {}, "finalize");
+  assert.equal(r.out.done, true);
+  // Once the intent is recorded, vCenter is needed to know.
+  await assert.rejects(reconcile(step, { vm: { name: "web-prod-1" } }, CLASS, {}, "finalize"));
 });
