@@ -15,7 +15,7 @@ import {
   type Step,
   type StepOutcome,
 } from "./context.js";
-import { startTask, taskInFlight } from "./vsphere-task.js";
+import { powerOffToDelete, startTask, taskInFlight } from "./vsphere-task.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
@@ -226,21 +226,14 @@ export function vmStep(pool: VSpherePool): Step {
         return released ?? DONE;
       }
       const step =
-        vm.powerState !== "poweredOff"
-          ? await startTask(
-              ctx,
-              vc,
-              "PowerOff",
-              () => vc.startPower(vm.moRef, false),
-              `Powering off VM ${vm.name} to delete it.`,
-            )
-          : await startTask(
-              ctx,
-              vc,
-              "Destroy",
-              () => vc.startDestroy(vm.moRef),
-              `Destroying VM ${vm.name}.`,
-            );
+        (await powerOffToDelete(ctx, vc, vm)) ??
+        (await startTask(
+          ctx,
+          vc,
+          "Destroy",
+          () => vc.startDestroy(vm.moRef),
+          `Destroying VM ${vm.name}.`,
+        ));
       return step ?? DONE;
     },
   };

@@ -154,3 +154,21 @@ export async function startTask(
     );
   return outcome;
 }
+
+/** Powers a VM off (hard) before it or its ISO is deleted; undefined when it is off. */
+export function powerOffToDelete(
+  ctx: ReconcileContext,
+  vc: TaskPort & Pick<VCenter, "startPower">,
+  vm: { moRef: string; name: string; powerState: string },
+  phase?: Phase,
+): Promise<StepOutcome | undefined> {
+  if (vm.powerState === "poweredOff") return Promise.resolve(undefined);
+  return startTask(
+    ctx,
+    vc,
+    "PowerOff",
+    () => vc.startPower(vm.moRef, false),
+    `Powering off VM ${vm.name} to delete it.`,
+    phase,
+  );
+}

@@ -7,7 +7,7 @@ import { noCloudFiles } from "../../provision/render.js";
 import { datastorePath } from "../../vsphere/vcenter.js";
 import { wait, type ReconcileContext, type StepOutcome } from "../context.js";
 import { tokenedCloudInit, type BootContext } from "../install-data.js";
-import { startTask } from "../vsphere-task.js";
+import { powerOffToDelete, startTask } from "../vsphere-task.js";
 import type { BootMethod } from "./boot-method.js";
 
 const isoFile = (ctx: ReconcileContext) =>
@@ -29,16 +29,7 @@ async function removeIso(
   // vSphere will not delete an ISO that a VM still holds.
   if (vm?.cdroms.some((c) => c.isoPath)) {
     const step =
-      (powerOffFirst && vm.powerState !== "poweredOff"
-        ? await startTask(
-            ctx,
-            vc,
-            "PowerOff",
-            () => vc.startPower(vm.moRef, false),
-            `Powering off VM ${vm.name} to delete it.`,
-            phase,
-          )
-        : undefined) ??
+      (powerOffFirst ? await powerOffToDelete(ctx, vc, vm, phase) : undefined) ??
       (await startTask(
         ctx,
         vc,
