@@ -54,7 +54,7 @@ kubectl wait --for=condition=Established --timeout=60s \
   crd/virtualservers.provisioning.vsop.dev crd/virtualserverclasses.provisioning.vsop.dev >>"$stage_log" 2>&1
 
 stage "applying deploy/samples/, pointed at the local vCenter, DNS and broker"
-kubectl apply -k "$ROOT/deploy/samples" >>"$stage_log" 2>&1
+# The class's Secrets first, with the local stack's values (deploy/samples applies none).
 kubectl -n vsop-system create secret generic vcenter-credentials --dry-run=client -o yaml \
   --from-literal=username="$GOVC_USERNAME" --from-literal=password="$GOVC_PASSWORD" | kubectl apply -f - >>"$stage_log" 2>&1
 kubectl -n vsop-system create secret generic mcollective-keys --dry-run=client -o yaml \
@@ -64,6 +64,7 @@ kubectl -n vsop-system create secret generic mcollective-keys --dry-run=client -
   --from-file=client-public.pem="$VSOP_MCO_DIR/clients/vsop.pem" | kubectl apply -f - >>"$stage_log" 2>&1
 kubectl -n vsop-system create secret generic mcollective-broker --dry-run=client -o yaml \
   --from-literal=username=guest --from-literal=password=guest | kubectl apply -f - >>"$stage_log" 2>&1
+kubectl apply -k "$ROOT/deploy/samples" >>"$stage_log" 2>&1
 node -e '
   const fs = require("fs");
   const e = process.env;
@@ -75,6 +76,14 @@ node -e '
 kubectl patch virtualserverclass standard --type=merge --patch-file "$DEMO/class-patch.json" >>"$stage_log" 2>&1
 
 stage "starting the operator as its ServiceAccount (log: $LOGS/operator.log)"
+# One operator, ever: a second make demo replaces the first one's operator (new build).
+if [ -f "$PIDS/operator.pid" ] && kill -0 "$(cat "$PIDS/operator.pid")" 2>/dev/null; then
+  log "    stopping the operator a previous make demo started"
+  old_pid="$(cat "$PIDS/operator.pid")"
+  kill -TERM -- "-$old_pid" 2>/dev/null || kill -TERM "$old_pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do kill -0 "$old_pid" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- "-$old_pid" 2>/dev/null || true
+fi
 token="$(kubectl -n vsop-system create token vsop --duration=24h)"
 server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
 cat >"$DEMO/operator.kubeconfig" <<EOF
@@ -90,7 +99,7 @@ PROV_PORT=$(pick_port 18082)
 HEALTH_PORT=$(pick_port 18081)
 METRICS_PORT=$(pick_port 18080)
 start_bg operator node "$ROOT/dist/main.js" run --kubeconfig "$DEMO/operator.kubeconfig" \
-  --operator-namespace vsop-system --resync-period 5s --backoff-max 10s \
+  --operator-namespace vsop-system --resync-period 5s --backoff-max 10s --leader-elect \
   --metrics-bind-address "127.0.0.1:$METRICS_PORT" --health-probe-bind-address "127.0.0.1:$HEALTH_PORT" \
   --provisioning-bind-address "127.0.0.1:$PROV_PORT" --provisioning-url "http://127.0.0.1:$PROV_PORT"
 stage_log="$LOGS/operator.log"
@@ -98,6 +107,15 @@ wait_until 60 "the operator's /readyz" curl -fsS "http://127.0.0.1:$HEALTH_PORT/
 
 stage "playing the booted server: kickstart, one-time keys, /built, its mcollectived"
 uid="$(kubectl -n default get vsrv web-prod-1 -o jsonpath='{.metadata.uid}')"
+# Installed by a previous make demo, and its VM still there (a restarted vcsim starts empty).
+installed() {
+  [ -n "$(kubectl -n default get vsrv web-prod-1 -o jsonpath='{.status.install.completedAt}')" ] &&
+    [ -n "$(govc find / -type m -name web-prod-1)" ]
+}
+if installed; then
+  # A second make demo: web-prod-1 was installed by the first one; its mcollectived still runs.
+  log "    web-prod-1 is installed already (a previous make demo); nothing to play"
+else
 follow_phase 120 Installing
 ks_token="$(kubectl -n vsop-system get secret "vsop-install-$uid" -o jsonpath='{.data.token}' | base64 -d)"
 curl -fsS "http://127.0.0.1:$PROV_PORT/ks/$ks_token" >"$DEMO/web-prod-1.ks"
@@ -113,7 +131,9 @@ rm -f "$DEMO/web-prod-1.bootstrap"
 log "    keys fetched once over /bootstrap (a second fetch answers 410)"
 IDENTITY_KEY="$DEMO/web-prod-1.identity.pem" "$ROOT/hack/node-up.sh" web-prod-1.example.com web.pp >>"$LOGS/demo.log" 2>&1
 curl -fsS -X POST "http://127.0.0.1:$PROV_PORT/built/$ks_token"
-unset ks_token token
+unset ks_token
+fi
+unset token
 
 stage "waiting for Ready, showing each phase change"
 follow_phase 300 Ready
