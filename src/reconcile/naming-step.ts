@@ -4,7 +4,8 @@ import type { VirtualServer } from "../api/types.js";
 import { effectiveNetwork } from "../api/defaults.js";
 import { StepError } from "../errors.js";
 import { parseHostname } from "../naming/hostname.js";
-import { resolveServer, type Lookup } from "../naming/resolve.js";
+import type { Lookup } from "../naming/lookup.js";
+import { resolveServer } from "../naming/resolve.js";
 import { condition, DONE, type Step } from "./context.js";
 
 export interface NamingDeps {
