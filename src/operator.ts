@@ -19,7 +19,7 @@ import { Informer, keyOf } from "./controller/informer.js";
 import { Kube, loadKubeConfig } from "./controller/kube.js";
 import { LeaderElector } from "./controller/leader.js";
 import { WorkQueue } from "./controller/queue.js";
-import { dnsLookup, type Lookup } from "./naming/resolve.js";
+import { dnsLookup, type Lookup } from "./naming/lookup.js";
 import { createLogger } from "./observability/logger.js";
 import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability/http.js";
 import { Metrics } from "./observability/metrics.js";

@@ -1,33 +1,9 @@
 // DNS: the server's A records (→ address and VLAN) and its per-VLAN service names.
-import { promises as dns } from "node:dns";
 import { StepError } from "../errors.js";
 import type { EffectiveNetwork } from "../api/defaults.js";
 import { deriveVLAN, fillVLAN } from "./vlan.js";
 import type { HostnameParts } from "./hostname.js";
-
-/** Answers that mean "no such record"; anything else means DNS itself failed. */
-const NOT_FOUND = new Set(["ENOTFOUND", "ENODATA", "NXDOMAIN", "NOTFOUND"]);
-
-export type Lookup = (name: string) => Promise<string[] | "notfound">;
-
-/** A resolver for the given servers (host or host:port), or the system's when empty. */
-export function dnsLookup(servers: string[] = []): Lookup {
-  const resolver = new dns.Resolver({ timeout: 2000, tries: 2 });
-  if (servers.length) resolver.setServers(servers);
-  return async (name) => {
-    try {
-      return await resolver.resolve4(name);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? "";
-      if (NOT_FOUND.has(code)) return "notfound";
-      throw new StepError(
-        "DNSUnavailable",
-        `DNS could not answer for ${name} (${code || (err as Error).message}); vsop retries.`,
-        { condition: "NameResolved", status: "Unknown", cause: err },
-      );
-    }
-  };
-}
+import type { Lookup } from "./lookup.js";
 
 export interface ResolvedName {
   address: string;
@@ -62,10 +38,16 @@ export async function resolveServer(
   }
   const address = addresses[0]!;
   const vlan = vlans.get(address)!;
+  // The service names depend on the VLAN only: asked at once, so a silent DNS costs one timeout.
+  const kinds = ["dns", "ntp", "proxy"] as const;
+  const names = kinds.map((kind) => `${fillVLAN(network.services[kind], vlan)}.${parts.domain}`);
+  const answers = await Promise.allSettled(names.map((name) => lookup(name)));
   const services = {} as ResolvedName["services"];
-  for (const kind of ["dns", "ntp", "proxy"] as const) {
-    const name = `${fillVLAN(network.services[kind], vlan)}.${parts.domain}`;
-    const found = await lookup(name);
+  for (const [i, kind] of kinds.entries()) {
+    const name = names[i]!;
+    const settled = answers[i]!;
+    if (settled.status === "rejected") throw settled.reason;
+    const found = settled.value;
     if (found === "notfound" || found.length === 0) {
       if (!network.optionalServices.has(kind)) {
         throw new StepError(

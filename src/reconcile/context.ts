@@ -26,6 +26,8 @@ export interface ReconcileContext {
   resolved?: ResolvedName;
   /** The vSphere operation whose task ended in this reconcile (see vsphere-task.ts). */
   finished?: string;
+  /** A step went on with stale knowledge (DNS out) and wants to look again this soon. */
+  recheckAfterSeconds?: number;
 }
 
 /** A step either finished (the world matches) or asks to be called again later. */

@@ -1,11 +1,16 @@
 // Step 1: the hostname follows the convention, nobody else claims it, it resolves, its address
 // gives a VLAN and the VLAN's service names resolve. Nothing is created in vSphere before this holds.
-import type { VirtualServer } from "../api/types.js";
+import type { Condition, VirtualServer, VirtualServerStatus } from "../api/types.js";
 import { effectiveNetwork } from "../api/defaults.js";
+import { getCondition } from "../controller/conditions.js";
 import { StepError } from "../errors.js";
 import { parseHostname } from "../naming/hostname.js";
-import { resolveServer, type Lookup } from "../naming/resolve.js";
+import { DNSUnavailable, type Lookup } from "../naming/lookup.js";
+import { resolveServer, type ResolvedName } from "../naming/resolve.js";
 import { condition, DONE, type Step } from "./context.js";
+
+/** How soon a server going on with its recorded resolution asks DNS again. */
+export const RECHECK_SECONDS = 30;
 
 export interface NamingDeps {
   lookup: (servers: string[]) => Lookup;
@@ -18,9 +23,10 @@ export interface NamingDeps {
  * otherwise the older creationTimestamp, then the smaller UID (timestamps have 1s resolution).
  */
 export function claimsBefore(a: VirtualServer, b: VirtualServer): boolean {
-  const holds = (o: VirtualServer) =>
-    !!o.status?.vm?.moRef ||
-    !!o.status?.conditions?.some((c) => c.type === "NameResolved" && c.status === "True");
+  const holds = (o: VirtualServer) => {
+    const c = getCondition(o.status?.conditions, "NameResolved");
+    return !!o.status?.vm?.moRef || c?.status === "True" || (!!c && standsIn(c));
+  };
   if (holds(a) !== holds(b)) return holds(a);
   const ta = a.metadata.creationTimestamp ?? "";
   const tb = b.metadata.creationTimestamp ?? "";
@@ -51,11 +57,21 @@ export function namingStep(deps: NamingDeps): Step {
           { condition: "NameResolved" },
         );
       }
-      const resolved = await resolveServer(
-        ctx.parts,
-        effectiveNetwork(cls.spec),
-        deps.lookup(cls.spec.naming?.dnsServers ?? []),
-      );
+      let resolved: ResolvedName;
+      let outage: string | undefined;
+      try {
+        resolved = await resolveServer(
+          ctx.parts,
+          effectiveNetwork(cls.spec),
+          deps.lookup(cls.spec.naming?.dnsServers ?? []),
+        );
+      } catch (err) {
+        // An outage does not undo what DNS said before: the later steps go on with it.
+        const recorded = err instanceof DNSUnavailable && recordedResolution(ctx.status);
+        if (!recorded) throw err;
+        resolved = recorded.resolved;
+        outage = `${err.message} Until it answers, vsop uses the address recorded at ${recorded.at}: ${describe(resolved)}.`;
+      }
       // One address, one server: the one that holds it (resolved first, or has a VM) keeps it.
       const holder = deps
         .allServers()
@@ -76,18 +92,48 @@ export function namingStep(deps: NamingDeps): Step {
         );
       }
       ctx.resolved = resolved;
+      if (outage) {
+        condition(ctx, "NameResolved", "Unknown", "DNSUnavailable", outage);
+        ctx.recheckAfterSeconds = RECHECK_SECONDS;
+        return DONE;
+      }
       ctx.status.address = resolved.address;
       ctx.status.vlan = resolved.vlan;
       ctx.status.portGroup = resolved.portGroup;
       ctx.status.services = resolved.services;
-      condition(
-        ctx,
-        "NameResolved",
-        "True",
-        "Resolved",
-        `${resolved.address} (VLAN ${resolved.vlan}, port group ${resolved.portGroup})`,
-      );
+      condition(ctx, "NameResolved", "True", "Resolved", describe(resolved));
       return DONE;
     },
   };
+}
+
+const describe = (r: ResolvedName) => `${r.address} (VLAN ${r.vlan}, port group ${r.portGroup})`;
+
+/** The time in the message of a NameResolved that stands in for DNS during an outage. */
+const RECORDED_AT = /the address recorded at (\S+): /;
+
+/** NameResolved is Unknown only because DNS is out, and vsop goes on with the recorded answer. */
+const standsIn = (c: Condition) => c.reason === "DNSUnavailable" && RECORDED_AT.test(c.message);
+
+/**
+ * What DNS answered last, as status records it, and since when, if it still stands: NameResolved
+ * is True, or already stands in during this outage (its message keeps the time). A server whose
+ * name was reported missing (NameNotResolvable) has nothing that stands.
+ */
+export function recordedResolution(
+  status: VirtualServerStatus,
+): { resolved: ResolvedName; at: string } | undefined {
+  const { address, vlan, portGroup, services } = status;
+  const c = getCondition(status.conditions, "NameResolved");
+  if (!address || vlan === undefined || !portGroup || !c) return undefined;
+  if (!services?.dns || !services.ntp || !services.proxy) return undefined;
+  const at =
+    c.status === "True"
+      ? c.lastTransitionTime
+      : c.reason === "DNSUnavailable"
+        ? RECORDED_AT.exec(c.message)?.[1]
+        : undefined;
+  if (!at) return undefined;
+  const { dns, ntp, proxy } = services;
+  return { resolved: { address, vlan, portGroup, services: { dns, ntp, proxy } }, at };
 }

@@ -96,12 +96,14 @@ export class VirtualServerReconciler {
       log,
       this.deps.steps.map((step) => [step.name, () => step.run(ctx)]),
     );
-    if (waiting) return waiting;
-    return this.conclude(vs, status, log, {
-      phase: "Ready",
-      reason: "Provisioned",
-      message: `${vs.spec.hostname} is provisioned and configured.`,
-    });
+    const result =
+      waiting ??
+      (await this.conclude(vs, status, log, {
+        phase: "Ready",
+        reason: "Provisioned",
+        message: `${vs.spec.hostname} is provisioned and configured.`,
+      }));
+    return sooner(result, ctx.recheckAfterSeconds);
   }
 
   /** Labels from the hostname's parts and the finalizer, in one write, only when missing. */
@@ -334,6 +336,12 @@ export const RETRIED_REASONS = new Set([
   "BrokerUnreachable",
   "NodeNotReachable",
 ]);
+
+/** The result, requeued no later than `seconds` when a step asked to look again. */
+function sooner(result: Result, seconds: number | undefined): Result {
+  if (seconds === undefined || (result.requeueAfterSeconds ?? Infinity) <= seconds) return result;
+  return { requeueAfterSeconds: seconds };
+}
 
 function normalize(s: VirtualServerStatus): unknown {
   return JSON.parse(JSON.stringify(s), (_k, v) =>

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { pino } from "pino";
 import type { VirtualServer, VirtualServerClass } from "../../src/api/types.js";
 import { StepError } from "../../src/errors.js";
-import { namingStep } from "../../src/reconcile/naming-step.js";
+import { DNSUnavailable, type Lookup } from "../../src/naming/lookup.js";
+import { claimsBefore, namingStep, RECHECK_SECONDS } from "../../src/reconcile/naming-step.js";
 import type { ReconcileContext } from "../../src/reconcile/context.js";
 
 const DNS: Record<string, string> = {
@@ -58,4 +59,151 @@ test("different addresses, or a holder being deleted, are no conflict", async ()
   const leaving = { ...first, metadata: { ...first.metadata, deletionTimestamp: "now" } };
   const second = server("web-prod-2", "a", "2026-01-03T00:00:00Z");
   assert.equal((await run(second, [leaving, second])).status.address, "10.12.30.20");
+});
+
+// --- DNS outages: a server that resolved goes on with what status records ----------------------
+
+const RESOLVED_AT = "2026-03-01T10:00:00Z";
+const recorded = (conditions: object[]) => ({
+  phase: "Ready",
+  address: "10.12.30.20",
+  vlan: 30,
+  portGroup: "VLAN-30",
+  services: {
+    dns: { name: "dns-30.example.test", address: "10.12.30.4" },
+    ntp: { name: "ntp-30.example.test", address: "10.12.30.3" },
+    proxy: { name: "proxy-30.example.test", address: "10.12.30.2" },
+  },
+  conditions,
+});
+const resolvedTrue = {
+  type: "NameResolved",
+  status: "True",
+  reason: "Resolved",
+  message: "10.12.30.20 (VLAN 30, port group VLAN-30)",
+  lastTransitionTime: RESOLVED_AT,
+};
+
+/** DNS that times out for every name, or only for the names given. */
+const outage =
+  (names?: string[]) =>
+  async (name: string): Promise<string[] | "notfound"> => {
+    if (!names || names.includes(name)) throw new DNSUnavailable(name, "ETIMEOUT");
+    return DNS[name] ? [DNS[name]] : "notfound";
+  };
+
+async function runWith(lookup: Lookup, status: object) {
+  const vs = server("web-prod-1", "a", "2026-01-01T00:00:00Z", structuredClone(status));
+  const step = namingStep({ lookup: () => lookup, allServers: () => [vs] });
+  const ctx = {
+    vs,
+    cls,
+    status: structuredClone(status),
+    log: pino({ level: "silent" }),
+  } as ReconcileContext;
+  const outcome = await step.run(ctx).catch((e: unknown) => e);
+  return { ctx, outcome };
+}
+
+test("a DNS outage: what the naming step does with and without a recorded resolution", async (t) => {
+  const standingIn = {
+    type: "NameResolved",
+    status: "Unknown",
+    reason: "DNSUnavailable",
+    message:
+      "DNS could not answer for web-prod-1.example.test (ETIMEOUT); vsop retries. Until it answers, " +
+      `vsop uses the address recorded at ${RESOLVED_AT}: 10.12.30.20 (VLAN 30, port group VLAN-30).`,
+    lastTransitionTime: "2026-03-02T00:00:00Z",
+  };
+  const cases: {
+    name: string;
+    lookup: Lookup;
+    status: object;
+    /** a reason thrown, or the NameResolved the step leaves and whether it goes on */
+    throws?: string;
+    condition?: { status: string; reason: string };
+  }[] = [
+    {
+      name: "resolved before: goes on with the recorded address",
+      lookup: outage(),
+      status: recorded([resolvedTrue]),
+      condition: { status: "Unknown", reason: "DNSUnavailable" },
+    },
+    {
+      name: "only a service name times out: the same",
+      lookup: outage(["ntp-30.example.test"]),
+      status: recorded([resolvedTrue]),
+      condition: { status: "Unknown", reason: "DNSUnavailable" },
+    },
+    {
+      name: "still out on the next reconcile: goes on, the recorded time kept",
+      lookup: outage(),
+      status: recorded([standingIn]),
+      condition: { status: "Unknown", reason: "DNSUnavailable" },
+    },
+    {
+      name: "never resolved: waits with DNSUnavailable",
+      lookup: outage(),
+      status: {},
+      throws: "DNSUnavailable",
+    },
+    {
+      name: "the name was reported missing before: waits with DNSUnavailable",
+      lookup: outage(),
+      status: recorded([
+        { type: "NameResolved", status: "False", reason: "NameNotResolvable", message: "gone." },
+      ]),
+      throws: "DNSUnavailable",
+    },
+    {
+      name: "NXDOMAIN is no outage: NameNotResolvable, as without a recorded address",
+      lookup: async () => "notfound",
+      status: recorded([resolvedTrue]),
+      throws: "NameNotResolvable",
+    },
+    {
+      name: "DNS back: NameResolved True again",
+      lookup: outage([]),
+      status: recorded([standingIn]),
+      condition: { status: "True", reason: "Resolved" },
+    },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, async () => {
+      const { ctx, outcome } = await runWith(c.lookup, c.status);
+      if (c.throws) {
+        assert.ok(outcome instanceof StepError, String(outcome));
+        assert.equal(outcome.reason, c.throws);
+        if (c.throws === "DNSUnavailable") assert.equal(outcome.options.status, "Unknown");
+        return;
+      }
+      assert.deepEqual(outcome, { done: true }, "the later steps run");
+      assert.equal(ctx.resolved?.address, "10.12.30.20");
+      assert.equal(ctx.resolved?.portGroup, "VLAN-30");
+      assert.equal(ctx.resolved?.services.ntp.address, "10.12.30.3");
+      assert.equal(ctx.status.address, "10.12.30.20");
+      const nr = ctx.status.conditions?.find((x) => x.type === "NameResolved");
+      assert.equal(nr?.status, c.condition!.status);
+      assert.equal(nr?.reason, c.condition!.reason);
+      if (nr?.status === "Unknown") {
+        assert.match(nr.message, /\(ETIMEOUT\)/);
+        assert.ok(
+          nr.message.includes(`vsop uses the address recorded at ${RESOLVED_AT}: 10.12.30.20 `),
+          nr.message,
+        );
+        assert.equal(ctx.recheckAfterSeconds, RECHECK_SECONDS, "DNS is asked again soon");
+      } else {
+        assert.equal(ctx.recheckAfterSeconds, undefined);
+      }
+    });
+  }
+});
+
+test("during an outage a server that stands in keeps its hostname against an older rival", async () => {
+  const standing = server("web-prod-1", "b", "2026-01-02T00:00:00Z", recorded([resolvedTrue]));
+  const first = await runWith(outage(), standing.status!);
+  const holder = { ...standing, status: first.ctx.status };
+  const rival = server("web-prod-1", "a", "2026-01-01T00:00:00Z"); // older, never resolved
+  assert.ok(claimsBefore(holder, rival));
+  assert.ok(!claimsBefore(rival, holder));
 });

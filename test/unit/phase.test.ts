@@ -13,6 +13,8 @@ import type {
 import type { EventRecorder } from "../../src/controller/events.js";
 import type { Kube } from "../../src/controller/kube.js";
 import { StepError } from "../../src/errors.js";
+import { DNSUnavailable } from "../../src/naming/lookup.js";
+import { namingStep } from "../../src/reconcile/naming-step.js";
 import type { ReconcileContext, Step } from "../../src/reconcile/context.js";
 import {
   RETRIED_REASONS,
@@ -21,6 +23,13 @@ import {
 } from "../../src/reconcile/virtualserver.js";
 
 const root = new URL("../../", import.meta.url).pathname;
+
+const DNS_ZONE: Record<string, string> = {
+  "web-prod-1.example.test": "10.12.30.20",
+  "dns-30.example.test": "10.12.30.4",
+  "ntp-30.example.test": "10.12.30.3",
+  "proxy-30.example.test": "10.12.30.2",
+};
 
 function harness(steps: Step[], status: VirtualServerStatus = {}) {
   let vs: VirtualServer = {
@@ -219,4 +228,45 @@ test("iso and guestinfo installs announce their first key fetch as InstallerStar
     h.events.filter((e) => e.type === "Normal" && e.reason !== "Installing").map((e) => e.reason),
     ["InstallerStarted"],
   );
+});
+
+test("a DNS outage: a Ready server stays Ready, NameResolved turns Unknown, DNS is asked again in 30 s", async () => {
+  let dnsDown = false;
+  const naming = namingStep({
+    lookup: () => async (name) => {
+      if (dnsDown) throw new DNSUnavailable(name, "ETIMEOUT");
+      return [DNS_ZONE[name]!];
+    },
+    allServers: () => [],
+  });
+  const rest: Step = {
+    name: "rest",
+    run: async (ctx) => {
+      assert.equal(ctx.resolved?.portGroup, "VLAN-30", "the later steps get the resolution");
+      return { done: true };
+    },
+  };
+  const h = harness([naming, rest]);
+  assert.deepEqual(await h.reconcile(), {});
+  assert.equal(h.status().phase, "Ready");
+
+  dnsDown = true;
+  assert.deepEqual(await h.reconcile(), { requeueAfterSeconds: 30 });
+  const s = h.status();
+  assert.equal(s.phase, "Ready");
+  assert.equal(s.conditions?.find((c) => c.type === "Ready")?.status, "True");
+  const nr = s.conditions?.find((c) => c.type === "NameResolved");
+  assert.deepEqual([nr?.status, nr?.reason], ["Unknown", "DNSUnavailable"]);
+  assert.equal(s.address, "10.12.30.20");
+  assert.deepEqual(
+    h.events.filter((e) => e.type === "Warning").map((e) => e.reason),
+    ["DNSUnavailable"],
+  );
+  const writes = h.writes();
+  await h.reconcile();
+  assert.equal(h.writes(), writes, "the same outage writes nothing more");
+
+  dnsDown = false;
+  assert.deepEqual(await h.reconcile(), {});
+  assert.equal(h.status().conditions?.find((c) => c.type === "NameResolved")?.status, "True");
 });
