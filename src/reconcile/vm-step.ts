@@ -5,7 +5,12 @@ import { bootMethodOf } from "./boot/index.js";
 import type { NicStatus, VirtualServer } from "../api/types.js";
 import { faultName } from "../vsphere/errors.js";
 import { StepError } from "../errors.js";
-import type { CreateVMSpec, NicSpec, VMRecord } from "../vsphere/vcenter.js";
+import {
+  VMAlreadyExists,
+  type CreateVMSpec,
+  type NicSpec,
+  type VMRecord,
+} from "../vsphere/vcenter.js";
 import type { VSpherePool, VSpherePort } from "./ports.js";
 import {
   condition,
@@ -158,11 +163,12 @@ export function vmStep(pool: VSpherePool): Step {
           "CreateVM",
           () =>
             vc.startCreateVM(spec).catch((err: unknown) => {
+              if (err instanceof VMAlreadyExists) return undefined; // read into the cache now
               throw faultName(err) === "DuplicateName" ? nameConflict(name, err) : err;
             }),
           `Creating VM ${name}.`,
         );
-        return started!;
+        return started ?? wait(0, "Creating", "Creating", `VM ${name} found; looking at it.`);
       }
       if (ctx.finished === "CreateVM") ctx.log.info({ vm: name, moRef: vm.moRef }, "VM created");
 

@@ -91,6 +91,14 @@ export interface InFlightTask {
   startedAt: string;
 }
 
+/** The VM to be created exists already, with this owner's marker (now in the cache). */
+export class VMAlreadyExists extends Error {
+  override name = "VMAlreadyExists";
+  constructor(readonly moRef: string) {
+    super(`VM ${moRef} already exists with this owner's marker`);
+  }
+}
+
 /** Several VMs carry one object's owner marker (vsop.owner-uid). */
 export class DuplicateOwnerMarker extends Error {
   override name = "DuplicateOwnerMarker";
@@ -485,15 +493,26 @@ export class VCenter {
       networks.push(await this.inventory.network(datacenter, nic.portGroup));
     const method = spec.template ? "CloneVM_Task" : "CreateVM_Task";
 
-    // vCenter refuses a second VM of one name in a folder; vcsim does not, so check here too.
-    const dup = this.cache
-      .all()
-      .find((v) => v.name === spec.name && v.folder === placement.folder.value);
-    if (dup)
-      throw new VSphereTaskError("", "DuplicateName", `${dup.moRef} already has this name`, {
+    // vCenter refuses a second VM of one name in a folder; vcsim does not. Asked of vCenter, not
+    // the cache: a cache behind by a stalled update loop must not lead to a second VM.
+    const index = (await this.session.serviceContent()).searchIndex;
+    const ref = index
+      ? moRef(
+          await this.session.invoke("FindChild", index, {
+            entity: placement.folder,
+            name: spec.name,
+          }),
+        )?.value
+      : this.cache.all().find((v) => v.name === spec.name && v.folder === placement.folder.value)
+          ?.moRef;
+    if (ref) {
+      const vm = await this.refresh(ref);
+      if (vm && vm.ownerUID === spec.extraConfig[OWNER_UID_KEY]) throw new VMAlreadyExists(ref);
+      throw new VSphereTaskError("", "DuplicateName", `${ref} already has this name`, {
         method,
         entity: spec.name,
       });
+    }
 
     let task: MoRef | undefined;
     if (spec.template) {
