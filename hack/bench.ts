@@ -282,7 +282,10 @@ function servers(ns: string): Listed[] {
     });
 }
 
-/** Removes every finalizer of the namespace's servers and deletes the namespace. */
+/**
+ * Removes every finalizer of the namespace's servers, then the servers and the namespace (the
+ * stack runs no namespace controller: a deleted namespace would keep its objects).
+ */
 async function dropServers(ns: string): Promise<void> {
   const kube = adminKube();
   const list = await kube.get<{ items: { metadata: { name: string } }[] }>(serversPath(ns));
@@ -298,6 +301,7 @@ async function dropServers(ns: string): Promise<void> {
       ),
     ),
   );
+  kubectlTry(["-n", ns, "delete", "virtualservers", "--all", "--wait=false"]);
   kubectlTry(["delete", "namespace", ns, "--wait=false"]);
 }
 
