@@ -305,6 +305,7 @@ async function dropServers(ns: string): Promise<void> {
   kubectlTry(["delete", "namespace", ns, "--wait=false"]);
 }
 
+const STALL_MS = 180_000;
 const PLACEMENT = { datacenter: "DC0", cluster: "DC0_C0", datastore: "LocalDS_0" };
 
 // 0. the floor --------------------------------------------------------------------------------
@@ -347,9 +348,14 @@ async function floorRound(): Promise<FloorResult> {
 // 1-3. vsop -----------------------------------------------------------------------------------
 
 interface RoundResult {
-  /** Until the last answering server's VMCreated=True / Ready=True, from the first create. */
+  /**
+   * Until the last answering server's VMCreated=True / Ready=True, from the first create; NaN
+   * when the round gave up before.
+   */
   createdMs: number;
   readyMs: number;
+  /** Why the round gave up, e.g. "93/100 VMCreated, 93/100 Ready after 714 s". */
+  stuck?: string;
   /** /metrics before the objects, when the last was VMCreated, when the last was Ready. */
   s0: Snapshot;
   sCreated: Snapshot;
@@ -428,13 +434,21 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
     );
     const applied = Date.now() - t0;
     let sCreated: Snapshot | undefined;
-    let createdMs = 0;
-    let readyMs = 0;
+    let createdMs = NaN;
+    let readyMs = NaN;
+    let stuck: string | undefined;
     let lastReport = Date.now();
+    // Give up after the deadline, or when nothing moved for STALL_MS (e.g. a server whose
+    // VMCreated went False for good); the figures so far are still printed.
     const deadline = Date.now() + Math.max(300_000, count * 6_000);
+    let lastMove = Date.now();
+    let seen = "";
     for (;;) {
       const created = progress.count("created", answeringNames);
       const ready = progress.count("ready", answeringNames);
+      const state = `${created.count}/${answering} VMCreated, ${ready.count}/${answering} Ready`;
+      const after = `after ${((Date.now() - t0) / 1000).toFixed(0)} s`;
+      if (state !== seen) [seen, lastMove] = [state, Date.now()];
       if (!sCreated && created.count === answering) {
         sCreated = await snapshot(op);
         createdMs = created.last - t0;
@@ -444,27 +458,28 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
         break;
       }
       if (Date.now() - lastReport > 10_000) {
-        log(
-          `${created.count}/${answering} VMCreated, ${ready.count}/${answering} Ready after ${((Date.now() - t0) / 1000).toFixed(0)} s`,
-        );
+        log(`${state} ${after}`);
         lastReport = Date.now();
       }
-      if (Date.now() > deadline)
-        throw new Error(
-          `not converged: ${created.count}/${answering} VMCreated, ${ready.count}/${answering} Ready`,
-        );
+      if (Date.now() > deadline || Date.now() - lastMove > STALL_MS) {
+        stuck = `${state} ${after}`;
+        log(`giving up: ${stuck}`);
+        break;
+      }
       await sleep(100);
     }
     const sReady = await snapshot(op);
+    sCreated ??= sReady;
     const vms = benchVMs(vc).length;
-    const result = { createdMs, readyMs, s0, sCreated, sReady };
+    const result = { createdMs, readyMs, stuck, s0, sCreated, sReady };
     const createPhase = () => {
       console.log(`  creating the ${count} objects (POSTs):  ${(applied / 1000).toFixed(1)} s`);
+      if (stuck) console.log(`  DID NOT CONVERGE:                ${stuck}`);
       console.log(`  all VMCreated=True after:        ${(createdMs / 1000).toFixed(1)} s`);
       console.log(`  all Ready=True after:            ${(readyMs / 1000).toFixed(1)} s`);
       console.log(`  VMs in vcsim (govc):             ${vms}`);
       console.log("");
-      console.log("Create phase (until all Ready):");
+      console.log(`Create phase (until all Ready${stuck ? " or giving up" : ""}):`);
       const create = diff(sReady.soap, s0.soap);
       table("vSphere SOAP requests", create);
       console.log(`    per server: ${(total(create) / count).toFixed(1)}`);
@@ -472,10 +487,12 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
       table("MCollective requests by action", diff(sReady.mco, s0.mco));
       table("reconciles by outcome", diff(sReady.reconciles, s0.reconciles));
     };
-    if (!phases) {
+    if (!phases || stuck) {
       console.log("");
       console.log(
-        `vsop with ${silent} silent servers: ${answering} answering ones (times are theirs)`,
+        silent
+          ? `vsop with ${silent} silent servers: ${answering} answering ones (times are theirs)`
+          : `vsop bench: N=${N} VirtualServers (no resync or delete phase: it did not converge)`,
       );
       createPhase();
       console.log("");
@@ -559,25 +576,26 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
   }
 }
 
-// --- the table -----------------------------------------------------------------------------------
+// --- the tables ----------------------------------------------------------------------------------
 
-const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-const ratio = (a: number, b: number) => `${(a / b).toFixed(1)}×`;
+const secs = (ms: number) => (Number.isNaN(ms) ? "not reached" : `${(ms / 1000).toFixed(1)} s`);
+const ratio = (a: number, b: number) => (Number.isNaN(a) ? "" : ` (${(a / b).toFixed(1)}×)`);
 const perServer = (c: Counts, n: number) => (total(c) / n).toFixed(1);
+const row = (label: string, ...cells: string[]) =>
+  console.log(`  ${label.padEnd(26)}${cells.map((c) => c.padStart(19)).join("")}`);
 
-function report(floor: FloorResult, vsop: RoundResult, silent: RoundResult | undefined): void {
+function report(floor: FloorResult, vsop: RoundResult): void {
   const delay = METHOD_DELAY
     ? `TASK_DELAY=${TASK_DELAY} (vcsim -method-delay ${METHOD_DELAY})`
     : "no task delay";
-  const row = (label: string, ...cells: string[]) =>
-    console.log(`  ${label.padEnd(26)}${cells.map((c) => c.padStart(19)).join("")}`);
   console.log(`Floor beside vsop: N=${N}, ${delay}, ${WORKERS} workers`);
+  if (vsop.stuck) console.log(`  vsop DID NOT CONVERGE: ${vsop.stuck}`);
   row("", "floor", "vsop to VMCreated", "vsop to Ready");
   row(
     "time",
     secs(floor.totalMs),
-    `${secs(vsop.createdMs)} (${ratio(vsop.createdMs, floor.totalMs)})`,
-    `${secs(vsop.readyMs)} (${ratio(vsop.readyMs, floor.totalMs)})`,
+    `${secs(vsop.createdMs)}${ratio(vsop.createdMs, floor.totalMs)}`,
+    `${secs(vsop.readyMs)}${ratio(vsop.readyMs, floor.totalMs)}`,
   );
   row(
     "SOAP calls per server",
@@ -599,30 +617,27 @@ function report(floor: FloorResult, vsop: RoundResult, silent: RoundResult | und
   // does; VMCreated comes before vsop powers on, so this one compares the creates alone.
   console.log(
     `  creates alone: vsop all VMCreated ${secs(vsop.createdMs)} / floor all CreateVM_Task ` +
-      `done ${secs(floor.createdMs)} = ${ratio(vsop.createdMs, floor.createdMs)}`,
+      `done ${secs(floor.createdMs)}${ratio(vsop.createdMs, floor.createdMs)}`,
   );
   table("floor SOAP calls", floor.soap);
   table("floor kube requests", floor.kube);
-  if (!silent) return;
+}
+
+function reportSilent(without: RoundResult, withSilent: RoundResult): void {
   const change = (a: number, b: number) =>
-    `${b >= a ? "+" : ""}${(((b - a) / a) * 100).toFixed(0)}%`;
-  console.log("");
+    Number.isNaN(a) || Number.isNaN(b)
+      ? ""
+      : `${b >= a ? "+" : ""}${(((b - a) / a) * 100).toFixed(0)}%`;
   console.log(
     `${SILENT} servers whose mcollectived never answers, beside the ${N} others (target: ≤ +10%)`,
   );
-  row("", `without them`, `with them`, "change");
-  row(
-    "all N VMCreated",
-    secs(vsop.createdMs),
-    secs(silent.createdMs),
-    change(vsop.createdMs, silent.createdMs),
-  );
-  row(
-    "all N Ready",
-    secs(vsop.readyMs),
-    secs(silent.readyMs),
-    change(vsop.readyMs, silent.readyMs),
-  );
+  if (withSilent.stuck) console.log(`  with them, DID NOT CONVERGE: ${withSilent.stuck}`);
+  row("", "without them", "with them", "change");
+  for (const [label, key] of [
+    ["all N VMCreated", "createdMs"],
+    ["all N Ready", "readyMs"],
+  ] as const)
+    row(label, secs(without[key]), secs(withSilent[key]), change(without[key], withSilent[key]));
 }
 
 async function main(): Promise<void> {
@@ -634,9 +649,13 @@ async function main(): Promise<void> {
   );
   const floor = await floorRound();
   const vsop = await vsopRound(N, 0, true);
-  const silent = SILENT ? await vsopRound(N, SILENT, false) : undefined;
-  report(floor, vsop, silent);
+  report(floor, vsop);
   console.log("");
+  if (SILENT) {
+    const silent = await vsopRound(N, SILENT, false);
+    reportSilent(vsop, silent);
+    console.log("");
+  }
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 
