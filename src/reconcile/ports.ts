@@ -25,7 +25,6 @@ export type VSpherePort = Pick<
   | "startDeleteFile"
   | "uploadFile"
   | "taskState"
-  | "follows"
   | "track"
   | "inFlight"
   | "forget"

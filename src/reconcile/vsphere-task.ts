@@ -1,7 +1,7 @@
 // One vSphere task in flight per server, recorded in status.vm.task (as CAPV records its
-// TaskRef): a step starts a task, records it and returns; the task's end (seen by the shared
-// task table) wakes the key; the next reconcile reads how it ended, and only then does any step
-// look at vSphere again. A reconcile never waits for vCenter.
+// TaskRef): a step starts a task, records it and returns; the change the task makes to its VM
+// wakes the key (or a short recheck does); the next reconcile reads how it ended, and only then
+// does any step look at vSphere again. A reconcile never waits for vCenter.
 import type { ConditionType, Phase } from "../api/types.js";
 import { StepError } from "../errors.js";
 import { VSphereTaskError } from "../vsphere/errors.js";
@@ -10,15 +10,15 @@ import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
 import { vsphereStepError } from "./vsphere-errors.js";
 
 /**
- * How long a reconcile waits for a task before looking again by itself. The task's end wakes it
- * much sooner; this only covers a vCenter that stopped sending updates.
+ * When a reconcile looks at a running task again by itself: soon at first, then less often. The
+ * change the task makes to its VM wakes the reconcile earlier; this covers tasks whose end
+ * changes no VM (a failure, a datastore file) and a vCenter that stopped sending updates.
  */
+export function recheckSeconds(startedAt: string, now = Date.now()): number {
+  const running = Math.max(0, (now - Date.parse(startedAt)) / 1000) || 0;
+  return Math.min(TASK_RECHECK_SECONDS, Math.max(1, Math.round(running / 5)));
+}
 export const TASK_RECHECK_SECONDS = 15;
-/**
- * A task vCenter lists under no inventory object the update loop follows (FileManager's, e.g.
- * DeleteDatastoreFile_Task) ends unseen: it is read again this often.
- */
-export const UNFOLLOWED_TASK_RECHECK_SECONDS = 2;
 
 /** What each operation is part of: its failure is reported on that condition. */
 const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reason: string }> = {
@@ -45,7 +45,7 @@ const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reas
 export type Operation = keyof typeof OPERATIONS;
 
 /** What the task bookkeeping needs of a vCenter client (a fake in unit tests). */
-export type TaskPort = Pick<VCenter, "taskState" | "track" | "inFlight" | "forget" | "follows">;
+export type TaskPort = Pick<VCenter, "taskState" | "track" | "inFlight" | "forget">;
 export type { InFlightTask };
 
 /** Task ends that leave nothing to report: someone else made the change, or the object is gone. */
@@ -76,7 +76,7 @@ export async function taskInFlight(
   if (state.state === "queued" || state.state === "running") {
     vc.track(t, key);
     return wait(
-      vc.follows(t.moRef) ? TASK_RECHECK_SECONDS : UNFOLLOWED_TASK_RECHECK_SECONDS,
+      recheckSeconds(t.startedAt),
       phase ?? op.phase,
       op.reason,
       `vCenter is running ${t.operation} for ${ctx.vs.spec.hostname} (task ${t.moRef}, started ${t.startedAt}).`,
@@ -122,7 +122,7 @@ export function taskStarted(
   vc.track(record, keyOf(ctx));
   ctx.log.info({ operation, task }, "vSphere task started");
   const op = OPERATIONS[operation]!;
-  return wait(TASK_RECHECK_SECONDS, phase ?? op.phase, op.reason, message);
+  return wait(1, phase ?? op.phase, op.reason, message);
 }
 
 /**

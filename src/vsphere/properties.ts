@@ -13,12 +13,11 @@ export function propertySpec(type: string, pathSet: string[]) {
 
 /**
  * An ObjectSpec that walks the inventory from the root folder down to every VM and port group:
- * folders, datacenters' vm and network folders, and vApps; and from folders and VMs to their
- * recent tasks (ManagedEntity.recentTask: CreateVM's task is its folder's, the others their VM's).
- * Long-lived filters use this instead of a ContainerView: vcsim deadlocks when a filter over a
- * ContainerView is collected while VMs are being created (a lock-order inversion between the
- * view and the filter), and for the same reason tasks are not followed through
- * TaskManager.recentTask (vcsim updates it while holding the TaskManager's lock).
+ * folders, datacenters' vm and network folders, and vApps. Long-lived filters use this instead
+ * of a ContainerView: vcsim deadlocks when a filter over a ContainerView is collected while VMs
+ * are being created (a lock-order inversion between the view and the filter). For the same
+ * reason tasks are not followed through recentTask (TaskManager's, a folder's or a VM's): under
+ * a burst of tasks vcsim's WaitForUpdatesEx then hangs until the client gives up (60 s).
  */
 export function inventoryObjectSpec(root: MoRef) {
   const ref = (name: string) => ({ _type: "SelectionSpec", name });
@@ -36,17 +35,13 @@ export function inventoryObjectSpec(root: MoRef) {
     selectSet: [
       hop("folderChildren", "Folder", "childEntity", [
         "folderChildren",
-        "folderTasks",
-        "vmTasks",
         "dcVms",
         "dcNetworks",
         "vAppVms",
       ]),
-      hop("folderTasks", "Folder", "recentTask", []),
-      hop("vmTasks", "VirtualMachine", "recentTask", []),
-      hop("dcVms", "Datacenter", "vmFolder", ["folderChildren", "folderTasks"]),
+      hop("dcVms", "Datacenter", "vmFolder", ["folderChildren"]),
       hop("dcNetworks", "Datacenter", "networkFolder", ["folderChildren"]),
-      hop("vAppVms", "VirtualApp", "vm", ["vmTasks"]),
+      hop("vAppVms", "VirtualApp", "vm", []),
     ],
   };
 }

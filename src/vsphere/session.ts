@@ -14,7 +14,6 @@ export interface ServiceContent {
   propertyCollector: MoRef;
   viewManager: MoRef;
   sessionManager: MoRef;
-  taskManager?: MoRef;
   fileManager?: MoRef;
   searchIndex?: MoRef;
   apiVersion: string;
@@ -54,7 +53,6 @@ export class VSphereSession {
       propertyCollector: ref("propertyCollector")!,
       viewManager: ref("viewManager")!,
       sessionManager: ref("sessionManager")!,
-      taskManager: ref("taskManager"),
       fileManager: ref("fileManager"),
       searchIndex: ref("searchIndex"),
       apiVersion: text(field(field(sc, "about"), "apiVersion")) ?? "",

@@ -7,13 +7,7 @@ import { MoRef, type Node } from "./xml.js";
 import { moRef } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
-import {
-  TASK_PROPERTIES,
-  TaskTable,
-  taskOutcome,
-  type TaskContext,
-  type TaskState,
-} from "./task-table.js";
+import { TASK_PROPERTIES, taskOutcome, type TaskContext, type TaskState } from "./task-state.js";
 import { VMCache } from "./cache.js";
 import { UpdateLoop, type Changes } from "./watch.js";
 import { Inventory, PlacementNotFound } from "./inventory.js";
@@ -68,7 +62,7 @@ export interface VCenterOptions {
   taskTimeoutMs?: number;
   /**
    * Called with an owner key ("namespace/name" from a VM's vsop.owner) when a VM it owns changed
-   * or a task it started ended, so its reconcile runs again.
+   * (as every task vsop starts on a VM changes it), so its reconcile runs again.
    */
   wake?: (key: string) => void;
   /** Longest server-side wait of one WaitForUpdatesEx (default 20 s). */
@@ -115,11 +109,6 @@ export class VCenter {
   private readonly log: Logger;
   private readonly cache = new VMCache();
   private readonly inventory: Inventory;
-  private readonly taskTable = new TaskTable();
-  /** Owner keys to wake when a task ends (tasks whose entity is not their VM, e.g. CreateVM). */
-  private readonly taskOwners = new Map<string, string>();
-  /** Reads of VMs after their tasks ended, by task, until they are in the cache. */
-  private readonly rereads = new Map<string, Promise<void>>();
   /** Each owner's task in flight, as track() was told. */
   private readonly inflight = new Map<string, InFlightTask>();
   private readonly taskTimeoutMs: number;
@@ -142,7 +131,7 @@ export class VCenter {
         caBundle: opts.caBundle,
         insecureSkipVerify: opts.insecureSkipVerify,
         // The long poll must end (maxWaitSeconds) well before the request times out.
-        timeoutMs: Math.max(60_000, (maxWaitSeconds + 30) * 1000),
+        timeoutMs: Math.max(30_000, (maxWaitSeconds + 10) * 1000),
         onCall: (method) => this.count(method),
       },
       { username: opts.username, password: opts.password },
@@ -152,7 +141,6 @@ export class VCenter {
     this.loop = new UpdateLoop(
       this.session,
       this.cache,
-      this.taskTable,
       this.log,
       {
         maxWaitSeconds,
@@ -197,7 +185,6 @@ export class VCenter {
     this.started = false;
     await this.loop.stop();
     await this.session.logout();
-    this.taskTable.abandon({ state: "gone" });
   }
 
   synced(): boolean {
@@ -316,28 +303,26 @@ export class VCenter {
   }
 
   // --- tasks -------------------------------------------------------------------------------------
+  // A task's end shows in its VM (power state, devices, config.changeVersion), which the update
+  // loop reports and whose owner it wakes; the owner then reads the task once. Tasks that change
+  // no VM (a failure, a datastore file) are read again by the caller after a short while.
 
   /**
-   * What is known of a task: from the shared task table, or (a task that left recentTask, or one
-   * started before a restart) read once from vCenter; "gone" when vCenter no longer has it.
+   * A task's state, read from vCenter ("gone" when it no longer has it). An ended task's VM (the
+   * one it worked on, or made) is read too, so whoever acts on the end finds the VM as the task
+   * left it, even while the update loop is behind (not a second CreateVM for a missing VM).
    */
   async taskState(task: string): Promise<TaskState> {
-    const known = this.taskTable.state(task);
-    // An ended task's VM is being read back: its state counts once the cache has the result.
-    await this.rereads.get(task);
-    if (known) return known;
     try {
       const props = await retrieveOne(this.session, new MoRef("Task", task), TASK_PROPERTIES);
       if (Object.keys(props).length === 0) return { state: "gone" };
       const state = taskOutcome(props);
-      // Read ahead of the update loop: the VM it made or changed is read too, so whoever acts
-      // on this end finds the VM as the task left it (not a second CreateVM for a missing VM).
-      if (state.state === "success" || state.state === "error")
-        for (const ref of [
-          moRef(props["info.entity"]),
-          state.state === "success" ? moRef(state.result) : undefined,
-        ])
-          if (ref?.type === VM_TYPE) await this.refresh(ref.value);
+      if (state.state === "success" || state.state === "error") {
+        const entity = moRef(props["info.entity"]);
+        const made = state.state === "success" ? moRef(state.result) : undefined;
+        if (entity?.type === VM_TYPE) await this.refresh(entity.value);
+        if (made?.type === VM_TYPE && !this.cache.get(made.value)) await this.refresh(made.value);
+      }
       return state;
     } catch (err) {
       if (faultName(err) === "ManagedObjectNotFound") return { state: "gone" };
@@ -346,17 +331,11 @@ export class VCenter {
   }
 
   /**
-   * Remembers that `key` (an owner, "namespace/name") waits for this task: its end wakes the key,
-   * and until then inFlight(key) returns it, also when the caller's record of it was lost.
+   * Remembers that `key` (an owner, "namespace/name") waits for this task, so inFlight(key)
+   * returns it until forget(), also when the caller's record of it was lost.
    */
   track(task: InFlightTask, key: string): void {
-    this.taskOwners.set(task.moRef, key);
     this.inflight.set(key, task);
-  }
-
-  /** Whether the shared task table follows this task (its end then wakes its owner). */
-  follows(task: string): boolean {
-    return this.taskTable.state(task) !== undefined;
   }
 
   /** The task this process started for `key` and has not seen end. */
@@ -366,14 +345,13 @@ export class VCenter {
 
   /** Drops what track() remembered once the owner has read the task's end. */
   forget(key: string, task: string): void {
-    this.taskOwners.delete(task);
     if (this.inflight.get(key)?.moRef === task) this.inflight.delete(key);
   }
 
   /** Waits until a task ends: its result, or VSphereTaskError. Not for reconciles. */
   async waitTask(task: string, ctx: TaskContext): Promise<Node | undefined> {
     const deadline = Date.now() + this.taskTimeoutMs;
-    for (;;) {
+    for (let delay = 50; ; delay = Math.min(delay * 2, 2000)) {
       const state = await this.taskState(task);
       if (state.state === "success") return state.result;
       if (state.state === "error")
@@ -390,52 +368,15 @@ export class VCenter {
           `${ctx.method} did not finish within ${this.taskTimeoutMs} ms`,
           { ...ctx },
         );
-      // The table wakes us; the timer re-reads a task the table does not follow.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        this.taskTable.whenEnded(task),
-        new Promise((r) => (timer = setTimeout(r, Math.min(left, 5000)))),
-      ]);
-      clearTimeout(timer);
+      await new Promise((r) => setTimeout(r, Math.min(left, delay)));
     }
   }
 
-  /**
-   * After a batch of updates: the VMs our ended tasks touched are read back first (vcsim does
-   * not report every property a reconfigure changes; one read per task makes the cache exact),
-   * then the owners of changed VMs and of ended tasks are woken.
-   */
+  /** After a batch of updates: the owners of the VMs it changed are woken. */
   private changed(changes: Changes): void {
     const keys = new Set<string>();
-    const reread = new Set<string>();
     for (const vm of changes.vms) for (const o of vm.owners) if (o) keys.add(o);
-    for (const task of changes.endedTasks) {
-      const key = this.taskOwners.get(task);
-      if (!key) continue;
-      this.taskOwners.delete(task);
-      keys.add(key);
-      const state = this.taskTable.state(task);
-      const entity = this.taskTable.entity(task);
-      if (entity?.type === VM_TYPE) reread.add(entity.value);
-      const result = state?.state === "success" ? moRef(state.result) : undefined;
-      if (result?.type === VM_TYPE) reread.add(result.value);
-    }
-    const wake = () => {
-      for (const key of keys) this.opts.wake?.(key);
-    };
-    if (reread.size === 0) return wake();
-    const read = Promise.all(
-      [...reread].map((ref) =>
-        this.refresh(ref).catch((err: unknown) =>
-          this.log.warn({ moRef: ref, err }, "could not read a VM after its task"),
-        ),
-      ),
-    ).then(() => undefined);
-    for (const task of changes.endedTasks) this.rereads.set(task, read);
-    void read.then(() => {
-      for (const task of changes.endedTasks) this.rereads.delete(task);
-      wake();
-    });
+    for (const key of keys) this.opts.wake?.(key);
   }
 
   // --- placement ---------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ export const VM_PROPERTIES = [
   "config.hardware.device",
   "config.extraConfig",
   "config.bootOptions",
+  // Not read: every reconfigure changes it, so each one wakes the VM's owner (vcsim does not
+  // report all the properties a reconfigure changes).
+  "config.changeVersion",
   "runtime.powerState",
 ];
 

@@ -10,12 +10,10 @@ import { VSphereFault, VSphereUnreachable } from "./errors.js";
 import { inventoryObjectSpec, propertySpec } from "./properties.js";
 import { parseUpdateSet, PORTGROUP_PROPERTIES, type ObjectUpdate, type VMCache } from "./cache.js";
 import { VM_PROPERTIES } from "./vms.js";
-import { TASK_PROPERTIES, type TaskTable } from "./task-table.js";
 
-/** What one applied batch changed: VMs (by moRef, with their owner before and after) and ended tasks. */
+/** What one applied batch changed: VMs, by moRef, with their owner before and after. */
 export interface Changes {
   vms: { moRef: string; owners: (string | undefined)[] }[];
-  endedTasks: string[];
 }
 
 export interface WatchOptions {
@@ -45,7 +43,6 @@ export class UpdateLoop {
   constructor(
     private readonly session: VSphereSession,
     private readonly cache: VMCache,
-    private readonly tasks: TaskTable,
     private readonly log: Logger,
     private readonly opts: WatchOptions,
     /** Called after the session was reset, so pooled server-side objects are forgotten. */
@@ -148,7 +145,6 @@ export class UpdateLoop {
         propSet: [
           propertySpec("VirtualMachine", VM_PROPERTIES),
           propertySpec("DistributedVirtualPortgroup", PORTGROUP_PROPERTIES),
-          propertySpec("Task", TASK_PROPERTIES),
         ],
         objectSet: [inventoryObjectSpec(sc.rootFolder)],
       },
@@ -167,25 +163,23 @@ export class UpdateLoop {
     }
     const owners = this.ownersOf(snapshot);
     this.cache.finishResync(snapshot);
-    const endedTasks = this.tasks.reset(snapshot);
     this.resyncs++;
     this.isSynced = true;
     this.error = undefined;
     onSynced();
-    this.log.info({ vms: this.cache.size, tasks: this.tasks.size }, "vSphere VM cache synced");
+    this.log.info({ vms: this.cache.size }, "vSphere VM cache synced");
     this.settleStarters();
     for (const w of this.syncWaiters.splice(0)) w();
-    this.onChanges({ vms: this.withOwners(owners), endedTasks });
+    this.onChanges({ vms: this.withOwners(owners) });
 
     while (!this.stopping) {
       const set = parseUpdateSet(await this.poll(pc, version));
       if (!set || this.stopping) continue;
       const before = this.ownersOf(set.updates);
       this.cache.apply(set.updates);
-      const ended = this.tasks.apply(set.updates);
       this.batches++;
       version = set.version;
-      this.onChanges({ vms: this.withOwners(before), endedTasks: ended });
+      this.onChanges({ vms: this.withOwners(before) });
     }
   }
 

@@ -2,7 +2,7 @@
 // ends them (finish / fail), and only then change the VMs, as vCenter would.
 import type { CreateVMSpec, VMRecord } from "../../src/vsphere/vcenter.js";
 import { DuplicateOwnerMarker } from "../../src/vsphere/vcenter.js";
-import type { TaskState } from "../../src/vsphere/task-table.js";
+import type { TaskState } from "../../src/vsphere/task-state.js";
 import type { InFlightTask } from "../../src/vsphere/vcenter.js";
 import type { VSpherePort } from "../../src/reconcile/ports.js";
 
@@ -185,7 +185,6 @@ export class FakeVSphere implements VSpherePort {
   async taskState(task: string): Promise<TaskState> {
     return this.tasks.get(task)?.state ?? { state: "gone" };
   }
-  follows = (task: string) => this.tasks.has(task);
   track(task: InFlightTask, key: string) {
     this.inflight.set(key, task);
   }

@@ -1,10 +1,9 @@
-// The task table fed by the update loop, and the one-task-per-server bookkeeping of the steps.
+// The one-task-per-server bookkeeping of the steps: a task recorded, running, ended, failed, gone.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { MoRef, type Node } from "../../src/vsphere/xml.js";
-import type { ObjectUpdate } from "../../src/vsphere/cache.js";
-import { TaskTable, type TaskState } from "../../src/vsphere/task-table.js";
+import type { TaskState } from "../../src/vsphere/task-state.js";
 import {
+  recheckSeconds,
   startTask,
   taskInFlight,
   TASK_RECHECK_SECONDS,
@@ -14,50 +13,12 @@ import {
 import { StepError } from "../../src/errors.js";
 import { stepContext } from "../support/step-fakes.js";
 
-const task = (value: string, kind: ObjectUpdate["kind"], state?: string, extra: Node = {}) => ({
-  kind,
-  obj: new MoRef("Task", value),
-  changeSet: state
-    ? [
-        { name: "info.state", op: "assign", val: state },
-        { name: "info.entity", op: "assign", val: new MoRef("VirtualMachine", "vm-1") },
-        ...Object.entries(extra as Record<string, Node>).map(([name, val]) => ({
-          name,
-          op: "assign",
-          val,
-        })),
-      ]
-    : [],
-});
-
-test("TaskTable: a task is reported once, when it ends; a task that leaves unfinished is gone", () => {
-  const t = new TaskTable();
-  assert.deepEqual(
-    t.apply([task("task-1", "enter", "running"), task("task-2", "enter", "queued")]),
-    [],
-  );
-  assert.equal(t.state("task-1")?.state, "running");
-  assert.equal(t.entity("task-1")?.value, "vm-1");
-  assert.deepEqual(t.apply([task("task-1", "modify", "success")]), ["task-1"]);
-  assert.deepEqual(t.apply([task("task-1", "modify", "success")]), [], "no second report");
-  assert.deepEqual(t.apply([task("task-2", "leave")]), ["task-2"]);
-  assert.equal(t.state("task-2")?.state, "gone");
-  // A finished task that leaves recentTask keeps its outcome for a late reader.
-  assert.deepEqual(t.apply([task("task-1", "leave")]), []);
-  assert.equal(t.state("task-1")?.state, "success");
-  assert.equal(t.state("task-9"), undefined);
-});
-
-test("TaskTable: an error carries its fault; a resync without a running task ends it as gone", async () => {
-  const t = new TaskTable();
-  t.apply([task("task-1", "enter", "running"), task("task-2", "enter", "running")]);
-  const waited = t.whenEnded("task-2");
-  const err = { fault: { _type: "NoDiskSpace" }, localizedMessage: "full" };
-  assert.deepEqual(t.apply([task("task-1", "modify", "error", { "info.error": err })]), ["task-1"]);
-  assert.deepEqual(t.state("task-1"), { state: "error", fault: "NoDiskSpace", message: "full" });
-  assert.deepEqual(t.reset([task("task-3", "enter", "running")]), ["task-2"]);
-  assert.equal((await waited).state, "gone");
-  assert.equal(t.state("task-3")?.state, "running");
+test("recheck: soon after a task started, then less often, at most every 15 s", () => {
+  const at = (secondsAgo: number) => new Date(Date.now() - secondsAgo * 1000).toISOString();
+  assert.equal(recheckSeconds(at(0)), 1);
+  assert.equal(recheckSeconds(at(20)), 4);
+  assert.equal(recheckSeconds(at(3600)), TASK_RECHECK_SECONDS);
+  assert.equal(recheckSeconds("not a time"), 1);
 });
 
 /** A vCenter whose tasks are what the test says. */
@@ -68,7 +29,6 @@ function fakeVC(states: Record<string, TaskState>, inflight?: InFlightTask) {
     track: (t, key) => void tracked.push(`${key} ${t.moRef}`),
     inFlight: () => inflight,
     forget: () => undefined,
-    follows: (moRef) => moRef in states,
   };
   return { port, tracked };
 }
@@ -88,7 +48,7 @@ test("taskInFlight: a running task is a wait that its end cuts short, and its ow
   const vc = fakeVC({ "task-7": { state: "running" } });
   const out = await taskInFlight(ctx, vc.port);
   assert.equal(out?.done, false);
-  assert.equal(out && !out.done && out.waitSeconds, TASK_RECHECK_SECONDS);
+  assert.equal(out && !out.done && out.waitSeconds, TASK_RECHECK_SECONDS, "started long ago");
   assert.equal(out && !out.done && out.reason, "PoweringOn");
   assert.deepEqual(vc.tracked, ["n/w task-7"]);
   assert.equal(ctx.status.vm?.task?.moRef, "task-7", "still recorded");

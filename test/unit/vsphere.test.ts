@@ -26,7 +26,7 @@ import {
   validateCreateSpec,
   type CreateVMSpec,
 } from "../../src/vsphere/vms.js";
-import { taskOutcome } from "../../src/vsphere/task-table.js";
+import { taskOutcome } from "../../src/vsphere/task-state.js";
 import { checkFilePath, folderUrl } from "../../src/vsphere/datastore.js";
 import { inventoryPath } from "../../src/vsphere/inventory.js";
 import type { NodeObject } from "../../src/vsphere/nodes.js";
