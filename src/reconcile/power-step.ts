@@ -20,19 +20,35 @@ export const POWERED_OFF_RECHECK_SECONDS = 300;
 
 const modeOf = (ctx: ReconcileContext): PowerOffMode => ctx.vs.spec.powerOffMode ?? "TrySoft";
 
-/** The spec.restartRequestedAt value not yet honoured, if any. */
-function pendingRestart(ctx: ReconcileContext): string | undefined {
+type Honoured = Map<string, { restartedFor: string; restartedAt?: string }>;
+
+/**
+ * The spec.restartRequestedAt value not yet honoured, if any. `honoured` is what this process
+ * honoured and may not be in the status it reads yet (a watch that lags behind our own write, a
+ * write that conflicted): a guest reboot is no task that could be found again, so without it a
+ * stale status would reboot the server twice. Such a value is put back into status instead.
+ */
+function pendingRestart(ctx: ReconcileContext, honoured: Honoured): string | undefined {
   const value = ctx.vs.spec.restartRequestedAt;
-  return value && value !== ctx.status.power?.restartedFor ? value : undefined;
+  const uid = ctx.vs.metadata.uid!;
+  const mine = honoured.get(uid);
+  if (!value || value === ctx.status.power?.restartedFor) {
+    if (mine?.restartedFor === value) honoured.delete(uid);
+    return undefined;
+  }
+  if (mine?.restartedFor !== value) return value;
+  ctx.status.power = { ...ctx.status.power, ...mine };
+  return undefined;
 }
 
 /** Records a restart request as honoured: it asks for nothing more. */
-function honour(ctx: ReconcileContext, value: string, restarted: boolean): void {
-  ctx.status.power = {
-    ...ctx.status.power,
+function honour(ctx: ReconcileContext, honoured: Honoured, value: string, restarted: boolean) {
+  const record = {
     restartedFor: value,
     restartedAt: restarted ? new Date().toISOString() : undefined,
   };
+  honoured.set(ctx.vs.metadata.uid!, record);
+  ctx.status.power = { ...ctx.status.power, ...record };
 }
 
 const toolsNotRunning = (vm: VMRecord, what: string, cause?: unknown) =>
@@ -47,6 +63,7 @@ const toolsNotRunning = (vm: VMRecord, what: string, cause?: unknown) =>
 const toolsUnavailable = (err: unknown) => faultName(err) === "ToolsUnavailable";
 
 export function powerStep(pool: VSpherePool): Step {
+  const honoured: Honoured = new Map();
   return {
     name: "power",
     async run(ctx) {
@@ -57,20 +74,27 @@ export function powerStep(pool: VSpherePool): Step {
       const vm = ownedVM(vc, ctx);
       if (!vm) return wait(2, "Creating", "Creating", "Waiting for vCenter to report the VM.");
       const outcome =
-        ctx.vs.spec.powerState === "Off" ? await powerOff(vc, ctx, vm) : await powerOn(vc, ctx, vm);
+        ctx.vs.spec.powerState === "Off"
+          ? await powerOff(vc, ctx, vm, honoured)
+          : await powerOn(vc, ctx, vm, honoured);
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       return outcome;
     },
   };
 }
 
-async function powerOn(vc: VSpherePort, ctx: ReconcileContext, vm: VMRecord): Promise<StepOutcome> {
+async function powerOn(
+  vc: VSpherePort,
+  ctx: ReconcileContext,
+  vm: VMRecord,
+  honoured: Honoured,
+): Promise<StepOutcome> {
   if (ctx.status.power?.shutdownRequestedAt)
     ctx.status.power = { ...ctx.status.power, shutdownRequestedAt: undefined };
-  const request = pendingRestart(ctx);
+  const request = pendingRestart(ctx, honoured);
   if (vm.powerState !== "poweredOn") {
     // A fresh boot answers a restart request too.
-    if (request) honour(ctx, request, true);
+    if (request) honour(ctx, honoured, request, true);
     ctx.log.info({ moRef: vm.moRef, was: vm.powerState }, "powering VM on (spec.powerState On)");
     const started = await startTask(
       ctx,
@@ -83,7 +107,7 @@ async function powerOn(vc: VSpherePort, ctx: ReconcileContext, vm: VMRecord): Pr
   }
   if (ctx.finished === "PowerOnRequested") ctx.log.info({ moRef: vm.moRef }, "VM powered on");
   if (ctx.finished === "Restart") ctx.log.info({ moRef: vm.moRef }, "VM reset");
-  return request ? restart(vc, ctx, vm, request) : DONE;
+  return request ? restart(vc, ctx, vm, honoured, request) : DONE;
 }
 
 /** One restart for `request`: the guest's own (RebootGuest) when it can, else a reset. */
@@ -91,6 +115,7 @@ async function restart(
   vc: VSpherePort,
   ctx: ReconcileContext,
   vm: VMRecord,
+  honoured: Honoured,
   request: string,
 ): Promise<StepOutcome> {
   const mode = modeOf(ctx);
@@ -100,7 +125,7 @@ async function restart(
     if (vm.toolsRunning) {
       try {
         await vc.startRebootGuest(vm.moRef);
-        honour(ctx, request, true);
+        honour(ctx, honoured, request, true);
         ctx.log.info({ moRef: vm.moRef, request }, "asked the guest to restart");
         return wait(
           5,
@@ -116,7 +141,7 @@ async function restart(
   }
   // Honoured when the reset is started: a reset that fails is reported, not repeated; a new
   // value asks again.
-  honour(ctx, request, true);
+  honour(ctx, honoured, request, true);
   ctx.log.info({ moRef: vm.moRef, request, mode }, "resetting VM to restart it");
   const started = await startTask(
     ctx,
@@ -133,12 +158,13 @@ async function powerOff(
   vc: VSpherePort,
   ctx: ReconcileContext,
   vm: VMRecord,
+  honoured: Honoured,
 ): Promise<StepOutcome> {
   const host = ctx.vs.spec.hostname;
-  const request = pendingRestart(ctx);
+  const request = pendingRestart(ctx, honoured);
   if (request) {
     // Nothing runs that could restart; the next power-on is a fresh boot anyway.
-    honour(ctx, request, false);
+    honour(ctx, honoured, request, false);
     ctx.log.info({ request }, "restart request needs no restart: the server is powered off");
   }
   const asked = ctx.status.power?.shutdownRequestedAt;

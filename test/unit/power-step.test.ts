@@ -305,6 +305,21 @@ for (const [what, vmFields, spec, want, last, restarted] of RESTARTS) {
   });
 }
 
+test("a status that lags behind vsop's own write (stale watch) does not reboot the guest twice", async () => {
+  const vc = new FakeVSphere();
+  serverVM(vc, { toolsRunning: true });
+  const step = powerStep({ get: async () => vc });
+  const spec = { restartRequestedAt: REQUEST };
+  const stale: VirtualServerStatus = { install: INSTALLED };
+  const first = await reconcile(step, stale, spec);
+  assert.equal(reasonOf(first.out), "Restarting");
+  // The next reconcile still reads the status from before that write.
+  const again = await reconcile(step, stale, spec);
+  assert.deepEqual(ops(vc), ["RebootGuest"], "asked once");
+  assert.equal(again.ctx.status.power?.restartedFor, REQUEST, "the honoured value is put back");
+  assert.equal(again.ctx.status.power?.restartedAt, first.ctx.status.power?.restartedAt);
+});
+
 test("a reset is reported while its task runs, then the server goes on", async () => {
   const vc = new FakeVSphere();
   serverVM(vc);
