@@ -66,8 +66,17 @@ after(async () => {
   removeDNS(HOST);
 });
 
-const patch = (spec: Record<string, unknown>) =>
+/** Patches the spec; fields the API server dropped mean a CRD without them (another run's). */
+function patch(spec: Record<string, unknown>): void {
   kubectl(["-n", ns, "patch", "vsrv", "pwr", "--type=merge", "-p", JSON.stringify({ spec })]);
+  const stored = getVS(ns, "pwr")!.spec;
+  for (const [k, v] of Object.entries(spec))
+    assert.equal(
+      stored[k],
+      v,
+      `spec.${k} was pruned: the cluster's CRD lacks it (re-applied by another run?)`,
+    );
+}
 
 /** Ready with this status and reason, for the current generation. */
 function waitReady(status: string, reason: string, timeoutMs = 60_000): Promise<VS> {
