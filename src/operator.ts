@@ -31,6 +31,7 @@ import { ConfigReader } from "./reconcile/secrets.js";
 import { VCenterPool } from "./reconcile/vcenters.js";
 import { McoPool } from "./reconcile/mco-pool.js";
 import { mcoDiscovery, puppetStep } from "./reconcile/puppet-step.js";
+import { powerStep } from "./reconcile/power-step.js";
 import type { ReconcileContext } from "./reconcile/context.js";
 import { startProvisioningServer } from "./reconcile/provisioning-server.js";
 import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
@@ -139,6 +140,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
           message,
         ),
       ),
+      powerStep(pool),
       puppetStep(mcos, identityKeyOf, (seconds, failed) => {
         metrics.puppetRunDuration.observe(seconds);
         metrics.puppetRuns.inc({ result: failed ? "failed" : "success" });

@@ -10,6 +10,8 @@ export interface EffectiveClass {
   network: EffectiveNetwork;
   /** boot.installTimeout (default 1h), as written and in seconds. */
   installTimeout: { text: string; seconds: number };
+  /** hardware.shutdownTimeout (default 5m): how long a soft power-off waits for the guest. */
+  shutdownTimeout: { text: string; seconds: number };
   puppet: {
     /** puppet.interval in seconds; undefined: runs only when spec.puppet changes. */
     intervalSeconds?: number;
@@ -52,6 +54,12 @@ export function effectiveClass(cls: VirtualServerClass, lenient = false): Effect
     bootMethod: bootMethod(s),
     network: effectiveNetwork(s),
     installTimeout: duration("boot.installTimeout", s.boot?.installTimeout ?? "1h", lenient, "1h"),
+    shutdownTimeout: duration(
+      "hardware.shutdownTimeout",
+      s.hardware?.shutdownTimeout ?? "5m",
+      lenient,
+      "5m",
+    ),
     puppet: {
       intervalSeconds: interval
         ? duration("puppet.interval", interval, lenient, "24h").seconds

@@ -26,6 +26,9 @@ export interface ObjectMeta {
 }
 
 export type DeletionPolicy = "Delete" | "Retain";
+export type PowerState = "On" | "Off";
+/** Soft: guest shutdown (VMware Tools); Hard: power off; TrySoft: soft, hard after a timeout. */
+export type PowerOffMode = "Soft" | "Hard" | "TrySoft";
 
 export interface VirtualServerSpec {
   hostname: string;
@@ -35,12 +38,19 @@ export interface VirtualServerSpec {
   diskGiB?: number;
   puppet?: { environment?: string; tags?: string[] };
   deletionPolicy?: DeletionPolicy;
+  /** Whether the installed server runs (default On); an install always runs to its end first. */
+  powerState?: PowerState;
+  /** How Off (and a restart) is done (default TrySoft). */
+  powerOffMode?: PowerOffMode;
+  /** An RFC 3339 time asking for one restart; each value is honoured once (status.power). */
+  restartRequestedAt?: string;
 }
 
 /**
  * Waiting: held up by something vsop retries on its own and expects to clear without anyone
  * changing the object (a name not yet in DNS, vCenter or the broker unreachable, ...).
  * Failed: stopped by something a person has to fix (vsop still retries, so fixing it is enough).
+ * PoweredOff: installed and powered off because spec.powerState says Off (not a failure).
  */
 export type Phase =
   | "Pending"
@@ -50,7 +60,8 @@ export type Phase =
   | "Ready"
   | "Waiting"
   | "Failed"
-  | "Deleting";
+  | "Deleting"
+  | "PoweredOff";
 
 export type ConditionStatus = "True" | "False" | "Unknown";
 
@@ -101,6 +112,14 @@ export interface VirtualServerStatus {
     task?: VMTask;
     /** vsop powered the VM off to resize it and powers it on again once resized. */
     powerCycle?: boolean;
+  };
+  power?: {
+    /** When vsop asked the guest to shut down (ShutdownGuest); cleared once it is off or On again. */
+    shutdownRequestedAt?: string;
+    /** The spec.restartRequestedAt value vsop honoured: the same value asks for nothing more. */
+    restartedFor?: string;
+    /** When vsop restarted the server for it (unset when the request needed no restart). */
+    restartedAt?: string;
   };
   install?: {
     method?: string;
@@ -174,6 +193,8 @@ export interface VirtualServerClassSpec {
     diskGiB?: number;
     vmName?: "ShortName" | "FQDN";
     powerCyclePolicy?: "Never" | "IfNeeded";
+    /** How long a soft power-off waits for the guest (default 5m): TrySoft then powers off. */
+    shutdownTimeout?: string;
   };
   naming?: {
     /** Regular expression with named groups apptype, environment, instance and domain. */

@@ -13,6 +13,7 @@ const PHASES: Record<Phase, true> = {
   Waiting: true,
   Failed: true,
   Deleting: true,
+  PoweredOff: true,
 };
 
 /** Condition reasons are CamelCase words; anything else is one label value, not a new series. */

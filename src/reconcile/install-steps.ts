@@ -110,14 +110,20 @@ function copyInstallerProgress(ctx: ReconcileContext, token: InstallToken | unde
   }
 }
 
-/** The Ready message while installing: since when, and whether the installer showed up yet. */
+/**
+ * The Ready message while installing: since when, whether the installer showed up yet, and that
+ * spec.powerState Off waits for the install (the VM runs until then).
+ */
 function installingMessage(ctx: ReconcileContext): string {
   const i = ctx.status.install ?? {};
   const host = ctx.vs.spec.hostname;
   const what = (i.method ?? bootMethod(ctx.cls.spec)) === "network" ? "kickstart" : "keys";
-  if (i.kickstartFetchedAt)
-    return `${host} is installing: powered on at ${i.startedAt}, the installer fetched its ${what} at ${i.kickstartFetchedAt}.`;
-  return `${host} is installing: powered on at ${i.startedAt}, waiting for the installer to fetch its ${what}.`;
+  const progress = i.kickstartFetchedAt
+    ? `${host} is installing: powered on at ${i.startedAt}, the installer fetched its ${what} at ${i.kickstartFetchedAt}.`
+    : `${host} is installing: powered on at ${i.startedAt}, waiting for the installer to fetch its ${what}.`;
+  return ctx.vs.spec.powerState === "Off"
+    ? `${progress} spec.powerState Off applies once the install finished.`
+    : progress;
 }
 
 /** Installed when the completion callback came, mcollectived answers, or the class says so. */

@@ -282,7 +282,8 @@ export class VirtualServerReconciler {
     for (const c of after) {
       const old = before.find((b) => b.type === c.type);
       if (old && old.status === c.status && old.reason === c.reason) continue;
-      const warning = c.status !== "True" && !PROGRESS_REASONS.has(c.reason);
+      const warning =
+        c.status !== "True" && !PROGRESS_REASONS.has(c.reason) && !SUSPENDED_REASONS.has(c.reason);
       log[warning ? "warn" : "info"](
         { condition: c.type, status: c.status, reason: c.reason, message: c.message },
         "condition changed",
@@ -315,7 +316,15 @@ export const PROGRESS_REASONS = new Set([
   "Created",
   "Installed",
   "Disconnected",
+  "PoweringOff",
+  "Restarting",
 ]);
+
+/**
+ * Reasons for a server that is as its spec asks but not running (spec.powerState Off): not a
+ * failure (a Normal Event, phase PoweredOff), and Argo CD shows it Suspended, not Degraded.
+ */
+export const SUSPENDED_REASONS = new Set(["PoweredOff"]);
 
 /**
  * Reasons vsop retries on its own and expects to clear without anyone changing the object or its

@@ -74,6 +74,10 @@ export function recordVM(ctx: ReconcileContext, vm: VMRecord): void {
   };
 }
 
+/** An installed server whose spec asks it to be off: nothing powers it on (see power-step.ts). */
+export const staysOff = (ctx: ReconcileContext) =>
+  ctx.vs.spec.powerState === "Off" && !!ctx.status.install?.completedAt;
+
 /** The VM's name is taken in vCenter by a VM vsop does not own. */
 const nameConflict = (name: string, cause?: unknown) =>
   new StepError(
@@ -258,7 +262,7 @@ async function resize(
   const size = { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
   if (vm.cpus === hw.cpus && vm.memoryMiB === hw.memoryMiB) {
     if (!ctx.status.vm?.powerCycle) return undefined;
-    if (vm.powerState !== "poweredOn")
+    if (vm.powerState !== "poweredOn" && !staysOff(ctx))
       return startTask(
         ctx,
         vc,
@@ -285,11 +289,14 @@ async function resize(
       `Resizing VM ${vm.name} to ${hw.cpus} CPUs and ${hw.memoryMiB} MiB.`,
     );
   }
+  // To be powered off anyway (the power step does it): resized cold right after.
+  if (staysOff(ctx)) return undefined;
   if (hw.powerCyclePolicy !== "IfNeeded") {
     throw new StepError(
       "ResizeRequiresPowerCycle",
       `VM ${vm.name} has ${vm.cpus} CPUs and ${vm.memoryMiB} MiB; ${hw.cpus} CPUs and ${hw.memoryMiB} MiB ` +
-        "need a power cycle (no hot-add or a decrease). Power it off to apply, or set the class's " +
+        "need a power cycle (no hot-add or a decrease). Power it off to apply (spec.powerState Off, " +
+        "then On), or set the class's " +
         "hardware.powerCyclePolicy to IfNeeded.",
       { retryAfterSeconds: 30 },
     );

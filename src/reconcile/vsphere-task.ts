@@ -38,6 +38,10 @@ const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reas
   DetachISO: { phase: "Configuring", reason: "Disconnecting" },
   DeleteISO: { phase: "Configuring", reason: "Disconnecting" },
   ClearGuestinfo: { phase: "Configuring", reason: "Disconnecting" },
+  // spec.powerState and spec.restartRequestedAt on an installed server (power-step.ts).
+  PowerOffRequested: { phase: "Configuring", reason: "PoweringOff" },
+  PowerOnRequested: { phase: "Configuring", reason: "PoweringOn" },
+  Restart: { phase: "Configuring", reason: "Restarting" },
   PowerOff: { phase: "Deleting", reason: "Deleting" },
   Destroy: { phase: "Deleting", reason: "Deleting" },
   ReleaseVM: { phase: "Deleting", reason: "Deleting" },

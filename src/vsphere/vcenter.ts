@@ -260,13 +260,10 @@ export class VCenter {
     return vm;
   }
 
-  /** Starts a task on a VM; a VM that is gone becomes VMNotFound. Returns the task. */
-  private async startVmTask(method: string, ref: string, args: SpecObject = {}): Promise<string> {
+  /** Calls a method on a VM; a VM that is gone becomes VMNotFound. */
+  private async invokeOnVM(method: string, ref: string, args: SpecObject = {}): Promise<Node> {
     try {
-      const task = moRef(await this.session.invoke(method, new MoRef(VM_TYPE, ref), args));
-      if (!task) throw new Error(`${method} returned no task`);
-      this.log.debug({ moRef: ref, method, task: task.value }, "task started");
-      return task.value;
+      return await this.session.invoke(method, new MoRef(VM_TYPE, ref), args);
     } catch (err) {
       if (faultName(err) === "ManagedObjectNotFound") {
         this.cache.removeVM(ref);
@@ -274,6 +271,14 @@ export class VCenter {
       }
       throw err;
     }
+  }
+
+  /** Starts a task on a VM; a VM that is gone becomes VMNotFound. Returns the task. */
+  private async startVmTask(method: string, ref: string, args: SpecObject = {}): Promise<string> {
+    const task = moRef(await this.invokeOnVM(method, ref, args));
+    if (!task) throw new Error(`${method} returned no task`);
+    this.log.debug({ moRef: ref, method, task: task.value }, "task started");
+    return task.value;
   }
 
   /** Starts a task on a VM and waits for it (for callers that may wait; never a reconcile). */
@@ -592,6 +597,40 @@ export class VCenter {
       if (faultName(err) !== "InvalidPowerState" || (await this.refresh(ref))?.powerState !== want)
         throw err;
     }
+  }
+
+  /**
+   * Asks the guest OS to shut down (ShutdownGuest). Not a task: vCenter returns at once, and the
+   * VM's power state changing to poweredOff (which wakes its owner) is the only sign it worked.
+   * False when the VM is not powered on. Without VMware Tools running in the guest vCenter
+   * refuses with the fault ToolsUnavailable (vcsim does not check, and powers off at once).
+   */
+  async startShutdownGuest(ref: string): Promise<boolean> {
+    const vm = await this.vm(ref);
+    if (vm.powerState !== "poweredOn") return false;
+    this.log.info({ moRef: ref, vm: vm.name }, "asking the guest to shut down");
+    await this.invokeOnVM("ShutdownGuest", ref);
+    return true;
+  }
+
+  /**
+   * Asks the guest OS to restart (RebootGuest): not a task, it returns at once and the VM stays
+   * powered on. False when the VM is not powered on; ToolsUnavailable without VMware Tools.
+   */
+  async startRebootGuest(ref: string): Promise<boolean> {
+    const vm = await this.vm(ref);
+    if (vm.powerState !== "poweredOn") return false;
+    this.log.info({ moRef: ref, vm: vm.name }, "asking the guest to restart");
+    await this.invokeOnVM("RebootGuest", ref);
+    return true;
+  }
+
+  /** Starts a hard reset (ResetVM_Task); undefined when the VM is not powered on. */
+  async startReset(ref: string): Promise<string | undefined> {
+    const vm = await this.vm(ref);
+    if (vm.powerState !== "poweredOn") return undefined;
+    this.log.info({ moRef: ref, vm: vm.name }, "resetting VM");
+    return this.startVmTask("ResetVM_Task", ref);
   }
 
   /** Starts destroying a powered-off VM; undefined when it is gone already. */

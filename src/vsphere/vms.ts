@@ -40,6 +40,8 @@ export const VM_PROPERTIES = [
   // report all the properties a reconfigure changes).
   "config.changeVersion",
   "runtime.powerState",
+  // Whether a soft shutdown or reboot can be asked of the guest.
+  "guest.toolsRunningStatus",
 ];
 
 export interface Placement {
@@ -57,6 +59,8 @@ export interface VMRecord {
   name: string;
   instanceUUID?: string;
   powerState: string;
+  /** VMware Tools run in the guest (guest.toolsRunningStatus): it can shut down or reboot softly. */
+  toolsRunning: boolean;
   ownerUID?: string;
   owner?: string;
   template: boolean;
@@ -184,6 +188,7 @@ export function toVMRecord(
     name: str(props.name) ?? "",
     instanceUUID: str(props["config.instanceUuid"]) || undefined,
     powerState: str(props["runtime.powerState"]) ?? "unknown",
+    toolsRunning: str(props["guest.toolsRunningStatus"]) === "guestToolsRunning",
     ownerUID: extraConfig[OWNER_UID_KEY],
     owner: extraConfig[OWNER_KEY],
     template: bool(props["config.template"]) ?? false,

@@ -2,6 +2,7 @@
 // ends them (finish / fail), and only then change the VMs, as vCenter would.
 import type { CreateVMSpec, VMRecord } from "../../src/vsphere/vcenter.js";
 import { DuplicateOwnerMarker } from "../../src/vsphere/vcenter.js";
+import { VSphereFault } from "../../src/vsphere/errors.js";
 import type { TaskState } from "../../src/vsphere/task-state.js";
 import type { InFlightTask } from "../../src/vsphere/vcenter.js";
 import type { VSpherePort } from "../../src/reconcile/ports.js";
@@ -32,11 +33,12 @@ export class FakeVSphere implements VSpherePort {
   checkPlacement = async () => undefined;
   checkPortGroup = async () => undefined;
 
-  /** Adds a VM as vCenter holds it (defaults: 2 CPUs, 2048 MiB, hot add on, powered off). */
+  /** Adds a VM as vCenter holds it (defaults: 2 CPUs, 2048 MiB, hot add on, powered off, no Tools). */
   addVM(vm: Partial<VMRecord> & { name: string }): VMRecord {
     const rec: VMRecord = {
       moRef: `vm-${++this.n}`,
       powerState: "poweredOff",
+      toolsRunning: false,
       template: false,
       cpus: 2,
       memoryMiB: 2048,
@@ -122,6 +124,33 @@ export class FakeVSphere implements VSpherePort {
         nics: this.vm(ref).nics.map((n) => ({ ...n, connected: on && n.startConnected })),
       }),
     );
+  }
+
+  /**
+   * Guest operations are no tasks: they return at once, recorded in `started`; like vCenter they
+   * need VMware Tools (ToolsUnavailable). The guest acts when the test says (`guestPower`).
+   */
+  private guestOp(method: string, ref: string): boolean {
+    const vm = this.vm(ref);
+    if (vm.powerState !== "poweredOn") return false;
+    if (!vm.toolsRunning) throw new VSphereFault("ToolsUnavailable", method, "(fake)");
+    this.started.push(`${method} ${ref}`);
+    return true;
+  }
+  async startShutdownGuest(ref: string) {
+    return this.guestOp("ShutdownGuest", ref);
+  }
+  async startRebootGuest(ref: string) {
+    return this.guestOp("RebootGuest", ref);
+  }
+  /** What the guest does after ShutdownGuest: its VM's power state changes, no task. */
+  guestPower(ref: string, powerState: string): void {
+    this.change(ref, { powerState });
+  }
+
+  async startReset(ref: string) {
+    if (this.vm(ref).powerState !== "poweredOn") return undefined;
+    return this.start("Reset", ref, () => undefined);
   }
 
   async startDestroy(ref: string) {

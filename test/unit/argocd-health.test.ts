@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import * as yaml from "js-yaml";
-import { PROGRESS_REASONS } from "../../src/reconcile/virtualserver.js";
+import { PROGRESS_REASONS, SUSPENDED_REASONS } from "../../src/reconcile/virtualserver.js";
 
 const root = new URL("../../", import.meta.url).pathname;
 const checkDir = `${root}deploy/argocd/provisioning.vsop.dev/VirtualServer/`;
@@ -68,7 +68,7 @@ test("health_test.yaml covers every testdata object, at least six", () => {
   const used = new Set(cases.map((c) => c.inputPath));
   for (const f of readdirSync(`${checkDir}testdata`))
     assert.ok(used.has(`testdata/${f}`), `testdata/${f} is in no test`);
-  for (const status of ["Healthy", "Progressing", "Degraded"])
+  for (const status of ["Healthy", "Progressing", "Degraded", "Suspended"])
     assert.ok(
       cases.some((c) => c.healthStatus.status === status),
       `no case expects ${status}`,
@@ -98,12 +98,29 @@ test("Lua strings survive quotes, backslashes, newlines and UTF-8", () => {
   assert.deepEqual(h, { status: "Healthy", message });
 });
 
-test("the check's progress reasons are the operator's PROGRESS_REASONS", () => {
-  const lua = readFileSync(healthLua, "utf8");
-  const table = /local progressReasons = \{([^}]*)\}/.exec(lua);
-  assert.ok(table, "progressReasons table not found in health.lua");
-  const inLua = [...table[1].matchAll(/(\w+)\s*=\s*true/g)].map((m) => m[1]).sort();
-  assert.deepEqual(inLua, [...PROGRESS_REASONS].sort());
+for (const [name, reasons] of [
+  ["progressReasons", PROGRESS_REASONS],
+  ["suspendedReasons", SUSPENDED_REASONS],
+] as const) {
+  test(`the check's ${name} are the operator's`, () => {
+    const lua = readFileSync(healthLua, "utf8");
+    const table = new RegExp(`local ${name} = \\{([^}]*)\\}`).exec(lua);
+    assert.ok(table, `${name} table not found in health.lua`);
+    const inLua = [...table[1]!.matchAll(/(\w+)\s*=\s*true/g)].map((m) => m[1]).sort();
+    assert.deepEqual(inLua, [...reasons].sort());
+  });
+}
+
+test("Ready reason PoweredOff alone makes it Suspended, whatever the phase", () => {
+  const h = runHealth({
+    metadata: { name: "x", generation: 2 },
+    status: {
+      observedGeneration: 2,
+      phase: "Configuring",
+      conditions: [{ type: "Ready", status: "False", reason: "PoweredOff", message: "off" }],
+    },
+  });
+  assert.deepEqual(h, { status: "Suspended", message: "off" });
 });
 
 test("argocd-cm.yaml embeds health.lua unchanged", () => {

@@ -10,10 +10,11 @@ import { DURATION_PATTERN, durationSeconds } from "../../src/api/duration.js";
 const cls = (spec: Record<string, unknown>) =>
   ({ metadata: { name: "c" }, spec }) as unknown as VirtualServerClass;
 
-test("defaults: network boot, 1h install timeout, 30m run timeout, no interval", () => {
+test("defaults: network boot, 1h install timeout, 5m shutdown timeout, 30m run timeout, no interval", () => {
   const s = effectiveClass(cls({}));
   assert.equal(s.bootMethod, "network");
   assert.deepEqual(s.installTimeout, { text: "1h", seconds: 3600 });
+  assert.deepEqual(s.shutdownTimeout, { text: "5m", seconds: 300 });
   assert.deepEqual(s.puppet.runTimeout, { text: "30m", seconds: 1800 });
   assert.equal(s.puppet.intervalSeconds, undefined);
   assert.equal(s.network.bootPortGroup, "Boot-VLAN");
@@ -21,9 +22,14 @@ test("defaults: network boot, 1h install timeout, 30m run timeout, no interval",
 
 test("durations are parsed once into seconds", () => {
   const s = effectiveClass(
-    cls({ boot: { installTimeout: "90m" }, puppet: { interval: "6h", runTimeout: "45s" } }),
+    cls({
+      boot: { installTimeout: "90m" },
+      hardware: { shutdownTimeout: "90s" },
+      puppet: { interval: "6h", runTimeout: "45s" },
+    }),
   );
   assert.equal(s.installTimeout.seconds, 5400);
+  assert.equal(s.shutdownTimeout.seconds, 90);
   assert.equal(s.puppet.intervalSeconds, 21600);
   assert.equal(s.puppet.runTimeout.seconds, 45);
 });
@@ -32,6 +38,7 @@ for (const [field, spec] of [
   ["puppet.interval", { puppet: { interval: "every day" } }],
   ["puppet.runTimeout", { puppet: { runTimeout: "0s" } }],
   ["boot.installTimeout", { boot: { installTimeout: "1d" } }],
+  ["hardware.shutdownTimeout", { hardware: { shutdownTimeout: "soon" } }],
 ] as const) {
   test(`a bad ${field} is InvalidClassField naming it; lenient (deleting) uses the default`, () => {
     assert.throws(
@@ -46,7 +53,7 @@ test("the CRD's duration fields carry the pattern the parser accepts", () => {
   const crd = readFileSync("crds/virtualserverclasses.provisioning.vsop.dev.yaml", "utf8");
   const text = JSON.stringify(yaml.load(crd));
   const patterns = text.match(/"pattern":"\^\[0-9\][^"]*"/g) ?? [];
-  assert.equal(patterns.length, 3, "installTimeout, interval, runTimeout");
+  assert.equal(patterns.length, 4, "installTimeout, shutdownTimeout, interval, runTimeout");
   for (const p of patterns) assert.equal(JSON.parse(`{${p}}`).pattern, DURATION_PATTERN);
   for (const ok of ["30s", "10m", "1.5h", "250ms", "90"])
     assert.ok(durationSeconds(ok) !== undefined, ok);

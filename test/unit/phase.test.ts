@@ -19,6 +19,7 @@ import type { ReconcileContext, Step } from "../../src/reconcile/context.js";
 import {
   RETRIED_REASONS,
   RetryLater,
+  SUSPENDED_REASONS,
   VirtualServerReconciler,
 } from "../../src/reconcile/virtualserver.js";
 
@@ -150,7 +151,30 @@ test("a class that does not exist (yet) is Waiting", async () => {
   assert.equal(written?.phase, "Waiting");
 });
 
-test("README's troubleshooting table: Waiting exactly for RETRIED_REASONS", () => {
+test("a server powered off as asked: phase PoweredOff, Ready False, a Normal Event", async () => {
+  const off: Step = {
+    name: "power",
+    run: async () => ({
+      done: false,
+      waitSeconds: 300,
+      phase: "PoweredOff",
+      reason: "PoweredOff",
+      message: "web-prod-1.example.test is powered off, as spec.powerState asks.",
+    }),
+  };
+  const h = harness([off], { phase: "Ready" });
+  await h.reconcile();
+  assert.equal(h.status().phase, "PoweredOff");
+  const ready = h.status().conditions?.find((c) => c.type === "Ready");
+  assert.deepEqual([ready?.status, ready?.reason], ["False", "PoweredOff"]);
+  assert.deepEqual(
+    h.events.map((e) => [e.type, e.reason]),
+    [["Normal", "PoweredOff"]],
+    "asked for, not a warning",
+  );
+});
+
+test("README's troubleshooting table: Waiting exactly for RETRIED_REASONS, PoweredOff for SUSPENDED_REASONS", () => {
   const readme = readFileSync(`${root}README.md`, "utf8");
   const section = readme.slice(readme.indexOf("## Troubleshooting by condition reason"));
   const rows = section
@@ -159,11 +183,19 @@ test("README's troubleshooting table: Waiting exactly for RETRIED_REASONS", () =
     .map((l) => l.split(" | "));
   assert.ok(rows.length >= 25, `only ${rows.length} rows`);
   const waiting = new Set<string>();
+  const suspended = new Set<string>();
   for (const [reasons, phase] of rows) {
-    assert.ok(phase === "Waiting" || phase === "Failed", `phase column of ${reasons}: ${phase}`);
-    for (const m of reasons!.matchAll(/`(\w+)`/g)) if (phase === "Waiting") waiting.add(m[1]!);
+    assert.ok(
+      phase === "Waiting" || phase === "Failed" || phase === "PoweredOff",
+      `phase column of ${reasons}: ${phase}`,
+    );
+    for (const m of reasons!.matchAll(/`(\w+)`/g)) {
+      if (phase === "Waiting") waiting.add(m[1]!);
+      if (phase === "PoweredOff") suspended.add(m[1]!);
+    }
   }
   assert.deepEqual([...waiting].sort(), [...RETRIED_REASONS].sort());
+  assert.deepEqual([...suspended].sort(), [...SUSPENDED_REASONS].sort());
 });
 
 test("the installer's first sign of life: one Normal Event when it reaches status, none after", async () => {

@@ -3,6 +3,7 @@
 -- Progressing: no status yet, an older generation observed, deleting, phase Waiting (held up by
 --   something vsop retries on its own, e.g. a name not yet in DNS), or Ready=False with a reason
 --   that means "in progress" (creating, installing, configuring, ...).
+-- Suspended: powered off because spec.powerState says Off (phase PoweredOff).
 -- Degraded: phase Failed, or Ready=False with any other reason (see the README's reason table).
 local hs = {}
 
@@ -22,6 +23,13 @@ local progressReasons = {
   Created = true,
   Installed = true,
   Disconnected = true,
+  PoweringOff = true,
+  Restarting = true,
+}
+
+-- Keep in step with SUSPENDED_REASONS in src/reconcile/virtualserver.ts (a unit test compares them).
+local suspendedReasons = {
+  PoweredOff = true,
 }
 
 local status = obj.status
@@ -94,6 +102,12 @@ end
 
 if ready.status == "True" then
   hs.status = "Healthy"
+  hs.message = message
+  return hs
+end
+
+if status.phase == "PoweredOff" or (ready.reason ~= nil and suspendedReasons[ready.reason]) then
+  hs.status = "Suspended"
   hs.message = message
   return hs
 end
