@@ -32,6 +32,7 @@ import { VCenterPool } from "./reconcile/vcenters.js";
 import { McoPool } from "./reconcile/mco-pool.js";
 import { mcoDiscovery, puppetStep } from "./reconcile/puppet-step.js";
 import { powerStep } from "./reconcile/power-step.js";
+import { PendingCalls } from "./reconcile/pending-calls.js";
 import type { ReconcileContext } from "./reconcile/context.js";
 import { startProvisioningServer } from "./reconcile/provisioning-server.js";
 import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
@@ -108,13 +109,15 @@ export async function runOperator(run: RunConfig): Promise<number> {
     run.provisioningBindAddress,
     "provisioning-bind-address",
   );
+  // MCollective calls run in the background; a reply or timeout puts the server's key back.
+  const calls = new PendingCalls({ wake: (key) => queue.add(key) });
   const identityKeyOf = async (ctx: ReconcileContext) =>
     (await tokens.get(ctx.vs.metadata.uid!))?.identityPublicKey;
   const install = {
     pool,
     tokens,
     config,
-    discover: mcoDiscovery(mcos, identityKeyOf),
+    discover: mcoDiscovery(mcos, calls, identityKeyOf),
     onInstalled: (method: string, seconds: number) =>
       metrics.installDuration.observe({ method }, seconds),
     provisioningURL:
@@ -141,7 +144,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
         ),
       ),
       powerStep(pool),
-      puppetStep(mcos, identityKeyOf, (seconds, failed) => {
+      puppetStep(mcos, calls, identityKeyOf, (seconds, failed) => {
         metrics.puppetRunDuration.observe(seconds);
         metrics.puppetRuns.inc({ result: failed ? "failed" : "success" });
       }),
@@ -150,6 +153,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
   });
 
   servers.on((event, obj, old) => {
+    if (event === "delete") calls.forget(keyOf(obj));
     if (event === "update" && old && !specOrMetaChanged(old, obj)) return;
     queue.add(keyOf(obj));
   });
@@ -256,6 +260,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
   logger.info({ reason: "signal" }, "shutting down: finishing in-flight reconciles");
   await Promise.all([servers.stop(), classes.stop(), installRecords.stop()]);
   await controller.stop();
+  calls.stop();
   metrics.isLeader.set(0);
   await elector?.release();
   await Promise.all(endpoints.map(closeServer));

@@ -73,7 +73,8 @@ const optionalNum = (value: unknown): number | null => {
 };
 
 export class PuppetClient {
-  private readonly timeoutMs: number;
+  /** How long each call waits for the node's reply before it fails with McoTimeout. */
+  readonly timeoutMs: number;
 
   constructor(
     private readonly mco: McoClient,

@@ -3,6 +3,9 @@
 // (once per value), or when the class's interval is due; then the step polls
 // last_run_summary until a run newer than the request has finished. The request time lives in
 // status, so a restarted operator (or a reconnected broker) waits for that run, never a second one.
+// No reconcile waits for a node: each MCollective call is started in the background
+// (pending-calls.ts) and the reconcile returns; the reply, or the call's timeout, wakes the key,
+// and the next reconcile takes the outcome and goes on as if it had waited for it.
 import { puppetEnvironment } from "../api/defaults.js";
 import {
   PUPPET_RUN_REQUESTED_AT,
@@ -13,20 +16,41 @@ import { parseDuration } from "../cli/run-flags.js";
 import { StepError } from "../errors.js";
 import { McoConnectionError, McoTimeout, McoTLSError } from "../mcollective/errors.js";
 import { McoIdentityError } from "../mcollective/identity.js";
-import { PuppetBusyError, PuppetDisabledError } from "../mcollective/puppet.js";
-import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
-import type { McoPool } from "./mco-pool.js";
+import {
+  PuppetBusyError,
+  PuppetDisabledError,
+  type LastRunSummary,
+} from "../mcollective/puppet.js";
+import { keyOf } from "../controller/informer.js";
+import {
+  condition,
+  DONE,
+  wait,
+  type ReconcileContext,
+  type Step,
+  type StepOutcome,
+} from "./context.js";
+import type { PendingCalls } from "./pending-calls.js";
+import type { McoPort } from "./ports.js";
 
 const seconds = (iso: string | undefined) => (iso ? Date.parse(iso) / 1000 : 0);
 type PuppetStatus = NonNullable<VirtualServerStatus["puppet"]>;
 
-function mcoError(err: unknown, identity: string): StepError {
+/**
+ * Seconds before the retry of a call that failed `failures` times in a row, for the failures
+ * without a pace of their own: 1 s doubling up to 5 min, as the work queue's default backoff
+ * (which the reconcile that starts a call resets, since it returns a wait, not an error).
+ */
+export const retryBackoff = (failures: number) => Math.min(300, 2 ** Math.max(0, failures - 1));
+
+function mcoError(err: unknown, identity: string, failures: number): StepError {
   if (err instanceof StepError) return err;
+  const retryAfterSeconds = retryBackoff(failures);
   if (err instanceof McoTimeout)
     return new StepError(
       "NodeNotReachable",
       `${identity} did not answer through MCollective; check that its mcollectived runs and reaches the broker. vsop retries.`,
-      { condition: "PuppetApplied", status: "Unknown", cause: err },
+      { condition: "PuppetApplied", status: "Unknown", cause: err, retryAfterSeconds },
     );
   if (err instanceof McoTLSError)
     return new StepError(
@@ -38,7 +62,7 @@ function mcoError(err: unknown, identity: string): StepError {
     return new StepError(
       "BrokerUnreachable",
       `The MCollective broker cannot be reached (${err.message}); vsop reconnects with backoff.`,
-      { condition: "PuppetApplied", status: "Unknown", cause: err },
+      { condition: "PuppetApplied", status: "Unknown", cause: err, retryAfterSeconds },
     );
   if (err instanceof McoIdentityError)
     return new StepError(
@@ -55,10 +79,7 @@ function mcoError(err: unknown, identity: string): StepError {
   return new StepError(
     "MCollectiveError",
     `MCollective request to ${identity} failed: ${(err as Error).message}.`,
-    {
-      condition: "PuppetApplied",
-      cause: err,
-    },
+    { condition: "PuppetApplied", cause: err, retryAfterSeconds },
   );
 }
 
@@ -107,95 +128,163 @@ export type IdentityKeyOf = (ctx: ReconcileContext) => Promise<string | undefine
 /** Called once per run vsop requested, when it finished: seconds since the request; failed? */
 export type OnPuppetRun = (seconds: number, failed: boolean) => void;
 
-export function puppetStep(pool: McoPool, identityKeyOf: IdentityKeyOf, onRun?: OnPuppetRun): Step {
+/** What a runonce asked for, kept with its reply: status records the run as it was requested. */
+interface RunRequest {
+  /** When the node started the run (epoch seconds; the reply's arrival when it did not say). */
+  initiatedAt: number;
+  environment: string;
+  tags: string[];
+  requestedFor?: string;
+  reason: string;
+}
+
+/** Call ids in the pending-call table. */
+const RUNONCE = "puppet#runonce";
+const SUMMARY = "puppet#last_run_summary";
+const STATUS = "puppet#status";
+
+/** Reasons of a failed call (mcoError), which stay on show while its retry is in flight. */
+const CALL_FAILURES = new Set([
+  "NodeNotReachable",
+  "BrokerTLSError",
+  "BrokerUnreachable",
+  "NodeIdentityUnverified",
+  "PuppetDisabled",
+  "MCollectiveError",
+]);
+
+/**
+ * The wait while a call is in flight. After a failed call the failure stays as it is until the
+ * retry answers, so status does not flap (a write and Events) on every retry of a silent node.
+ */
+function inFlight(ctx: ReconcileContext, seconds: number, message: string): StepOutcome {
+  const ready = ctx.status.conditions?.find((c) => c.type === "Ready");
+  if (ready?.status === "False" && CALL_FAILURES.has(ready.reason) && ctx.status.phase)
+    return wait(seconds, ctx.status.phase, ready.reason, ready.message);
+  return wait(seconds, "Configuring", "PuppetRunning", message);
+}
+
+const tableFull = (identity: string) =>
+  wait(
+    5,
+    "Configuring",
+    "PuppetRunning",
+    `vsop has too many MCollective requests in flight; it asks ${identity} in a moment.`,
+  );
+
+export function puppetStep(
+  pool: McoPort,
+  calls: PendingCalls,
+  identityKeyOf: IdentityKeyOf,
+  onRun?: OnPuppetRun,
+): Step {
   return {
     name: "puppet",
     async run(ctx) {
       const identity = ctx.vs.spec.hostname;
+      const key = keyOf(ctx.vs);
       const { puppet } = await pool.get(ctx.cls);
-      const key = await identityKeyOf(ctx);
+      // The requeue should the wake not come: after the call's own timeout, which wakes the key.
+      const fallback = Math.ceil(puppet.timeoutMs / 1000) + 5;
       const p = ctx.status.puppet ?? {};
-      const pending = !!p.requestedAt && !runFinished(p);
-      try {
-        if (!pending) {
-          const reason = runDue(ctx);
-          if (!reason) return outcome(ctx);
-          const environment = puppetEnvironment(ctx.vs, ctx.cls.spec);
-          const tags = ctx.vs.spec.puppet?.tags ?? [];
-          let initiatedAt: number;
-          try {
-            initiatedAt = (await puppet.runonce(identity, { environment, tags }, key)).initiatedAt;
-          } catch (err) {
-            if (!(err instanceof PuppetBusyError)) throw err;
+      if (!p.requestedAt || runFinished(p)) {
+        const request = calls.take<RunRequest>(key, RUNONCE);
+        if (request.state === "pending")
+          return inFlight(ctx, fallback, `Asking ${identity} to run Puppet.`);
+        if (request.state === "settled") {
+          if (request.ok) return requested(ctx, p, request.value);
+          if (request.error instanceof PuppetBusyError)
             return wait(
               5,
               "Configuring",
               "PuppetRunning",
               `A Puppet run is already in progress on ${identity}; waiting for it.`,
             );
-          }
-          const requestedAt = new Date((initiatedAt || Date.now() / 1000) * 1000).toISOString();
-          // Whatever the reason, this run is newer than the annotation's value: honoured.
-          const requestedFor = runRequest(ctx.vs);
-          ctx.status.puppet = {
-            ...p,
-            requestedAt,
-            environment,
-            tags: tags.join(","),
-            ...(requestedFor ? { requestedFor } : {}),
-          };
-          ctx.log.info({ reason, environment }, "puppet run requested");
-          condition(
-            ctx,
-            "PuppetApplied",
-            p.lastRunAt ? "True" : "False",
-            "PuppetRunning",
-            `Puppet run requested (${reason}).`,
-          );
-          return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
+          throw mcoError(request.error, identity, request.failures);
         }
-        const summary = await puppet.lastRunSummary(identity, key);
-        // Not yet: the summary is older than the request, or is still the run before it (one
-        // requested in the second the previous run finished has the same whole-second time).
-        if (
-          summary.lastrun < seconds(p.requestedAt) ||
-          (p.lastRunAt !== undefined && summary.lastrun <= seconds(p.lastRunAt))
-        ) {
-          const timeout = parseDuration(
-            ctx.cls.spec.puppet?.runTimeout ?? "30m",
-            "puppet.runTimeout",
-          );
-          if (Date.now() / 1000 - seconds(p.requestedAt) > timeout)
-            throw new StepError(
-              "PuppetRunTimedOut",
-              `No Puppet run on ${identity} finished within ${ctx.cls.spec.puppet?.runTimeout ?? "30m"} of the request; check the node's Puppet log.`,
-              { condition: "PuppetApplied", retryAfterSeconds: 60 },
-            );
-          return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
-        }
-        ctx.status.puppet = {
-          ...p,
-          finishedFor: p.requestedAt,
-          lastRunAt: new Date(summary.lastrun * 1000).toISOString(),
-          changed: summary.changedResources,
-          failed: summary.failedResources,
-          total: summary.totalResources,
-          configVersion: summary.configVersion ?? undefined,
-        };
-        ctx.log.info(
-          { changed: summary.changedResources, failed: summary.failedResources },
-          "puppet run finished",
-        );
-        onRun?.(
-          Math.max(0, summary.lastrun - seconds(p.requestedAt)),
-          summary.failedResources !== 0,
-        );
-      } catch (err) {
-        throw mcoError(err, identity);
+        const reason = runDue(ctx);
+        if (!reason) return outcome(ctx);
+        const identityKey = await identityKeyOf(ctx);
+        const environment = puppetEnvironment(ctx.vs, ctx.cls.spec);
+        const tags = ctx.vs.spec.puppet?.tags ?? [];
+        const requestedFor = runRequest(ctx.vs);
+        const started = calls.start(key, RUNONCE, async (): Promise<RunRequest> => {
+          const r = await puppet.runonce(identity, { environment, tags }, identityKey);
+          const initiatedAt = r.initiatedAt || Date.now() / 1000;
+          return { initiatedAt, environment, tags, requestedFor, reason };
+        });
+        if (!started) return tableFull(identity);
+        return inFlight(ctx, fallback, `Asking ${identity} to run Puppet (${reason}).`);
       }
+
+      const poll = calls.take<LastRunSummary>(key, SUMMARY);
+      if (poll.state === "none") {
+        const identityKey = await identityKeyOf(ctx);
+        if (!calls.start(key, SUMMARY, () => puppet.lastRunSummary(identity, identityKey)))
+          return tableFull(identity);
+      }
+      if (poll.state !== "settled")
+        return inFlight(ctx, fallback, `Puppet is running on ${identity}.`);
+      if (!poll.ok) throw mcoError(poll.error, identity, poll.failures);
+      const summary = poll.value;
+      // Not yet: the summary is older than the request, or is still the run before it (one
+      // requested in the second the previous run finished has the same whole-second time).
+      if (
+        summary.lastrun < seconds(p.requestedAt) ||
+        (p.lastRunAt !== undefined && summary.lastrun <= seconds(p.lastRunAt))
+      ) {
+        const timeout = parseDuration(
+          ctx.cls.spec.puppet?.runTimeout ?? "30m",
+          "puppet.runTimeout",
+        );
+        if (Date.now() / 1000 - seconds(p.requestedAt) > timeout)
+          throw new StepError(
+            "PuppetRunTimedOut",
+            `No Puppet run on ${identity} finished within ${ctx.cls.spec.puppet?.runTimeout ?? "30m"} of the request; check the node's Puppet log.`,
+            { condition: "PuppetApplied", retryAfterSeconds: 60 },
+          );
+        // The next reconcile asks again.
+        return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
+      }
+      ctx.status.puppet = {
+        ...p,
+        finishedFor: p.requestedAt,
+        lastRunAt: new Date(summary.lastrun * 1000).toISOString(),
+        changed: summary.changedResources,
+        failed: summary.failedResources,
+        total: summary.totalResources,
+        configVersion: summary.configVersion ?? undefined,
+      };
+      ctx.log.info(
+        { changed: summary.changedResources, failed: summary.failedResources },
+        "puppet run finished",
+      );
+      onRun?.(Math.max(0, summary.lastrun - seconds(p.requestedAt)), summary.failedResources !== 0);
       return outcome(ctx);
     },
   };
+}
+
+/** The node accepted the run: recorded in status, then its summary is polled. */
+function requested(ctx: ReconcileContext, p: PuppetStatus, r: RunRequest): StepOutcome {
+  const { environment, tags, requestedFor, reason } = r;
+  ctx.status.puppet = {
+    ...p,
+    requestedAt: new Date(r.initiatedAt * 1000).toISOString(),
+    environment,
+    tags: tags.join(","),
+    // Whatever the reason, this run is newer than the annotation's value (when it was asked).
+    ...(requestedFor ? { requestedFor } : {}),
+  };
+  ctx.log.info({ reason, environment }, "puppet run requested");
+  condition(
+    ctx,
+    "PuppetApplied",
+    p.lastRunAt ? "True" : "False",
+    "PuppetRunning",
+    `Puppet run requested (${reason}).`,
+  );
+  return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${ctx.vs.spec.hostname}.`);
 }
 
 /** Whether the requested run has finished (statuses from before finishedFor: by the times). */
@@ -237,20 +326,29 @@ function outcome(ctx: ReconcileContext) {
 /**
  * The "installed" signal through MCollective: the server answers puppet#status signed with its
  * own identity key. A plain ping would not do: any server holding the shared key can answer
- * as any other, and a false "installed" cuts the boot NIC mid-install.
+ * as any other, and a false "installed" cuts the boot NIC mid-install. Returns at once: true
+ * when a verified reply has come, false while none has (a check is started when none is in
+ * flight; its reply or timeout wakes the key).
  */
-export function mcoDiscovery(pool: McoPool, identityKeyOf: IdentityKeyOf) {
+export function mcoDiscovery(pool: McoPort, calls: PendingCalls, identityKeyOf: IdentityKeyOf) {
   return async (ctx: ReconcileContext): Promise<boolean> => {
-    const key = await identityKeyOf(ctx);
-    if (!key) return false;
-    const { puppet } = await pool.get(ctx.cls);
-    try {
-      await puppet.status(ctx.vs.spec.hostname, key);
-      return true;
-    } catch (err) {
-      if (err instanceof McoIdentityError)
-        ctx.log.warn({ err }, "a reply to the install check was not signed by the server's key");
-      return false;
+    const identityKey = await identityKeyOf(ctx);
+    if (!identityKey) return false;
+    const key = keyOf(ctx.vs);
+    const check = calls.take<unknown>(key, STATUS);
+    if (check.state === "settled") {
+      if (check.ok) return true;
+      if (check.error instanceof McoIdentityError)
+        ctx.log.warn(
+          { err: check.error },
+          "a reply to the install check was not signed by the server's key",
+        );
+      return false; // the next check asks again
     }
+    if (check.state === "none") {
+      const { puppet } = await pool.get(ctx.cls);
+      calls.start(key, STATUS, () => puppet.status(ctx.vs.spec.hostname, identityKey));
+    }
+    return false;
   };
 }

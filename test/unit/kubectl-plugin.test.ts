@@ -25,8 +25,10 @@ import {
 import { parsePluginArgs } from "../../src/cli/plugin.js";
 import { UsageError } from "../../src/cli/run-flags.js";
 import type { ReconcileContext } from "../../src/reconcile/context.js";
-import type { McoPool } from "../../src/reconcile/mco-pool.js";
+import { PendingCalls } from "../../src/reconcile/pending-calls.js";
+import type { McoPort } from "../../src/reconcile/ports.js";
 import { puppetStep, runDue, runRequested } from "../../src/reconcile/puppet-step.js";
+import { callbacks } from "../support/step-fakes.js";
 
 const plugin = new URL("../../dist/cli/kubectl-plugin.js", import.meta.url).pathname;
 const NOW = Date.parse("2026-05-01T12:00:00Z");
@@ -404,13 +406,18 @@ test("the puppet step honours the annotation once: one runonce, requestedFor rec
       summary: {},
     }),
   };
-  const pool = { get: async () => ({ puppet }) } as unknown as McoPool;
-  const step = puppetStep(pool, async () => undefined);
+  const pool = {
+    get: async () => ({ puppet: { ...puppet, timeoutMs: 10_000 } }),
+  } as unknown as McoPort;
+  const calls = new PendingCalls({ wake: () => undefined });
+  const step = puppetStep(pool, calls, async () => undefined);
   const asked = "2026-05-01T12:00:00Z";
   let vs = server("a", { puppet: finished }, { [PUPPET_RUN_REQUESTED_AT]: asked });
-  for (let i = 0; i < 4; i++) {
+  // Each call takes two reconciles: one asks, the next takes the reply.
+  for (let i = 0; i < 6; i++) {
     const ctx = ctxFor(vs);
     await step.run(ctx);
+    await callbacks();
     vs = { ...vs, status: ctx.status };
     nodeNow += 1;
   }

@@ -12,7 +12,7 @@ import { Metrics } from "../../src/observability/metrics.js";
 import type { VirtualServer } from "../../src/api/types.js";
 import { puppetStep } from "../../src/reconcile/puppet-step.js";
 import { installedStep, type InstallDeps } from "../../src/reconcile/install-steps.js";
-import { puppetPoll, stepContext } from "../support/step-fakes.js";
+import { callbacks, puppetPoll, stepContext } from "../support/step-fakes.js";
 
 const scrape = (m: Metrics) => m.registry.metrics();
 
@@ -173,15 +173,18 @@ test("a finished Puppet run is reported once: request to finish, and whether it 
   const requestedAt = "2026-11-26T10:00:00.000Z";
   const runs: [number, boolean][] = [];
   for (const failedResources of [0, 2, -1]) {
-    const { ctx, pool } = puppetPoll(requestedAt, {
+    const { ctx, pool, calls } = puppetPoll(requestedAt, {
       lastrun: Date.parse(requestedAt) / 1000 + 42,
       failedResources,
     });
     const step = puppetStep(
       pool,
+      calls,
       async () => undefined,
       (s, failed) => runs.push([s, failed]),
     );
+    await step.run(ctx); // asks for the summary
+    await callbacks();
     await step.run(ctx).catch(() => undefined); // failures are StepErrors; reported all the same
     await step.run(ctx).catch(() => undefined); // the run is known now: not reported again
   }
