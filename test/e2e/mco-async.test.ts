@@ -86,7 +86,7 @@ test("servers whose mcollectived never answers hold no worker; one that answers 
   const started = Date.now();
   for (const s of [...SILENT, LIVE]) apply(virtualServer(ns, s.name, s.hostname, CLASS, LABELS));
   // The answering server converges meanwhile, on the same single worker.
-  const live = waitForCondition(ns, LIVE.name, "Ready", "True", undefined, 60_000).then(
+  const live = waitForCondition(ns, LIVE.name, "Ready", "True", undefined, 90_000).then(
     () => ({ seconds: (Date.now() - started) / 1000 }),
     (err: unknown) => ({ err }),
   );
@@ -116,7 +116,7 @@ test("servers whose mcollectived never answers hold no worker; one that answers 
   const waited = between(first, last, 2);
   const ready = await live;
   t.diagnostic(
-    `live server Ready ${"seconds" in ready ? `after ${ready.seconds.toFixed(1)} s` : "not within 60 s"}; ` +
+    `live server Ready ${"seconds" in ready ? `after ${ready.seconds.toFixed(1)} s` : "not within 90 s"}; ` +
       `${((Date.now() - atPuppet) / 1000).toFixed(0)} s with the silent servers at the Puppet ` +
       `step: ${waited.count} reconciles, ${waited.within} within 2 s, longest <= ${waited.longest} s; ` +
       `since start: ${last.count} reconciles, longest <= ${between({ count: 0, buckets: [] }, last, 2).longest} s`,
