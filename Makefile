@@ -49,9 +49,9 @@ test-e2e: build ## end-to-end tests against the running stack
 test-scan: ## scan every log vsop wrote in this stack run for credentials (after test-e2e)
 	@source $(STACK_ENV) && node --import tsx --test --test-reporter=tap test/scan/*.test.ts
 
-bench: build ## N VirtualServers (N=50) against vcsim: time to VMCreated, SOAP requests, a resync
+bench: build ## N VirtualServers (N=50) against vcsim: time to VMCreated, SOAP requests, a resync; SCALE=10000: sync time and RSS with that many
 	@hack/stack-up.sh
-	@source $(STACK_ENV) && N=$(N) npx tsx hack/bench.ts
+	@source $(STACK_ENV) && if [ -n "$(SCALE)" ]; then SCALE=$(SCALE) npx tsx hack/bench-scale.ts; else N=$(N) npx tsx hack/bench.ts; fi
 
 test: ## install, start the stack, lint, run every test, stop the stack (also on failure)
 	@hack/install.sh
