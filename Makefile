@@ -49,9 +49,9 @@ test-e2e: build ## end-to-end tests against the running stack
 test-scan: ## scan every log vsop wrote in this stack run for credentials (after test-e2e)
 	@source $(STACK_ENV) && node --import tsx --test --test-reporter=tap test/scan/*.test.ts
 
-bench: build ## N VirtualServers (N=50) through vsop and its floor [TASK_DELAY=CreateVm:3000,PowerOn:1000] [SILENT=20]
+bench: build ## N servers (N=50) through vsop beside its floor [TASK_DELAY=CreateVm:3000,PowerOn:1000] [SILENT=20]; SCALE=10000: sync time and RSS with that many
 	@hack/stack-up.sh
-	@source $(STACK_ENV) && N=$(N) TASK_DELAY=$(TASK_DELAY) SILENT=$(SILENT) npx tsx hack/bench.ts
+	@source $(STACK_ENV) && if [ -n "$(SCALE)" ]; then SCALE=$(SCALE) npx tsx hack/bench-scale.ts; else N=$(N) TASK_DELAY=$(TASK_DELAY) SILENT=$(SILENT) npx tsx hack/bench.ts; fi
 
 test: ## install, start the stack, lint, run every test, stop the stack (also on failure)
 	@hack/install.sh

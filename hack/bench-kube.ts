@@ -2,15 +2,16 @@
 // (direct POSTs, not kubectl apply: its per-object GET would count against vsop's time), and a
 // watch that notes when each server first reports VMCreated and Ready (a kubectl poll would
 // cost a process per look and add its latency to every figure).
-import { Kube, isGone, loadKubeConfig } from "../src/controller/kube.js";
+import { Kube, isGone } from "../src/controller/kube.js";
+import { loadClusterAccess } from "../src/controller/kubeconfig.js";
 import { API_VERSION, VS_PLURAL, type VirtualServer } from "../src/api/types.js";
 import { stackEnv } from "../test/support/env.js";
 
 export const serversPath = (ns: string) => `/apis/${API_VERSION}/namespaces/${ns}/${VS_PLURAL}`;
 
 /** A client as the stack's admin (the floor writes as vsop's ServiceAccount, see bench-floor). */
-export function adminKube(): Kube {
-  return new Kube(loadKubeConfig(stackEnv("KUBECONFIG")));
+export async function adminKube(): Promise<Kube> {
+  return new Kube(await loadClusterAccess(stackEnv("KUBECONFIG")));
 }
 
 /** Runs at most `n` of the returned function's calls at once. */

@@ -49,7 +49,8 @@ import {
 import { govc } from "../test/support/govc.js";
 import { stackEnv } from "../test/support/env.js";
 import { privateVcsim } from "../test/support/vcsim.js";
-import { Kube, loadKubeConfig } from "../src/controller/kube.js";
+import { Kube } from "../src/controller/kube.js";
+import { loadClusterAccess } from "../src/controller/kubeconfig.js";
 import { runFloor, type FloorResult } from "./bench-floor.js";
 import { adminKube, createServers, limit, Progress, serversPath } from "./bench-kube.js";
 import {
@@ -287,7 +288,7 @@ function servers(ns: string): Listed[] {
  * stack runs no namespace controller: a deleted namespace would keep its objects).
  */
 async function dropServers(ns: string): Promise<void> {
-  const kube = adminKube();
+  const kube = await adminKube();
   const list = await kube.get<{ items: { metadata: { name: string } }[] }>(serversPath(ns));
   const run = limit(16);
   await Promise.all(
@@ -320,7 +321,7 @@ async function floorRound(): Promise<FloorResult> {
     const objects = Array.from({ length: N }, (_, i) =>
       virtualServer(ns, `bench-${i}`, hostname(i), "bench-floor-none", { "vsop-bench": "floor" }),
     );
-    const created = await createServers(adminKube(), ns, objects);
+    const created = await createServers(await adminKube(), ns, objects);
     const floor = await runFloor({
       vcenter: {
         url: vc.url,
@@ -329,7 +330,7 @@ async function floorRound(): Promise<FloorResult> {
         caBundle: readFileSync(stackEnv("GOVC_TLS_CA_CERTS"), "utf8"),
       },
       placement: { ...PLACEMENT, portGroup: "VLAN-30" },
-      kube: new Kube(loadKubeConfig(operatorKubeconfig())),
+      kube: new Kube(await loadClusterAccess(operatorKubeconfig())),
       ns,
       servers: created,
       workers: WORKERS,
@@ -384,7 +385,7 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
   const all = Array.from({ length: count }, (_, i) => i);
   const answeringNames = all.filter((i) => !quiet.has(i)).map((i) => `bench-${i}`);
   const names = new Set(all.map(hostname));
-  const admin = adminKube();
+  const admin = await adminKube();
   let vc: Vcsim | undefined;
   let op: Operator | undefined;
   let fleet: Awaited<ReturnType<typeof startFleet>> | undefined;

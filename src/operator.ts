@@ -2,6 +2,7 @@
 // and shuts them down in order on SIGTERM.
 import os from "node:os";
 import type http from "node:http";
+import v8 from "node:v8";
 import {
   API_VERSION,
   GROUP,
@@ -16,7 +17,8 @@ import { parseBindAddress, type RunConfig } from "./cli/run-flags.js";
 import { Controller } from "./controller/controller.js";
 import { EventRecorder } from "./controller/events.js";
 import { Informer, keyOf } from "./controller/informer.js";
-import { Kube, loadKubeConfig } from "./controller/kube.js";
+import { Kube } from "./controller/kube.js";
+import { loadClusterAccess } from "./controller/kubeconfig.js";
 import { LeaderElector } from "./controller/leader.js";
 import { WorkQueue } from "./controller/queue.js";
 import { dnsLookup, type Lookup } from "./naming/lookup.js";
@@ -51,9 +53,15 @@ function specOrMetaChanged(a: VirtualServer, b: VirtualServer): boolean {
 }
 
 export async function runOperator(run: RunConfig): Promise<number> {
+  // Memory over speed, for a cache of 10,000 servers in 150 MiB: V8 would grow its young
+  // generation to 2 x 64 MiB under the first list's allocation burst and keep it, and its old
+  // generation far past what is alive between full collections. Set here so that it holds
+  // however the operator is launched; the cost is more (short) collections.
+  v8.setFlagsFromString("--semi-space-growth-factor=1");
+  v8.setFlagsFromString("--optimize-for-size");
   const logger = createLogger(run.logLevel, run.logFormat);
   const metrics = new Metrics();
-  const kube = new Kube(loadKubeConfig(run.kubeconfig));
+  const kube = new Kube(await loadClusterAccess(run.kubeconfig));
   kube.onRequest = (verb, _path, code) => metrics.kubeRequests.inc({ verb, code });
 
   const base = `/apis/${GROUP}/${VERSION}`;

@@ -186,13 +186,9 @@ export function parsePluginArgs(args: string[]): PluginArgs {
  */
 export async function pluginKubeConfig(path?: string, context?: string): Promise<k8s.KubeConfig> {
   const { KubeConfig } = await import("@kubernetes/client-node");
-  const { loadKubeConfig } = await import("../controller/kube.js");
-  let kc: k8s.KubeConfig;
-  if (path) kc = loadKubeConfig(path);
-  else {
-    kc = new KubeConfig();
-    kc.loadFromDefault();
-  }
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromDefault();
   if (context) {
     if (!kc.getContextObject(context))
       throw new UsageError(`--context: no context "${context}" in the kubeconfig`);

@@ -60,10 +60,7 @@ export class Controller {
       if (key === undefined) return;
       const started = process.hrtime.bigint();
       const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
-      const signal = AbortSignal.any([
-        this.stopping.signal,
-        AbortSignal.timeout(this.opts.reconcileTimeoutMs ?? 60_000),
-      ]);
+      const { signal, release } = this.deadline();
       try {
         const result = await runWithSignal(signal, () => this.reconcile(key));
         this.queue.forget(key);
@@ -86,8 +83,34 @@ export class Controller {
           );
         else this.opts.logger.debug({ key, err, retryInMs: delay }, "requeued");
       } finally {
+        release();
         this.queue.done(key);
       }
     }
+  }
+
+  /**
+   * A reconcile's signal: aborted at its deadline or when the controller stops. Its timer and
+   * listener go when the reconcile ends; AbortSignal.any(AbortSignal.timeout(…)) would keep
+   * them for the whole deadline, ~0.5 KiB per reconcile: 20 MiB a minute with 10,000 servers
+   * retried in backoff.
+   */
+  private deadline(): { signal: AbortSignal; release: () => void } {
+    const ctl = new AbortController();
+    const timer = setTimeout(
+      () => ctl.abort(new DOMException("the reconcile deadline passed", "TimeoutError")),
+      this.opts.reconcileTimeoutMs ?? 60_000,
+    );
+    const stop = this.stopping.signal;
+    const onStop = () => ctl.abort(stop.reason);
+    if (stop.aborted) onStop();
+    else stop.addEventListener("abort", onStop, { once: true });
+    return {
+      signal: ctl.signal,
+      release: () => {
+        clearTimeout(timer);
+        stop.removeEventListener("abort", onStop);
+      },
+    };
   }
 }

@@ -1,7 +1,10 @@
 // List + watch into a cache. Keeps the resourceVersion of the last event, re-watches from it when
-// a stream ends, and relists when the server says 410 Gone (or the watch keeps failing).
+// a stream ends, and relists when the server says 410 Gone (or the watch keeps failing). Lists
+// are read item by item as they arrive (Kube.list) and each object is trimmed (trim.ts) before
+// it is cached: 10,000 VirtualServers fit in the operator's memory budget.
 import type { Logger } from "pino";
-import { Kube, isGone, type WatchEvent } from "./kube.js";
+import { KubeError, isGone, type Kube, type WatchEvent } from "./kube.js";
+import { trimObject } from "./trim.js";
 
 export interface KubeObject {
   metadata: {
@@ -20,28 +23,35 @@ export function keyOf(obj: KubeObject): string {
     : obj.metadata.name;
 }
 
-export interface InformerOptions {
+export interface InformerOptions<T> {
   /** Collection path, e.g. /apis/provisioning.vsop.dev/v1alpha1/virtualservers */
   path: string;
   labelSelector?: string;
   logger: Logger;
   /** Upper bound of one watch request; the server ends it, we re-watch. */
   watchTimeoutSeconds?: number;
+  /** What is kept of each object (default: trimObject, the metadata vsop reads). */
+  transform?: (obj: T) => T;
 }
 
 export class Informer<T extends KubeObject> {
   private readonly cache = new Map<string, T>();
   private resourceVersion = "";
+  /** A list at our resourceVersion was refused (compacted, or ahead of the server's cache). */
+  private resourceVersionUnavailable = false;
   private controller = new AbortController();
   private handlers: ((event: InformerEvent, obj: T, old?: T) => void)[] = [];
   private running: Promise<void> | undefined;
   private hasSynced = false;
   private syncWaiters: (() => void)[] = [];
+  private readonly transform: (obj: T) => T;
 
   constructor(
-    private readonly kube: Kube,
-    private readonly opts: InformerOptions,
-  ) {}
+    private readonly kube: Pick<Kube, "list" | "watch">,
+    private readonly opts: InformerOptions<T>,
+  ) {
+    this.transform = opts.transform ?? trimObject;
+  }
 
   on(handler: (event: InformerEvent, obj: T, old?: T) => void): void {
     this.handlers.push(handler);
@@ -80,23 +90,46 @@ export class Informer<T extends KubeObject> {
     return this.opts.labelSelector ? { labelSelector: this.opts.labelSelector } : {};
   }
 
-  /** Lists everything and replaces the cache, emitting the differences. */
-  private async relist(): Promise<void> {
-    const list = await this.kube.request<{ items: T[]; metadata: { resourceVersion: string } }>(
-      "GET",
-      this.opts.path,
-      undefined,
-      { params: this.query() },
-    );
+  /**
+   * Which state to list, as client-go's reflector picks it: the first list takes whatever the
+   * API server's watch cache holds (resourceVersion=0: no etcd read, ~4x faster for 10,000
+   * objects); a relist takes a state no older than the one we had, also from the cache, so the
+   * cache never goes back in time; and if the server cannot serve that one, a consistent read.
+   */
+  private listVersion(): Record<string, string> {
+    if (!this.resourceVersion) return { resourceVersion: "0" };
+    if (this.resourceVersionUnavailable) return {};
+    return { resourceVersion: this.resourceVersion, resourceVersionMatch: "NotOlderThan" };
+  }
+
+  /**
+   * Lists everything and replaces the cache, emitting the differences. Items are cached as they
+   * arrive (none is older than the cache's: see listVersion); deletions once the list is whole.
+   */
+  private async relist(signal: AbortSignal): Promise<void> {
     const seen = new Set<string>();
-    for (const item of list.items) {
-      const key = keyOf(item);
-      seen.add(key);
-      const old = this.cache.get(key);
-      this.cache.set(key, item);
-      if (!old) this.emit("add", item);
-      else if (old.metadata.resourceVersion !== item.metadata.resourceVersion)
-        this.emit("update", item, old);
+    let meta: { resourceVersion?: string };
+    try {
+      meta = await this.kube.list<T>(
+        this.opts.path,
+        { ...this.query(), ...this.listVersion() },
+        (raw) => {
+          const item = this.transform(raw);
+          const key = keyOf(item);
+          seen.add(key);
+          const old = this.cache.get(key);
+          this.cache.set(key, item);
+          if (!old) this.emit("add", item);
+          else if (old.metadata.resourceVersion !== item.metadata.resourceVersion)
+            this.emit("update", item, old);
+        },
+        signal,
+      );
+    } catch (err) {
+      // 410: compacted; 504: the server's cache did not reach our version in time.
+      if (err instanceof KubeError && (err.status === 410 || err.status === 504))
+        this.resourceVersionUnavailable = true;
+      throw err;
     }
     for (const [key, old] of this.cache) {
       if (!seen.has(key)) {
@@ -104,7 +137,8 @@ export class Informer<T extends KubeObject> {
         this.emit("delete", old);
       }
     }
-    this.resourceVersion = list.metadata.resourceVersion;
+    this.resourceVersion = meta.resourceVersion ?? "";
+    this.resourceVersionUnavailable = false;
     if (!this.hasSynced) {
       this.hasSynced = true;
       for (const w of this.syncWaiters.splice(0)) w();
@@ -117,9 +151,9 @@ export class Informer<T extends KubeObject> {
       if (status.code === 410) throw new GoneError(status.message ?? "too old resource version");
       throw new Error(`watch error: ${status.message ?? JSON.stringify(status)}`);
     }
-    const obj = e.object;
-    if (obj.metadata.resourceVersion) this.resourceVersion = obj.metadata.resourceVersion;
+    if (e.object.metadata.resourceVersion) this.resourceVersion = e.object.metadata.resourceVersion;
     if (e.type === "BOOKMARK") return;
+    const obj = this.transform(e.object);
     const key = keyOf(obj);
     const old = this.cache.get(key);
     if (e.type === "DELETED") {
@@ -138,7 +172,7 @@ export class Informer<T extends KubeObject> {
     while (!signal.aborted) {
       try {
         if (needList) {
-          await this.relist();
+          await this.relist(signal);
           needList = false;
         }
         await this.kube.watch<T>(
@@ -156,7 +190,8 @@ export class Informer<T extends KubeObject> {
       } catch (err) {
         if (signal.aborted) break;
         failures++;
-        needList = err instanceof GoneError || isGone(err) || failures > 2;
+        // A failed list is listed again (never a watch from a version we do not have).
+        needList = needList || err instanceof GoneError || isGone(err) || failures > 2;
         const delay = Math.min(30_000, 250 * 2 ** Math.min(failures, 7));
         this.opts.logger.warn(
           { path: this.opts.path, err, relist: needList, delayMs: delay },

@@ -1,11 +1,12 @@
-// A small Kubernetes REST client on axios, authenticated by a KubeConfig (in-cluster, file).
+// A small Kubernetes REST client on axios, authenticated by a ClusterAccess (kubeconfig.ts).
 // Small on purpose: the operator needs get/list/watch/create/replace/patch/delete and to see
 // every request (metrics, the zero-write test), which a generated client hides.
 import https from "node:https";
 import { Readable } from "node:stream";
 import axios, { type AxiosInstance, type AxiosRequestConfig } from "axios";
 import { currentSignal } from "../abort.js";
-import * as k8s from "@kubernetes/client-node";
+import type { ClusterAccess } from "./kubeconfig.js";
+import { ListSplitter } from "./list-stream.js";
 
 export class KubeError extends Error {
   override name = "KubeError";
@@ -59,14 +60,6 @@ export interface WatchEvent<T> {
   object: T;
 }
 
-export function loadKubeConfig(path?: string): k8s.KubeConfig {
-  const kc = new k8s.KubeConfig();
-  if (path) kc.loadFromFile(path);
-  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-  else kc.loadFromDefault();
-  return kc;
-}
-
 export class Kube {
   private http: AxiosInstance | undefined;
   private httpBuiltAt = 0;
@@ -76,7 +69,7 @@ export class Kube {
    */
   onRequest?: (method: string, path: string, code: string) => void;
 
-  constructor(private readonly kc: k8s.KubeConfig) {}
+  constructor(private readonly kc: ClusterAccess) {}
 
   get server(): string {
     return this.kc.getCurrentCluster()?.server ?? "";
@@ -206,6 +199,66 @@ export class Kube {
     }
   }
 
+  /**
+   * A LIST read as it arrives: each item goes to `onItem` (list-stream.ts), never the whole body
+   * at once; resolves with the list's metadata. Asked uncompressed: over loopback or a cluster
+   * network, gzip costs the API server more time than it saves on the wire.
+   */
+  async list<T>(
+    path: string,
+    query: Record<string, string>,
+    onItem: (item: T) => void,
+    signal?: AbortSignal,
+    /** No byte for this long ends the list with KubeUnreachable. */
+    idleMs = 30_000,
+  ): Promise<{ resourceVersion?: string }> {
+    const http = await this.client();
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    signal?.addEventListener("abort", onAbort);
+    let idle = setTimeout(() => stop.abort(), idleMs);
+    try {
+      const res = await this.counted("GET", path, () =>
+        http.get<Readable>(path, {
+          params: query,
+          headers: { "Accept-Encoding": "identity" },
+          responseType: "stream",
+          timeout: 0,
+          signal: stop.signal,
+        }),
+      );
+      if (res.status >= 400) {
+        const s = await readStatus(res.data);
+        throw new KubeError(res.status, s.reason ?? "", s.message ?? "", "GET", path);
+      }
+      const splitter = new ListSplitter<T>(onItem);
+      await new Promise<void>((resolve, reject) => {
+        stop.signal.addEventListener("abort", () => {
+          res.data.destroy();
+          reject(new KubeUnreachable("GET", path, signal?.aborted ? "aborted" : "idle timeout"));
+        });
+        res.data.on("data", (chunk: Buffer) => {
+          clearTimeout(idle);
+          idle = setTimeout(() => stop.abort(), idleMs);
+          try {
+            splitter.write(chunk);
+          } catch (err) {
+            res.data.destroy();
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        });
+        res.data.on("end", resolve);
+        res.data.on("error", (err: NodeJS.ErrnoException) =>
+          reject(new KubeUnreachable("GET", path, err.code ?? "stream error")),
+        );
+      });
+      return splitter.end<{ metadata?: { resourceVersion?: string } }>().metadata ?? {};
+    } finally {
+      clearTimeout(idle);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
   /** Parses a watch stream line by line until it ends; bounded per line. */
   private readWatch<T>(
     stream: Readable,
@@ -244,5 +297,20 @@ export class Kube {
         reject(new KubeUnreachable("WATCH", path, err.code ?? "stream error")),
       );
     });
+  }
+}
+
+/** The Status of a refused request, read from its (small, bounded) body. */
+async function readStatus(stream: Readable): Promise<{ reason?: string; message?: string }> {
+  let text = "";
+  for await (const chunk of stream) {
+    text += String(chunk);
+    if (text.length > 64 * 1024) break;
+  }
+  stream.destroy();
+  try {
+    return JSON.parse(text) as { reason?: string; message?: string };
+  } catch {
+    return { message: text.slice(0, 500) };
   }
 }

@@ -15,6 +15,7 @@ import {
 } from "../api/types.js";
 import type { Result } from "../controller/controller.js";
 import type { EventRecorder } from "../controller/events.js";
+import { jsonEqual } from "../controller/json-equal.js";
 import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
 import { throwIfAborted } from "../abort.js";
 import { effectiveClass, InvalidClassField } from "../api/effective-class.js";
@@ -234,7 +235,7 @@ export class VirtualServerReconciler {
     status.observedGeneration = vs.metadata.generation;
 
     const before = vs.status ?? {};
-    if (JSON.stringify(normalize(before)) !== JSON.stringify(normalize(status))) {
+    if (!jsonEqual(before, status)) {
       try {
         await this.deps.kube.replace(`${objectPath(vs)}/status`, { ...vs, status });
       } catch (e) {
@@ -350,12 +351,4 @@ export const RETRIED_REASONS = new Set([
 function sooner(result: Result, seconds: number | undefined): Result {
   if (seconds === undefined || (result.requeueAfterSeconds ?? Infinity) <= seconds) return result;
   return { requeueAfterSeconds: seconds };
-}
-
-function normalize(s: VirtualServerStatus): unknown {
-  return JSON.parse(JSON.stringify(s), (_k, v) =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b)))
-      : v,
-  );
 }

@@ -130,8 +130,15 @@ export function freePortBlock(): number {
   return p + (process.pid % 31) * 100;
 }
 
-/** Runs `node dist/main.js run` as the ServiceAccount, with the given extra flags. */
-export function startOperator(name: string, extra: string[] = []): Operator {
+/**
+ * Runs `node dist/main.js run` as the ServiceAccount, with the given extra flags (a flag given
+ * again overrides the default here). `entry`: another build's main.js, for a benchmark.
+ */
+export function startOperator(
+  name: string,
+  extra: string[] = [],
+  entry = path.join(ROOT, "dist/main.js"),
+): Operator {
   const base = freePortBlock();
   const logDir = path.join(stackEnv("VSOP_STACK_DIR"), "logs");
   mkdirSync(logDir, { recursive: true });
@@ -140,7 +147,7 @@ export function startOperator(name: string, extra: string[] = []): Operator {
   const proc = spawn(
     "node",
     [
-      path.join(ROOT, "dist/main.js"),
+      entry,
       "run",
       "--kubeconfig",
       operatorKubeconfig(),

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { WorkQueue } from "../../src/controller/queue.js";
 import { setCondition } from "../../src/controller/conditions.js";
 import { Controller } from "../../src/controller/controller.js";
+import { jsonEqual } from "../../src/controller/json-equal.js";
 import { createLogger } from "../../src/observability/logger.js";
 import { currentSignal } from "../../src/abort.js";
 
@@ -141,4 +142,24 @@ test("stop() aborts in-flight reconciles instead of waiting for them", async () 
   await c.stop();
   assert.ok(aborted, "the reconcile saw its signal fire");
   assert.ok(Date.now() - t0 < 1000, "stop did not wait for the 60 s deadline");
+});
+
+test("jsonEqual: key order and undefined fields do not count; values, arrays and nesting do", () => {
+  const a = { phase: "Ready", vm: { moRef: "vm-1", nics: [{ role: "service", connected: true }] } };
+  assert.ok(
+    jsonEqual(a, {
+      vm: { nics: [{ connected: true, role: "service" }], moRef: "vm-1" },
+      phase: "Ready",
+    }),
+  );
+  assert.ok(jsonEqual({ ...a, install: undefined }, a));
+  assert.ok(jsonEqual([undefined, 1], [null, 1]));
+  assert.ok(!jsonEqual(a, { ...a, phase: "Failed" }));
+  assert.ok(!jsonEqual(a, { ...a, extra: 0 }));
+  assert.ok(!jsonEqual({ ...a, extra: 0 }, a));
+  assert.ok(!jsonEqual({ n: [1, 2] }, { n: [2, 1] }));
+  assert.ok(!jsonEqual({ n: [1] }, { n: { 0: 1 } }));
+  assert.ok(!jsonEqual({ n: 1 }, { n: "1" }));
+  assert.ok(!jsonEqual({ v: { deep: [{ x: 1 }] } }, { v: { deep: [{ x: 2 }] } }));
+  assert.ok(!jsonEqual({ a: null }, {}));
 });

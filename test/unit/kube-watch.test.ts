@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import * as k8s from "@kubernetes/client-node";
-import { Kube, KubeUnreachable } from "../../src/controller/kube.js";
+import { Kube, KubeError, KubeUnreachable } from "../../src/controller/kube.js";
 
 /** A peer that answers a watch with `behaviour`, then holds the connection open, silent. */
 async function peer(behaviour: "oneEventThenSilence" | "noHeaders"): Promise<Server> {
@@ -55,4 +55,50 @@ test("a peer that accepts and never answers fails the watch with KubeUnreachable
     300,
   );
   await assert.rejects(watching, KubeUnreachable);
+});
+
+test("a list is read item by item, uncompressed; a refusal is a KubeError with its reason", async (t) => {
+  const items = Array.from({ length: 50 }, (_, i) => ({
+    metadata: { name: `o${i}` },
+    pad: "x".repeat(3000),
+  }));
+  const seen: { encoding?: string; url?: string }[] = [];
+  const server = createServer((req, res) => {
+    seen.push({ encoding: req.headers["accept-encoding"], url: req.url });
+    if (req.url?.includes("refuse")) {
+      res.writeHead(410, { "content-type": "application/json" });
+      res.end(JSON.stringify({ kind: "Status", reason: "Expired", message: "too old", code: 410 }));
+      return;
+    }
+    res.writeHead(200, { "content-type": "application/json" });
+    const body = JSON.stringify({
+      apiVersion: "v1",
+      items,
+      kind: "L",
+      metadata: { resourceVersion: "77" },
+    });
+    // In small writes, so items straddle chunks.
+    for (let i = 0; i < body.length; i += 1000) res.write(body.slice(i, i + 1000));
+    res.end();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.after(() => server.close());
+  const kube = kubeFor(server);
+  const got: string[] = [];
+  const meta = await kube.list<{ metadata: { name: string } }>(
+    "/api/v1/things",
+    { resourceVersion: "0" },
+    (o) => got.push(o.metadata.name),
+  );
+  assert.deepEqual(
+    got,
+    items.map((o) => o.metadata.name),
+  );
+  assert.equal(meta.resourceVersion, "77");
+  assert.equal(seen[0]!.encoding, "identity");
+  assert.equal(seen[0]!.url, "/api/v1/things?resourceVersion=0");
+  await assert.rejects(
+    kube.list("/api/v1/refuse", {}, () => undefined),
+    (err: unknown) => err instanceof KubeError && err.status === 410 && err.reason === "Expired",
+  );
 });

@@ -1,0 +1,287 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import pino from "pino";
+import { Informer, type KubeObject } from "../../src/controller/informer.js";
+import { KubeError, type Kube, type WatchEvent } from "../../src/controller/kube.js";
+import { ListSplitter } from "../../src/controller/list-stream.js";
+import { LAST_APPLIED, trimObject } from "../../src/controller/trim.js";
+
+// --- the list splitter ---------------------------------------------------------------------------
+
+const tricky = {
+  apiVersion: "v1",
+  kind: "Thing",
+  metadata: { name: "a", resourceVersion: "7" },
+  spec: {
+    text: 'braces } { ] [ , a "quoted" \\ backslash \\" and ünïcødé ✓',
+    list: [[1], { x: [] }],
+  },
+};
+
+function split(body: string, sizes: (i: number) => number) {
+  const items: unknown[] = [];
+  const s = new ListSplitter<unknown>((it) => items.push(it));
+  const bytes = Buffer.from(body);
+  for (let i = 0, k = 0; i < bytes.length; k++) {
+    const n = Math.max(1, sizes(k));
+    s.write(bytes.subarray(i, i + n));
+    i += n;
+  }
+  return { items, envelope: s.end<{ kind: string; items: unknown[]; metadata: object }>() };
+}
+
+test("a list body is split into its items at any chunk boundary, envelope kept", () => {
+  const list = {
+    apiVersion: "v1",
+    items: [tricky, { metadata: { name: "b" } }, tricky],
+    kind: "ThingList",
+    metadata: { resourceVersion: "42", continue: "" },
+  };
+  const body = JSON.stringify(list, null, 1); // whitespace between tokens too
+  for (const sizes of [() => 1, () => 7, (k: number) => (k * 37) % 101, () => body.length]) {
+    const { items, envelope } = split(body, sizes);
+    assert.deepEqual(items, list.items);
+    assert.deepEqual(envelope, { ...list, items: [] });
+  }
+});
+
+test("metadata before items and an empty list are read too", () => {
+  const before = split(
+    JSON.stringify({ kind: "L", metadata: { resourceVersion: "9" }, items: [tricky] }),
+    () => 5,
+  );
+  assert.deepEqual(before.items, [tricky]);
+  assert.deepEqual(before.envelope.metadata, { resourceVersion: "9" });
+  const empty = split('{"items":[],"metadata":{"resourceVersion":"3"}}', () => 2);
+  assert.deepEqual(empty.items, []);
+  assert.deepEqual(empty.envelope.metadata, { resourceVersion: "3" });
+});
+
+test("metadata.managedFields is cut before parsing (null), whatever the chunking; not elsewhere", () => {
+  const withFields = (name: string) => ({
+    apiVersion: "v1",
+    kind: "Thing",
+    metadata: {
+      annotations: { a: '"managedFields":[' },
+      managedFields: [{ apiVersion: "v1", fieldsV1: { "f:spec": { "f:x": {} } }, manager: "m]" }],
+      name,
+    },
+    spec: { managedFields: ["kept"] },
+  });
+  const list = { items: [withFields("a"), withFields("b")], metadata: { resourceVersion: "1" } };
+  const body = JSON.stringify(list);
+  for (const sizes of [() => 1, () => 3, (k: number) => (k * 13) % 29, () => body.length]) {
+    const { items } = split(body, sizes);
+    assert.deepEqual(
+      items,
+      list.items.map((o) => ({ ...o, metadata: { ...o.metadata, managedFields: null } })),
+    );
+  }
+});
+
+test("a list body cut short is an error, not a shorter list", () => {
+  const s = new ListSplitter<unknown>(() => undefined);
+  s.write(Buffer.from(JSON.stringify({ items: [tricky, tricky] }).slice(0, 60)));
+  assert.throws(() => s.end(), /ended early/);
+});
+
+// --- trimming ----------------------------------------------------------------------------------
+
+test("trimObject keeps the metadata vsop reads and drops managedFields and last-applied", () => {
+  const obj = {
+    apiVersion: "provisioning.vsop.dev/v1alpha1",
+    kind: "VirtualServer",
+    metadata: {
+      name: "web-1",
+      namespace: "prod",
+      uid: "u-1",
+      generation: 3,
+      resourceVersion: "100",
+      creationTimestamp: "2026-01-01T00:00:00Z",
+      deletionTimestamp: "2026-01-02T00:00:00Z",
+      labels: { a: "b" },
+      finalizers: ["provisioning.vsop.dev/vm"],
+      annotations: {
+        [LAST_APPLIED]: "{...}",
+        "provisioning.vsop.dev/puppet-run-requested-at": "t",
+      },
+      managedFields: [{ manager: "kubectl", fieldsV1: { "f:spec": {} } }],
+      ownerReferences: [{ name: "x" }],
+      selfLink: "/apis/x",
+    },
+    spec: { hostname: "web-1.example.test" },
+    status: { phase: "Ready", conditions: [{ type: "Ready" }] },
+  };
+  const { spec, status } = structuredClone(obj);
+  const trimmed = trimObject(obj) as unknown as typeof obj;
+  assert.deepEqual(trimmed.metadata, {
+    name: "web-1",
+    namespace: "prod",
+    uid: "u-1",
+    generation: 3,
+    resourceVersion: "100",
+    creationTimestamp: "2026-01-01T00:00:00Z",
+    deletionTimestamp: "2026-01-02T00:00:00Z",
+    labels: { a: "b" },
+    finalizers: ["provisioning.vsop.dev/vm"],
+    annotations: { "provisioning.vsop.dev/puppet-run-requested-at": "t" },
+  });
+  assert.deepEqual(trimmed.spec, spec);
+  assert.deepEqual(trimmed.status, status);
+  assert.equal(trimmed.apiVersion, "provisioning.vsop.dev/v1alpha1");
+});
+
+test("trimObject drops annotations that held only last-applied", () => {
+  const t = trimObject({ metadata: { name: "a", annotations: { [LAST_APPLIED]: "{}" } } });
+  assert.deepEqual(t.metadata, { name: "a" });
+});
+
+// --- the informer against a scripted API server ---------------------------------------------------
+
+interface Obj extends KubeObject {
+  metadata: KubeObject["metadata"] & { managedFields?: unknown[] };
+  spec?: { v: number };
+}
+
+const obj = (name: string, rv: string, v = 0): Obj => ({
+  metadata: { name, namespace: "ns", resourceVersion: rv, managedFields: [{ manager: "m" }] },
+  spec: { v },
+});
+
+type ListStep = { items: Obj[]; rv: string } | { fail: KubeError | Error; after?: Obj[] };
+type WatchStep = WatchEvent<Obj>[] | "hang";
+
+/** A Kube whose lists and watches answer from scripts, recording each query. */
+function scripted(lists: ListStep[], watches: WatchStep[]) {
+  const listQueries: Record<string, string>[] = [];
+  const watchQueries: Record<string, string>[] = [];
+  const kube: Pick<Kube, "list" | "watch"> = {
+    list: <T>(_p: string, query: Record<string, string>, onItem: (item: T) => void) => {
+      listQueries.push(query);
+      const step = lists.shift() ?? { items: [], rv: "0" };
+      if ("fail" in step) {
+        for (const o of step.after ?? []) onItem(structuredClone(o) as T);
+        return Promise.reject(step.fail);
+      }
+      for (const o of step.items) onItem(structuredClone(o) as T);
+      return Promise.resolve({ resourceVersion: step.rv });
+    },
+    watch: <T>(
+      _p: string,
+      query: Record<string, string>,
+      onEvent: (e: WatchEvent<T>) => void,
+      signal: AbortSignal,
+    ) => {
+      watchQueries.push(query);
+      const step = watches.shift() ?? "hang";
+      if (step === "hang")
+        return new Promise<void>((r) => signal.addEventListener("abort", () => r()));
+      for (const e of step) onEvent(structuredClone(e) as WatchEvent<T>);
+      return Promise.resolve();
+    },
+  };
+  return { kube, listQueries, watchQueries };
+}
+
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(cond(), `timed out waiting for ${what}`);
+}
+
+const silent = pino({ level: "silent" });
+
+test("the first list reads the watch cache (resourceVersion=0) and caches trimmed objects", async () => {
+  const { kube, listQueries, watchQueries } = scripted(
+    [{ items: [obj("a", "5"), obj("b", "6")], rv: "10" }],
+    ["hang"],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent, labelSelector: "l=1" });
+  const events: string[] = [];
+  inf.on((e, o) => events.push(`${e} ${o.metadata.name}`));
+  inf.start();
+  await inf.waitForSync();
+  await until("the watch", () => watchQueries.length === 1);
+  await inf.stop();
+  assert.deepEqual(listQueries, [{ labelSelector: "l=1", resourceVersion: "0" }]);
+  assert.equal(watchQueries[0]!.resourceVersion, "10");
+  assert.deepEqual(events, ["add a", "add b"]);
+  assert.equal(inf.get("ns/a")!.metadata.managedFields, undefined);
+});
+
+test("after 410 Gone the relist is no older than the cache, and emits what changed", async () => {
+  const { kube, listQueries } = scripted(
+    [
+      { items: [obj("a", "5"), obj("b", "6"), obj("c", "7")], rv: "10" },
+      // b changed, c deleted, d created while the watch was gone
+      { items: [obj("a", "12"), obj("b", "14", 1), obj("d", "15")], rv: "20" },
+    ],
+    [
+      [
+        { type: "MODIFIED", object: obj("a", "12") },
+        { type: "ERROR", object: { code: 410, message: "too old" } as unknown as Obj },
+      ],
+      "hang",
+    ],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent });
+  const events: string[] = [];
+  inf.on((e, o) => events.push(`${e} ${o.metadata.name}@${o.metadata.resourceVersion}`));
+  inf.start();
+  await until("the relist", () => listQueries.length === 2 && events.includes("delete c@7"));
+  await inf.stop();
+  assert.deepEqual(listQueries[1], { resourceVersion: "12", resourceVersionMatch: "NotOlderThan" });
+  assert.deepEqual(events.slice(3), [
+    "update a@12", // from the watch; the relist's a is the same version: no event
+    "update b@14",
+    "add d@15",
+    "delete c@7",
+  ]);
+  assert.deepEqual(
+    inf
+      .list()
+      .map((o) => o.metadata.name)
+      .sort(),
+    ["a", "b", "d"],
+  );
+});
+
+test("a relist the server cannot serve at our version falls back to a consistent read", async () => {
+  const { kube, listQueries } = scripted(
+    [
+      { items: [obj("a", "5")], rv: "10" },
+      { fail: new KubeError(410, "Expired", "too old", "GET", "/x") },
+      { items: [obj("a", "30")], rv: "31" },
+    ],
+    [[{ type: "ERROR", object: { code: 410 } as unknown as Obj }], "hang"],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent });
+  inf.start();
+  await until(
+    "three lists",
+    () => listQueries.length === 3 && inf.get("ns/a")?.metadata.resourceVersion === "30",
+  );
+  await inf.stop();
+  assert.deepEqual(listQueries[2], {});
+});
+
+test("a list that fails midway is listed again, never watched from a version it lacks", async () => {
+  const { kube, listQueries, watchQueries } = scripted(
+    [
+      { fail: new Error("connection reset"), after: [obj("a", "5")] },
+      { items: [obj("b", "8")], rv: "9" },
+    ],
+    ["hang"],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent });
+  const events: string[] = [];
+  inf.on((e, o) => events.push(`${e} ${o.metadata.name}`));
+  inf.start();
+  await inf.waitForSync();
+  await until("the watch", () => watchQueries.length === 1);
+  await inf.stop();
+  assert.equal(listQueries.length, 2);
+  assert.deepEqual(listQueries[1], { resourceVersion: "0" });
+  assert.equal(watchQueries[0]!.resourceVersion, "9");
+  // a, from the broken list, is gone once a whole list says so
+  assert.deepEqual(events, ["add a", "add b", "delete a"]);
+});
