@@ -36,7 +36,8 @@ export interface PrivateVcsim {
   start(): Promise<ChildProcess>;
 }
 
-export async function privateVcsim(): Promise<PrivateVcsim> {
+/** `extraArgs` go to vcsim as they are, e.g. ["-method-delay", "CreateVm:3000"] for the bench. */
+export async function privateVcsim(extraArgs: string[] = []): Promise<PrivateVcsim> {
   const pki = path.join(stackEnv("VSOP_STACK_DIR"), "pki");
   const port = await freePort();
   const password = randomBytes(12).toString("hex");
@@ -49,6 +50,7 @@ export async function privateVcsim(): Promise<PrivateVcsim> {
     ...["-username", username, "-password", password],
     ...["-dc", "1", "-cluster", "1", "-host", "2", "-standalone-host", "0"],
     ...["-vm", "1", "-ds", "1", "-pg", "1"],
+    ...extraArgs,
   ];
   return {
     port,
