@@ -9,12 +9,14 @@ CACHE_DIR := $(or $(VSOP_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/vsop)
 export PATH := $(CACHE_DIR)/node-v$(NODE_VERSION)/bin:$(PATH)
 # one file or more, e.g. make test-e2e E2E=test/e2e/stack.test.ts
 E2E ?= test/e2e/*.test.ts
-# servers for make bench, e.g. make bench N=200
+# servers for make bench, e.g. make bench N=200 (make chaos: 20 unless given)
 N ?= 50
+# leader kills for make chaos, e.g. make chaos N=5 KILLS=8
+KILLS ?= 30
 # image tag; read from package.json only when used
 VERSION = $(shell node -p 'require("./package.json").version')
 
-.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e test-scan demo demo-down bench image clean release
+.PHONY: help install build lint stack-up stack-down node-up node-down test test-unit test-e2e test-scan demo demo-down bench chaos image clean release
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +54,10 @@ test-scan: ## scan every log vsop wrote in this stack run for credentials (after
 bench: build ## N servers (N=50) through vsop beside its floor [TASK_DELAY=CreateVm:3000,PowerOn:1000] [SILENT=20]; SCALE=10000: sync time and RSS with that many
 	@hack/stack-up.sh
 	@source $(STACK_ENV) && if [ -n "$(SCALE)" ]; then SCALE=$(SCALE) npx tsx hack/bench-scale.ts; else N=$(N) TASK_DELAY=$(TASK_DELAY) SILENT=$(SILENT) npx tsx hack/bench.ts; fi
+
+chaos: build ## N servers (20) through KILLS=30 leader kills and outages; checks VMs, Ready, Puppet runs
+	@hack/stack-up.sh
+	@source $(STACK_ENV) && N=$(if $(filter file,$(origin N)),20,$(N)) KILLS=$(KILLS) npx tsx hack/chaos.ts
 
 test: ## install, start the stack, lint, run every test, stop the stack (also on failure)
 	@hack/install.sh

@@ -424,7 +424,7 @@ async function runOperator(
       ...["--health-probe-bind-address", `127.0.0.1:${health}`],
       ...["--provisioning-bind-address", `127.0.0.1:${provisioning}`],
     ],
-    entry,
+    { entry },
   );
   try {
     let synced: number | undefined;

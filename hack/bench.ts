@@ -19,13 +19,11 @@
 // other users of the stack's vcsim. The servers' MCollective side is played by a small fleet in
 // this process that answers puppet#runonce and puppet#last_run_summary for their identities,
 // signed with the stack's server key as mcollectived would (running N real mcollectived is too
-// heavy for a bench). Class: boot method guestinfo with boot.assumeInstalled.
+// heavy for a bench; test/support/fleet.ts). Class: boot method guestinfo with boot.assumeInstalled.
 import type { ChildProcess } from "node:child_process";
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { once } from "node:events";
-import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import amqp from "amqplib";
 import * as yaml from "js-yaml";
 import {
   auditEvents,
@@ -53,13 +51,7 @@ import { Kube } from "../src/controller/kube.js";
 import { loadClusterAccess } from "../src/controller/kubeconfig.js";
 import { runFloor, type FloorResult } from "./bench-floor.js";
 import { adminKube, createServers, limit, Progress, serversPath } from "./bench-kube.js";
-import {
-  encodeReplyBody,
-  encodeReplyEnvelope,
-  loadRuby,
-  type RubyValue,
-} from "../src/mcollective/marshal.js";
-import { signBody } from "../src/mcollective/security.js";
+import { startFleet } from "../test/support/fleet.js";
 
 // make passes unset variables as empty strings.
 const env = (name: string) => process.env[name] || undefined;
@@ -162,81 +154,6 @@ function benchVMs(vc: Vcsim): string[] {
   return govc(["find", "/", "-type", "m", "-name", "bench-prod-*"], vc.env)
     .split("\n")
     .filter(Boolean);
-}
-
-// --- the servers' mcollectived, played here ------------------------------------------------
-
-/** Answers puppet#runonce (a run that finishes at once) and puppet#last_run_summary. */
-async function startFleet(
-  identities: string[],
-): Promise<{ replies: () => number; stop: () => Promise<void> }> {
-  const serverKey = readFileSync(path.join(stackEnv("VSOP_MCO_DIR"), "server-private.pem"), "utf8");
-  const conn = await amqp.connect(stackEnv("VSOP_AMQP_URL"));
-  const ch = await conn.createChannel();
-  const { queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true });
-  for (const id of identities) await ch.bindQueue(queue, "mcollective_directed", id);
-  const lastrun = new Map<string, number>();
-  let replies = 0;
-  const text = (v: unknown) =>
-    v instanceof Uint8Array ? Buffer.from(v).toString("utf8") : String(v ?? "");
-  await ch.consume(
-    queue,
-    (msg) => {
-      if (!msg) return;
-      const req = loadRuby(msg.content) as Record<string, unknown>;
-      const secure = loadRuby(req.body as Uint8Array) as Record<string, Record<string, unknown>>;
-      const rpc = secure.ssl_msg!;
-      const agent = text(rpc.agent);
-      const action = text(rpc.action);
-      const identity = text((req.filter as { identity?: unknown[] }).identity?.[0]);
-      if (!identities.includes(identity)) return;
-      const now = Math.floor(Date.now() / 1000);
-      let data: Record<string, RubyValue>;
-      if (agent === "rpcutil" && action === "ping") {
-        data = { pong: now };
-      } else if (action === "runonce") {
-        lastrun.set(identity, now);
-        data = {
-          summary: "Started a Puppet run using the 'puppet agent --onetime' command",
-          initiated_at: now,
-        };
-      } else if (action === "last_run_summary") {
-        const at = lastrun.get(identity) ?? 0;
-        data = {
-          changed_resources: 1,
-          failed_resources: 0,
-          out_of_sync_resources: 1,
-          total_resources: 7,
-          total_time: 0.42,
-          config_retrieval_time: 0.1,
-          lastrun: at,
-          since_lastrun: now - at,
-          config_version: "bench",
-        };
-      } else {
-        data = {};
-      }
-      const body = encodeReplyBody({ statuscode: 0, statusmsg: "OK", data });
-      const reply = encodeReplyEnvelope({
-        senderid: identity,
-        requestid: text(req.requestid),
-        senderagent: agent,
-        msgtime: now,
-        body,
-        hash: signBody(body, serverKey),
-      });
-      ch.sendToQueue(msg.properties.replyTo as string, reply);
-      replies++;
-    },
-    { noAck: true },
-  );
-  return {
-    replies: () => replies,
-    stop: async () => {
-      await ch.close().catch(() => undefined);
-      await conn.close().catch(() => undefined);
-    },
-  };
 }
 
 // --- DNS, in one write ---------------------------------------------------------------------------

@@ -32,6 +32,14 @@ export function prepareStep(deps: InstallDeps): Step {
     name: "prepare",
     async run(ctx) {
       if (installed(ctx)) return DONE;
+      const started = ctx.status.install?.startedAt;
+      if (started) {
+        // Installed since this power-on, though status does not say so yet (the process that
+        // saw it died before writing it): the installed step records it. Preparing again would
+        // put back the install data the handoff may have taken away already.
+        const token = await deps.tokens.get(ctx.vs.metadata.uid!);
+        if (token?.state === "built" && (token.builtAt ?? "") >= started) return DONE;
+      }
       const found = await vmOf(deps, ctx);
       if (!found) return wait(2, "Creating", "Creating", "Waiting for vCenter to report the VM.");
       const { vc, vm } = found;

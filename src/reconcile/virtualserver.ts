@@ -44,10 +44,46 @@ const objectPath = (vs: VirtualServer) =>
   `/apis/${GROUP}/${VERSION}/namespaces/${vs.metadata.namespace}/${VS_PLURAL}/${vs.metadata.name}`;
 
 export class VirtualServerReconciler {
+  /**
+   * The object this process last wrote per key, and the versions that write replaced (as
+   * client-go's MutationCache): while the cache still shows one of those, the written object is
+   * the current one. Without it, a reconcile woken before the watch brings our own status write
+   * (a watch down, its relist backing off) acts on the status before it: a vSphere task that
+   * already ended hides the one started after it, and that one is started again.
+   */
+  private readonly written = new Map<string, { replaced: Set<string>; obj: VirtualServer }>();
+
   constructor(private readonly deps: ReconcilerDeps) {}
 
+  /** The cached object, or what this process wrote over it when the cache is behind. */
+  private current(key: string): VirtualServer | undefined {
+    const cached = this.deps.getServer(key);
+    const w = this.written.get(key);
+    if (!w) return cached;
+    if (
+      cached &&
+      cached.metadata.uid === w.obj.metadata.uid &&
+      w.replaced.has(cached.metadata.resourceVersion ?? "")
+    )
+      return w.obj;
+    this.written.delete(key); // the cache has caught up (or moved on)
+    return cached;
+  }
+
+  /** Remembers a successful write of `before` (the version sent) that returned `after`. */
+  private wrote(before: VirtualServer, after: VirtualServer): void {
+    const key = `${before.metadata.namespace}/${before.metadata.name}`;
+    const w = this.written.get(key);
+    const replaced =
+      w && w.obj.metadata.resourceVersion === before.metadata.resourceVersion
+        ? w.replaced
+        : new Set<string>();
+    replaced.add(before.metadata.resourceVersion ?? "");
+    this.written.set(key, { replaced, obj: after });
+  }
+
   async reconcile(key: string): Promise<Result> {
-    let vs = this.deps.getServer(key);
+    let vs = this.current(key);
     if (!vs) return {};
     const log = this.deps.logger.child({ virtualserver: key });
     const cls = this.deps.getClass(vs.spec.className);
@@ -123,7 +159,7 @@ export class VirtualServerReconciler {
     const hasFinalizer = vs.metadata.finalizers?.includes(FINALIZER) ?? false;
     if (!missingLabels && hasFinalizer) return vs;
     try {
-      return await this.deps.kube.mergePatch<VirtualServer>(objectPath(vs), {
+      const updated = await this.deps.kube.mergePatch<VirtualServer>(objectPath(vs), {
         metadata: {
           resourceVersion: vs.metadata.resourceVersion,
           labels: { ...current, ...labels },
@@ -132,6 +168,8 @@ export class VirtualServerReconciler {
             : [...(vs.metadata.finalizers ?? []), FINALIZER],
         },
       });
+      this.wrote(vs, updated);
+      return updated;
     } catch (err) {
       if (isConflict(err) || isNotFound(err)) return undefined; // the watch brings the newer one
       throw err;
@@ -237,7 +275,13 @@ export class VirtualServerReconciler {
     const before = vs.status ?? {};
     if (!jsonEqual(before, status)) {
       try {
-        await this.deps.kube.replace(`${objectPath(vs)}/status`, { ...vs, status });
+        this.wrote(
+          vs,
+          await this.deps.kube.replace<VirtualServer>(`${objectPath(vs)}/status`, {
+            ...vs,
+            status,
+          }),
+        );
       } catch (e) {
         if (isConflict(e) || isNotFound(e)) throw new RetryLater("status changed meanwhile");
         throw e;

@@ -60,7 +60,8 @@ const keyOf = (ctx: ReconcileContext) => `${ctx.vs.metadata.namespace}/${ctx.vs.
 /**
  * The server's task in flight, if any: still running → the outcome to return (a wait); failed →
  * its StepError; ended → cleared from status, `ctx.finished` names it, and the steps go on.
- * A task this process started but whose record did not reach status (a conflict) counts too.
+ * A task this process started but whose record did not reach status (a conflict, an API server
+ * outage) counts too, and before the record in status.
  */
 export async function taskInFlight(
   ctx: ReconcileContext,
@@ -68,7 +69,10 @@ export async function taskInFlight(
   phase?: Phase,
 ): Promise<StepOutcome | undefined> {
   const key = keyOf(ctx);
-  const t = ctx.status.vm?.task ?? vc.inFlight(key);
+  // This process's own record first: status may still show a task that ended before this one
+  // was started (its status write failed, or the cache is behind), and the steps would start
+  // this one again.
+  const t = vc.inFlight(key) ?? ctx.status.vm?.task;
   if (!t) return undefined;
   const op = OPERATIONS[t.operation] ?? { phase: "Creating", reason: "Creating" };
   let state;

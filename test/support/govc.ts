@@ -2,10 +2,16 @@
 import { execFileSync } from "node:child_process";
 import { stackEnv } from "./env.js";
 
-export function govc(args: string[], env: Record<string, string> = {}): string {
+/** `timeoutMs`: the call is killed after that long (a stopped vCenter never answers). */
+export function govc(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 120_000,
+): string {
   return execFileSync(stackEnv("VSOP_GOVC"), args, {
     encoding: "utf8",
     env: { ...process.env, ...env },
+    timeout: timeoutMs,
     stdio: ["ignore", "pipe", "pipe"],
   });
 }

@@ -78,13 +78,16 @@ export function installVsop(): void {
   ]);
 }
 
-/** A kubeconfig that authenticates as the vsop ServiceAccount (token request, 1 day). */
-export function operatorKubeconfig(): string {
+/**
+ * A kubeconfig that authenticates as the vsop ServiceAccount (token request, 1 day); `server`
+ * replaces the API server's URL (e.g. a proxy's), `file` the shared file it is written to.
+ */
+export function operatorKubeconfig(opts: { server?: string; file?: string } = {}): string {
   const token = kubectl(["-n", OPERATOR_NS, "create", "token", "vsop", "--duration=24h"]).trim();
   const admin = yaml.load(readFileSync(stackEnv("KUBECONFIG"), "utf8")) as {
     clusters: { cluster: { server: string } }[];
   };
-  const file = path.join(stackEnv("VSOP_STACK_DIR"), "operator.kubeconfig");
+  const file = opts.file ?? path.join(stackEnv("VSOP_STACK_DIR"), "operator.kubeconfig");
   writeFileSync(
     file,
     yaml.dump({
@@ -94,7 +97,7 @@ export function operatorKubeconfig(): string {
         {
           name: "stack",
           cluster: {
-            server: admin.clusters[0]!.cluster.server,
+            server: opts.server ?? admin.clusters[0]!.cluster.server,
             "certificate-authority": stackEnv("VSOP_KUBE_CA"),
           },
         },
@@ -132,12 +135,13 @@ export function freePortBlock(): number {
 
 /**
  * Runs `node dist/main.js run` as the ServiceAccount, with the given extra flags (a flag given
- * again overrides the default here). `entry`: another build's main.js, for a benchmark.
+ * again overrides the default here). `kubeconfig`: one made by operatorKubeconfig (a fresh one
+ * by default); `entry`: another build's main.js, for a benchmark.
  */
 export function startOperator(
   name: string,
   extra: string[] = [],
-  entry = path.join(ROOT, "dist/main.js"),
+  opts: { kubeconfig?: string; entry?: string } = {},
 ): Operator {
   const base = freePortBlock();
   const logDir = path.join(stackEnv("VSOP_STACK_DIR"), "logs");
@@ -147,10 +151,10 @@ export function startOperator(
   const proc = spawn(
     "node",
     [
-      entry,
+      opts.entry ?? path.join(ROOT, "dist/main.js"),
       "run",
       "--kubeconfig",
-      operatorKubeconfig(),
+      opts.kubeconfig ?? operatorKubeconfig(),
       "--metrics-bind-address",
       `127.0.0.1:${base}`,
       "--health-probe-bind-address",
@@ -219,6 +223,7 @@ export interface VS {
     labels?: Record<string, string>;
     generation: number;
     finalizers?: string[];
+    deletionTimestamp?: string;
   };
   spec: Record<string, unknown>;
   status?: {
@@ -289,15 +294,25 @@ export function createNamespace(prefix: string): string {
 // --- DNS (dnsmasq re-reads its hosts file on SIGHUP) -------------------------------------------
 
 export function addDNS(address: string, name: string): void {
-  appendFileSync(stackEnv("VSOP_DNS_HOSTS_FILE"), `${address} ${name}\n`);
-  reloadDNS();
+  addDNSRecords([[address, name]]);
 }
 
 export function removeDNS(name: string): void {
+  removeDNSNames([name]);
+}
+
+/** Several records in one write and one reload. */
+export function addDNSRecords(records: [address: string, name: string][]): void {
+  appendFileSync(stackEnv("VSOP_DNS_HOSTS_FILE"), records.map(([a, n]) => `${a} ${n}\n`).join(""));
+  reloadDNS();
+}
+
+export function removeDNSNames(names: Iterable<string>): void {
+  const gone = new Set(names);
   const file = stackEnv("VSOP_DNS_HOSTS_FILE");
   const lines = readFileSync(file, "utf8")
     .split("\n")
-    .filter((l) => !l.trim().endsWith(` ${name}`));
+    .filter((l) => !gone.has(l.trim().split(/\s+/)[1] ?? ""));
   writeFileSync(file, lines.join("\n"));
   reloadDNS();
 }

@@ -8,6 +8,9 @@ import path from "node:path";
 import { getJSON, nodeDown, nodeUp, OPERATOR_NS, waitFor } from "./harness.js";
 import { extraConfig, findVMs, govc } from "./govc.js";
 
+/** The installer's HTTP calls give up after this long (a killed operator may never answer). */
+const timeout = () => AbortSignal.timeout(15_000);
+
 /** The install token of a server, as its Boot-VLAN PXE config would carry it. */
 export function installToken(uid: string): string {
   const s = getJSON<{ data: { token: string } }>([
@@ -24,23 +27,26 @@ export async function fetchKickstart(
   port: number,
   token: string,
 ): Promise<{ status: number; body: string }> {
-  const res = await fetch(`http://127.0.0.1:${port}/ks/${token}`);
+  const res = await fetch(`http://127.0.0.1:${port}/ks/${token}`, { signal: timeout() });
   return { status: res.status, body: await res.text() };
 }
 
 export async function callBuilt(url: string): Promise<number> {
-  const res = await fetch(url, { method: "POST" });
+  const res = await fetch(url, { method: "POST", signal: timeout() });
   return res.status;
 }
 
-/** Downloads the server's boot ISO from the datastore and returns its files. */
-export function readIsoFromDatastore(dsPath: string): Record<string, string> {
+/** Downloads the server's boot ISO from the datastore (of another vCenter with `env`'s GOVC_*). */
+export function readIsoFromDatastore(
+  dsPath: string,
+  env: Record<string, string> = {},
+): Record<string, string> {
   const m = /^\[([^\]]+)\] (.+)$/.exec(dsPath);
   if (!m) throw new Error(`not a datastore path: ${dsPath}`);
   const dir = mkdtempSync(path.join(os.tmpdir(), "vsop-iso-"));
   try {
     const iso = path.join(dir, "boot.iso");
-    govc(["datastore.download", "-ds", m[1]!, m[2]!, iso]);
+    govc(["datastore.download", "-ds", m[1]!, m[2]!, iso], env, 30_000);
     const out = path.join(dir, "files");
     execFileSync("xorriso", ["-osirrox", "on", "-indev", iso, "-extract", "/", out], {
       stdio: "ignore",
@@ -61,11 +67,14 @@ export function readIsoFromDatastore(dsPath: string): Record<string, string> {
 }
 
 /** cloud-init data that the VMware datasource would read from the VM's guestinfo. */
-export function readGuestinfo(vmName: string): {
+export function readGuestinfo(
+  vmName: string,
+  env: Record<string, string> = {},
+): {
   userData: string;
   metadata: Record<string, string>;
 } {
-  const vm = findVMs(vmName)[0]!;
+  const vm = findVMs(vmName, env)[0]!;
   const ec = extraConfig(vm);
   const dec = (v?: string) => Buffer.from(v ?? "", "base64").toString("utf8");
   return {
@@ -90,7 +99,7 @@ export function bootstrapURLIn(text: string): string {
 
 /** POSTs the bootstrap URL as the installing system does. */
 export async function fetchBootstrap(url: string): Promise<{ status: number; body: string }> {
-  const res = await fetch(url, { method: "POST" });
+  const res = await fetch(url, { method: "POST", signal: timeout() });
   return { status: res.status, body: await res.text() };
 }
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseHostname, partLabels } from "../../src/naming/hostname.js";
+import { execBounded, parseHostname, partLabels } from "../../src/naming/hostname.js";
 import { deriveVLAN, fillVLAN, inCIDR } from "../../src/naming/vlan.js";
 import { StepError } from "../../src/errors.js";
 import { DEFAULT_NAMING_PATTERN } from "../../src/api/defaults.js";
@@ -149,6 +149,34 @@ test("hostnames are length-bounded before any pattern runs", () => {
     );
     assert.ok(performance.now() - started < 50);
   }
+});
+
+test("one interrupted match is not enough to refuse a pattern (a starved process, not backtracking)", () => {
+  const timeout = () =>
+    Object.assign(new Error("Script execution timed out"), {
+      code: "ERR_SCRIPT_EXECUTION_TIMEOUT",
+    });
+  const pattern = DEFAULT_NAMING_PATTERN;
+  const re = new RegExp(pattern);
+  let calls = 0;
+  const starvedOnce = (r: RegExp, input: string) => {
+    if (++calls === 1) throw timeout();
+    return r.exec(input);
+  };
+  assert.equal(
+    execBounded(re, "web-prod-1.example.com", pattern, starvedOnce)?.groups?.apptype,
+    "web",
+  );
+  assert.equal(parseHostname("web-prod-1.example.com").apptype, "web", "and it is not refused");
+  // Interrupted every time: refused, naming the attempts.
+  const always = () => {
+    throw timeout();
+  };
+  const other = `${pattern.slice(0, -1)}(?:)$`;
+  assert.throws(
+    () => execBounded(new RegExp(other), "web-prod-1.example.com", other, always),
+    (e: StepError) => e.reason === "InvalidClass" && /3 times in a row/.test(e.message),
+  );
 });
 
 test("a pattern the static check lets through is interrupted and then refused", () => {

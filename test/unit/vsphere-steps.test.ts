@@ -6,7 +6,7 @@ import type { VirtualServerStatus } from "../../src/api/types.js";
 import { StepError } from "../../src/errors.js";
 import type { ReconcileContext, Step, StepOutcome } from "../../src/reconcile/context.js";
 import { vmStep } from "../../src/reconcile/vm-step.js";
-import { handoffStep, installedStep } from "../../src/reconcile/install-steps.js";
+import { handoffStep, installedStep, prepareStep } from "../../src/reconcile/install-steps.js";
 import type { InstallDeps } from "../../src/reconcile/install-data.js";
 import { FakeVSphere } from "../support/fake-vsphere.js";
 import { stepContext } from "../support/step-fakes.js";
@@ -226,6 +226,24 @@ test("handoff (network): a NIC already off starts nothing", async () => {
     handoffStep(deps, async () => undefined),
     {},
   );
+  assert.equal(r.out.done, true);
+  assert.deepEqual(vc.started, []);
+});
+
+test("prepare (guestinfo): installed since the power-on, though status does not say so → nothing", async () => {
+  // The leader that saw the install end (and started clearing guestinfo) died before writing
+  // it; the next one must not put the install data back.
+  const vc = new FakeVSphere();
+  vc.addVM({ name: "web-prod-1", ownerUID: "u", owner: "n/w", powerState: "poweredOn" });
+  const startedAt = "2026-11-27T02:24:42.000Z";
+  const deps = {
+    pool: { get: async () => vc },
+    tokens: {
+      get: async () => ({ state: "built", builtAt: "2026-11-27T02:24:43.638Z", token: "" }),
+    },
+  } as unknown as InstallDeps;
+  const cls = { ...CLASS, boot: { method: "guestinfo" } };
+  const r = await reconcile(prepareStep(deps), { install: { startedAt } }, cls);
   assert.equal(r.out.done, true);
   assert.deepEqual(vc.started, []);
 });

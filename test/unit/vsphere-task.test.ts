@@ -131,6 +131,20 @@ test("taskInFlight: a task whose record did not reach status is still found in m
   assert.equal(out?.done, false);
 });
 
+test("taskInFlight: a task started after the one status still shows is the one waited for", async () => {
+  // Status (its write failed, or the cache is behind) still shows CreateVM task-7, which ended;
+  // this process has started FinishVM task-8 since: no second FinishVM while it runs.
+  const ctx = stepContext(recorded("CreateVM"));
+  const vc = fakeVC(
+    { "task-7": { state: "success" }, "task-8": { state: "running" } },
+    { operation: "FinishVM", moRef: "task-8", startedAt: "2026-11-27T00:00:01Z" },
+  );
+  const out = await taskInFlight(ctx, vc.port);
+  assert.equal(out?.done, false);
+  assert.deepEqual(vc.tracked, ["n/w task-8"]);
+  assert.equal(ctx.finished, undefined, "CreateVM's end is not read again");
+});
+
 test("startTask: records the task; nothing to do → undefined; the same change twice → VSphereError", async () => {
   const vc = fakeVC({});
   const ctx = stepContext({ vm: { moRef: "vm-1" } });

@@ -1,0 +1,131 @@
+// A reconcile woken before the watch brings back the status it wrote (the watch down, its relist
+// backing off) goes on from what it wrote, not from the cache's older copy: the chaos campaign
+// saw a new leader start FinishVM and PowerOn twice each, from a cache that still showed the
+// CreateVM task that had ended before them.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { pino } from "pino";
+import type { VirtualServer, VirtualServerClass } from "../../src/api/types.js";
+import type { EventRecorder } from "../../src/controller/events.js";
+import { KubeError, type Kube } from "../../src/controller/kube.js";
+import { parseHostname, partLabels } from "../../src/naming/hostname.js";
+import type { Step } from "../../src/reconcile/context.js";
+import { RetryLater, VirtualServerReconciler } from "../../src/reconcile/virtualserver.js";
+
+/** An API server that bumps resourceVersion on every write and refuses stale ones (409). */
+function world() {
+  let stored: VirtualServer = {
+    apiVersion: "provisioning.vsop.dev/v1alpha1",
+    kind: "VirtualServer",
+    metadata: {
+      name: "web-prod-1",
+      namespace: "ns",
+      uid: "u1",
+      generation: 1,
+      resourceVersion: "1",
+      finalizers: ["provisioning.vsop.dev/vm"],
+      // As vsop labels it, so that no metadata write comes first.
+      labels: partLabels(parseHostname("web-prod-1.example.test")),
+    },
+    spec: { hostname: "web-prod-1.example.test", className: "c" },
+  };
+  let cache = stored;
+  const write = (body: VirtualServer, change: (vs: VirtualServer) => VirtualServer) => {
+    if (body.metadata.resourceVersion !== stored.metadata.resourceVersion)
+      throw new KubeError(409, "Conflict", "the object has been modified", "PUT", "/x");
+    const rv = String(Number(stored.metadata.resourceVersion) + 1);
+    stored = change({ ...stored, metadata: { ...stored.metadata, resourceVersion: rv } });
+    return structuredClone(stored);
+  };
+  const kube = {
+    replace: async (_p: string, body: VirtualServer) =>
+      write(body, (vs) => ({ ...vs, status: body.status })),
+    mergePatch: async (_p: string, patch: { metadata: VirtualServer["metadata"] }) =>
+      write({ metadata: patch.metadata } as VirtualServer, (vs) => ({
+        ...vs,
+        metadata: {
+          ...vs.metadata,
+          ...patch.metadata,
+          resourceVersion: vs.metadata.resourceVersion,
+        },
+      })),
+  } as unknown as Kube;
+  return {
+    kube,
+    cached: () => cache,
+    /** The watch delivers what is stored. */
+    sync: () => (cache = structuredClone(stored)),
+    /** Someone else writes: the status without its task record. */
+    edit: () => {
+      stored = write(stored, (vs) => ({ ...vs, status: { ...vs.status, vm: {} } }));
+    },
+  };
+}
+
+/** A step that starts a (vSphere-like) task once and waits while it is recorded in status. */
+function taskStep() {
+  let starts = 0;
+  const step: Step = {
+    name: "vm",
+    run: async (ctx) => {
+      if (!ctx.status.vm?.task) {
+        starts++;
+        ctx.status.vm = {
+          task: {
+            operation: "PowerOn",
+            moRef: `task-${starts}`,
+            startedAt: "2026-11-27T00:00:00Z",
+          },
+        };
+      }
+      return {
+        done: false,
+        waitSeconds: 15,
+        phase: "Creating",
+        reason: "PoweringOn",
+        message: "on",
+      };
+    },
+  };
+  return { step, starts: () => starts };
+}
+
+function reconciler(w: ReturnType<typeof world>, step: Step) {
+  const r = new VirtualServerReconciler({
+    kube: w.kube,
+    recorder: { record: async () => undefined } as unknown as EventRecorder,
+    logger: pino({ level: "silent" }),
+    getServer: () => w.cached(),
+    getClass: () => ({ metadata: { name: "c" }, spec: {} }) as unknown as VirtualServerClass,
+    steps: [step],
+  });
+  return () =>
+    r.reconcile("ns/web-prod-1").catch((e: unknown) => {
+      if (!(e instanceof RetryLater)) throw e;
+      return {};
+    });
+}
+
+test("a reconcile before the watch catches up goes on from its own write: no second task", async () => {
+  const w = world();
+  const t = taskStep();
+  const reconcile = reconciler(w, t.step);
+  await reconcile(); // the status with task-1
+  await reconcile(); // the cache still shows resourceVersion 1
+  await reconcile();
+  assert.equal(t.starts(), 1, "the task is started once");
+  w.sync();
+  await reconcile();
+  assert.equal(t.starts(), 1);
+});
+
+test("once the cache shows a version it did not write over, the cache counts", async () => {
+  const w = world();
+  const t = taskStep();
+  const reconcile = reconciler(w, t.step);
+  await reconcile(); // status with task-1
+  w.edit(); // someone else (another leader) cleared the task record
+  w.sync();
+  await reconcile();
+  assert.equal(t.starts(), 2, "the newer object from the cache is what the steps see");
+});
