@@ -27,6 +27,7 @@ import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability
 import { Metrics } from "./observability/metrics.js";
 import { namingStep } from "./reconcile/naming-step.js";
 import { vmStep } from "./reconcile/vm-step.js";
+import { PowerCycleSlots } from "./reconcile/power-cycle-slots.js";
 import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
 import { INSTALL_RECORDS, InstallTokens, type SecretObject } from "./reconcile/install-tokens.js";
 import { ConfigReader } from "./reconcile/secrets.js";
@@ -140,7 +141,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
     getClass: (name) => classes.get(name),
     steps: [
       namingStep({ lookup, allServers: () => servers.list() }),
-      vmStep(pool),
+      vmStep(pool, new PowerCycleSlots(() => servers.list())),
       prepareStep(install),
       installedStep(install),
       handoffStep(install, (ctx, reason, message) =>

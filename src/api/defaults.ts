@@ -39,6 +39,8 @@ export interface EffectiveHardware {
   diskGiB: number;
   vmName: "ShortName" | "FQDN";
   powerCyclePolicy: "Never" | "IfNeeded";
+  updatePolicy: "OnCreate" | "Rolling";
+  maxUnavailable: number;
 }
 
 export function effectiveHardware(
@@ -54,7 +56,24 @@ export function effectiveHardware(
     diskGiB: vs.spec.diskGiB ?? h.diskGiB ?? 20,
     vmName: h.vmName ?? "ShortName",
     powerCyclePolicy: h.powerCyclePolicy ?? "Never",
+    updatePolicy: h.updatePolicy ?? "OnCreate",
+    maxUnavailable: h.maxUnavailable ?? 1,
   };
+}
+
+/**
+ * The size an existing VM should have. The server's own cpus/memoryMiB always apply; the class's
+ * only under updatePolicy Rolling, so that editing a class never resizes (or power-cycles) the
+ * servers built from it unless the class says so. Otherwise the VM keeps the size it was built with.
+ */
+export function targetSize(
+  vs: VirtualServer,
+  cls: VirtualServerClassSpec,
+  vm: { cpus: number; memoryMiB: number },
+): { cpus: number; memoryMiB: number } {
+  const hw = effectiveHardware(vs, cls);
+  if (hw.updatePolicy === "Rolling") return { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
+  return { cpus: vs.spec.cpus ?? vm.cpus, memoryMiB: vs.spec.memoryMiB ?? vm.memoryMiB };
 }
 
 export function bootMethod(cls: VirtualServerClassSpec): BootMethod {

@@ -193,6 +193,10 @@ export interface VirtualServerClassSpec {
     diskGiB?: number;
     vmName?: "ShortName" | "FQDN";
     powerCyclePolicy?: "Never" | "IfNeeded";
+    /** Whether edits of cpus/memory here reach existing VMs (Rolling) or only new ones (OnCreate). */
+    updatePolicy?: "OnCreate" | "Rolling";
+    /** How many of the class's servers may be powered off for a resize at once (default 1). */
+    maxUnavailable?: number;
     /** How long a soft power-off waits for the guest (default 5m): TrySoft then powers off. */
     shutdownTimeout?: string;
   };

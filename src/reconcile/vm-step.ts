@@ -1,6 +1,6 @@
 // Step 2: the VM exists, is ours (found by the owner UID in its extraConfig, never by name alone),
 // has a service NIC in the server's VLAN (and a boot NIC for network installs), and the size asked.
-import { effectiveHardware, effectiveNetwork, vmName } from "../api/defaults.js";
+import { effectiveHardware, effectiveNetwork, targetSize, vmName } from "../api/defaults.js";
 import { bootMethodOf } from "./boot/index.js";
 import type { NicStatus, VirtualServer } from "../api/types.js";
 import { faultName } from "../vsphere/errors.js";
@@ -21,6 +21,9 @@ import {
   type StepOutcome,
 } from "./context.js";
 import { powerOffToDelete, startTask, taskInFlight } from "./vsphere-task.js";
+import { keyOf } from "../controller/informer.js";
+import { getCondition } from "../controller/conditions.js";
+import { PowerCycleSlots, unlimitedSlots } from "./power-cycle-slots.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
@@ -86,7 +89,7 @@ const nameConflict = (name: string, cause?: unknown) =>
     { condition: "VMCreated", cause },
   );
 
-export function vmStep(pool: VSpherePool): Step {
+export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlots()): Step {
   return {
     name: "vm",
     async run(ctx) {
@@ -190,7 +193,7 @@ export function vmStep(pool: VSpherePool): Step {
         if (finishing) return finishing;
       }
 
-      const resizing = await resize(vc, ctx, vm, hw);
+      const resizing = await resize(vc, ctx, vm, hw, slots);
       if (resizing) return resizing;
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       condition(
@@ -250,17 +253,19 @@ export function vmStep(pool: VSpherePool): Step {
 }
 
 /**
- * Applies cpus/memory changes: hot-add where allowed, a power cycle if the class permits (off,
- * resize, on: one task per reconcile, status.vm.powerCycle remembering to power on), else report.
+ * Applies cpus/memory changes (see targetSize for which): hot-add where allowed, a power cycle if
+ * the class permits and one of its slots is free (off, resize, on: one task per reconcile,
+ * status.vm.powerCycle remembering to power on), else report.
  */
 async function resize(
   vc: VSpherePort,
   ctx: ReconcileContext,
   vm: VMRecord,
-  hw: { cpus: number; memoryMiB: number; powerCyclePolicy: string },
+  hw: { powerCyclePolicy: string; maxUnavailable: number },
+  slots: PowerCycleSlots,
 ): Promise<StepOutcome | undefined> {
-  const size = { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
-  if (vm.cpus === hw.cpus && vm.memoryMiB === hw.memoryMiB) {
+  const size = targetSize(ctx.vs, ctx.cls.spec, vm);
+  if (vm.cpus === size.cpus && vm.memoryMiB === size.memoryMiB) {
     if (!ctx.status.vm?.powerCycle) return undefined;
     if (vm.powerState !== "poweredOn" && !staysOff(ctx))
       return startTask(
@@ -271,13 +276,15 @@ async function resize(
         `Powering VM ${vm.name} on again after resizing it.`,
       );
     ctx.status.vm = { ...ctx.status.vm, powerCycle: undefined };
+    slots.release(keyOf(ctx.vs));
     ctx.log.info({ moRef: vm.moRef, ...size }, "VM power-cycled to resize");
     return undefined;
   }
   const off = vm.powerState !== "poweredOn";
   const hotOK =
-    (vm.cpus === hw.cpus || (hw.cpus > vm.cpus && vm.cpuHotAddEnabled)) &&
-    (vm.memoryMiB === hw.memoryMiB || (hw.memoryMiB > vm.memoryMiB && vm.memoryHotAddEnabled));
+    (vm.cpus === size.cpus || (size.cpus > vm.cpus && vm.cpuHotAddEnabled)) &&
+    (vm.memoryMiB === size.memoryMiB || (size.memoryMiB > vm.memoryMiB && vm.memoryHotAddEnabled));
+  const wanted = `${size.cpus} CPUs and ${size.memoryMiB} MiB`;
   if (off || hotOK) {
     if (ctx.finished !== "Resize")
       ctx.log.info({ moRef: vm.moRef, ...size, hot: !off }, "resizing VM");
@@ -286,7 +293,7 @@ async function resize(
       vc,
       "Resize",
       () => vc.startResize(vm.moRef, size),
-      `Resizing VM ${vm.name} to ${hw.cpus} CPUs and ${hw.memoryMiB} MiB.`,
+      `Resizing VM ${vm.name} to ${wanted}.`,
     );
   }
   // To be powered off anyway (the power step does it): resized cold right after.
@@ -294,11 +301,24 @@ async function resize(
   if (hw.powerCyclePolicy !== "IfNeeded") {
     throw new StepError(
       "ResizeRequiresPowerCycle",
-      `VM ${vm.name} has ${vm.cpus} CPUs and ${vm.memoryMiB} MiB; ${hw.cpus} CPUs and ${hw.memoryMiB} MiB ` +
+      `VM ${vm.name} has ${vm.cpus} CPUs and ${vm.memoryMiB} MiB; ${wanted} ` +
         "need a power cycle (no hot-add or a decrease). Power it off to apply (spec.powerState Off, " +
         "then On), or set the class's " +
         "hardware.powerCyclePolicy to IfNeeded.",
       { retryAfterSeconds: 30 },
+    );
+  }
+  const slot = slots.acquire(ctx.vs.spec.className, keyOf(ctx.vs), hw.maxUnavailable);
+  if (!slot.granted) {
+    if (getCondition(ctx.status.conditions, "Ready")?.reason !== "PowerCycleQueued")
+      ctx.log.info({ holders: slot.holders }, "power cycle queued");
+    return wait(
+      15,
+      "Waiting",
+      "PowerCycleQueued",
+      `VM ${vm.name} waits to be power-cycled to ${wanted}: ${slot.holders.join(", ")} ` +
+        `of class ${ctx.vs.spec.className} ${slot.holders.length === 1 ? "is" : "are"} being ` +
+        `power-cycled (hardware.maxUnavailable ${hw.maxUnavailable}).`,
     );
   }
   ctx.status.vm = { ...ctx.status.vm, powerCycle: true };
