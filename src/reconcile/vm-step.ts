@@ -22,6 +22,7 @@ import {
 } from "./context.js";
 import { powerOffToDelete, startTask, taskInFlight } from "./vsphere-task.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
+import { reconcileDisks, retainedDisksNote } from "./disks.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
@@ -192,13 +193,16 @@ export function vmStep(pool: VSpherePool): Step {
 
       const resizing = await resize(vc, ctx, vm, hw);
       if (resizing) return resizing;
+      const disks = await reconcileDisks(vc, ctx, vc.get(vm.moRef) ?? vm, hw);
+      if (disks) return disks;
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       condition(
         ctx,
         "VMCreated",
         "True",
         "Created",
-        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}.`,
+        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}.` +
+          retainedDisksNote(ctx),
       );
       return DONE;
     },
