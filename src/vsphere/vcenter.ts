@@ -823,14 +823,8 @@ export class VCenter {
     const spec: SpecObject = {};
     if (deviceChanges.length) spec.deviceChange = deviceChanges;
     if (Object.keys(extra).length) spec.extraConfig = optionValues(extra);
-    this.log.info(
-      {
-        moRef: ref,
-        vm: vm.name,
-        add: adds.map((a) => a.name),
-        grow: changes.grow.map((g) => g.key),
-        remove: changes.remove,
-      },
+    this.log.debug(
+      { moRef: ref, add: adds.map((a) => a.name), grow: changes.grow, remove: changes.remove },
       "configuring disks",
     );
     return this.startVmTask("ReconfigVM_Task", ref, { spec });
