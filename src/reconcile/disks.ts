@@ -7,6 +7,7 @@
 import type { EffectiveHardware } from "../api/defaults.js";
 import { SYSTEM_DISK, type DiskStatus } from "../api/types.js";
 import { StepError } from "../errors.js";
+import { PlacementNotFound } from "../vsphere/vcenter.js";
 import {
   diskMarkers,
   gibToKiB,
@@ -155,13 +156,23 @@ export async function reconcileDisks(
     if (d) names.set(d.key, name);
   }
   const what = sizes(plan.changes, names);
+  const datacenter = ctx.cls.spec.placement.datacenter;
   if (ctx.finished !== "ConfigureDisks")
     ctx.log.info({ moRef: vm.moRef, changes: what }, "configuring disks");
   return startTask(
     ctx,
     vc,
     "ConfigureDisks",
-    () => vc.startConfigureDisks(vm.moRef, ctx.cls.spec.placement.datacenter, plan.changes),
+    () =>
+      vc.startConfigureDisks(vm.moRef, datacenter, plan.changes).catch((err: unknown) => {
+        if (!(err instanceof PlacementNotFound && err.what === "datastore")) throw err;
+        throw new StepError(
+          "DatastoreNotFound",
+          `Datastore "${err.objectName}" for a new disk does not exist in datacenter ${datacenter}; ` +
+            "fix the disk's datastore (spec.disks or the class's hardware.disks) or create it.",
+          { condition: "VMCreated", cause: err },
+        );
+      }),
     `VM ${vm.name}: ${what}.`,
     installed ? "Configuring" : "Creating",
   );

@@ -189,6 +189,15 @@ test("a shrink is refused with DiskShrinkNotSupported and no disk changes", asyn
   await waitReady("True", "Provisioned", ["system=20", "data=3", "logs=1"]);
 });
 
+test("a disk on a datastore that does not exist: DatastoreNotFound, nothing added", async () => {
+  patch({ disks: [DATA, LOGS, { name: "more", sizeGiB: 1, datastore: "NoSuchDS" }] });
+  const refused = await waitReady("False", "DatastoreNotFound");
+  assert.match(cond(refused, "VMCreated")!.message, /Datastore "NoSuchDS" for a new disk/);
+  assert.deepEqual(sizes(), [20, 3, 1]);
+  patch({ disks: [DATA, LOGS] });
+  await waitReady("True", "Provisioned", ["system=20", "data=3", "logs=1"]);
+});
+
 test("the system disk grows with spec.diskGiB; a decrease is refused likewise", async () => {
   patch({ diskGiB: 21 });
   await waitReady("True", "Provisioned", ["system=21", "data=3", "logs=1"]);
