@@ -12,6 +12,7 @@ import { vmStep } from "../../src/reconcile/vm-step.js";
 import { gibToKiB, systemDisk, type VMRecord } from "../../src/vsphere/vms.js";
 import { diskRecords, freeScsiSlots, resizedDisk } from "../../src/vsphere/devices.js";
 import type { NodeObject } from "../../src/vsphere/nodes.js";
+import { PlacementNotFound } from "../../src/vsphere/vcenter.js";
 import { FakeVSphere } from "../support/fake-vsphere.js";
 import { stepContext } from "../support/step-fakes.js";
 
@@ -406,4 +407,20 @@ test("a grown disk keeps every field and its order; both capacities agree", () =
   // A device without capacityInBytes gets it right after capacityInKB (WSDL order).
   const other = resizedDisk(DEVICES[4]!, 4096);
   assert.deepEqual(Object.keys(other).slice(-2), ["capacityInKB", "capacityInBytes"]);
+});
+
+test("vm step: a new disk's missing datastore is DatastoreNotFound naming that datastore", async () => {
+  const vc = new FakeVSphere();
+  serverVM(vc);
+  vc.startConfigureDisks = async () => {
+    throw new PlacementNotFound("datastore", "NoSuchDS", "DC0");
+  };
+  await assert.rejects(
+    reconcile(vc, INSTALLED, { disks: [{ name: "data", sizeGiB: 1, datastore: "NoSuchDS" }] }),
+    (e: unknown) =>
+      e instanceof StepError &&
+      e.reason === "DatastoreNotFound" &&
+      e.options.condition === "VMCreated" &&
+      /Datastore "NoSuchDS" for a new disk .*spec\.disks/.test(e.message),
+  );
 });
