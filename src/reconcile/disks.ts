@@ -71,7 +71,8 @@ export function diskPlan(vm: Pick<VMRecord, "disks" | "extraConfig">, want: Disk
   if (sys) {
     plan.status.push(entry(SYSTEM_DISK, sys));
     const kib = gibToKiB(want.systemGiB);
-    if (kib > sys.capacityKiB) plan.changes.grow.push({ key: sys.key, sizeGiB: want.systemGiB });
+    if (kib > sys.capacityKiB)
+      plan.changes.grow.push({ key: sys.key, name: SYSTEM_DISK, sizeGiB: want.systemGiB });
     else if (kib < sys.capacityKiB && want.systemExplicit)
       plan.shrinks.push({
         name: SYSTEM_DISK,
@@ -87,7 +88,8 @@ export function diskPlan(vm: Pick<VMRecord, "disks" | "extraConfig">, want: Disk
     }
     plan.status.push(entry(w.name, d));
     const kib = gibToKiB(w.sizeGiB);
-    if (kib > d.capacityKiB) plan.changes.grow.push({ key: d.key, sizeGiB: w.sizeGiB });
+    if (kib > d.capacityKiB)
+      plan.changes.grow.push({ key: d.key, name: w.name, sizeGiB: w.sizeGiB });
     else if (kib < d.capacityKiB)
       plan.shrinks.push({ name: w.name, haveGiB: gib(d.capacityKiB), wantGiB: w.sizeGiB });
   }
@@ -104,10 +106,10 @@ export function diskPlan(vm: Pick<VMRecord, "disks" | "extraConfig">, want: Disk
   return plan;
 }
 
-const sizes = (c: DiskChanges, names: Map<number, string>) =>
+const describe = (c: DiskChanges) =>
   [
     ...c.add.map((a) => `adding disk ${a.name} (${a.sizeGiB} GiB on ${a.datastore})`),
-    ...c.grow.map((g) => `growing disk ${names.get(g.key) ?? g.key} to ${g.sizeGiB} GiB`),
+    ...c.grow.map((g) => `growing disk ${g.name} to ${g.sizeGiB} GiB`),
     ...c.remove.map((r) => `removing disk ${r} (hardware.removeDisks)`),
   ].join(", ");
 
@@ -148,18 +150,9 @@ export async function reconcileDisks(
   }
   const { add, grow, remove } = plan.changes;
   if (add.length + grow.length + remove.length === 0) return undefined;
-  const names = new Map<number, string>();
-  const sys = systemDisk(vm);
-  if (sys) names.set(sys.key, SYSTEM_DISK);
-  for (const [name, slot] of diskMarkers(vm)) {
-    const d = vm.disks.find((x) => x.slot === slot);
-    if (d) names.set(d.key, name);
-  }
-  const what = sizes(plan.changes, names);
+  const what = describe(plan.changes);
   const datacenter = ctx.cls.spec.placement.datacenter;
-  if (ctx.finished !== "ConfigureDisks")
-    ctx.log.info({ moRef: vm.moRef, changes: what }, "configuring disks");
-  return startTask(
+  const started = await startTask(
     ctx,
     vc,
     "ConfigureDisks",
@@ -176,6 +169,8 @@ export async function reconcileDisks(
     `VM ${vm.name}: ${what}.`,
     installed ? "Configuring" : "Creating",
   );
+  if (started) ctx.log.info({ moRef: vm.moRef, changes: what }, "configuring disks");
+  return started;
 }
 
 /** A sentence for VMCreated about data disks kept though no list names them any more. */

@@ -824,7 +824,12 @@ export class VCenter {
     if (deviceChanges.length) spec.deviceChange = deviceChanges;
     if (Object.keys(extra).length) spec.extraConfig = optionValues(extra);
     this.log.debug(
-      { moRef: ref, add: adds.map((a) => a.name), grow: changes.grow, remove: changes.remove },
+      {
+        moRef: ref,
+        add: adds.map((a) => a.name),
+        grow: changes.grow.map((g) => g.name),
+        remove: changes.remove,
+      },
       "configuring disks",
     );
     return this.startVmTask("ReconfigVM_Task", ref, { spec });

@@ -133,8 +133,8 @@ export interface CreateVMSpec {
 export interface DiskChanges {
   /** New data disks: thin, in the VM's directory on `datastore`. */
   add: { name: string; sizeGiB: number; datastore: string }[];
-  /** Disks to grow, by device key (never shrunk). */
-  grow: { key: number; sizeGiB: number }[];
+  /** Disks to grow, by device key (never shrunk); the name is for logs. */
+  grow: { key: number; name: string; sizeGiB: number }[];
   /** Data disks to remove with their files, by name (only disks vsop added under that name). */
   remove: string[];
 }
