@@ -30,12 +30,27 @@ export type PowerState = "On" | "Off";
 /** Soft: guest shutdown (VMware Tools); Hard: power off; TrySoft: soft, hard after a timeout. */
 export type PowerOffMode = "Soft" | "Hard" | "TrySoft";
 
+/** A data disk: added while the VM runs, grown when sizeGiB increases, never shrunk. */
+export interface DiskSpec {
+  /** Lowercase name, unique per server ("system" is the system disk's). */
+  name: string;
+  sizeGiB: number;
+  /** Datastore for the disk's file when it is added (default: the class's placement.datastore). */
+  datastore?: string;
+}
+
+/** The disk name status.vm.disks gives the system disk (spec.diskGiB). */
+export const SYSTEM_DISK = "system";
+
 export interface VirtualServerSpec {
   hostname: string;
   className: string;
   cpus?: number;
   memoryMiB?: number;
+  /** System disk size; grown when it increases, a decrease is refused (DiskShrinkNotSupported). */
   diskGiB?: number;
+  /** Data disks, merged by name over the class's hardware.disks. */
+  disks?: DiskSpec[];
   puppet?: { environment?: string; tags?: string[] };
   deletionPolicy?: DeletionPolicy;
   /** Whether the installed server runs (default On); an install always runs to its end first. */
@@ -87,6 +102,18 @@ export interface NicStatus {
   connected: boolean;
 }
 
+export interface DiskStatus {
+  /** The disk's name in spec.disks (or the class's hardware.disks); "system" for the system disk. */
+  name: string;
+  sizeGiB: number;
+  /** The backing file, e.g. "[LocalDS_0] web-prod-1/web-prod-1_1.vmdk". */
+  file?: string;
+  /** Where the guest sees it: controller and unit as the VM's configuration names them, e.g. scsi0:1. */
+  device?: string;
+  /** No longer listed, and kept because the class's hardware.removeDisks is false. */
+  retained?: boolean;
+}
+
 export interface VMTask {
   /** What the task does, e.g. CreateVM, PowerOn, DisconnectBootNIC. */
   operation: string;
@@ -112,6 +139,8 @@ export interface VirtualServerStatus {
     task?: VMTask;
     /** vsop powered the VM off to resize it and powers it on again once resized. */
     powerCycle?: boolean;
+    /** The system disk and the data disks vsop added, as last observed. */
+    disks?: DiskStatus[];
   };
   power?: {
     /** When vsop asked the guest to shut down (ShutdownGuest); cleared once it is off or On again. */
@@ -199,6 +228,10 @@ export interface VirtualServerClassSpec {
     maxUnavailable?: number;
     /** How long a soft power-off waits for the guest (default 5m): TrySoft then powers off. */
     shutdownTimeout?: string;
+    /** Data disks every server of the class gets (a server's spec.disks adds or overrides by name). */
+    disks?: DiskSpec[];
+    /** Whether a data disk dropped from the lists is removed and its file deleted (default false). */
+    removeDisks?: boolean;
   };
   naming?: {
     /** Regular expression with named groups apptype, environment, instance and domain. */

@@ -363,6 +363,7 @@ export const PROGRESS_REASONS = new Set([
   "Disconnected",
   "PoweringOff",
   "Restarting",
+  "Resizing",
 ]);
 
 /**

@@ -25,6 +25,7 @@ import { keyOf } from "../controller/informer.js";
 import { getCondition } from "../controller/conditions.js";
 import { PowerCycleSlots, unlimitedSlots } from "./power-cycle-slots.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
+import { reconcileDisks, retainedDisksNote } from "./disks.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
@@ -195,13 +196,16 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
 
       const resizing = await resize(vc, ctx, vm, hw, slots);
       if (resizing) return resizing;
+      const disks = await reconcileDisks(vc, ctx, vc.get(vm.moRef) ?? vm, hw);
+      if (disks) return disks;
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       condition(
         ctx,
         "VMCreated",
         "True",
         "Created",
-        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}.`,
+        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}.` +
+          retainedDisksNote(ctx),
       );
       return DONE;
     },

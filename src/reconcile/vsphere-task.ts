@@ -27,6 +27,8 @@ const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reas
   Resize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
   PowerOffToResize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
   PowerOnAfterResize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
+  // Adding, growing or removing disks (disks.ts).
+  ConfigureDisks: { condition: "VMCreated", phase: "Configuring", reason: "Configuring" },
   AttachISO: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
   SetGuestinfo: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
   PowerOn: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },

@@ -25,6 +25,7 @@ local progressReasons = {
   Disconnected = true,
   PoweringOff = true,
   Restarting = true,
+  Resizing = true,
 }
 
 -- Keep in step with SUSPENDED_REASONS in src/reconcile/virtualserver.ts (a unit test compares them).
