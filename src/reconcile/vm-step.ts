@@ -22,6 +22,7 @@ import {
 } from "./context.js";
 import { powerOffToDelete, startTask, taskInFlight } from "./vsphere-task.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
+import { adopt, adoptedSize, adoptedVM } from "./adopt.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
@@ -119,6 +120,8 @@ export function vmStep(pool: VSpherePool): Step {
       const vm = ownedVM(vc, ctx);
 
       if (!vm) {
+        // An existing VM to manage instead (adopt.ts): nothing is created.
+        if (vs.spec.adopt) return adopt(vc, ctx, spec.extraConfig);
         if (ctx.finished === "CreateVM")
           return wait(
             1,
@@ -175,6 +178,7 @@ export function vmStep(pool: VSpherePool): Step {
         return started ?? wait(0, "Creating", "Creating", `VM ${name} found; looking at it.`);
       }
       if (ctx.finished === "CreateVM") ctx.log.info({ vm: name, moRef: vm.moRef }, "VM created");
+      const adopted = adoptedVM(ctx, vm);
 
       if (!ctx.status.install?.startedAt) {
         // CD-ROM and boot order need the device keys vSphere assigned at creation; this also
@@ -190,15 +194,16 @@ export function vmStep(pool: VSpherePool): Step {
         if (finishing) return finishing;
       }
 
-      const resizing = await resize(vc, ctx, vm, hw);
+      const resizing = await resize(vc, ctx, vm, adopted ? adoptedSize(vs, vm, hw) : hw);
       if (resizing) return resizing;
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       condition(
         ctx,
         "VMCreated",
         "True",
-        "Created",
-        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}.`,
+        adopted ? "Adopted" : "Created",
+        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}` +
+          (adopted ? `, adopted at ${ctx.status.adoption!.completedAt} (spec.adopt).` : "."),
       );
       return DONE;
     },

@@ -25,6 +25,8 @@ local progressReasons = {
   Disconnected = true,
   PoweringOff = true,
   Restarting = true,
+  Rebuilding = true,
+  Adopting = true,
 }
 
 -- Keep in step with SUSPENDED_REASONS in src/reconcile/virtualserver.ts (a unit test compares them).
