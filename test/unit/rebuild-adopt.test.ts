@@ -481,3 +481,45 @@ test("without adopt, a foreign VM of the server's name is never touched (VMNameC
   assert.equal(reasonOf(r.out), "!VMNameConflict");
   assert.deepEqual(vc.started, []);
 });
+
+test("rebuild during an install: that install's guestinfo data goes before the state is dropped", async () => {
+  const vc = new FakeVSphere();
+  const vm = vc.addVM({
+    name: "web-prod-1",
+    ownerUID: "u",
+    owner: "n/w",
+    powerState: "poweredOn",
+    nics: onVLAN30,
+    extraConfig: {
+      "vsop.owner-uid": "u",
+      "vsop.owner": "n/w",
+      "guestinfo.userdata": "old",
+      "guestinfo.metadata": "old",
+    },
+  });
+  const { deps, deleted } = installDeps(vc);
+  const step = rebuildStep({ install: deps, record: async () => undefined });
+  const installing = { install: { method: "guestinfo", startedAt: "2026-01-01T00:00:00Z" } };
+  const spec = { rebuildRequestedAt: V1 };
+  const ctxFor = (status: VirtualServerStatus) => {
+    const ctx = context(status, spec);
+    ctx.cls.spec.boot = { method: "guestinfo" };
+    return ctx;
+  };
+  let status: VirtualServerStatus = installing;
+  const outcomes: string[] = [];
+  for (let i = 0; i < 6 && !status.rebuild?.reinstallStartedAt; i++) {
+    const ctx = ctxFor(status);
+    outcomes.push(reasonOf(await step.run(ctx)));
+    status = ctx.status;
+    assert.deepEqual(deleted, status.rebuild?.reinstallStartedAt ? ["u"] : [], "dropped last");
+    vc.endAll();
+  }
+  assert.deepEqual(ops(vc), ["PowerOff", "SetExtraConfig"], outcomes.join(" → "));
+  assert.deepEqual(
+    vc.get(vm.moRef)!.extraConfig,
+    { "vsop.owner-uid": "u", "vsop.owner": "n/w" },
+    "the old install data is gone",
+  );
+  assert.equal(status.install, undefined, outcomes.join(" → "));
+});
