@@ -3,11 +3,12 @@
 // VM: powered off and on again (vCenter's events), its boot NIC connected for the install and
 // disconnected after it (govc), a new install token (the old one is refused), the kickstart
 // fetched and /built called again, a new identity key, Puppet run again, Ready; each value once.
+// A guestinfo server gets fresh cloud-init data (a new token and instance-id), cleared again after.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
-  addDNS,
+  addDNSRecords,
   apply,
   cond,
   createNamespace,
@@ -19,7 +20,7 @@ import {
   kubectl,
   nodeDown,
   OPERATOR_NS,
-  removeDNS,
+  removeDNSNames,
   startOperator,
   waitFor,
   waitForCondition,
@@ -32,8 +33,10 @@ import {
   bootstrapURLIn,
   callBuilt,
   fetchKickstart,
+  installFromGuestinfo,
   installNode,
   installToken,
+  readGuestinfo,
 } from "../support/installer.js";
 
 const CLASS = "rebuild-network";
@@ -41,19 +44,27 @@ const LABELS = { "vsop-test": "rebuild" };
 const HOST = "rbld-prod-1.example.test";
 const VM = "rbld-prod-1";
 const REQUEST = "2026-06-01T08:00:00Z";
+const GI_CLASS = "rebuild-guestinfo";
+const GI_HOST = "rbgi-prod-1.example.test";
+const GI_VM = "rbgi-prod-1";
 let ns: string;
 let op: Operator;
 
 before(() => {
   installVsop();
-  for (const vm of findVMs(VM)) {
-    // A leftover of an interrupted run.
-    if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", VM]);
-    govc(["vm.destroy", VM]);
-  }
+  for (const name of [VM, GI_VM])
+    for (const vm of findVMs(name)) {
+      // A leftover of an interrupted run.
+      if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name]);
+      govc(["vm.destroy", name]);
+    }
   ns = createNamespace("rebuild");
   applyClass(CLASS, { hardware: { cpus: 1, memoryMiB: 512 } });
-  addDNS("10.12.30.243", HOST);
+  applyClass(GI_CLASS, { boot: { method: "guestinfo", installTimeout: "10m" } });
+  addDNSRecords([
+    ["10.12.30.243", HOST],
+    ["10.12.30.247", GI_HOST],
+  ]);
   op = startOperator("rebuild", ["--label-selector", "vsop-test=rebuild", "--resync-period", "2s"]);
 });
 
@@ -61,7 +72,8 @@ after(async () => {
   await deleteServers(ns, 120_000);
   assert.equal(await op.stop(), 0);
   nodeDown(HOST);
-  removeDNS(HOST);
+  nodeDown(GI_HOST);
+  removeDNSNames([HOST, GI_HOST]);
 });
 
 interface Rebuild {
@@ -102,7 +114,7 @@ async function playInstall(uid: string): Promise<string> {
   assert.equal(ks.status, 200, "the kickstart is served for the current token");
   assert.match(ks.body, /rbld-prod-1\.example\.test/);
   await installNode(HOST, bootstrapURLIn(ks.body));
-  assert.equal(await callBuilt(`http://127.0.0.1:${op.provisioningPort}/built/${token}`), 204);
+  assert.equal(await built(`http://127.0.0.1:${op.provisioningPort}/built/${token}`), 204);
   return token;
 }
 
@@ -115,6 +127,20 @@ const tokenHash = (uid: string) =>
     "secret",
     `vsop-install-${uid}`,
   ]).metadata.labels["provisioning.vsop.dev/install-token-hash"];
+
+/**
+ * The /built callback, sent again once if the connection broke before an answer: fetch reuses
+ * the keep-alive connection of the bootstrap fetch, which the server may close (after its 5 s
+ * keep-alive timeout, while the node restarts) just as the request goes out ("fetch failed").
+ */
+async function built(url: string): Promise<number> {
+  try {
+    return await callBuilt(url);
+  } catch (err) {
+    if ((err as Error).message !== "fetch failed") throw err;
+    return callBuilt(url);
+  }
+}
 
 let first: { moRef: string; instanceUUID: string; token: string; lastRunAt: string; uid: string };
 
@@ -231,4 +257,47 @@ test("the same value rebuilds nothing more (resyncs every 2 s)", async () => {
     1,
     "one rebuild",
   );
+});
+
+test("guestinfo: a rebuild sets fresh cloud-init data (new token, new instance-id) and clears it again", async () => {
+  apply(virtualServer(ns, "gi", GI_HOST, GI_CLASS, LABELS));
+  const firstFiles = await installFromGuestinfo(GI_VM, GI_HOST);
+  const ready = await waitForCondition(ns, "gi", "Ready", "True", undefined, 180_000);
+  const uid = ready.metadata.uid;
+  const moRef = vmOf(ready).moRef;
+  assert.equal(readGuestinfo(GI_VM).userData, "", "cleared after the install");
+  const firstKey = firstFiles["/etc/mcollective/vsop/identity.pem"];
+
+  kubectl([
+    "-n",
+    ns,
+    "patch",
+    "vsrv",
+    "gi",
+    "--type=merge",
+    "-p",
+    JSON.stringify({ spec: { rebuildRequestedAt: REQUEST } }),
+  ]);
+  const fresh = await waitFor(
+    "fresh guestinfo data",
+    () => {
+      const gi = readGuestinfo(GI_VM);
+      return gi.userData ? gi : undefined;
+    },
+    120_000,
+  );
+  assert.match(fresh.metadata["instance-id"] ?? "", new RegExp(`^${uid}-rebuild-\\d+$`));
+  const files = await installFromGuestinfo(GI_VM, GI_HOST);
+  assert.notEqual(files["/etc/mcollective/vsop/identity.pem"], firstKey, "a new identity key");
+  const rebuilt = await waitFor(
+    "gi rebuilt and Ready",
+    () => {
+      const vs = getVS(ns, "gi");
+      return rebuildOf(vs).completedAt && cond(vs, "Ready")?.status === "True" ? vs : undefined;
+    },
+    180_000,
+  );
+  assert.equal(vmOf(rebuilt).moRef, moRef, "the same VM");
+  assert.equal(findVMs(GI_VM).length, 1);
+  assert.equal(readGuestinfo(GI_VM).userData, "", "cleared again after the reinstall");
 });
