@@ -93,9 +93,11 @@ export function targetSize(
   vs: VirtualServer,
   cls: VirtualServerClassSpec,
   vm: { cpus: number; memoryMiB: number },
+  classApplies = true,
 ): { cpus: number; memoryMiB: number } {
   const hw = effectiveHardware(vs, cls);
-  if (hw.updatePolicy === "Rolling") return { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
+  if (classApplies && hw.updatePolicy === "Rolling")
+    return { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
   return { cpus: vs.spec.cpus ?? vm.cpus, memoryMiB: vs.spec.memoryMiB ?? vm.memoryMiB };
 }
 

@@ -59,6 +59,19 @@ export interface VirtualServerSpec {
   powerOffMode?: PowerOffMode;
   /** An RFC 3339 time asking for one restart; each value is honoured once (status.power). */
   restartRequestedAt?: string;
+  /**
+   * An RFC 3339 time asking to reinstall the same VM once; each value is honoured once
+   * (status.rebuild.requestedAt).
+   */
+  rebuildRequestedAt?: string;
+  /** An existing VM to manage instead of creating one (read while the server has no VM). */
+  adopt?: AdoptSpec;
+}
+
+/** Which VM to adopt: by its moRef, or by its name (which must then be unique in vCenter). */
+export interface AdoptSpec {
+  moRef?: string;
+  name?: string;
 }
 
 /**
@@ -150,7 +163,12 @@ export interface VirtualServerStatus {
     /** When vsop restarted the server for it (unset when the request needed no restart). */
     restartedAt?: string;
   };
+  /** The last rebuild (spec.rebuildRequestedAt) vsop honoured, and how far it got. */
+  rebuild?: RebuildStatus;
+  /** The VM spec.adopt named, once vsop chose it; completedAt once it carries vsop's marker. */
+  adoption?: { moRef: string; name: string; startedAt: string; completedAt?: string };
   install?: {
+    /** network, iso or guestinfo; "adopted" for a VM vsop adopted and did not install. */
     method?: string;
     startedAt?: string;
     /**
@@ -187,6 +205,17 @@ export interface VirtualServerStatus {
     configVersion?: string;
   };
   conditions?: Condition[];
+}
+
+export interface RebuildStatus {
+  /** The spec.rebuildRequestedAt value honoured: the same value asks for nothing more. */
+  requestedAt?: string;
+  /** When vsop began rebuilding for it (unset when the value needed no rebuild). */
+  startedAt?: string;
+  /** When the VM was off and the previous install state dropped: the install runs again. */
+  reinstallStartedAt?: string;
+  /** When the reinstalled server reported itself installed. */
+  completedAt?: string;
 }
 
 export interface VirtualServer {

@@ -26,6 +26,7 @@ import { getCondition } from "../controller/conditions.js";
 import { PowerCycleSlots, unlimitedSlots } from "./power-cycle-slots.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
 import { reconcileDisks, retainedDisksNote } from "./disks.js";
+import { adopt, adoptedVM } from "./adopt.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
@@ -123,6 +124,8 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
       const vm = ownedVM(vc, ctx);
 
       if (!vm) {
+        // An existing VM to manage instead (adopt.ts): nothing is created.
+        if (vs.spec.adopt) return adopt(vc, ctx, spec.extraConfig);
         if (ctx.finished === "CreateVM")
           return wait(
             1,
@@ -179,6 +182,7 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
         return started ?? wait(0, "Creating", "Creating", `VM ${name} found; looking at it.`);
       }
       if (ctx.finished === "CreateVM") ctx.log.info({ vm: name, moRef: vm.moRef }, "VM created");
+      const adopted = adoptedVM(ctx, vm);
 
       if (!ctx.status.install?.startedAt) {
         // CD-ROM and boot order need the device keys vSphere assigned at creation; this also
@@ -194,7 +198,7 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
         if (finishing) return finishing;
       }
 
-      const resizing = await resize(vc, ctx, vm, hw, slots);
+      const resizing = await resize(vc, ctx, vm, hw, slots, !!adopted);
       if (resizing) return resizing;
       const disks = await reconcileDisks(vc, ctx, vc.get(vm.moRef) ?? vm, hw);
       if (disks) return disks;
@@ -203,8 +207,9 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
         ctx,
         "VMCreated",
         "True",
-        "Created",
-        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}.` +
+        adopted ? "Adopted" : "Created",
+        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}` +
+          (adopted ? `, adopted at ${ctx.status.adoption!.completedAt} (spec.adopt).` : ".") +
           retainedDisksNote(ctx),
       );
       return DONE;
@@ -267,8 +272,10 @@ async function resize(
   vm: VMRecord,
   hw: { powerCyclePolicy: string; maxUnavailable: number },
   slots: PowerCycleSlots,
+  adopted: boolean,
 ): Promise<StepOutcome | undefined> {
-  const size = targetSize(ctx.vs, ctx.cls.spec, vm);
+  // An adopted VM keeps its own size: the class's hardware is for the VMs vsop creates.
+  const size = targetSize(ctx.vs, ctx.cls.spec, vm, !adopted);
   if (vm.cpus === size.cpus && vm.memoryMiB === size.memoryMiB) {
     if (!ctx.status.vm?.powerCycle) return undefined;
     if (vm.powerState !== "poweredOn" && !staysOff(ctx))

@@ -26,6 +26,8 @@ local progressReasons = {
   PoweringOff = true,
   Restarting = true,
   Resizing = true,
+  Rebuilding = true,
+  Adopting = true,
 }
 
 -- Keep in step with SUSPENDED_REASONS in src/reconcile/virtualserver.ts (a unit test compares them).
