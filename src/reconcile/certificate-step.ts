@@ -87,7 +87,8 @@ export async function cleanCertificate(
     throw caStepError(err, deleting);
   }
   if (ctx.status.puppet?.certificate) {
-    const { certificate: _gone, ...rest } = ctx.status.puppet;
+    const rest = { ...ctx.status.puppet };
+    delete rest.certificate;
     ctx.status.puppet = rest;
   }
 }

@@ -162,3 +162,71 @@ test("a class may add registered or private facts, not the name's own or arbitra
   assert.match(checkExtraFact("1.3.6.1.4.1.34380.1.3.39", "true")!, /registered/);
   assert.match(checkExtraFact("pp_zone", "a\nb")!, /printable/);
 });
+
+test("POST /autosign/<certname>: the bearer secret, a bounded body, vsop's answer as 204/403", async (t) => {
+  const { ProvisioningServer } = await import("../../src/provision/server.js");
+  const secret = "s3cret-for-the-master-0123456789";
+  const asked: [string, string][] = [];
+  const server = new ProvisioningServer({
+    lookup: async () => undefined,
+    onBuilt: async () => undefined,
+    rateLimit: { requests: 3, windowMs: 60_000 },
+    autosign: {
+      secret,
+      decide: async (certname, pem) => {
+        asked.push([certname, pem]);
+        return certname === HOST
+          ? { sign: true, reason: "Signed" }
+          : { sign: false, reason: "UnknownName" };
+      },
+    },
+  });
+  const { port } = await server.listen("127.0.0.1", 0);
+  t.after(() => server.close());
+  const post = (name: string, body: string, auth?: string) =>
+    fetch(`http://127.0.0.1:${port}/autosign/${name}`, {
+      method: "POST",
+      body,
+      headers: auth ? { authorization: auth } : {},
+    });
+  const pem = csr(HOST, challenge, goodExts);
+  assert.equal((await post(HOST, pem, `Bearer ${secret}`)).status, 204);
+  assert.deepEqual(asked[0], [HOST, pem]);
+  const refused = await post("ghost-prod-1.example.test", pem, `Bearer ${secret}`);
+  assert.equal(refused.status, 403);
+  assert.match(await refused.text(), /UnknownName/);
+  assert.equal((await post(HOST, "x".repeat(40_000), `Bearer ${secret}`)).status, 413);
+  // Authenticated calls are not rate limited: the master asks for every server.
+  for (let i = 0; i < 5; i++) assert.equal((await post(HOST, pem, `Bearer ${secret}`)).status, 204);
+  // Without the secret: 401, counted against the source's limit, never asked.
+  const before = asked.length;
+  assert.equal((await post(HOST, pem)).status, 401);
+  assert.equal((await post(HOST, pem, "Bearer wrong-secret-000000000000")).status, 401);
+  assert.equal((await post(HOST, pem, `Basic ${secret}`)).status, 401);
+  assert.equal((await post(HOST, pem, "Bearer x")).status, 429);
+  assert.equal(asked.length, before);
+  assert.equal((await fetch(`http://127.0.0.1:${port}/autosign/${HOST}`)).status, 429);
+  assert.equal(
+    (
+      await fetch(`http://127.0.0.1:${port}/autosign/${HOST}`, {
+        headers: { authorization: `Bearer ${secret}` },
+      })
+    ).status,
+    405,
+  );
+});
+
+test("without an autosign secret the route does not exist", async (t) => {
+  const { ProvisioningServer } = await import("../../src/provision/server.js");
+  const server = new ProvisioningServer({
+    lookup: async () => undefined,
+    onBuilt: async () => undefined,
+  });
+  const { port } = await server.listen("127.0.0.1", 0);
+  t.after(() => server.close());
+  const res = await fetch(`http://127.0.0.1:${port}/autosign/${HOST}`, {
+    method: "POST",
+    body: "x",
+  });
+  assert.equal(res.status, 404);
+});
