@@ -389,6 +389,7 @@ export const RETRIED_REASONS = new Set([
   "DatastoreUploadFailed",
   "BrokerUnreachable",
   "NodeNotReachable",
+  "PuppetCAUnreachable",
 ]);
 
 /** The result, requeued no later than `seconds` when a step asked to look again. */
