@@ -73,3 +73,13 @@ start_bg() {
   setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
 }
+
+# Debian's puppetserver ships Clojure sources that the JVM would compile on every start (about a
+# minute on two cores); hack/install.sh compiles them once into this directory (keyed by the
+# installed packages), and hack/puppetserver.sh puts it first on the classpath.
+puppetserver_aot_dir() {
+  local key
+  key="$(dpkg-query -W -f '${Package} ${Version}\n' puppetserver jruby 'lib*-clojure' 2>/dev/null |
+    sha256sum | cut -c1-12)"
+  echo "$CACHE/puppetserver-aot-$key"
+}

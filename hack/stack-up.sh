@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Starts the local stack (etcd, kube-apiserver, vcsim, dnsmasq, RabbitMQ) and writes .stack/env.
+# Starts the local stack (etcd, kube-apiserver, vcsim, dnsmasq, RabbitMQ, the Puppet master) and
+# writes .stack/env.
 # Each part gets a log in .stack/logs and a pid file in .stack/pids; stack-down stops only those.
 source "$(dirname "$0")/lib.sh"
 
 "$ROOT/hack/install.sh"
 
-if [ -f "$STACK/env" ] && pid_alive etcd && pid_alive kube-apiserver && pid_alive vcsim && pid_alive dnsmasq; then
+if [ -f "$STACK/env" ] && pid_alive etcd && pid_alive kube-apiserver && pid_alive vcsim && pid_alive dnsmasq &&
+  pid_alive puppetserver; then
   # A stack from before broker TLS: add the TLS listeners and the nodes' TLS config to it.
   if [ ! -f "$STACK/broker.env" ]; then
     "$ROOT/hack/broker-tls.sh"
@@ -44,6 +46,9 @@ ossl genrsa -out "$PKI/sa.key" 2048
 ossl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
 new_ca vcsim-ca vsop-stack-vcsim-ca
 new_cert vcsim-ca vcsim "/CN=vcsim" "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
+
+# --- the Puppet master: its JVM starts first and warms up while the rest starts -------------------
+"$ROOT/hack/puppetserver.sh" start
 
 # --- etcd ---------------------------------------------------------------------------------------
 PART=etcd
@@ -142,6 +147,9 @@ source "$STACK/broker.env"
 
 "$ROOT/hack/mcollective-setup.sh"
 
+# Bounded wait for the master started above; writes $STACK/puppet.env.
+"$ROOT/hack/puppetserver.sh" wait
+
 # --- the env file -------------------------------------------------------------------------------
 PART=stack
 cat >"$STACK/env" <<EOF
@@ -163,6 +171,6 @@ export VSOP_DNS_HOSTS_FILE="$STACK/dns/hosts"
 export VSOP_DNS_PIDFILE="$PIDS/dnsmasq.pid"
 export PATH="$GOVMOMI_BIN:\$PATH"
 EOF
-cat "$STACK/broker.env" >>"$STACK/env"
+cat "$STACK/broker.env" "$STACK/puppet.env" >>"$STACK/env"
 trap - ERR
 log "stack is up: source $STACK/env"

@@ -13,7 +13,8 @@ import {
   type VirtualServerClass,
 } from "./api/types.js";
 import { currentSignal } from "./abort.js";
-import { parseBindAddress, type RunConfig } from "./cli/run-flags.js";
+import { readFile } from "node:fs/promises";
+import { parseBindAddress, UsageError, type RunConfig } from "./cli/run-flags.js";
 import { Controller } from "./controller/controller.js";
 import { EventRecorder } from "./controller/events.js";
 import { Informer, keyOf } from "./controller/informer.js";
@@ -31,7 +32,13 @@ import { PowerCycleSlots } from "./reconcile/power-cycle-slots.js";
 import { rebuildStep } from "./reconcile/rebuild-step.js";
 import type { RecordWarning } from "./reconcile/boot/boot-method.js";
 import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
-import { INSTALL_RECORDS, InstallTokens, type SecretObject } from "./reconcile/install-tokens.js";
+import {
+  INSTALL_RECORDS,
+  InstallTokens,
+  type InstallToken,
+  type SecretObject,
+} from "./reconcile/install-tokens.js";
+import { certificateStep, cleanCertificate, PuppetCAPool } from "./reconcile/certificate-step.js";
 import { ConfigReader } from "./reconcile/secrets.js";
 import { VCenterPool } from "./reconcile/vcenters.js";
 import { McoPool } from "./reconcile/mco-pool.js";
@@ -41,6 +48,21 @@ import { PendingCalls } from "./reconcile/pending-calls.js";
 import type { ReconcileContext } from "./reconcile/context.js";
 import { startProvisioningServer } from "./reconcile/provisioning-server.js";
 import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
+
+/** A secret from a file (a mounted Secret), trimmed; a usable one or a clear error. */
+async function readSecretFile(file: string, flag: string): Promise<string> {
+  let text: string;
+  try {
+    text = (await readFile(file, "utf8")).trim();
+  } catch (err) {
+    throw new UsageError(`--${flag}: cannot read ${file} (${(err as NodeJS.ErrnoException).code})`);
+  }
+  if (!/^[\x21-\x7e]{16,512}$/.test(text))
+    throw new UsageError(
+      `--${flag}: ${file} must hold one secret of 16 to 512 printable characters`,
+    );
+  return text;
+}
 
 /** Only changes a reconcile acts on; our own status writes do not wake the queue. */
 function specOrMetaChanged(a: VirtualServer, b: VirtualServer): boolean {
@@ -116,6 +138,9 @@ export async function runOperator(run: RunConfig): Promise<number> {
       maxReplyBytes: run.mcollectiveMaxReplyBytes,
     },
   );
+  const autosignSecret = run.autosignSecretFile
+    ? await readSecretFile(run.autosignSecretFile, "autosign-secret-file")
+    : undefined;
   const provisioningBind = parseBindAddress(
     run.provisioningBindAddress,
     "provisioning-bind-address",
@@ -124,8 +149,16 @@ export async function runOperator(run: RunConfig): Promise<number> {
   const calls = new PendingCalls({ wake: (key) => queue.add(key) });
   const identityKeyOf = async (ctx: ReconcileContext) =>
     (await tokens.get(ctx.vs.metadata.uid!))?.identityPublicKey;
+  const cas = new PuppetCAPool(config);
+  const certificates = {
+    record: (uid: string, fresh: boolean) =>
+      fresh ? tokens.get(uid) : Promise.resolve(tokens.cached(uid)),
+    ca: (cls: VirtualServerClass) => cas.get(cls),
+  };
   const install = {
     pool,
+    beforeReinstall: (ctx: ReconcileContext, previous: InstallToken) =>
+      cleanCertificate(certificates, ctx, previous),
     tokens,
     config,
     discover: mcoDiscovery(mcos, calls, identityKeyOf),
@@ -151,8 +184,15 @@ export async function runOperator(run: RunConfig): Promise<number> {
     steps: [
       namingStep({ lookup, allServers: () => servers.list() }),
       vmStep(pool, new PowerCycleSlots(() => servers.list())),
-      // Puppet certificate cleaning before a reinstall plugs in as its beforeReinstall.
-      rebuildStep({ install, record: warn }),
+      rebuildStep({
+        install,
+        record: warn,
+        // The reinstalled agent asks for a new certificate: the old one is revoked and cleaned.
+        beforeReinstall: async (ctx) => {
+          await cleanCertificate(certificates, ctx, await tokens.get(ctx.vs.metadata.uid!));
+          return undefined;
+        },
+      }),
       prepareStep(install),
       installedStep(install),
       handoffStep(install, warn),
@@ -161,6 +201,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
         metrics.puppetRunDuration.observe(seconds);
         metrics.puppetRuns.inc({ result: failed ? "failed" : "success" });
       }),
+      certificateStep(certificates),
     ],
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });
@@ -219,6 +260,16 @@ export async function runOperator(run: RunConfig): Promise<number> {
         cls: (name) => classes.get(name),
         built: (ns, name) => queue.add(`${ns}/${name}`),
         progressed: (ns, name) => queue.add(`${ns}/${name}`),
+        ...(autosignSecret
+          ? {
+              autosign: {
+                secret: autosignSecret,
+                servers: () => servers.list(),
+                decided: (signed: boolean, reason: string) =>
+                  metrics.autosign.inc({ result: signed ? "signed" : "refused", reason }),
+              },
+            }
+          : {}),
       }),
     );
   }
@@ -278,6 +329,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
   await elector?.release();
   await Promise.all(endpoints.map(closeServer));
   await Promise.all([pool.stop(), mcos.stop()]);
+  cas.stop();
   logger.info("stopped");
   logger.flush();
   return 0;

@@ -4,6 +4,7 @@
 import { bootMethod, effectiveNetwork, type EffectiveNetwork } from "./defaults.js";
 import { durationSeconds } from "./duration.js";
 import type { BootMethod, VirtualServerClass } from "./types.js";
+import { checkExtraFact } from "../puppet/trusted-facts.js";
 
 export interface EffectiveClass {
   bootMethod: BootMethod;
@@ -17,6 +18,8 @@ export interface EffectiveClass {
     intervalSeconds?: number;
     /** puppet.runTimeout (default 30m), as written and in seconds. */
     runTimeout: { text: string; seconds: number };
+    /** puppet.extensionRequests, checked: trusted facts the class adds to every server's CSR. */
+    extensionRequests: Record<string, string>;
   };
 }
 
@@ -37,6 +40,19 @@ function duration(field: string, value: string, lenient: boolean, fallback: stri
   if (seconds !== undefined && seconds > 0) return { text: value, seconds };
   if (lenient) return { text: fallback, seconds: durationSeconds(fallback)! };
   throw new InvalidClassField(field, value, "is not a duration such as 90s, 30m or 2h");
+}
+
+function extensionRequests(
+  facts: Record<string, string>,
+  lenient: boolean,
+): Record<string, string> {
+  for (const [name, value] of Object.entries(facts)) {
+    const why = checkExtraFact(name, String(value));
+    if (!why) continue;
+    if (lenient) return {};
+    throw new InvalidClassField(`puppet.extensionRequests.${name}`, String(value), why);
+  }
+  return facts;
 }
 
 const parsed = new WeakMap<VirtualServerClass, EffectiveClass>();
@@ -65,6 +81,7 @@ export function effectiveClass(cls: VirtualServerClass, lenient = false): Effect
         ? duration("puppet.interval", interval, lenient, "24h").seconds
         : undefined,
       runTimeout: duration("puppet.runTimeout", s.puppet?.runTimeout ?? "30m", lenient, "30m"),
+      extensionRequests: extensionRequests(s.puppet?.extensionRequests ?? {}, lenient),
     },
   };
   if (!lenient) parsed.set(cls, settings);

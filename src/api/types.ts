@@ -203,6 +203,8 @@ export interface VirtualServerStatus {
     failed?: number;
     total?: number;
     configVersion?: string;
+    /** The server's Puppet certificate, as the CA reports it once vsop's autosign signed it. */
+    certificate?: { serial?: string; notAfter?: string };
   };
   conditions?: Condition[];
 }
@@ -295,6 +297,15 @@ export interface VirtualServerClassSpec {
     environment?: string;
     interval?: string;
     runTimeout?: string;
+    /** The Puppet master the servers' agents use (puppet.conf server), and its port. */
+    server?: string;
+    serverPort?: number;
+    /** Trusted facts the servers' CSRs ask for beside pp_role, pp_environment, pp_instance. */
+    extensionRequests?: Record<string, string>;
+    /** The Puppet CA's URL, e.g. https://puppet.example.com:8140: certificates are cleaned there. */
+    caURL?: string;
+    /** Secret (operator namespace) with tls.crt, tls.key (vsop's CA client) and ca.crt. */
+    caClientSecret?: string;
   };
   mcollective: {
     brokerURL: string;

@@ -26,6 +26,11 @@ export interface RunConfig {
   operatorNamespace: string;
   /** Larger MCollective replies are dropped before they are decoded. */
   mcollectiveMaxReplyBytes: number;
+  /**
+   * A file with the secret the Puppet master's autosign command presents; POST /autosign answers
+   * only when it is set.
+   */
+  autosignSecretFile?: string;
 }
 
 export class UsageError extends Error {
@@ -85,6 +90,10 @@ export const RUN_FLAGS = {
   "mcollective-max-reply-size": {
     type: "string",
     help: "drop larger MCollective replies undecoded, e.g. 256Ki or 1Mi (default $VSOP_MCOLLECTIVE_MAX_REPLY_SIZE or 256Ki)",
+  },
+  "autosign-secret-file": {
+    type: "string",
+    help: "file with the secret the Puppet master's autosign command sends to /autosign (default $VSOP_AUTOSIGN_SECRET_FILE; unset: /autosign answers 404)",
   },
   help: { type: "boolean", help: "show this help" },
 } as const;
@@ -165,6 +174,8 @@ export function parseRunFlags(args: string[]): RunConfig & { help: boolean } {
       str("mcollective-max-reply-size") ?? process.env.VSOP_MCOLLECTIVE_MAX_REPLY_SIZE ?? "256Ki",
       "mcollective-max-reply-size",
     ),
+    autosignSecretFile:
+      str("autosign-secret-file") ?? (process.env.VSOP_AUTOSIGN_SECRET_FILE || undefined),
   };
 }
 

@@ -70,6 +70,12 @@ export class Metrics {
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
+  readonly autosign = new Counter({
+    name: "vsop_puppet_autosign_total",
+    help: "Answers to the Puppet master's autosign questions: result signed or refused, and why (reason Signed, UnknownName, WrongChallenge, ChallengeSpent, ...).",
+    labelNames: ["result", "reason"] as const,
+    registers: [this.registry],
+  });
   readonly isLeader = new Gauge({
     name: "vsop_leader",
     help: "1 when this process runs the controller: it holds the leader lease, or runs without leader election.",

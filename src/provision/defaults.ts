@@ -39,12 +39,20 @@ factsource = yaml
 plugin.yaml = /etc/mcollective/facts.yaml
 `;
 
+/**
+ * The agent's puppet.conf. csr_attributes points at the file the one-time bootstrap writes (the
+ * same path for Debian's /etc/puppet and Puppet's own /etc/puppetlabs/puppet packages).
+ */
 export const PUPPET_CONF = `# written by vsop
 [main]
 environment = {{puppet.environment}}
 {{#if puppet.server}}
 server = {{puppet.server}}
 {{/if}}
+{{#if puppet.serverPort}}
+serverport = {{puppet.serverPort}}
+{{/if}}
+csr_attributes = /etc/puppetlabs/puppet/csr_attributes.yaml
 `;
 
 /**
@@ -153,8 +161,8 @@ runcmd:
 
 /**
  * The one-time key bundle, a shell script the installing system runs as root: mcollectived's
- * server.cfg with the broker login, the shared ssl keys, vsop's client key and the server's own
- * identity key. Served once by POST /bootstrap/<token>; nothing else carries these.
+ * server.cfg with the broker login, the shared ssl keys, vsop's client key, the server's own
+ * identity key, and csr_attributes.yaml with its one-time Puppet CA challenge. Served once by POST /bootstrap/<token>; nothing else carries these.
  */
 export const BOOTSTRAP = `#!/bin/sh
 # MCollective keys for {{hostname}}, from vsop. Served once; run as root.
@@ -180,6 +188,12 @@ chmod 0644 /etc/mcollective/ssl/clients/{{mcollective.clientCertName}}.pem
 {{#if mcollective.identityPrivateKeyPem}}
 cat > /etc/mcollective/vsop/identity.pem <<'VSOP_EOF'
 {{mcollective.identityPrivateKeyPem}}VSOP_EOF
+{{/if}}
+{{#if puppet.csrAttributes}}
+# The Puppet CA signs this server's first certificate request when it carries this challenge.
+mkdir -p /etc/puppetlabs/puppet
+cat > /etc/puppetlabs/puppet/csr_attributes.yaml <<'VSOP_EOF'
+{{puppet.csrAttributes}}VSOP_EOF
 {{/if}}
 `;
 

@@ -67,7 +67,7 @@ export function renderBootstrap(
   templates: { bootstrap?: string; mcollectiveServerCfg?: string } = {},
 ): string {
   const ctx = templateContext(vars, templates.mcollectiveServerCfg);
-  assertHeredocSafe(ctx.files);
+  assertHeredocSafe({ ...ctx.files, csrAttributes: vars.puppet.csrAttributes });
   return compileTemplate("bootstrap", templates.bootstrap ?? defaults.BOOTSTRAP).render(ctx);
 }
 

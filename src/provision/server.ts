@@ -2,12 +2,15 @@
 //   GET  /ks/<token>         the server's kickstart (text/plain); it carries no secret
 //   POST /bootstrap/<token>  the server's keys and broker login, as a shell script: once only
 //   POST /built/<token>      installation finished → 204
+//   POST /autosign/<certname> the Puppet master's autosign command asks whether to sign the CSR
+//                            in the body: 204 sign, 403 refuse (bearer secret; see puppet/)
 //   GET  /healthz
 // A token is good until the install is known (its /built call, or the server answering vsop);
 // afterwards every route answers 410 Gone. Tokens never reach a log line: logs name them by a
 // short sha256 prefix. Each source address gets a bounded number of requests per window (429).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { createHash, timingSafeEqual } from "node:crypto";
 import { isWellFormedToken, tokenLogId } from "./tokens.js";
 
 export type TokenState =
@@ -29,9 +32,18 @@ export interface ServerLog {
   error(obj: object, msg: string): void;
 }
 
+/** The Puppet master's autosign questions; the route answers 404 without this. */
+export interface AutosignOptions {
+  /** The secret the master's autosign command presents as `Authorization: Bearer <secret>`. */
+  secret: string;
+  /** Whether to sign: the CSR (PEM) sent for `certname`. `reason` is short, for the log. */
+  decide(certname: string, csrPem: string): Promise<{ sign: boolean; reason: string }>;
+}
+
 export interface ProvisioningServerOptions {
   lookup(token: string): Promise<TokenState>;
   onBuilt(token: string): Promise<void>;
+  autosign?: AutosignOptions;
   log?: ServerLog;
   /** Request bodies beyond this are refused with 413; default 64 KiB. */
   maxBodyBytes?: number;
@@ -53,6 +65,9 @@ class HttpError extends Error {
 
 type Route = "ks" | "bootstrap" | "built";
 const ROUTE = /^\/(ks|bootstrap|built)\/([^/]+)$/;
+const AUTOSIGN_ROUTE = /^\/autosign\/([A-Za-z0-9._-]{1,253})$/;
+/** A CSR in PEM: Puppet's are 2-3 KiB; the CSR parser refuses more than 16 KiB of DER anyway. */
+const MAX_AUTOSIGN_BODY = 32 * 1024;
 const METHODS: Record<Route, string[]> = { ks: ["GET"], bootstrap: ["POST"], built: ["POST"] };
 
 /** Fixed-window request counts per source address, bounded in size. */
@@ -120,6 +135,9 @@ export class ProvisioningServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? "";
     const path = (req.url ?? "").split("?")[0]!;
+    const autosign = AUTOSIGN_ROUTE.exec(path);
+    if (autosign || path === "/autosign" || path.startsWith("/autosign/"))
+      return this.handleAutosign(req, res, method, autosign?.[1]);
     const match = ROUTE.exec(path);
     const route = match ? (match[1] as Route) : path === "/healthz" ? "healthz" : undefined;
     const token = match && isWellFormedToken(match[2]!) ? match[2]! : undefined;
@@ -191,6 +209,72 @@ export class ProvisioningServer {
     return { status: 204 };
   }
 
+  /**
+   * The master's autosign question. The master asks for every server from one address, so an
+   * authenticated call is not rate limited; a call without the secret counts against its
+   * source's limit like any other request (guessing the secret is as slow as guessing a token).
+   */
+  private async handleAutosign(
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    certname: string | undefined,
+  ): Promise<void> {
+    const opts = this.options.autosign;
+    let status: number;
+    let reason: string | undefined;
+    try {
+      if (!opts || !certname) throw new HttpError(404, "not found");
+      if (!bearerMatches(req.headers.authorization, opts.secret)) {
+        if (!this.limiter.allow(req.socket.remoteAddress ?? ""))
+          throw new HttpError(429, "too many requests; retry later");
+        throw new HttpError(401, "the autosign secret is missing or wrong");
+      }
+      if (method !== "POST") throw new HttpError(405, "method not allowed", "POST");
+      const body = await this.readBody(req, MAX_AUTOSIGN_BODY);
+      const verdict = await opts.decide(certname, body.toString("utf8"));
+      reason = verdict.reason;
+      status = verdict.sign ? 204 : 403;
+      this.reply(res, status, verdict.sign ? undefined : `not signed: ${verdict.reason}\n`);
+    } catch (err) {
+      status = err instanceof HttpError ? err.status : 500;
+      if (status === 500)
+        this.options.log?.error(
+          { route: "autosign", err: describe(err, undefined) },
+          "request failed",
+        );
+      const message = status === 500 ? "internal error" : (err as Error).message;
+      this.reply(res, status, `${message}\n`, {
+        close: status === 413 || status === 429 || status === 401,
+        retryAfter: status === 429 ? "10" : undefined,
+        allow: err instanceof HttpError ? err.allow : undefined,
+      });
+    }
+    this.options.log?.info({ method, route: "autosign", status, reason }, "provisioning request");
+  }
+
+  /** The body, refusing more than `max` bytes. */
+  private readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+    const declared = Number(req.headers["content-length"] ?? 0);
+    if (declared > max) return Promise.reject(new HttpError(413, "body too large"));
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let seen = 0;
+      req.on("data", (chunk: Buffer) => {
+        seen += chunk.length;
+        if (seen > max) {
+          req.removeAllListeners("data");
+          req.pause();
+          reject(new HttpError(413, "body too large"));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.on("end", () => resolve(Buffer.concat(chunks)));
+      req.on("error", reject);
+    });
+  }
+
   /** Bounded memory of completed tokens, for callers whose lookup lags behind onBuilt. */
   private rememberBuilt(token: string): void {
     this.built.add(token);
@@ -235,6 +319,15 @@ export class ProvisioningServer {
     headers["content-length"] = String(Buffer.byteLength(body));
     res.writeHead(status, headers).end(body);
   }
+}
+
+/** Whether an Authorization header carries `Bearer <secret>` (constant time in the secret). */
+function bearerMatches(header: string | undefined, secret: string): boolean {
+  const m = /^Bearer ([\x21-\x7e]{1,512})$/.exec(header ?? "");
+  if (!m || !secret) return false;
+  const a = createHash("sha256").update(m[1]!).digest();
+  const b = createHash("sha256").update(secret).digest();
+  return timingSafeEqual(a, b);
 }
 
 /** An error's name and message only (a stack or cause could quote a URL), token masked. */

@@ -43,7 +43,17 @@ export interface InstallVariables {
     /** Requests carry callerid `cert=<name>`; the server reads `<client dir>/<name>.pem`. */
     clientCertName: string;
   };
-  puppet: { environment: string; server?: string };
+  puppet: {
+    environment: string;
+    /** The Puppet master the server's agent talks to, and its port when not 8140. */
+    server?: string;
+    serverPort?: number;
+    /**
+     * csr_attributes.yaml (bootstrap only): the one-time autosign challenge and the trusted facts
+     * (see puppet/trusted-facts.ts); it carries a secret, so nothing else renders it.
+     */
+    csrAttributes?: string;
+  };
   provisioning: {
     kickstartURL?: string;
     /** One-time key bundle: the installing system POSTs here once and runs what it gets. */
@@ -162,6 +172,15 @@ export function validateInstallVariables(v: InstallVariables): void {
 
   word("puppet.environment", v.puppet.environment);
   host("puppet.server", v.puppet.server);
+  if (
+    v.puppet.serverPort !== undefined &&
+    (!Number.isInteger(v.puppet.serverPort) ||
+      v.puppet.serverPort < 1 ||
+      v.puppet.serverPort > 65535)
+  )
+    fail("puppet.serverPort", `${v.puppet.serverPort} is not a port`);
+  if (v.puppet.csrAttributes !== undefined && !/^[\x20-\x7e\n]+$/.test(v.puppet.csrAttributes))
+    fail("puppet.csrAttributes", "must be printable ASCII lines");
 
   const p = v.provisioning;
   url("provisioning.kickstartURL", p.kickstartURL);

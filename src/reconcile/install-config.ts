@@ -4,6 +4,8 @@ import { effectiveNetwork, puppetEnvironment } from "../api/defaults.js";
 import type { VirtualServer, VirtualServerClass } from "../api/types.js";
 import { StepError } from "../errors.js";
 import { parseHostname } from "../naming/hostname.js";
+import { effectiveClass } from "../api/effective-class.js";
+import { csrAttributesYaml, trustedFacts } from "../puppet/trusted-facts.js";
 import {
   renderBootstrap,
   renderCloudInit,
@@ -26,6 +28,12 @@ export interface InstallURLs {
   builtURL?: string;
 }
 
+/** What only the one-time bootstrap carries: the server's identity key and its CA challenge. */
+export interface BootstrapSecrets {
+  identityPrivateKeyPem: string;
+  challenge: string;
+}
+
 /**
  * cloud-init's instance-id: the object's UID, and a new one for each rebuild, so that cloud-init
  * on the rebuilt VM (iso, guestinfo) runs as on a new instance rather than skipping its data.
@@ -38,16 +46,16 @@ export function instanceIdOf(vs: VirtualServer): string {
 }
 
 /**
- * The variables of a server's install files. Keys and the broker login are read only for the
- * one-time bootstrap (`identityPrivateKeyPem` given): the kickstart, ISO and guestinfo, which
- * outlive the install in places vsop does not control, never carry a secret.
+ * The variables of a server's install files. Keys, the broker login and the Puppet CA challenge
+ * are read only for the one-time bootstrap (`secrets` given): the kickstart, ISO and guestinfo,
+ * which outlive the install in places vsop does not control, never carry a secret.
  */
 export async function installVariables(
   vs: VirtualServer,
   cls: VirtualServerClass,
   config: ConfigReader,
   urls: InstallURLs,
-  identityPrivateKeyPem?: string,
+  secrets?: BootstrapSecrets,
 ): Promise<InstallVariables> {
   const parts = parseHostname(vs.spec.hostname, cls.spec.naming?.pattern);
   const s = vs.status ?? {};
@@ -60,7 +68,17 @@ export async function installVariables(
     identity: vs.spec.hostname,
     clientCertName: m.clientCertName ?? "vsop",
   };
-  if (identityPrivateKeyPem !== undefined) {
+  const puppet: InstallVariables["puppet"] = {
+    environment: puppetEnvironment(vs, cls.spec),
+    ...(cls.spec.puppet?.server ? { server: cls.spec.puppet.server } : {}),
+    ...(cls.spec.puppet?.serverPort ? { serverPort: cls.spec.puppet.serverPort } : {}),
+  };
+  if (secrets !== undefined) {
+    const { identityPrivateKeyPem } = secrets;
+    puppet.csrAttributes = csrAttributesYaml(
+      secrets.challenge,
+      trustedFacts(parts, effectiveClass(cls).puppet.extensionRequests),
+    );
     const keys = await config.secret(m.keysSecret, "MCollective keys", [
       "server-private.pem",
       "server-public.pem",
@@ -101,7 +119,7 @@ export async function installVariables(
       proxy: s.services?.proxy?.address,
     },
     mcollective,
-    puppet: { environment: puppetEnvironment(vs, cls.spec) },
+    puppet,
     provisioning: { ...urls, instanceId: instanceIdOf(vs) },
     ...(serviceMac ? { serviceNic: { macAddress: serviceMac } } : {}),
     ...(bootMac ? { bootNic: { macAddress: bootMac } } : {}),
@@ -167,14 +185,14 @@ export async function cloudInitFor(
   }
 }
 
-/** The one-time key bundle for the server, with its new identity key. */
+/** The one-time key bundle for the server, with its new identity key and CA challenge. */
 export async function bootstrapFor(
   vs: VirtualServer,
   cls: VirtualServerClass,
   config: ConfigReader,
-  identityPrivateKeyPem: string,
+  secrets: BootstrapSecrets,
 ): Promise<string> {
-  const vars = await installVariables(vs, cls, config, {}, identityPrivateKeyPem);
+  const vars = await installVariables(vs, cls, config, {}, secrets);
   const t = await templates(cls, config);
   try {
     return renderBootstrap(vars, t.bootstrap ? { bootstrap: t.bootstrap } : {});

@@ -5,7 +5,7 @@ import type { CloudInitFiles } from "../provision/render.js";
 import type { VMRecord } from "../vsphere/vcenter.js";
 import type { ReconcileContext } from "./context.js";
 import { bootstrapFor, cloudInitFor, kickstartFor, type InstallURLs } from "./install-config.js";
-import type { InstallTokens } from "./install-tokens.js";
+import type { InstallToken, InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
 import type { VSpherePool, VSpherePort } from "./ports.js";
 
@@ -18,6 +18,11 @@ export interface InstallDeps {
   tmpDir?: string;
   /** Answers whether the server's mcollectived is up (any boot method's "installed" signal). */
   discover?: (ctx: ReconcileContext) => Promise<boolean>;
+  /**
+   * Called before a fresh install replaces the install record of an earlier one (the VM was
+   * recreated): cleans what that install left outside vSphere (its Puppet certificate).
+   */
+  beforeReinstall?: (ctx: ReconcileContext, previous: InstallToken) => Promise<void>;
   /** Called once when Installed turns True, with power-on to installed in seconds (metrics). */
   onInstalled?: (method: string, seconds: number) => void;
 }
@@ -42,6 +47,7 @@ export const renderView = (ctx: ReconcileContext) => ({ ...ctx.vs, status: ctx.s
 
 /** A placeholder identity key: only to prove the bundle renders; never leaves this process. */
 const CHECK_KEY = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+const CHECK_CHALLENGE = "0".repeat(64);
 
 /** Renders the server's install files once, so a broken template is an error before power-on. */
 export async function checkInstallFiles(
@@ -52,7 +58,10 @@ export async function checkInstallFiles(
   const vs = renderView(ctx);
   const urls = installURLs(deps.provisioningURL, token);
   if (bootMethod(ctx.cls.spec) === "network") await kickstartFor(vs, ctx.cls, deps.config, urls);
-  await bootstrapFor(vs, ctx.cls, deps.config, CHECK_KEY);
+  await bootstrapFor(vs, ctx.cls, deps.config, {
+    identityPrivateKeyPem: CHECK_KEY,
+    challenge: CHECK_CHALLENGE,
+  });
 }
 
 /** The server's cloud-init files with its token's URLs, after checking its bundle renders. */

@@ -49,8 +49,16 @@ export function prepareStep(deps: InstallDeps): Step {
         // token: a token spent on the previous VM would answer 410 to the new installer, and
         // one whose kickstart or keys were fetched would carry the old installer's record.
         const previous = await deps.tokens.get(ctx.vs.metadata.uid!);
-        if (previous?.state === "built" || previous?.kickstartFetchedAt || previous?.keysFetchedAt)
+        if (
+          previous?.state === "built" ||
+          previous?.kickstartFetchedAt ||
+          previous?.keysFetchedAt
+        ) {
+          // The earlier install's Puppet certificate goes first: the new system asks for one
+          // under the same name, which the CA refuses while the old one is there.
+          await deps.beforeReinstall?.(ctx, previous);
           await deps.tokens.delete(ctx.vs.metadata.uid!);
+        }
       }
       // An image that needs no install (boot.assumeInstalled): nothing to hand over.
       if (!ctx.cls.spec.boot?.assumeInstalled) {

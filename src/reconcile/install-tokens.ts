@@ -24,6 +24,10 @@ export interface InstallToken {
   /** When the server fetched its one-time key bundle, and the public half of its identity key. */
   keysFetchedAt?: string;
   identityPublicKey?: string;
+  /** SHA-256 of the server's one-time Puppet CA challenge (handed out with its keys). */
+  challengeHash?: string;
+  /** When vsop's autosign answer signed a CSR with that challenge: it is spent. */
+  challengeSpentAt?: string;
   resourceVersion?: string;
   owner: { namespace: string; name: string; uid: string };
 }
@@ -56,6 +60,8 @@ function decode(s: SecretObject): InstallToken {
     kickstartFetchedAt: unb64(s.data?.kickstartFetchedAt) || undefined,
     keysFetchedAt: unb64(s.data?.keysFetchedAt) || undefined,
     identityPublicKey: unb64(s.data?.identityPublicKey) || undefined,
+    challengeHash: unb64(s.data?.challengeHash) || undefined,
+    challengeSpentAt: unb64(s.data?.challengeSpentAt) || undefined,
     resourceVersion: s.metadata.resourceVersion,
     owner: {
       namespace: l[`${LABEL}/owner-namespace`] ?? "",
@@ -73,7 +79,7 @@ export class InstallTokens {
   constructor(
     private readonly kube: Kube,
     private readonly namespace: string,
-    private readonly records?: Pick<Informer<SecretObject>, "list" | "synced">,
+    private readonly records?: Pick<Informer<SecretObject>, "list" | "synced" | "get">,
   ) {}
 
   private path(name = ""): string {
@@ -154,14 +160,50 @@ export class InstallTokens {
 
   /**
    * Records that the server fetched its key bundle, with the public half of its new identity
-   * key. Conditional on the record's resourceVersion, so of two concurrent fetches (two replicas,
-   * a replayed request) exactly one wins; the other gets false.
+   * key and the hash of its Puppet CA challenge. Conditional on the record's resourceVersion, so
+   * of two concurrent fetches (two replicas, a replayed request) exactly one wins; the other gets
+   * false.
    */
-  async claimKeys(t: InstallToken, identityPublicKey: string): Promise<boolean> {
+  async claimKeys(
+    t: InstallToken,
+    identityPublicKey: string,
+    challengeHash: string,
+  ): Promise<boolean> {
     return this.recordOnce(t, "keysFetchedAt", {
       keysFetchedAt: b64(new Date().toISOString()),
       identityPublicKey: b64(identityPublicKey),
+      challengeHash: b64(challengeHash),
     });
+  }
+
+  /** The record as the watch has it (no API call); undefined when unknown or not synced. */
+  cached(uid: string): InstallToken | undefined {
+    if (!this.records?.synced) return undefined;
+    const s = this.records.get(`${this.namespace}/${secretName(uid)}`);
+    return s ? decode(s) : undefined;
+  }
+
+  /**
+   * Spends the server's Puppet CA challenge (its CSR is being signed). Conditional on the record's
+   * resourceVersion, so of two racing CSRs exactly one is signed; true when this call spent it.
+   * The record may come from the watch and lag behind: on a conflict it is read again once.
+   */
+  async spendChallenge(t: InstallToken): Promise<boolean> {
+    for (let record: InstallToken | undefined = t, attempt = 0; attempt < 2; attempt++) {
+      if (!record?.challengeHash || record.challengeSpentAt) return false;
+      if (record.challengeHash !== t.challengeHash) return false;
+      try {
+        await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
+          metadata: { resourceVersion: record.resourceVersion },
+          data: { challengeSpentAt: b64(new Date().toISOString()) },
+        });
+        return true;
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        record = await this.get(t.owner.uid);
+      }
+    }
+    return false;
   }
 
   /**

@@ -6,12 +6,16 @@
 import type { Server } from "node:http";
 import type { Logger } from "pino";
 import type { VirtualServer, VirtualServerClass } from "../api/types.js";
-import { ProvisioningServer, type TokenState } from "../provision/server.js";
+import { ProvisioningServer, type AutosignOptions, type TokenState } from "../provision/server.js";
+import { effectiveClass } from "../api/effective-class.js";
+import { parseHostname } from "../naming/hostname.js";
+import { decideAutosign, type AutosignCandidate } from "../puppet/autosign.js";
+import { hashChallenge, newChallenge, trustedFacts } from "../puppet/trusted-facts.js";
 import { newIdentityKey } from "../provision/identity-key.js";
 import { tokenLogId } from "../provision/tokens.js";
 import { bootstrapFor, kickstartFor } from "./install-config.js";
 import { installURLs } from "./install-data.js";
-import type { InstallTokens } from "./install-tokens.js";
+import type { InstallToken, InstallTokens } from "./install-tokens.js";
 import type { ConfigReader } from "./secrets.js";
 
 export interface ProvisioningDeps {
@@ -28,6 +32,15 @@ export interface ProvisioningDeps {
    * recorded in the install record), so the reconcile copies it into status soon.
    */
   progressed?: (namespace: string, name: string) => void;
+  /** The Puppet master's autosign questions (POST /autosign/<certname>); off when absent. */
+  autosign?: {
+    /** The secret the master's autosign command presents. */
+    secret: string;
+    /** Every VirtualServer in the cache, to find the certname's. */
+    servers: () => readonly VirtualServer[];
+    /** Called once per answer: signed, or refused and why (metrics). */
+    decided?: (signed: boolean, reason: string) => void;
+  };
 }
 
 export async function startProvisioningServer(
@@ -72,14 +85,20 @@ export async function startProvisioningServer(
         async bootstrap() {
           if (t.keysFetchedAt) return undefined;
           const key = await newIdentityKey();
-          // Record the public half first, conditionally: of two racing fetches one wins.
-          if (!(await deps.tokens.claimKeys(t, key.publicKeyPem))) return undefined;
+          const challenge = newChallenge();
+          // Record the public half and the challenge's hash first, conditionally: of two racing
+          // fetches one wins.
+          if (!(await deps.tokens.claimKeys(t, key.publicKeyPem, hashChallenge(challenge))))
+            return undefined;
           deps.logger.info(
             { virtualserver, tokenId: tokenLogId(token) },
             "install keys handed out; identity key recorded",
           );
           deps.progressed?.(t.owner.namespace, t.owner.name);
-          return bootstrapFor(vs, cls, deps.config, key.privateKeyPem);
+          return bootstrapFor(vs, cls, deps.config, {
+            identityPrivateKeyPem: key.privateKeyPem,
+            challenge,
+          });
         },
       };
     },
@@ -93,7 +112,78 @@ export async function startProvisioningServer(
       );
       deps.built(t.owner.namespace, t.owner.name);
     },
+    ...(deps.autosign ? { autosign: autosignAnswer(deps, deps.autosign) } : {}),
   });
   await server.listen(bind.host ?? "0.0.0.0", bind.port);
   return server.httpServer;
+}
+
+/**
+ * Answers the master's autosign question from the informer caches: the VirtualServers with the
+ * certname as hostname, their install records' challenge, and the trusted facts vsop gave them.
+ * A signed answer first spends the challenge (conditionally: of two racing CSRs one wins).
+ */
+function autosignAnswer(
+  deps: ProvisioningDeps,
+  opts: NonNullable<ProvisioningDeps["autosign"]>,
+): AutosignOptions {
+  const log = deps.logger.child({ component: "autosign" });
+  return {
+    secret: opts.secret,
+    async decide(certname, csrPem) {
+      const candidates: AutosignCandidate<InstallToken | undefined>[] = [];
+      for (const vs of opts.servers()) {
+        if (vs.spec.hostname !== certname || vs.metadata.deletionTimestamp) continue;
+        const cls = deps.cls(vs.spec.className);
+        const uid = vs.metadata.uid!;
+        // The watch's copy, unless it does not show a challenge yet (it may lag behind).
+        let record = deps.tokens.cached(uid);
+        if (!record?.challengeHash) record = await deps.tokens.get(uid);
+        const virtualserver = `${vs.metadata.namespace}/${vs.metadata.name}`;
+        if (!cls || !record || record.owner.uid !== uid) {
+          candidates.push({ ref: undefined, virtualserver, facts: {} });
+          continue;
+        }
+        let facts: Record<string, string>;
+        try {
+          facts = trustedFacts(
+            parseHostname(vs.spec.hostname, cls.spec.naming?.pattern),
+            effectiveClass(cls).puppet.extensionRequests,
+          );
+        } catch {
+          facts = {}; // a name or class vsop cannot use: its challenge was never handed out
+        }
+        candidates.push({
+          ref: record,
+          virtualserver,
+          challengeHash: record.challengeHash,
+          challengeSpentAt: record.challengeSpentAt,
+          facts,
+        });
+      }
+      let verdict = decideAutosign(certname, csrPem, candidates);
+      const ref = verdict.sign ? verdict.candidate.ref : undefined;
+      if (verdict.sign && !(ref && (await deps.tokens.spendChallenge(ref))))
+        verdict = {
+          sign: false,
+          reason: "ChallengeSpent",
+          message: "the challenge was spent by another request a moment ago",
+          virtualserver: verdict.candidate.virtualserver,
+        };
+      if (verdict.sign) {
+        log.info(
+          { certname, virtualserver: verdict.candidate.virtualserver },
+          "Puppet CSR signed: the challenge vsop handed this server, spent now",
+        );
+        opts.decided?.(true, "Signed");
+        return { sign: true, reason: "Signed" };
+      }
+      log.warn(
+        { certname, virtualserver: verdict.virtualserver, reason: verdict.reason },
+        `Puppet CSR left unsigned: ${verdict.message}`,
+      );
+      opts.decided?.(false, verdict.reason);
+      return { sign: false, reason: verdict.reason };
+    },
+  };
 }

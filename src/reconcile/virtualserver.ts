@@ -402,6 +402,7 @@ export const RETRIED_REASONS = new Set([
   "BrokerUnreachable",
   "NodeNotReachable",
   "PowerCycleQueued",
+  "PuppetCAUnreachable",
 ]);
 
 /** The result, requeued no later than `seconds` when a step asked to look again. */

@@ -362,11 +362,25 @@ export async function deleteServers(ns: string, timeoutMs = 60_000): Promise<voi
 
 // --- simulated servers: a real mcollectived + puppet apply per FQDN (hack/node-up.sh) ---------
 
-/** identityKey: a file with the server's own key, from vsop's one-time bootstrap. */
-export function nodeUp(fqdn: string, manifest = "default.pp", identityKey?: string): void {
+/**
+ * identityKey: a file with the server's own key, from vsop's one-time bootstrap. `master`: the
+ * node runs `puppet agent` against the stack's Puppet master (with `csrAttributes`, a file, as
+ * its csr_attributes.yaml) instead of `puppet apply` of the manifest.
+ */
+export function nodeUp(
+  fqdn: string,
+  manifest = "default.pp",
+  identityKey?: string,
+  opts: { master?: boolean; csrAttributes?: string } = {},
+): void {
   execFileSync(path.join(ROOT, "hack/node-up.sh"), [fqdn, manifest], {
     stdio: "ignore",
-    env: { ...process.env, ...(identityKey ? { IDENTITY_KEY: identityKey } : {}) },
+    env: {
+      ...process.env,
+      ...(identityKey ? { IDENTITY_KEY: identityKey } : {}),
+      ...(opts.master ? { PUPPET_MASTER: "1" } : {}),
+      ...(opts.csrAttributes ? { CSR_ATTRIBUTES: opts.csrAttributes } : {}),
+    },
   });
 }
 

@@ -117,10 +117,17 @@ export const IDENTITY_KEY_PATH = "/etc/mcollective/vsop/identity.pem";
  * Plays the installed system: fetches its keys once from the bootstrap URL and (re)starts its
  * mcollectived with the identity key it got. Returns the bootstrap's files.
  */
+export const CSR_ATTRIBUTES_PATH = "/etc/puppetlabs/puppet/csr_attributes.yaml";
+
+/**
+ * `master`: the installed system's Puppet runs are `puppet agent` against the stack's master,
+ * with the csr_attributes.yaml the bootstrap wrote (its one-time challenge and trusted facts).
+ */
 export async function installNode(
   fqdn: string,
   bootstrapURL: string,
   manifest = "default.pp",
+  opts: { master?: boolean } = {},
 ): Promise<Record<string, string>> {
   // 503 until vsop recorded the power-on; a real installer retries too.
   const res = await waitFor("the bootstrap to answer", async () => {
@@ -134,8 +141,15 @@ export async function installNode(
   const dir = mkdtempSync(path.join(os.tmpdir(), "vsop-node-"));
   try {
     writeFileSync(path.join(dir, "identity.pem"), key, { mode: 0o600 });
+    let csrAttributes: string | undefined;
+    if (opts.master) {
+      const attrs = files[CSR_ATTRIBUTES_PATH];
+      if (!attrs) throw new Error("the bootstrap carries no csr_attributes.yaml");
+      csrAttributes = path.join(dir, "csr_attributes.yaml");
+      writeFileSync(csrAttributes, attrs, { mode: 0o600 });
+    }
     nodeDown(fqdn);
-    nodeUp(fqdn, manifest, path.join(dir, "identity.pem"));
+    nodeUp(fqdn, manifest, path.join(dir, "identity.pem"), { master: opts.master, csrAttributes });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -147,6 +161,7 @@ export async function installFromGuestinfo(
   vmName: string,
   fqdn: string,
   manifest = "default.pp",
+  opts: { master?: boolean } = {},
 ): Promise<Record<string, string>> {
   const url = await waitFor(`the bootstrap URL in ${vmName}'s guestinfo`, () => {
     try {
@@ -155,5 +170,5 @@ export async function installFromGuestinfo(
       return undefined;
     }
   });
-  return installNode(fqdn, url, manifest);
+  return installNode(fqdn, url, manifest, opts);
 }

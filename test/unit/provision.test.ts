@@ -15,6 +15,7 @@ import {
   type InstallVariables,
 } from "../../src/provision/variables.js";
 import { renderBootstrap, renderKickstart, renderCloudInit } from "../../src/provision/render.js";
+import { csrAttributesYaml } from "../../src/puppet/trusted-facts.js";
 import { assertNoDefaultRoute, NetworkConfigError } from "../../src/provision/network-config.js";
 import { guestinfoExtraConfig, GUESTINFO_KEYS } from "../../src/provision/guestinfo.js";
 import { newToken, hashToken, isWellFormedToken, tokenLogId } from "../../src/provision/tokens.js";
@@ -650,4 +651,32 @@ test("the bootstrap writes server.cfg with the broker login, the keys and the id
   assert.equal(files["/etc/mcollective/ssl/clients/vsop.pem"], keys.publicKey);
   assert.equal(files["/etc/mcollective/vsop/identity.pem"], identity);
   assert.match(script, /^umask 077$/m, "written readable by root only");
+});
+
+test("the bootstrap writes csr_attributes.yaml (challenge, trusted facts); puppet.conf names the master and the file", () => {
+  const base = sampleVars();
+  const csrAttributes = csrAttributesYaml("ab".repeat(32), {
+    pp_role: "web",
+    pp_environment: "prod",
+    pp_instance: "1",
+  });
+  const script = renderBootstrap({ ...base, puppet: { ...base.puppet, csrAttributes } });
+  assert.equal(spawnSync("bash", ["-n"], { input: script }).status, 0, "valid shell");
+  const files: Record<string, string> = {};
+  const re = /^cat > (\S+) <<'VSOP_EOF'\n([\s\S]*?)^VSOP_EOF$/gm;
+  for (let m = re.exec(script); m; m = re.exec(script)) files[m[1]!] = m[2]!;
+  assert.equal(files["/etc/puppetlabs/puppet/csr_attributes.yaml"], csrAttributes);
+  assert.ok(script.indexOf("umask 077") < script.indexOf("csr_attributes.yaml"), "root only");
+  // Without it (the check render, a custom template) nothing is written.
+  assert.ok(!renderBootstrap(base).includes("csr_attributes.yaml"));
+
+  const ks = renderKickstart({ ...base, puppet: { ...base.puppet, serverPort: 8141 } });
+  assert.match(ks, /^server = puppet\.example\.com$/m);
+  assert.match(ks, /^serverport = 8141$/m);
+  assert.match(ks, /^csr_attributes = \/etc\/puppetlabs\/puppet\/csr_attributes\.yaml$/m);
+  assert.ok(!ks.includes("ab".repeat(32)), "the kickstart carries no challenge");
+  assert.throws(
+    () => renderBootstrap({ ...base, puppet: { ...base.puppet, csrAttributes: "a\u0000b\n" } }),
+    /csrAttributes/,
+  );
 });
