@@ -13,11 +13,17 @@ export interface SchemaRow {
 }
 
 type Spec = Record<string, unknown>;
+/** A valid object name from a row's name: "cpus above 128" → cpus-above-128. */
+const slug = (name: string) =>
+  name
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-|-$/g, "");
 const GOOD_HOST = "bdin-prod-1.example.test";
 
 /** A good VirtualServer, then `edit` applied to its spec. */
 function server(name: string, edit: (spec: Spec) => void, refused: RegExp): SchemaRow {
-  const objectName = `schema-${name}`;
+  const objectName = `schema-${slug(name)}`;
   return {
     name,
     kind: "virtualserver",
@@ -33,7 +39,7 @@ function server(name: string, edit: (spec: Spec) => void, refused: RegExp): Sche
 
 /** A good VirtualServerClass (the tests' own), then `edit` applied to its spec. */
 function klass(name: string, edit: (spec: Record<string, Spec>) => void, refused: RegExp) {
-  const objectName = `bad-input-schema-${name}`;
+  const objectName = `bad-input-schema-${slug(name)}`;
   return {
     name: `class ${name}`,
     kind: "virtualserverclass" as const,
@@ -148,6 +154,11 @@ export const SCHEMA_ROWS: SchemaRow[] = [
     "vlanCIDRs VLAN 4095",
     (s) => (s.network = { vlanCIDRs: [{ cidr: "10.20.0.0/16", vlan: 4095 }] }),
     /spec\.network\.vlanCIDRs\[0\]\.vlan.*less than or equal to 4094/,
+  ),
+  klass(
+    "vlanCIDRs prefix /33",
+    (s) => (s.network = { vlanCIDRs: [{ cidr: "10.20.0.0/33", vlan: 200 }] }),
+    /spec\.network\.vlanCIDRs\[0\]\.cidr.*should match/,
   ),
   klass(
     "unknown boot method",
