@@ -527,6 +527,13 @@ function assertRow(row: SemanticRow, seen: Observed): void {
   assert.ok(!seen.vms.has(short(row.hostname)), "no VM of the short name");
   if (row.reason !== "VMNameConflict") assert.ok(!seen.vms.has(row.hostname), "no VM of the FQDN");
   assertOnlyOwnWrites(seen.audit, row.object);
+  const statusWrite = seen.audit.some(
+    (e) =>
+      e.verb === "update" &&
+      e.objectRef?.subresource === "status" &&
+      e.objectRef.name === row.object,
+  );
+  assert.ok(statusWrite, "the audit log shows the row's status write, so it would show others");
 }
 
 /** The operator's writes since `since`, other than to VirtualServers and Events in `ns`. */
