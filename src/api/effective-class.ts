@@ -3,6 +3,7 @@
 // value is InvalidClass before anything happens, and every default lives here or in defaults.ts.
 import { bootMethod, effectiveNetwork, type EffectiveNetwork } from "./defaults.js";
 import { durationSeconds } from "./duration.js";
+import { isIPv4CIDR } from "../naming/vlan.js";
 import type { BootMethod, VirtualServerClass } from "./types.js";
 import { checkExtraFact } from "../puppet/trusted-facts.js";
 
@@ -84,6 +85,17 @@ export function effectiveClass(cls: VirtualServerClass, lenient = false): Effect
       extensionRequests: extensionRequests(s.puppet?.extensionRequests ?? {}, lenient),
     },
   };
-  if (!lenient) parsed.set(cls, settings);
+  if (!lenient) {
+    // A CIDR that cannot match would silently hand its addresses to vlanOctet: another VLAN.
+    settings.network.vlanCIDRs.forEach(({ cidr }, i) => {
+      if (!isIPv4CIDR(cidr))
+        throw new InvalidClassField(
+          `network.vlanCIDRs[${i}].cidr`,
+          cidr,
+          "is not an IPv4 network such as 10.20.0.0/16",
+        );
+    });
+    parsed.set(cls, settings);
+  }
   return settings;
 }

@@ -33,13 +33,19 @@ export type McoOutcome = "ok" | "partial" | "timeout" | "error";
 
 /** Why a message on the reply queue was thrown away; a small fixed set, fit for a metric label. */
 export type McoDropReason =
-  "oversized" | "malformed" | "unknown_request" | "bad_signature" | "duplicate";
+  | "oversized"
+  | "malformed"
+  | "unknown_request"
+  | "unexpected_sender"
+  | "bad_signature"
+  | "duplicate";
 
 /** What the drop log line says per reason; never anything of the message itself. */
 const DROP_TEXT: Record<McoDropReason, string> = {
   oversized: "larger than the reply size limit",
   malformed: "not a well-formed MCollective reply",
   unknown_request: "reply to a request no longer waited for",
+  unexpected_sender: "reply from a server the request was not sent to",
   bad_signature: "reply signature does not verify with the server public key",
   duplicate: "a second reply from the same sender to the same request",
 };
@@ -314,8 +320,8 @@ export class McoClient {
 
   /**
    * Every message on the reply queue comes here. The order keeps the cost of a hostile message
-   * low: size before any decoding, the bounded envelope, a request we wait for, the signature,
-   * and only then the body. Whatever fails is dropped through drop(), never thrown.
+   * low: size before any decoding, the bounded envelope, a request we wait for, a sender it was
+   * sent to, the signature, and only then the body. Whatever fails is dropped through drop(), never thrown.
    */
   private onDelivery(msg: ConsumeMessage | null): void {
     if (!msg) return; // consumer cancelled by the broker; the channel close handler reconnects
@@ -334,6 +340,10 @@ export class McoClient {
     };
     const pending = this.pending.get(envelope.requestid);
     if (!pending) return this.drop("unknown_request", from);
+    // A directed request is answered by the servers it named. Any other sender speaks for a
+    // server nobody asked, and keeping its replies would let one peer grow the request's map.
+    if (pending.expected && !pending.expected.has(envelope.senderid))
+      return this.drop("unexpected_sender", from);
     if (!verifyBody(envelope.body, envelope.hash, this.serverKey))
       return this.drop("bad_signature", from);
     if (pending.replies.has(envelope.senderid)) return this.drop("duplicate", from);

@@ -12,6 +12,17 @@ export function ipv4ToInt(address: string): number | undefined {
   return n;
 }
 
+/** Whether `cidr` is an IPv4 network such as 10.20.0.0/16 (prefix 0-32). */
+export function isIPv4CIDR(cidr: string): boolean {
+  const [base, bits, ...rest] = cidr.split("/");
+  return (
+    rest.length === 0 &&
+    ipv4ToInt(base ?? "") !== undefined &&
+    /^\d{1,2}$/.test(bits ?? "") &&
+    Number(bits) <= 32
+  );
+}
+
 export function inCIDR(address: string, cidr: string): boolean {
   const [base, bits] = cidr.split("/");
   const a = ipv4ToInt(address);

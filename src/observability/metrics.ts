@@ -66,7 +66,7 @@ export class Metrics {
   });
   readonly mcoRepliesDropped = new Counter({
     name: "vsop_mcollective_replies_dropped_total",
-    help: "Messages on the MCollective reply queue dropped undelivered, by reason (oversized, malformed, unknown_request, bad_signature, duplicate).",
+    help: "Messages on the MCollective reply queue dropped undelivered, by reason (oversized, malformed, unknown_request, unexpected_sender, bad_signature, duplicate).",
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });

@@ -49,6 +49,25 @@ for (const [field, spec] of [
   });
 }
 
+test("a vlanCIDRs entry that is no IPv4 network is InvalidClass, not skipped for vlanOctet", () => {
+  const good = [
+    { cidr: "10.20.0.0/16", vlan: 200 },
+    { cidr: "0.0.0.0/0", vlan: 9 },
+  ];
+  assert.deepEqual(effectiveClass(cls({ network: { vlanCIDRs: good } })).network.vlanCIDRs, good);
+  for (const bad of ["10.20.0.0/33", "10.20.0/16", "10.300.0.0/16", "10.20.0.0", "10.20.0.0/16/8"])
+    assert.throws(
+      () => effectiveClass(cls({ network: { vlanCIDRs: [...good, { cidr: bad, vlan: 7 }] } })),
+      (e: unknown) =>
+        e instanceof InvalidClassField &&
+        e.field === "network.vlanCIDRs[2].cidr" &&
+        e.message.includes(`"${bad}" is not an IPv4 network`),
+      bad,
+    );
+  const lenient = cls({ network: { vlanCIDRs: [{ cidr: "bad", vlan: 7 }] } });
+  assert.doesNotThrow(() => effectiveClass(lenient, true), "deleting is never blocked");
+});
+
 test("the CRD's duration fields carry the pattern the parser accepts", () => {
   const crd = readFileSync("crds/virtualserverclasses.provisioning.vsop.dev.yaml", "utf8");
   const text = JSON.stringify(yaml.load(crd));

@@ -140,6 +140,41 @@ test("a reply after the request finished is unknown, not fatal", async () => {
   await mco.close();
 });
 
+test("a directed request keeps no reply from a server it was not sent to", async () => {
+  const { mco, drops, lines, published, deliver } = harness();
+  const result = mco.request({
+    agent: "rpcutil",
+    action: "ping",
+    identity: "a.example.test",
+    timeoutMs: 300,
+  });
+  await new Promise((resolve) => setImmediate(resolve));
+  const { requestid } = loadRuby(published[0]!) as { requestid: string };
+  // Validly signed with the shared server key, but about another server: before, each such
+  // sender grew the request's reply map and turned a timeout into a "partial" answer.
+  for (let i = 0; i < 3; i++) deliver(reply(requestid, `other-${i}.example.test`));
+  await assert.rejects(result, { name: "McoTimeout" }, "nobody asked answered: a timeout");
+  assert.deepEqual(drops, ["unexpected_sender", "unexpected_sender", "unexpected_sender"]);
+  const line = JSON.parse(lines.find((l) => l.includes("unexpected_sender"))!) as {
+    sender: string;
+    level: number;
+  };
+  assert.equal(line.sender, "other-0.example.test");
+  assert.equal(line.level, 40);
+
+  // A broadcast names nobody, so any server may answer it.
+  const any = mco.request({ agent: "rpcutil", action: "ping", expectedReplies: 1, timeoutMs: 300 });
+  await new Promise((resolve) => setImmediate(resolve));
+  const broadcast = loadRuby(published[1]!) as { requestid: string };
+  deliver(reply(broadcast.requestid, "other-0.example.test"));
+  assert.deepEqual(
+    (await any).replies.map((r) => r.sender),
+    ["other-0.example.test"],
+  );
+  assert.equal(drops.length, 3);
+  await mco.close();
+});
+
 test("maxReplyBytes must be a positive whole number", () => {
   const base = {
     url: "amqp://127.0.0.1:1",
