@@ -17,6 +17,10 @@ export interface EffectiveClass {
     intervalSeconds?: number;
     /** puppet.runTimeout (default 30m), as written and in seconds. */
     runTimeout: { text: string; seconds: number };
+    /** puppet.maxConcurrentRuns (default 10): runs of the class in flight at once. */
+    maxConcurrentRuns: number;
+    /** puppet.splay in seconds (default 0): periodic runs spread over it. */
+    splaySeconds: number;
   };
 }
 
@@ -65,6 +69,12 @@ export function effectiveClass(cls: VirtualServerClass, lenient = false): Effect
         ? duration("puppet.interval", interval, lenient, "24h").seconds
         : undefined,
       runTimeout: duration("puppet.runTimeout", s.puppet?.runTimeout ?? "30m", lenient, "30m"),
+      maxConcurrentRuns: s.puppet?.maxConcurrentRuns ?? 10,
+      // "0" is no splay; the duration helper refuses it, so it is not asked.
+      splaySeconds:
+        s.puppet?.splay && durationSeconds(s.puppet.splay) !== 0
+          ? duration("puppet.splay", s.puppet.splay, lenient, "0s").seconds
+          : 0,
     },
   };
   if (!lenient) parsed.set(cls, settings);
