@@ -214,10 +214,11 @@ module MCollective
         File.write(pidfile, pid.to_s)
         # One line when the run starts and one when it ends, in mcollectived's log with its
         # timestamps: how long runs take and how many overlap, from the node's own view.
-        Log.info("vsop puppet run started: pid #{pid}")
+        Log.info(format("vsop puppet run started: pid %d at %.3f", pid, Time.now.to_f))
         Thread.new do
           status = waiter.value
-          Log.info("vsop puppet run ended: pid #{pid} exit #{status.exitstatus.inspect}")
+          Log.info(format("vsop puppet run ended: pid %d at %.3f exit %s", pid, Time.now.to_f,
+                          status.exitstatus.inspect))
         end
         pid
       end
