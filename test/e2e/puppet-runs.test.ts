@@ -41,7 +41,8 @@ const FLEET = Array.from({ length: 12 }, (_, i) => ({
 const NOOP = { name: "pnoop", hostname: "pnoop-prod-1.example.test", address: "10.12.30.252" };
 const REQ = { name: "preq", hostname: "preq-prod-1.example.test", address: "10.12.30.253" };
 const KILL = { name: "pkill", hostname: "pkill-prod-1.example.test", address: "10.12.30.254" };
-const ALL = [...FLEET, NOOP, REQ, KILL];
+const WARM = { name: "pwarm", hostname: "pwarm-prod-1.example.test", address: "10.12.30.239" };
+const ALL = [...FLEET, NOOP, REQ, KILL, WARM];
 const ANNOTATION = "provisioning.vsop.dev/puppet-run-requested-at";
 
 let ns: string;
@@ -212,39 +213,57 @@ test("an operator killed after its runonce went out, before the answer came: no 
     boot: { method: "guestinfo", assumeInstalled: true },
     mcollective: { brokerURL: `amqps://127.0.0.1:${broker.port}/` },
   });
+  nodeUp(WARM.hostname);
   nodeUp(KILL.hostname, "counter.pp");
-  const killed = startOperator("puppet-runs-kill", [
-    "--label-selector",
-    "vsop-test=puppet-runs-kill",
-  ]);
+  const args = ["--label-selector", "vsop-test=puppet-runs-kill"];
+  // Log files of their own: startOperator appends, and an earlier run's lines must not count.
+  const run = Date.now().toString(36);
+  const killed = startOperator(`puppet-runs-kill-${run}`, args);
   let second: Operator | undefined;
   try {
-    apply(virtualServer(ns, KILL.name, KILL.hostname, KILL_CLASS, KILL_LABELS));
-    // The intent is in status; the runonce goes out about a second later.
-    await waitFor(
-      "the run's intent in status",
-      () => !!(getVS(ns, KILL.name)?.status?.puppet as { pendingRun?: unknown })?.pendingRun,
-      120_000,
-    );
+    // A first server of the class opens the operator's broker connection (through the proxy).
+    apply(virtualServer(ns, WARM.name, WARM.hostname, KILL_CLASS, KILL_LABELS));
+    await waitForCondition(ns, WARM.name, "Ready", "True", undefined, 120_000);
+    // From now on what the operator sends reaches the broker, and no answer comes back.
     broker.holdReplies();
-    await waitFor("the runonce at the node", () => agentRuns(KILL.hostname).length === 1, 30_000);
+    apply(virtualServer(ns, KILL.name, KILL.hostname, KILL_CLASS, KILL_LABELS));
+    await waitFor("the runonce at the node", () => agentRuns(KILL.hostname).length === 1, 120_000);
+    const p = getVS(ns, KILL.name)?.status?.puppet as {
+      pendingRun?: unknown;
+      requestedAt?: string;
+    };
+    assert.ok(p?.pendingRun, "the intent is in status");
+    assert.equal(p.requestedAt, undefined, "the request is not recorded");
     await killed.stop("SIGKILL");
-    assert.doesNotMatch(killed.logs(), /"puppet run requested"/, "killed before it heard back");
+    const mine = (log: string, msg: string) =>
+      log.split("\n").filter((l) => l.includes(`/${KILL.name}"`) && l.includes(`"msg":"${msg}"`));
+    assert.equal(mine(killed.logs(), "puppet runonce sent").length, 1);
+    assert.deepEqual(
+      mine(killed.logs(), "puppet run requested"),
+      [],
+      "killed before it heard back",
+    );
 
-    second = startOperator("puppet-runs-kill-2", [
-      "--label-selector",
-      "vsop-test=puppet-runs-kill",
-    ]);
+    second = startOperator(`puppet-runs-kill-${run}-2`, args);
     await waitForCondition(ns, KILL.name, "Ready", "True", undefined, 120_000);
-    assert.match(second.logs(), /reached the node before the restart; not sent again/);
+    assert.equal(
+      mine(
+        second.logs(),
+        "the asked-for puppet run reached the node before the restart; not sent again",
+      ).length,
+      1,
+    );
+    assert.deepEqual(mine(second.logs(), "puppet runonce sent"), [], "the new operator sent none");
     // Give a wrongly sent second run the time to show.
     await new Promise((r) => setTimeout(r, 5000));
     assert.equal(agentRuns(KILL.hostname).length, 1, "the agent started one run");
     assert.equal(counted(KILL.hostname), 1, "the manifest ran once");
   } finally {
     await killed.stop("SIGKILL");
-    await deleteServers(ns, 120_000);
-    if (second) assert.equal(await second.stop(), 0);
+    // Someone has to release the servers of this class.
+    second ??= startOperator(`puppet-runs-kill-${run}-2`, args);
+    await deleteServers(ns, 180_000);
+    assert.equal(await second.stop(), 0);
     await broker.close();
   }
 });
