@@ -351,8 +351,11 @@ export function puppetStep(
         );
       }
 
-      // A run is in flight: it holds a slot (also one that a process before this one started).
-      slots.hold(group, key, ttlMs);
+      // A run is in flight: it holds a slot (also one that a process before this one started),
+      // until it is overdue: a run that never reports must not hold one for good.
+      const overdue = Date.now() / 1000 - seconds(p.requestedAt) > runTimeout.seconds;
+      if (overdue) slots.release(key);
+      else slots.hold(group, key, ttlMs);
       const poll = calls.take<LastRunSummary>(key, SUMMARY);
       if (poll.state === "none") {
         const identityKey = await identityKeyOf(ctx);
@@ -369,14 +372,12 @@ export function puppetStep(
         summary.lastrun < seconds(p.requestedAt) ||
         (p.lastRunAt !== undefined && summary.lastrun <= seconds(p.lastRunAt))
       ) {
-        if (Date.now() / 1000 - seconds(p.requestedAt) > runTimeout.seconds) {
-          slots.release(key);
+        if (overdue)
           throw new StepError(
             "PuppetRunTimedOut",
             `No Puppet run on ${identity} finished within ${runTimeout.text} of the request; check the node's Puppet log.`,
             { condition: "PuppetApplied", retryAfterSeconds: 60 },
           );
-        }
         // The next reconcile asks again.
         return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
       }

@@ -489,3 +489,18 @@ test("PuppetClient: a reply without the fields vsop acts on is an error, not suc
         );
     });
 });
+
+test("a run past its runTimeout gives its slot back", async () => {
+  const slots = new RunSlots({ wake: () => undefined });
+  const p = proc(fakeNode(10_000), slots);
+  const old = new Date(Date.now() - 31 * 60_000).toISOString();
+  const ctx = stepContext({ puppet: { requestedAt: old, environment: "production", tags: "" } });
+  await p.step.run(ctx);
+  assert.equal(slots.held("c"), 0, "overdue: no slot");
+  const fresh = stepContext({
+    puppet: { requestedAt: new Date().toISOString(), environment: "production", tags: "" },
+  });
+  fresh.vs.metadata.name = "fresh";
+  await p.step.run(fresh);
+  assert.equal(slots.held("c"), 1, "a run in flight holds one");
+});
