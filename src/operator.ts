@@ -27,6 +27,9 @@ import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability
 import { Metrics } from "./observability/metrics.js";
 import { namingStep } from "./reconcile/naming-step.js";
 import { vmStep } from "./reconcile/vm-step.js";
+import { PowerCycleSlots } from "./reconcile/power-cycle-slots.js";
+import { rebuildStep } from "./reconcile/rebuild-step.js";
+import type { RecordWarning } from "./reconcile/boot/boot-method.js";
 import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
 import { INSTALL_RECORDS, InstallTokens, type SecretObject } from "./reconcile/install-tokens.js";
 import { ConfigReader } from "./reconcile/secrets.js";
@@ -142,6 +145,13 @@ export async function runOperator(run: RunConfig): Promise<number> {
       run.provisioningURL ??
       `http://${provisioningBind?.host ?? os.hostname()}:${provisioningBind?.port ?? 8082}`,
   };
+  const warn: RecordWarning = (ctx, reason, message) =>
+    recorder.record(
+      { apiVersion: API_VERSION, kind: "VirtualServer", metadata: ctx.vs.metadata },
+      "Warning",
+      reason,
+      message,
+    );
   const reconciler = new VirtualServerReconciler({
     kube,
     logger,
@@ -150,17 +160,12 @@ export async function runOperator(run: RunConfig): Promise<number> {
     getClass: (name) => classes.get(name),
     steps: [
       namingStep({ lookup, allServers: () => servers.list() }),
-      vmStep(pool),
+      vmStep(pool, new PowerCycleSlots(() => servers.list())),
+      // Puppet certificate cleaning before a reinstall plugs in as its beforeReinstall.
+      rebuildStep({ install, record: warn }),
       prepareStep(install),
       installedStep(install),
-      handoffStep(install, (ctx, reason, message) =>
-        recorder.record(
-          { apiVersion: API_VERSION, kind: "VirtualServer", metadata: ctx.vs.metadata },
-          "Warning",
-          reason,
-          message,
-        ),
-      ),
+      handoffStep(install, warn),
       powerStep(pool),
       puppetStep(
         mcos,
