@@ -45,6 +45,7 @@ import { McoPool } from "./reconcile/mco-pool.js";
 import { mcoDiscovery, puppetStep } from "./reconcile/puppet-step.js";
 import { powerStep } from "./reconcile/power-step.js";
 import { PendingCalls } from "./reconcile/pending-calls.js";
+import { RunSlots, runInFlight } from "./reconcile/puppet-runs.js";
 import type { ReconcileContext } from "./reconcile/context.js";
 import { startProvisioningServer } from "./reconcile/provisioning-server.js";
 import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
@@ -147,6 +148,15 @@ export async function runOperator(run: RunConfig): Promise<number> {
   );
   // MCollective calls run in the background; a reply or timeout puts the server's key back.
   const calls = new PendingCalls({ wake: (key) => queue.add(key) });
+  // Puppet runs in flight per class across all workers; after a restart, status says which run.
+  const runSlots = new RunSlots({
+    wake: (key) => queue.add(key),
+    inFlight: (className) =>
+      servers
+        .list()
+        .filter((vs) => vs.spec.className === className && runInFlight(vs.status?.puppet))
+        .map(keyOf),
+  });
   const identityKeyOf = async (ctx: ReconcileContext) =>
     (await tokens.get(ctx.vs.metadata.uid!))?.identityPublicKey;
   const cas = new PuppetCAPool(config);
@@ -197,17 +207,26 @@ export async function runOperator(run: RunConfig): Promise<number> {
       installedStep(install),
       handoffStep(install, warn),
       powerStep(pool),
-      puppetStep(mcos, calls, identityKeyOf, (seconds, failed) => {
-        metrics.puppetRunDuration.observe(seconds);
-        metrics.puppetRuns.inc({ result: failed ? "failed" : "success" });
-      }),
+      puppetStep(
+        mcos,
+        calls,
+        identityKeyOf,
+        (seconds, failed) => {
+          metrics.puppetRunDuration.observe(seconds);
+          metrics.puppetRuns.inc({ result: failed ? "failed" : "success" });
+        },
+        runSlots,
+      ),
       certificateStep(certificates),
     ],
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });
 
   servers.on((event, obj, old) => {
-    if (event === "delete") calls.forget(keyOf(obj));
+    if (event === "delete") {
+      calls.forget(keyOf(obj));
+      runSlots.release(keyOf(obj));
+    }
     if (event === "update" && old && !specOrMetaChanged(old, obj)) return;
     queue.add(keyOf(obj));
   });

@@ -4,6 +4,9 @@
 # server.cfg settings (all optional):
 #   plugin.puppet.command          command of one run (default: puppet agent --onetime --no-daemonize)
 #   plugin.puppet.lastrunfile      summary YAML (default: `puppet config print lastrunfile`)
+#   plugin.puppet.lastrunreport    the last run's report, read for the failed resources' names
+#                                  (default: last_run_report.yaml in the run lock's directory,
+#                                  Puppet's statedir)
 #   plugin.puppet.lockfile         run lock (default: `puppet config print agent_catalog_run_lockfile`)
 #   plugin.puppet.disable_lockfile disable lock (default: `puppet config print agent_disabled_lockfile`)
 #   plugin.puppet.pidfile          pid of the run this agent started (default: next to lockfile)
@@ -69,6 +72,13 @@ module MCollective
         reply[:lastrun] = lastrun
         reply[:since_lastrun] = lastrun > 0 ? Time.now.to_i - lastrun : "Unknown"
         reply[:config_version] = (summary["version"] || {})["config"]
+        # Which resources failed is only in the report; read it only for a failed run (reports
+        # are large). The report's time is when that run started.
+        if reply[:failed_resources].is_a?(Integer) && reply[:failed_resources] > 0
+          time, failed = failed_from_report
+          reply[:failed_resource_names] = failed
+          reply[:report_time] = time if time
+        end
       end
 
       action "enable" do
@@ -136,6 +146,42 @@ module MCollective
         setting("lastrunfile") || puppet_setting("lastrunfile")
       end
 
+      def lastrunreport
+        setting("lastrunreport") || File.join(File.dirname(lockfile), "last_run_report.yaml")
+      end
+
+      # The report's time and its failed resources (first 10, in the report's order), read from
+      # the YAML's node tree: the report is tagged as a Ruby object that safe_load refuses, and
+      # nothing in it is ever instantiated.
+      def failed_from_report
+        root = Psych.parse(File.read(lastrunreport))&.root
+        return [nil, []] unless root.is_a?(Psych::Nodes::Mapping)
+        top = yaml_pairs(root)
+        time = top["time"].is_a?(Psych::Nodes::Scalar) ? top["time"].value : nil
+        failed = []
+        statuses = top["resource_statuses"]
+        if statuses.is_a?(Psych::Nodes::Mapping)
+          yaml_pairs(statuses).each do |name, status|
+            next unless status.is_a?(Psych::Nodes::Mapping)
+            flag = yaml_pairs(status)["failed"]
+            failed << name if flag.is_a?(Psych::Nodes::Scalar) && flag.value == "true"
+            break if failed.size >= 10
+          end
+        end
+        [time, failed]
+      rescue StandardError => e
+        Log.warn("vsop: could not read the Puppet report #{lastrunreport}: #{e.class}: #{e}")
+        [nil, []]
+      end
+
+      def yaml_pairs(mapping)
+        pairs = {}
+        mapping.children.each_slice(2) do |k, v|
+          pairs[k.value] = v if k.is_a?(Psych::Nodes::Scalar)
+        end
+        pairs
+      end
+
       def lockfile
         setting("lockfile") || puppet_setting("agent_catalog_run_lockfile")
       end
@@ -164,8 +210,16 @@ module MCollective
         log = setting("run_log", File::NULL)
         pid = Process.spawn(command, :in => File::NULL, [:out, :err] => [log, "a"],
                                      :pgroup => true, :chdir => "/")
-        Process.detach(pid)
+        waiter = Process.detach(pid)
         File.write(pidfile, pid.to_s)
+        # One line when the run starts and one when it ends, in mcollectived's log with its
+        # timestamps: how long runs take and how many overlap, from the node's own view.
+        Log.info(format("vsop puppet run started: pid %d at %.3f", pid, Time.now.to_f))
+        Thread.new do
+          status = waiter.value
+          Log.info(format("vsop puppet run ended: pid %d at %.3f exit %s", pid, Time.now.to_f,
+                          status.exitstatus.inspect))
+        end
         pid
       end
 

@@ -21,6 +21,10 @@ export interface EffectiveClass {
     runTimeout: { text: string; seconds: number };
     /** puppet.extensionRequests, checked: trusted facts the class adds to every server's CSR. */
     extensionRequests: Record<string, string>;
+    /** puppet.maxConcurrentRuns (default 10): runs of the class in flight at once. */
+    maxConcurrentRuns: number;
+    /** puppet.splay in seconds (default 0): periodic runs spread over it. */
+    splaySeconds: number;
   };
 }
 
@@ -83,6 +87,12 @@ export function effectiveClass(cls: VirtualServerClass, lenient = false): Effect
         : undefined,
       runTimeout: duration("puppet.runTimeout", s.puppet?.runTimeout ?? "30m", lenient, "30m"),
       extensionRequests: extensionRequests(s.puppet?.extensionRequests ?? {}, lenient),
+      maxConcurrentRuns: s.puppet?.maxConcurrentRuns ?? 10,
+      // "0" is no splay; the duration helper refuses it, so it is not asked.
+      splaySeconds:
+        s.puppet?.splay && durationSeconds(s.puppet.splay) !== 0
+          ? duration("puppet.splay", s.puppet.splay, lenient, "0s").seconds
+          : 0,
     },
   };
   if (!lenient) {

@@ -51,7 +51,12 @@ export interface VirtualServerSpec {
   diskGiB?: number;
   /** Data disks, merged by name over the class's hardware.disks. */
   disks?: DiskSpec[];
-  puppet?: { environment?: string; tags?: string[] };
+  puppet?: {
+    environment?: string;
+    tags?: string[];
+    /** Runs report what they would change and change nothing (puppet --noop). */
+    noop?: boolean;
+  };
   deletionPolicy?: DeletionPolicy;
   /** Whether the installed server runs (default On); an install always runs to its end first. */
   powerState?: PowerState;
@@ -183,6 +188,12 @@ export interface VirtualServerStatus {
     iso?: string;
   };
   puppet?: {
+    /**
+     * A run vsop decided to ask for, written before the runonce is sent: a process killed after
+     * sending finds it on restart and asks the node whether the run happened instead of sending
+     * again. Cleared when the request is recorded in requestedAt.
+     */
+    pendingRun?: PuppetRunIntent;
     /** When the last run was requested (the node's clock when it said). */
     requestedAt?: string;
     /**
@@ -195,16 +206,23 @@ export interface VirtualServerStatus {
      * Whole seconds cannot order a run requested in the second the previous one finished.
      */
     finishedFor?: string;
-    /** Environment and tags that run was requested with. */
+    /** Environment, tags and noop that run was requested with. */
     environment?: string;
     tags?: string;
+    noop?: boolean;
     lastRunAt?: string;
     changed?: number;
     failed?: number;
+    /** Resources not in their desired state (a noop run: what it would have changed). */
+    outOfSync?: number;
     total?: number;
     configVersion?: string;
     /** The server's Puppet certificate, as the CA reports it once vsop's autosign signed it. */
     certificate?: { serial?: string; notAfter?: string };
+    /** Failed resources of the last run (first ones, as Type[title]), from the node's report. */
+    failedResources?: string[];
+    /** When the failed run's report was made (its time on the node). */
+    reportTime?: string;
   };
   conditions?: Condition[];
 }
@@ -306,6 +324,10 @@ export interface VirtualServerClassSpec {
     caURL?: string;
     /** Secret (operator namespace) with tls.crt, tls.key (vsop's CA client) and ca.crt. */
     caClientSecret?: string;
+    /** Runs of the class's servers in flight at once, across the operator (default 10). */
+    maxConcurrentRuns?: number;
+    /** Periodic runs are spread over this duration after the interval (a per-server offset). */
+    splay?: string;
   };
   mcollective: {
     brokerURL: string;
@@ -319,6 +341,19 @@ export interface VirtualServerClassSpec {
     keysSecret: string;
     clientCertName?: string;
   };
+}
+
+/** A Puppet run vsop is about to ask for (status.puppet.pendingRun). */
+export interface PuppetRunIntent {
+  /** When vsop decided on the run (its own clock, milliseconds): identifies the intent. */
+  startedAt: string;
+  /** Why: first run, spec.puppet changed, requested, interval due. */
+  reason: string;
+  environment: string;
+  tags: string;
+  noop?: boolean;
+  /** The puppet-run-requested-at value the run answers, when it was asked by it. */
+  requestedFor?: string;
 }
 
 export interface VirtualServerClass {

@@ -47,11 +47,35 @@ export interface LastRunSummary {
   configVersion: string | null;
   /** last_run_summary.yaml as Puppet wrote it. */
   summary: Record<string, unknown>;
+  /** Failed resources (Type[title], the first ones) from the run's report; [] when not told. */
+  failedResourceNames: string[];
+  /** The run's report time (ISO 8601, node clock) when the agent read the report. */
+  reportTime: string | null;
 }
 
 /** runonce refused because a run is in progress: wait and ask again. */
 export class PuppetBusyError extends McoRpcError {
   override name = "PuppetBusyError";
+}
+
+/**
+ * A reply that lacks a field vsop needs to act on it (a foreign or broken agent, a run that died
+ * before it wrote its summary): it proves nothing, so it is not taken as success.
+ */
+export class PuppetReplyIncomplete extends Error {
+  override name = "PuppetReplyIncomplete";
+  constructor(
+    readonly identity: string,
+    readonly action: string,
+    readonly missing: string[],
+  ) {
+    super(`the puppet#${action} reply of ${identity} lacks ${missing.join(", ")}`);
+  }
+}
+
+/** The fields of `d` that are not numbers (numeric strings count), as the reply named them. */
+function missingNumbers(d: Record<string, unknown>, fields: string[]): string[] {
+  return fields.filter((f) => Number.isNaN(num(d[f], Number.NaN)));
 }
 
 /** runonce refused because Puppet is disabled on the node (puppet agent --disable or disable). */
@@ -97,11 +121,19 @@ export class PuppetClient {
     if (options.noop) data.noop = true;
     if (options.tags?.length) data.tags = options.tags.join(",");
     const d = await this.call(identity, "runonce", data, identityKey);
+    // Without the node's start time the run cannot be told from the one before it.
+    const missing = missingNumbers(d, ["initiated_at"]);
+    if (missing.length) throw new PuppetReplyIncomplete(identity, "runonce", missing);
     return { identity, summary: text(d.summary), initiatedAt: num(d.initiated_at, 0) };
   }
 
   async status(identity: string, identityKey?: string): Promise<PuppetStatus> {
     const d = await this.call(identity, "status", {}, identityKey);
+    const missing = [
+      ...([true, false, "true", "false"].includes(d.applying as string) ? [] : ["applying"]),
+      ...missingNumbers(d, ["lastrun"]),
+    ];
+    if (missing.length) throw new PuppetReplyIncomplete(identity, "status", missing);
     return {
       identity,
       applying: bool(d.applying),
@@ -118,7 +150,16 @@ export class PuppetClient {
 
   async lastRunSummary(identity: string, identityKey?: string): Promise<LastRunSummary> {
     const d = await this.call(identity, "last_run_summary", {}, identityKey);
+    // The counts and the time decide whether the run vsop asked for finished, and how.
+    const missing = missingNumbers(d, [
+      "lastrun",
+      "failed_resources",
+      "changed_resources",
+      "total_resources",
+    ]);
+    if (missing.length) throw new PuppetReplyIncomplete(identity, "last_run_summary", missing);
     const summary = d.summary;
+    const names = Array.isArray(d.failed_resource_names) ? d.failed_resource_names : [];
     return {
       identity,
       changedResources: num(d.changed_resources, -1),
@@ -137,6 +178,8 @@ export class PuppetClient {
         summary && typeof summary === "object" && !Array.isArray(summary)
           ? (summary as Record<string, unknown>)
           : {},
+      failedResourceNames: names.slice(0, 10).map((n) => text(n).slice(0, 200)),
+      reportTime: typeof d.report_time === "string" ? d.report_time.slice(0, 64) : null,
     };
   }
 

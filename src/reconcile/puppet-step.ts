@@ -1,26 +1,35 @@
 // Step 6: Puppet applied through MCollective. A run is requested (runonce) when none has been
 // applied yet, when spec.puppet changed, when the puppet-run-requested-at annotation asks for one
-// (once per value), or when the class's interval is due; then the step polls
-// last_run_summary until a run newer than the request has finished. The request time lives in
-// status, so a restarted operator (or a reconnected broker) waits for that run, never a second one.
+// (once per value), or when the class's interval (plus the server's splay) is due; then the step
+// polls last_run_summary until a run newer than the request has finished. At most the class's
+// maxConcurrentRuns runs are in flight at once (puppet-runs.ts's RunSlots).
+// A run is first written down as an intent (status.puppet.pendingRun), and the runonce is sent
+// only once that write went through: a process killed after sending leaves the intent behind, and
+// the next one asks the node whether that run happened (puppet#status) before it sends anything.
+// The request time then lives in status, so a restart (or a reconnected broker) waits for that
+// run, never a second one.
 // No reconcile waits for a node: each MCollective call is started in the background
 // (pending-calls.ts) and the reconcile returns; the reply, or the call's timeout, wakes the key,
 // and the next reconcile takes the outcome and goes on as if it had waited for it.
 import { puppetEnvironment } from "../api/defaults.js";
 import {
   PUPPET_RUN_REQUESTED_AT,
+  type PuppetRunIntent,
   type VirtualServer,
   type VirtualServerStatus,
 } from "../api/types.js";
-import { parseDuration } from "../cli/run-flags.js";
 import { StepError } from "../errors.js";
-import { McoConnectionError, McoTimeout, McoTLSError } from "../mcollective/errors.js";
+import { McoConnectionError, McoRpcError, McoTimeout, McoTLSError } from "../mcollective/errors.js";
 import { McoIdentityError } from "../mcollective/identity.js";
 import {
   PuppetBusyError,
   PuppetDisabledError,
+  PuppetReplyIncomplete,
   type LastRunSummary,
+  type PuppetStatus as NodeStatus,
+  type RunOnceResult,
 } from "../mcollective/puppet.js";
+import { recoverRun, RunSlots, splayOffsetSeconds } from "./puppet-runs.js";
 import { keyOf } from "../controller/informer.js";
 import {
   condition,
@@ -70,6 +79,16 @@ function mcoError(err: unknown, identity: string, failures: number): StepError {
       `${err.message}; vsop ignores it. If ${identity} was reinstalled outside vsop, rebuild it so it gets a new identity key.`,
       { condition: "PuppetApplied", status: "Unknown", cause: err, retryAfterSeconds: 30 },
     );
+  if (err instanceof PuppetReplyIncomplete)
+    return new StepError(
+      "PuppetReportIncomplete",
+      `${err.message}, so vsop cannot tell what the run did; check that ${identity} runs vsop's puppet agent plugin (mcollective/agent/puppet.rb) and that Puppet writes its summary (puppet config print lastrunfile). vsop asks again.`,
+      {
+        condition: "PuppetApplied",
+        cause: err,
+        retryAfterSeconds: Math.max(30, retryAfterSeconds),
+      },
+    );
   if (err instanceof PuppetDisabledError)
     return new StepError(
       "PuppetDisabled",
@@ -106,16 +125,28 @@ export function runDue(ctx: ReconcileContext, now = Date.now()): string | undefi
   if (!p.requestedAt) return "first run";
   const env = puppetEnvironment(ctx.vs, ctx.cls.spec);
   const tags = (ctx.vs.spec.puppet?.tags ?? []).join(",");
-  if (p.environment !== env || (p.tags ?? "") !== tags) return "spec.puppet changed";
-  if (runRequested(ctx.vs, p)) return "requested";
-  const interval = ctx.cls.spec.puppet?.interval;
   if (
-    interval &&
-    p.lastRunAt &&
-    now - Date.parse(p.lastRunAt) > parseDuration(interval, "puppet.interval") * 1000
+    p.environment !== env ||
+    (p.tags ?? "") !== tags ||
+    (p.noop ?? false) !== (ctx.vs.spec.puppet?.noop ?? false)
   )
-    return "interval due";
+    return "spec.puppet changed";
+  if (runRequested(ctx.vs, p)) return "requested";
+  const due = periodicRunDue(ctx);
+  if (due !== undefined && now >= due) return "interval due";
   return undefined;
+}
+
+/**
+ * When the periodic run is due (epoch ms): the class's interval after the last run, plus the
+ * server's own offset within the class's splay; undefined without an interval or a last run.
+ */
+export function periodicRunDue(ctx: ReconcileContext): number | undefined {
+  const { intervalSeconds, splaySeconds } = ctx.settings.puppet;
+  const last = ctx.status.puppet?.lastRunAt;
+  if (!intervalSeconds || !last) return undefined;
+  const splay = splayOffsetSeconds(ctx.vs.metadata.uid ?? ctx.vs.metadata.name, splaySeconds);
+  return Date.parse(last) + (intervalSeconds + splay) * 1000;
 }
 
 /**
@@ -128,20 +159,15 @@ export type IdentityKeyOf = (ctx: ReconcileContext) => Promise<string | undefine
 /** Called once per run vsop requested, when it finished: seconds since the request; failed? */
 export type OnPuppetRun = (seconds: number, failed: boolean) => void;
 
-/** What a runonce asked for, kept with its reply: status records the run as it was requested. */
-interface RunRequest {
-  /** When the node started the run (epoch seconds; the reply's arrival when it did not say). */
-  initiatedAt: number;
-  environment: string;
-  tags: string[];
-  requestedFor?: string;
-  reason: string;
-}
-
 /** Call ids in the pending-call table. */
 const RUNONCE = "puppet#runonce";
 const SUMMARY = "puppet#last_run_summary";
 const STATUS = "puppet#status";
+/** puppet#status asked to find out whether the run of an intent found on restart happened. */
+const RECOVER = "puppet#status/recover";
+
+/** A node's status with the moment its reply arrived (vsop's clock), to read the node's clock. */
+type Received = NodeStatus & { receivedAt: number };
 
 /** Reasons of a failed call (mcoError), which stay on show while its retry is in flight. */
 const CALL_FAILURES = new Set([
@@ -151,6 +177,7 @@ const CALL_FAILURES = new Set([
   "NodeIdentityUnverified",
   "PuppetDisabled",
   "MCollectiveError",
+  "PuppetReportIncomplete",
 ]);
 
 /**
@@ -163,6 +190,14 @@ function inFlight(ctx: ReconcileContext, seconds: number, message: string): Step
     return wait(seconds, ctx.status.phase, ready.reason, ready.message);
   return wait(seconds, "Configuring", "PuppetRunning", message);
 }
+
+const queued = (ctx: ReconcileContext, held: number) =>
+  wait(
+    10,
+    "Configuring",
+    "PuppetRunQueued",
+    `${held} Puppet runs of class ${ctx.cls.metadata.name} are in flight (puppet.maxConcurrentRuns ${ctx.settings.puppet.maxConcurrentRuns}); ${ctx.vs.spec.hostname} runs when one has finished.`,
+  );
 
 const tableFull = (identity: string) =>
   wait(
@@ -177,7 +212,15 @@ export function puppetStep(
   calls: PendingCalls,
   identityKeyOf: IdentityKeyOf,
   onRun?: OnPuppetRun,
+  slots: RunSlots = new RunSlots({ wake: () => undefined }),
 ): Step {
+  /**
+   * Intents this process wrote and has not sent, by key (their startedAt). Status showing one of
+   * these means its write went through, so it is sent; an intent not in here was written by a
+   * process that may have sent it, so the node is asked first.
+   */
+  const unsent = new Map<string, string>();
+
   return {
     name: "puppet",
     async run(ctx) {
@@ -186,37 +229,133 @@ export function puppetStep(
       const { puppet } = await pool.get(ctx.cls);
       // The requeue should the wake not come: after the call's own timeout, which wakes the key.
       const fallback = Math.ceil(puppet.timeoutMs / 1000) + 5;
+      const group = ctx.cls.metadata.name;
+      const { maxConcurrentRuns, runTimeout } = ctx.settings.puppet;
+      const ttlMs = (runTimeout.seconds + fallback) * 1000;
       const p = ctx.status.puppet ?? {};
-      if (!p.requestedAt || runFinished(p)) {
-        const request = calls.take<RunRequest>(key, RUNONCE);
+
+      /** Sends the intent's runonce, when a slot is free. */
+      const send = async (intent: PuppetRunIntent): Promise<StepOutcome> => {
+        unsent.set(key, intent.startedAt);
+        if (!slots.acquire(group, key, maxConcurrentRuns, ttlMs))
+          return queued(ctx, slots.held(group));
+        const identityKey = await identityKeyOf(ctx);
+        const options = {
+          environment: intent.environment,
+          tags: intent.tags ? intent.tags.split(",") : [],
+          noop: intent.noop ?? false,
+        };
+        const started = calls.start(key, RUNONCE, () =>
+          puppet.runonce(identity, options, identityKey),
+        );
+        if (!started) return tableFull(identity);
+        unsent.delete(key);
+        ctx.log.info({ reason: intent.reason, noop: options.noop }, "puppet runonce sent");
+        return inFlight(ctx, fallback, `Asking ${identity} to run Puppet (${intent.reason}).`);
+      };
+
+      /** An intent written by an earlier process (or sent without an answer): ask the node. */
+      const recover = async (intent: PuppetRunIntent): Promise<StepOutcome> => {
+        const check = calls.take<Received>(key, RECOVER);
+        if (check.state === "none") {
+          const identityKey = await identityKeyOf(ctx);
+          const started = calls.start(key, RECOVER, async () => ({
+            ...(await puppet.status(identity, identityKey)),
+            receivedAt: Date.now(),
+          }));
+          if (!started) return tableFull(identity);
+        }
+        if (check.state !== "settled")
+          return inFlight(
+            ctx,
+            fallback,
+            `Checking whether ${identity} already started the Puppet run vsop asked for (${intent.reason}).`,
+          );
+        if (!check.ok) throw mcoError(check.error, identity, check.failures);
+        const node = check.value;
+        const found = recoverRun(Date.parse(intent.startedAt), node, node.receivedAt, p.lastRunAt);
+        if (!found.ran) {
+          ctx.log.info(
+            { reason: intent.reason },
+            "the asked-for puppet run did not reach the node",
+          );
+          return send(intent);
+        }
+        slots.hold(group, key, ttlMs);
+        ctx.log.info(
+          { reason: intent.reason, applying: found.applying },
+          "the asked-for puppet run reached the node before the restart; not sent again",
+        );
+        return requested(ctx, p, intent, found.requestedAt);
+      };
+
+      if (p.pendingRun) {
+        const intent = p.pendingRun;
+        const request = calls.take<RunOnceResult>(key, RUNONCE);
         if (request.state === "pending")
-          return inFlight(ctx, fallback, `Asking ${identity} to run Puppet.`);
+          return inFlight(ctx, fallback, `Asking ${identity} to run Puppet (${intent.reason}).`);
         if (request.state === "settled") {
-          if (request.ok) return requested(ctx, p, request.value);
-          if (request.error instanceof PuppetBusyError)
+          if (request.ok) return requested(ctx, p, intent, request.value.initiatedAt);
+          // The node refused it, so nothing started: it is sent again.
+          if (request.error instanceof PuppetBusyError) {
+            unsent.set(key, intent.startedAt);
             return wait(
               5,
               "Configuring",
               "PuppetRunning",
               `A Puppet run is already in progress on ${identity}; waiting for it.`,
             );
+          }
+          slots.release(key);
+          if (request.error instanceof McoRpcError) unsent.set(key, intent.startedAt);
+          // No answer, or one vsop cannot believe or use: the run may have started, so the node
+          // is asked before anything is sent again.
+          else unsent.delete(key);
           throw mcoError(request.error, identity, request.failures);
         }
-        const reason = runDue(ctx);
-        if (!reason) return outcome(ctx);
-        const identityKey = await identityKeyOf(ctx);
-        const environment = puppetEnvironment(ctx.vs, ctx.cls.spec);
-        const tags = ctx.vs.spec.puppet?.tags ?? [];
-        const requestedFor = runRequest(ctx.vs);
-        const started = calls.start(key, RUNONCE, async (): Promise<RunRequest> => {
-          const r = await puppet.runonce(identity, { environment, tags }, identityKey);
-          const initiatedAt = r.initiatedAt || Date.now() / 1000;
-          return { initiatedAt, environment, tags, requestedFor, reason };
-        });
-        if (!started) return tableFull(identity);
-        return inFlight(ctx, fallback, `Asking ${identity} to run Puppet (${reason}).`);
+        if (unsent.get(key) === intent.startedAt) return send(intent);
+        return recover(intent);
       }
 
+      if (!p.requestedAt || runFinished(p)) {
+        slots.release(key);
+        const reason = runDue(ctx);
+        if (!reason) {
+          const due = periodicRunDue(ctx);
+          if (due !== undefined) {
+            const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
+            ctx.recheckAfterSeconds = Math.min(ctx.recheckAfterSeconds ?? Infinity, seconds);
+          }
+          return outcome(ctx);
+        }
+        if (!slots.acquire(group, key, maxConcurrentRuns, ttlMs))
+          return queued(ctx, slots.held(group));
+        const requestedFor = runRequest(ctx.vs);
+        const intent: PuppetRunIntent = {
+          startedAt: new Date().toISOString(),
+          reason,
+          environment: puppetEnvironment(ctx.vs, ctx.cls.spec),
+          tags: (ctx.vs.spec.puppet?.tags ?? []).join(","),
+          ...(ctx.vs.spec.puppet?.noop ? { noop: true } : {}),
+          ...(requestedFor ? { requestedFor } : {}),
+        };
+        // Written first; the next reconcile sends it once status shows it (the write went through).
+        ctx.status.puppet = { ...p, pendingRun: intent };
+        unsent.set(key, intent.startedAt);
+        ctx.log.info({ reason }, "puppet run decided; recording it before asking the node");
+        return wait(
+          1,
+          "Configuring",
+          "PuppetRunning",
+          `Asking ${identity} to run Puppet (${reason}).`,
+        );
+      }
+
+      // A run is in flight: it holds a slot (also one that a process before this one started),
+      // until it is overdue: a run that never reports must not hold one for good.
+      const overdue = Date.now() / 1000 - seconds(p.requestedAt) > runTimeout.seconds;
+      if (overdue) slots.release(key);
+      else slots.hold(group, key, ttlMs);
       const poll = calls.take<LastRunSummary>(key, SUMMARY);
       if (poll.state === "none") {
         const identityKey = await identityKeyOf(ctx);
@@ -233,30 +372,41 @@ export function puppetStep(
         summary.lastrun < seconds(p.requestedAt) ||
         (p.lastRunAt !== undefined && summary.lastrun <= seconds(p.lastRunAt))
       ) {
-        const timeout = parseDuration(
-          ctx.cls.spec.puppet?.runTimeout ?? "30m",
-          "puppet.runTimeout",
-        );
-        if (Date.now() / 1000 - seconds(p.requestedAt) > timeout)
+        if (overdue)
           throw new StepError(
             "PuppetRunTimedOut",
-            `No Puppet run on ${identity} finished within ${ctx.cls.spec.puppet?.runTimeout ?? "30m"} of the request; check the node's Puppet log.`,
+            `No Puppet run on ${identity} finished within ${runTimeout.text} of the request; check the node's Puppet log.`,
             { condition: "PuppetApplied", retryAfterSeconds: 60 },
           );
         // The next reconcile asks again.
         return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
       }
+      slots.release(key);
+      const failed = summary.failedResources > 0;
+      const rest = { ...p };
+      delete rest.failedResources;
+      delete rest.reportTime;
       ctx.status.puppet = {
-        ...p,
+        ...rest,
         finishedFor: p.requestedAt,
         lastRunAt: new Date(summary.lastrun * 1000).toISOString(),
         changed: summary.changedResources,
         failed: summary.failedResources,
+        outOfSync: summary.outOfSyncResources,
         total: summary.totalResources,
         configVersion: summary.configVersion ?? undefined,
+        ...(failed && summary.failedResourceNames.length
+          ? { failedResources: summary.failedResourceNames }
+          : {}),
+        ...(failed && summary.reportTime ? { reportTime: reportTime(summary.reportTime) } : {}),
       };
       ctx.log.info(
-        { changed: summary.changedResources, failed: summary.failedResources },
+        {
+          changed: summary.changedResources,
+          failed: summary.failedResources,
+          outOfSync: summary.outOfSyncResources,
+          noop: p.noop ?? false,
+        },
         "puppet run finished",
       );
       onRun?.(Math.max(0, summary.lastrun - seconds(p.requestedAt)), summary.failedResources !== 0);
@@ -265,24 +415,39 @@ export function puppetStep(
   };
 }
 
-/** The node accepted the run: recorded in status, then its summary is polled. */
-function requested(ctx: ReconcileContext, p: PuppetStatus, r: RunRequest): StepOutcome {
-  const { environment, tags, requestedFor, reason } = r;
+/** The report's time as RFC 3339 (status field format), or as the node wrote it if unparsable. */
+function reportTime(value: string): string {
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? value : new Date(at).toISOString();
+}
+
+/** The node accepted the run (or had it already): recorded in status, its summary polled next. */
+function requested(
+  ctx: ReconcileContext,
+  p: PuppetStatus,
+  intent: PuppetRunIntent,
+  initiatedAt: number,
+): StepOutcome {
+  const { environment, tags, requestedFor, reason, noop } = intent;
+  const rest = { ...p };
+  delete rest.pendingRun;
+  delete rest.noop;
   ctx.status.puppet = {
-    ...p,
-    requestedAt: new Date(r.initiatedAt * 1000).toISOString(),
+    ...rest,
+    requestedAt: new Date(initiatedAt * 1000).toISOString(),
     environment,
-    tags: tags.join(","),
+    tags,
+    ...(noop ? { noop } : {}),
     // Whatever the reason, this run is newer than the annotation's value (when it was asked).
     ...(requestedFor ? { requestedFor } : {}),
   };
-  ctx.log.info({ reason, environment }, "puppet run requested");
+  ctx.log.info({ reason, environment, noop: noop ?? false }, "puppet run requested");
   condition(
     ctx,
     "PuppetApplied",
     p.lastRunAt ? "True" : "False",
     "PuppetRunning",
-    `Puppet run requested (${reason}).`,
+    `Puppet run requested (${reason}${noop ? ", noop" : ""}).`,
   );
   return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${ctx.vs.spec.hostname}.`);
 }
@@ -310,14 +475,31 @@ function outcome(ctx: ReconcileContext) {
     );
   }
   if (r.failed > 0) {
+    const first = r.failedResources?.[0];
+    const at = r.reportTime ?? r.lastRunAt;
     throw new StepError(
       "PuppetRunFailed",
-      `The Puppet run on ${identity} failed: ${counts}. Fix the catalog, then re-run it with kubectl vsop puppet run (or change spec.puppet).`,
+      `The Puppet run on ${identity}${at ? ` at ${at}` : ""} failed: ${counts}` +
+        (first ? `; first failed resource ${first}` : "") +
+        `. Fix the catalog, then re-run it with kubectl vsop puppet run (or change spec.puppet).`,
       {
         condition: "PuppetApplied",
         retryAfterSeconds: 300,
       },
     );
+  }
+  if (r.noop) {
+    const would = r.outOfSync ?? 0;
+    condition(
+      ctx,
+      "PuppetApplied",
+      "True",
+      "Noop",
+      `Puppet ran in noop mode (spec.puppet.noop) and changed nothing: ${would} of ${r.total} resources would change` +
+        (r.configVersion ? `, config version ${r.configVersion}` : "") +
+        ".",
+    );
+    return DONE;
   }
   condition(ctx, "PuppetApplied", "True", "Applied", `Puppet applied: ${counts}.`);
   return DONE;

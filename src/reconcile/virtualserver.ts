@@ -365,6 +365,7 @@ export const PROGRESS_REASONS = new Set([
   "Disconnecting",
   "Configuring",
   "PuppetRunning",
+  "PuppetRunQueued",
   "Deleting",
   "ConnectingToVCenter",
   "Created",

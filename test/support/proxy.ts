@@ -59,6 +59,18 @@ export class TcpProxy {
     }
   }
 
+  /**
+   * Requests still go through, replies of the connections open now do not (a peer that got the
+   * request and whose answer is lost): what a client sent arrives, nothing comes back.
+   */
+  holdReplies(): void {
+    for (const { client, upstream } of this.pairs) {
+      if (!upstream) continue;
+      upstream.unpipe(client);
+      upstream.pause();
+    }
+  }
+
   /** Back: a refusing proxy listens again on its port; a stalled one lets the bytes through. */
   async resume(): Promise<void> {
     const was = this.state;

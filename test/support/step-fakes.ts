@@ -37,7 +37,13 @@ export function puppetPoll(requestedAt: string, summary: Partial<LastRunSummary>
   const node = {
     timeoutMs: 10_000,
     lastRunSummary: async (): Promise<LastRunSummary> =>
-      ({ totalResources: 3, changedResources: 1, ...summary }) as LastRunSummary,
+      ({
+        totalResources: 3,
+        changedResources: 1,
+        failedResourceNames: [],
+        reportTime: null,
+        ...summary,
+      }) as LastRunSummary,
   };
   const pool = { get: async () => ({ puppet: node }) } as unknown as McoPort;
   const calls = new PendingCalls({ wake: () => undefined });

@@ -72,7 +72,7 @@ test("the CRD's duration fields carry the pattern the parser accepts", () => {
   const crd = readFileSync("crds/virtualserverclasses.provisioning.vsop.dev.yaml", "utf8");
   const text = JSON.stringify(yaml.load(crd));
   const patterns = text.match(/"pattern":"\^\[0-9\][^"]*"/g) ?? [];
-  assert.equal(patterns.length, 4, "installTimeout, shutdownTimeout, interval, runTimeout");
+  assert.equal(patterns.length, 5, "installTimeout, shutdownTimeout, interval, runTimeout, splay");
   for (const p of patterns) assert.equal(JSON.parse(`{${p}}`).pattern, DURATION_PATTERN);
   for (const ok of ["30s", "10m", "1.5h", "250ms", "90"])
     assert.ok(durationSeconds(ok) !== undefined, ok);

@@ -24,6 +24,7 @@ import {
   table,
 } from "../../src/cli/plugin-format.js";
 import { parsePluginArgs, rebuild } from "../../src/cli/plugin.js";
+import { effectiveClass } from "../../src/api/effective-class.js";
 import { UsageError } from "../../src/cli/run-flags.js";
 import type { ReconcileContext } from "../../src/reconcile/context.js";
 import { PendingCalls } from "../../src/reconcile/pending-calls.js";
@@ -413,6 +414,7 @@ function ctxFor(vs: VirtualServer): ReconcileContext {
   return {
     vs,
     cls,
+    settings: effectiveClass(cls),
     status: structuredClone(vs.status ?? {}),
     log: pino({ level: "silent" }),
   } as ReconcileContext;
@@ -494,6 +496,9 @@ test("the puppet step honours the annotation once: one runonce, requestedFor rec
       annotations: { [PUPPET_RUN_REQUESTED_AT]: "2026-05-01T12:05:00Z" },
     },
   };
-  await step.run(ctxFor(vs));
+  // (the first reconcile writes the run's intent, the next sends it)
+  const intent = ctxFor(vs);
+  await step.run(intent);
+  await step.run(ctxFor({ ...vs, status: intent.status }));
   assert.equal(runs, 2);
 });

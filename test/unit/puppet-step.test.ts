@@ -110,16 +110,29 @@ test("due or not due: a run is asked for only when due", async (t) => {
       const s = setup(c.status, c.classSpec);
       c.change?.(s);
       const outcome = await s.run();
-      assert.equal(s.node.received.length, c.due ? 1 : 0);
-      if (c.due) {
+      assert.equal(s.node.received.length, 0, "nothing is sent before the intent is in status");
+      if (!c.due) {
+        assert.deepEqual(outcome, { done: true });
+        return;
+      }
+      assert.deepEqual(waiting(outcome), {
+        phase: "Configuring",
+        reason: "PuppetRunning",
+        seconds: 1,
+      });
+      assert.ok(s.ctx.status.puppet?.pendingRun, "the intent is written first");
+      // The next reconcile finds the intent in status (its write went through) and sends it.
+      const sent = await s.run();
+      assert.equal(s.node.received.length, 1);
+      {
         assert.equal(s.node.received[0]!.action, "runonce");
         // The fallback requeue is after the call's own timeout (10 s): the reply or timeout wakes.
-        assert.deepEqual(waiting(outcome), {
+        assert.deepEqual(waiting(sent), {
           phase: "Configuring",
           reason: "PuppetRunning",
           seconds: 15,
         });
-      } else assert.deepEqual(outcome, { done: true });
+      }
     });
 });
 
@@ -170,11 +183,16 @@ test("runonce: each reply (or failure) as the next reconcile finds it", async (t
   for (const c of cases)
     await t.test(c.name, async () => {
       const s = setup({});
-      await s.run();
+      await s.run(); // the intent
+      await s.run(); // sent
       // Pending: the next reconcile neither waits nor asks twice.
       assert.equal(waiting(await s.run()).seconds, 15);
       assert.equal(s.node.received.length, 1);
-      assert.deepEqual(s.node.received[0]!.args[1], { environment: "production", tags: [] });
+      assert.deepEqual(s.node.received[0]!.args[1], {
+        environment: "production",
+        tags: [],
+        noop: false,
+      });
       assert.deepEqual(s.woken, []);
       c.answer(s.node.received[0]!);
       await callbacks();
@@ -194,9 +212,13 @@ test("runonce: each reply (or failure) as the next reconcile finds it", async (t
       if (c.name === "accepted") {
         assert.equal(s.ctx.status.puppet?.requestedAt, iso(initiatedAt));
         assert.equal(s.ctx.status.puppet?.environment, "production");
+        assert.equal(s.ctx.status.puppet?.pendingRun, undefined, "the intent is done");
         const applied = s.ctx.status.conditions?.find((x) => x.type === "PuppetApplied");
         assert.equal(applied?.reason, "PuppetRunning");
-      } else assert.equal(s.ctx.status.puppet?.requestedAt, undefined);
+      } else {
+        assert.equal(s.ctx.status.puppet?.requestedAt, undefined);
+        assert.ok(s.ctx.status.puppet?.pendingRun, "the intent stays until the node took it");
+      }
       assert.equal(s.node.received.length, 1);
     });
 });
@@ -207,19 +229,23 @@ test("a run records what was asked for, even if spec.puppet changed before the r
   await s.run();
   s.ctx.vs.spec.puppet = { tags: ["late"] };
   s.ctx.vs.metadata.annotations = { [PUPPET_RUN_REQUESTED_AT]: "2026-02-01T00:00:00Z" };
-  s.node.received[0]!.resolve({ identity: HOST, summary: "", initiatedAt: 0 });
+  await s.run();
+  const initiatedAt = nowS();
+  s.node.received[0]!.resolve({ identity: HOST, summary: "", initiatedAt });
   await callbacks();
   await s.run();
   const p = s.ctx.status.puppet!;
   assert.equal(p.tags, "");
   assert.equal(p.requestedFor, "2026-01-01T00:00:00Z");
-  assert.ok(Math.abs(Date.parse(p.requestedAt!) - Date.now()) < 5000, "no initiated_at: now");
+  assert.equal(p.requestedAt, iso(initiatedAt), "the node's start time");
 });
 
 test("a silent node: the failure stays on show while the retry is in flight, backing off", async () => {
   const s = setup({});
   const timeout = () => new McoTimeout("puppet", "runonce", "r", 10_000, [HOST]);
   const retries: (number | undefined)[] = [];
+  await s.run(); // the intent
+  // The runonce, then the checks whether it reached the node (each timing out, backing off).
   for (let i = 0; i < 4; i++) {
     await s.run();
     s.node.received.at(-1)!.reject(timeout());
@@ -231,8 +257,13 @@ test("a silent node: the failure stays on show while the retry is in flight, bac
     s.ctx.status.phase = "Waiting";
     s.ctx.status.conditions = setCondition([], "Ready", "False", err.reason, err.message, 1);
   }
-  assert.deepEqual(retries, [1, 2, 4, 8]);
-  assert.deepEqual(retries, [1, 2, 3, 4].map(retryBackoff));
+  assert.deepEqual(
+    s.node.received.map((r) => r.action),
+    ["runonce", "status", "status", "status"],
+    "after a runonce without an answer the node is asked, not sent it again",
+  );
+  assert.deepEqual(retries, [1, 1, 2, 4]);
+  assert.deepEqual(retries, [1, 1, 2, 3].map(retryBackoff));
   assert.equal(retryBackoff(20), 300);
   // The retry in flight keeps the failure (no status flap); its reply clears it.
   assert.deepEqual(waiting(await s.run()), {
@@ -240,6 +271,11 @@ test("a silent node: the failure stays on show while the retry is in flight, bac
     reason: "NodeNotReachable",
     seconds: 15,
   });
+  // The node never ran it: the runonce goes out again.
+  s.node.received.at(-1)!.resolve({ applying: false, lastrun: 0, sinceLastrun: null });
+  await callbacks();
+  await s.run();
+  assert.equal(s.node.received.at(-1)!.action, "runonce");
   s.node.received.at(-1)!.resolve({ identity: HOST, summary: "", initiatedAt: nowS() });
   await callbacks();
   assert.equal(waiting(await s.run()).reason, "PuppetRunning");
@@ -298,7 +334,14 @@ test("last_run_summary: each reply as the next reconcile finds it", async (t) =>
       );
       const call = s.node.received[0]!;
       if (c.error) call.reject(c.error);
-      else call.resolve({ totalResources: 3, changedResources: 1, ...c.summary });
+      else
+        call.resolve({
+          totalResources: 3,
+          changedResources: 1,
+          failedResourceNames: [],
+          reportTime: null,
+          ...c.summary,
+        });
       await callbacks();
       assert.deepEqual(s.woken, [KEY]);
       const result = await s.run().then(

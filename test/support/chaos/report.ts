@@ -15,8 +15,9 @@ export const duplicateRuns = (r: ChaosReport) =>
   r.puppetRuns.reduce((n, p) => n + Math.max(0, p.runs - 1), 0);
 
 /**
- * Duplicate runs that followed a runonce which reached the server less than 2 s before a kill:
- * sent by the killed leader, which died before it recorded the request in status.
+ * Duplicate runs that followed a runonce which reached the server less than 2 s before a kill
+ * (sent by a leader that died before it recorded the request): a figure that says where a
+ * duplicate came from. Every duplicate is a violation; the run's intent in status prevents these.
  */
 export const duplicatesAfterKill = (r: ChaosReport) =>
   r.puppetRuns.reduce(

@@ -18,6 +18,7 @@ local progressReasons = {
   Disconnecting = true,
   Configuring = true,
   PuppetRunning = true,
+  PuppetRunQueued = true,
   Deleting = true,
   ConnectingToVCenter = true,
   Created = true,
