@@ -27,6 +27,7 @@ import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability
 import { Metrics } from "./observability/metrics.js";
 import { namingStep } from "./reconcile/naming-step.js";
 import { vmStep } from "./reconcile/vm-step.js";
+import { inventorySteps } from "./reconcile/inventory-step.js";
 import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
 import { INSTALL_RECORDS, InstallTokens, type SecretObject } from "./reconcile/install-tokens.js";
 import { ConfigReader } from "./reconcile/secrets.js";
@@ -132,6 +133,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
       run.provisioningURL ??
       `http://${provisioningBind?.host ?? os.hostname()}:${provisioningBind?.port ?? 8082}`,
   };
+  const inventory = inventorySteps(pool);
   const reconciler = new VirtualServerReconciler({
     kube,
     logger,
@@ -140,7 +142,9 @@ export async function runOperator(run: RunConfig): Promise<number> {
     getClass: (name) => classes.get(name),
     steps: [
       namingStep({ lookup, allServers: () => servers.list() }),
+      inventory.check,
       vmStep(pool),
+      inventory.sync,
       prepareStep(install),
       installedStep(install),
       handoffStep(install, (ctx, reason, message) =>

@@ -87,6 +87,12 @@ export interface NicStatus {
   connected: boolean;
 }
 
+/** A vSphere tag: its category's name and its own. */
+export interface TagRef {
+  category: string;
+  name: string;
+}
+
 export interface VMTask {
   /** What the task does, e.g. CreateVM, PowerOn, DisconnectBootNIC. */
   operation: string;
@@ -112,6 +118,10 @@ export interface VirtualServerStatus {
     task?: VMTask;
     /** vsop powered the VM off to resize it and powers it on again once resized. */
     powerCycle?: boolean;
+    /** The tags vsop attached (the class's inventory.tags and the hostname's apptype/environment). */
+    tags?: TagRef[];
+    /** The custom attributes vsop set (the class's inventory.attributes). */
+    attributes?: Record<string, string>;
   };
   power?: {
     /** When vsop asked the guest to shut down (ShutdownGuest); cleared once it is off or On again. */
@@ -184,6 +194,13 @@ export interface VirtualServerClassSpec {
     resourcePool?: string;
     datastore: string;
     folder?: string;
+  };
+  /** How servers are found again in vCenter: tags and custom attributes on their VMs. */
+  inventory?: {
+    /** Attached to every VM; the category must exist, a missing tag is created. */
+    tags?: TagRef[];
+    /** Custom attributes set on every VM (defined when missing). */
+    attributes?: Record<string, string>;
   };
   hardware?: {
     template?: string;

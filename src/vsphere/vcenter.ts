@@ -12,6 +12,8 @@ import { VMCache } from "./cache.js";
 import { UpdateLoop, type Changes } from "./watch.js";
 import { Inventory, PlacementNotFound } from "./inventory.js";
 import * as datastore from "./datastore.js";
+import * as customFields from "./custom-fields.js";
+import { TaggingClient } from "./tagging.js";
 import {
   deviceChange,
   deviceList,
@@ -116,6 +118,7 @@ export class VCenter {
   private readonly counts = new Map<string, number>();
   private readonly syncTimeoutMs: number;
   private started = false;
+  private taggingClient: TaggingClient | undefined;
 
   constructor(private readonly opts: VCenterOptions) {
     const maxWaitSeconds = opts.maxWaitSeconds ?? 20;
@@ -184,7 +187,43 @@ export class VCenter {
   async stop(): Promise<void> {
     this.started = false;
     await this.loop.stop();
+    await this.taggingClient?.logout();
     await this.session.logout();
+  }
+
+  // --- inventory: tags and custom attributes (quick calls, no tasks) -----------------------------
+
+  /** vCenter's tagging service, with its own REST session (same credentials and TLS settings). */
+  get tagging(): TaggingClient {
+    this.taggingClient ??= new TaggingClient({
+      sdkUrl: this.opts.url,
+      agent: this.session.soap.agent,
+      username: this.opts.username,
+      password: this.opts.password,
+      onCall: (method) => this.count(method),
+    });
+    return this.taggingClient;
+  }
+
+  /** VM custom attribute keys by name. */
+  customFieldKeys(): Promise<Map<string, number>> {
+    return customFields.customFieldKeys(this.session);
+  }
+
+  /** Defines a VM custom attribute (AddCustomFieldDef); returns its key. */
+  addCustomField(name: string): Promise<number> {
+    this.log.info({ attribute: name }, "defining custom attribute");
+    return customFields.addCustomField(this.session, name);
+  }
+
+  /** A VM's custom attribute values by key, read from vCenter. */
+  customValues(ref: string): Promise<Map<number, string>> {
+    return customFields.customValues(this.session, ref);
+  }
+
+  /** Sets one custom attribute of a VM (SetField; "" clears it). */
+  setCustomField(ref: string, key: number, value: string): Promise<void> {
+    return customFields.setCustomField(this.session, ref, key, value);
   }
 
   synced(): boolean {

@@ -1,0 +1,182 @@
+// Placement and inventory on the stack's vcsim, every outcome checked with govc: the class's
+// tags and the hostname's apptype/environment tags attached to the VM at creation (vsop's two
+// categories created single-cardinality), custom attributes set, both kept in sync when the
+// class changes; a class naming a tag category vCenter does not have fails by reason before
+// anything is created, and goes on once the category exists.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import {
+  addDNSRecords,
+  apply,
+  cond,
+  createNamespace,
+  deleteServers,
+  getVS,
+  installVsop,
+  kubectl,
+  removeDNSNames,
+  startOperator,
+  waitFor,
+  type Operator,
+  type VS,
+} from "../support/harness.js";
+import { applyClass, virtualServer } from "../support/fixtures.js";
+import { findVMs, govc } from "../support/govc.js";
+
+const RUN = randomBytes(3).toString("hex");
+const TAGGED = "plc-tagged";
+const BROKEN = "plc-broken";
+const TEAM = `team-${RUN}`;
+const MISSING = `nosuch-${RUN}`;
+const HOSTS: [string, string][] = [
+  ["10.12.30.171", "plc-prod-1.example.test"],
+  ["10.12.30.172", "plcbad-prod-1.example.test"],
+];
+const VM = "plc-prod-1";
+const BAD_VM = "plcbad-prod-1";
+const LABELS = { "vsop-test": "placement" };
+let ns: string;
+let op: Operator;
+
+interface GovcTag {
+  id: string;
+  name: string;
+  category_id: string;
+}
+
+/** "category/name" of every tag attached to the VM, sorted (govc tags.attached.ls -r). */
+function attachedTags(vm: string): string[] {
+  const categories = JSON.parse(govc(["tags.category.ls", "-json"])) as {
+    id: string;
+    name: string;
+  }[];
+  const byId = new Map(categories.map((c) => [c.id, c.name]));
+  const out = JSON.parse(govc(["tags.attached.ls", "-l", "-json", "-r", `/DC0/vm/${vm}`])) as
+    { tags?: GovcTag[] | null }[] | null;
+  return (out ?? [])
+    .flatMap((o) => o.tags ?? [])
+    .map((t) => `${byId.get(t.category_id)}/${t.name}`)
+    .sort();
+}
+
+/** A custom attribute's value on the VM (govc fields.info), "" when unset. */
+function attribute(vm: string, name: string): string {
+  const out = JSON.parse(govc(["fields.info", "-json", "-n", name, `/DC0/vm/${vm}`])) as {
+    info?: { value: string }[] | null;
+  };
+  return out.info?.[0]?.value ?? "";
+}
+
+function category(name: string): { cardinality: string; associable_types?: string[] } | undefined {
+  const list = JSON.parse(govc(["tags.category.ls", "-json"])) as {
+    name: string;
+    cardinality: string;
+    associable_types?: string[];
+  }[];
+  return list.find((c) => c.name === name);
+}
+
+function destroyLeftovers(): void {
+  for (const name of [VM, BAD_VM])
+    for (const vm of findVMs(name)) {
+      if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name]);
+      govc(["vm.destroy", name]);
+    }
+}
+
+const vsTags = (vs: VS | undefined) =>
+  ((vs?.status?.vm as { tags?: { category: string; name: string }[] } | undefined)?.tags ?? [])
+    .map((t) => `${t.category}/${t.name}`)
+    .sort();
+
+before(() => {
+  installVsop();
+  destroyLeftovers();
+  ns = createNamespace("placement");
+  govc(["tags.category.create", "-m", "-t", "VirtualMachine", TEAM]);
+  const inventory = {
+    tags: [{ category: TEAM, name: "payments" }],
+    attributes: { [`owner-${RUN}`]: "team-payments" },
+  };
+  const boot = { method: "guestinfo", assumeInstalled: true };
+  applyClass(TAGGED, { boot, inventory });
+  applyClass(BROKEN, { boot, inventory: { tags: [{ category: MISSING, name: "x" }] } });
+  addDNSRecords(HOSTS);
+  op = startOperator("placement", [
+    "--namespace",
+    ns,
+    "--label-selector",
+    "vsop-test=placement",
+    "--resync-period",
+    "5s",
+  ]);
+});
+
+after(async () => {
+  await deleteServers(ns, 120_000);
+  assert.equal(await op.stop(), 0);
+  removeDNSNames(HOSTS.map(([, h]) => h));
+  for (const c of [TEAM, MISSING]) if (category(c)) govc(["tags.category.rm", "-f", c]);
+  kubectl(["delete", "vsrvc", TAGGED, BROKEN, "--ignore-not-found"]);
+});
+
+test("tags and custom attributes set at creation, shown in status.vm.tags", async () => {
+  apply(virtualServer(ns, "tagged", HOSTS[0]![1], TAGGED, LABELS));
+  const want = ["apptype/plc", "environment/prod", `${TEAM}/payments`];
+  const vs = await waitFor(
+    "status.vm.tags of tagged",
+    () => {
+      const v = getVS(ns, "tagged");
+      return vsTags(v).length === 3 ? v : undefined;
+    },
+    90_000,
+  );
+  assert.deepEqual(vsTags(vs), want);
+  assert.deepEqual(attachedTags(VM), want, "govc tags.attached.ls shows the same");
+  assert.equal(attribute(VM, `owner-${RUN}`), "team-payments");
+  for (const c of ["apptype", "environment"]) {
+    const info = category(c);
+    assert.equal(info?.cardinality, "SINGLE", `vsop's category ${c} is single-cardinality`);
+  }
+  assert.equal(cond(vs, "VMCreated")?.status, "True");
+});
+
+test("a class change: the dropped tag detached, the new one attached, the attribute updated", async () => {
+  govc(["tags.create", "-c", TEAM, "audit"]); // a tag someone else attaches: left alone
+  govc(["tags.attach", "-c", TEAM, "audit", `/DC0/vm/${VM}`]);
+  applyClass(TAGGED, {
+    boot: { method: "guestinfo", assumeInstalled: true },
+    inventory: {
+      tags: [{ category: TEAM, name: "cards" }],
+      attributes: { [`owner-${RUN}`]: "team-cards" },
+    },
+  });
+  const want = ["apptype/plc", "environment/prod", `${TEAM}/cards`];
+  await waitFor("the new tags in status", () => vsTags(getVS(ns, "tagged")).join() === want.join());
+  assert.deepEqual(attachedTags(VM), [...want, `${TEAM}/audit`].sort());
+  await waitFor("the attribute updated", () => attribute(VM, `owner-${RUN}`) === "team-cards");
+});
+
+test("a tag category vCenter does not have: TagCategoryNotFound, no VM, nothing created; fixed, it goes on", async () => {
+  apply(virtualServer(ns, "broken", HOSTS[1]![1], BROKEN, LABELS));
+  const vs = await waitFor("broken Ready=False TagCategoryNotFound", () => {
+    const v = getVS(ns, "broken");
+    return cond(v, "Ready")?.reason === "TagCategoryNotFound" ? v : undefined;
+  });
+  assert.equal(cond(vs, "VMCreated")?.reason, "TagCategoryNotFound");
+  assert.match(cond(vs, "Ready")!.message, new RegExp(`"${MISSING}".*does not exist`));
+  assert.equal(vs.status?.phase, "Failed");
+  assert.deepEqual(findVMs(BAD_VM), [], "no VM was created");
+  assert.equal(category(MISSING), undefined, "vsop did not create the class's category");
+  assert.equal((vs.status?.vm as { moRef?: string } | undefined)?.moRef, undefined);
+
+  // Once the category exists, the server goes on: its VM is created and tagged.
+  govc(["tags.category.create", "-t", "VirtualMachine", MISSING]);
+  await waitFor(
+    "broken tagged after the category was created",
+    () => vsTags(getVS(ns, "broken")).includes(`${MISSING}/x`),
+    90_000,
+  );
+  assert.deepEqual(attachedTags(BAD_VM), ["apptype/plcbad", "environment/prod", `${MISSING}/x`]);
+});
