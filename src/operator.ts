@@ -28,6 +28,7 @@ import { Metrics } from "./observability/metrics.js";
 import { namingStep } from "./reconcile/naming-step.js";
 import { vmStep } from "./reconcile/vm-step.js";
 import { inventorySteps } from "./reconcile/inventory-step.js";
+import { affinitySteps } from "./reconcile/affinity-step.js";
 import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
 import { INSTALL_RECORDS, InstallTokens, type SecretObject } from "./reconcile/install-tokens.js";
 import { ConfigReader } from "./reconcile/secrets.js";
@@ -134,6 +135,12 @@ export async function runOperator(run: RunConfig): Promise<number> {
       `http://${provisioningBind?.host ?? os.hostname()}:${provisioningBind?.port ?? 8082}`,
   };
   const inventory = inventorySteps(pool);
+  const affinity = affinitySteps({
+    pool,
+    allServers: () => servers.list(),
+    getClass: (name) => classes.get(name),
+    wake: (key) => queue.add(key),
+  });
   const reconciler = new VirtualServerReconciler({
     kube,
     logger,
@@ -145,6 +152,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
       inventory.check,
       vmStep(pool),
       inventory.sync,
+      affinity.sync,
       prepareStep(install),
       installedStep(install),
       handoffStep(install, (ctx, reason, message) =>
@@ -160,6 +168,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
         metrics.puppetRunDuration.observe(seconds);
         metrics.puppetRuns.inc({ result: failed ? "failed" : "success" });
       }),
+      affinity.report,
     ],
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });

@@ -122,6 +122,8 @@ export interface VirtualServerStatus {
     tags?: TagRef[];
     /** The custom attributes vsop set (the class's inventory.attributes). */
     attributes?: Record<string, string>;
+    /** The DRS anti-affinity rule the VM is in (placement.antiAffinity), e.g. vsop-web-prod. */
+    antiAffinityRule?: string;
   };
   power?: {
     /** When vsop asked the guest to shut down (ShutdownGuest); cleared once it is off or On again. */
@@ -194,6 +196,11 @@ export interface VirtualServerClassSpec {
     resourcePool?: string;
     datastore: string;
     folder?: string;
+    /**
+     * ByAppTypeAndEnvironment: servers sharing apptype and environment are kept on different
+     * hosts by one DRS anti-affinity rule per group (needs `cluster`). Default None.
+     */
+    antiAffinity?: "ByAppTypeAndEnvironment" | "None";
   };
   /** How servers are found again in vCenter: tags and custom attributes on their VMs. */
   inventory?: {

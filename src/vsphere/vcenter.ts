@@ -14,6 +14,7 @@ import { Inventory, PlacementNotFound } from "./inventory.js";
 import * as datastore from "./datastore.js";
 import * as customFields from "./custom-fields.js";
 import { TaggingClient } from "./tagging.js";
+import * as clusterRules from "./cluster-rules.js";
 import {
   deviceChange,
   deviceList,
@@ -203,6 +204,36 @@ export class VCenter {
       onCall: (method) => this.count(method),
     });
     return this.taggingClient;
+  }
+
+  /** A cluster's DRS VM anti-affinity rules and its host count, read from vCenter. */
+  async clusterRules(datacenter: string, cluster: string): Promise<clusterRules.ClusterRules> {
+    return clusterRules.clusterRules(
+      this.session,
+      await this.inventory.cluster(datacenter, cluster),
+    );
+  }
+
+  /**
+   * Starts adding, changing (to exactly these VMs) or removing an anti-affinity rule of a cluster
+   * (ReconfigureComputeResource_Task); returns the task.
+   */
+  async startAntiAffinityRule(
+    datacenter: string,
+    cluster: string,
+    operation: "add" | "edit" | "remove",
+    rule: { key?: number; name: string; vms: string[] },
+  ): Promise<string> {
+    const ref = await this.inventory.cluster(datacenter, cluster);
+    this.log.info(
+      { cluster, rule: rule.name, operation, vms: rule.vms },
+      "changing anti-affinity rule",
+    );
+    return clusterRules.startRuleChange(
+      this.session,
+      ref,
+      clusterRules.ruleChange(operation, rule),
+    );
   }
 
   /** VM custom attribute keys by name. */

@@ -2,7 +2,10 @@
 // tags and the hostname's apptype/environment tags attached to the VM at creation (vsop's two
 // categories created single-cardinality), custom attributes set, both kept in sync when the
 // class changes; a class naming a tag category vCenter does not have fails by reason before
-// anything is created, and goes on once the category exists.
+// anything is created, and goes on once the category exists. Anti-affinity: servers sharing
+// apptype and environment kept apart by one DRS rule (govc cluster.rule.ls), created with the
+// second server, extended and shrunk as servers come and go, removed with the last but one; a
+// group larger than the cluster's two hosts is AntiAffinityUnsatisfiable on its servers.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -15,6 +18,8 @@ import {
   getVS,
   installVsop,
   kubectl,
+  nodeDown,
+  nodeUp,
   removeDNSNames,
   startOperator,
   waitFor,
@@ -29,10 +34,20 @@ const TAGGED = "plc-tagged";
 const BROKEN = "plc-broken";
 const TEAM = `team-${RUN}`;
 const MISSING = `nosuch-${RUN}`;
+const APART = "plc-apart";
 const HOSTS: [string, string][] = [
   ["10.12.30.171", "plc-prod-1.example.test"],
   ["10.12.30.172", "plcbad-prod-1.example.test"],
+  ["10.12.30.173", "aff-prod-1.example.test"],
+  ["10.12.30.174", "aff-prod-2.example.test"],
+  ["10.12.30.175", "aff-prod-3.example.test"],
 ];
+const AFF = [1, 2, 3].map((i) => ({
+  name: `aff-${i}`,
+  host: `aff-prod-${i}.example.test`,
+  vm: `aff-prod-${i}`,
+}));
+const RULE = "vsop-aff-prod";
 const VM = "plc-prod-1";
 const BAD_VM = "plcbad-prod-1";
 const LABELS = { "vsop-test": "placement" };
@@ -77,8 +92,20 @@ function category(name: string): { cardinality: string; associable_types?: strin
   return list.find((c) => c.name === name);
 }
 
+const CLUSTER = "/DC0/host/DC0_C0";
+
+/** The VM names of a cluster rule (govc cluster.rule.ls), sorted; undefined when there is none. */
+function ruleVMs(name: string): string[] | undefined {
+  const rules = govc(["cluster.rule.ls", "-cluster", CLUSTER]).split("\n");
+  if (!rules.includes(name)) return undefined;
+  return govc(["cluster.rule.ls", "-cluster", CLUSTER, "-name", name])
+    .split("\n")
+    .filter(Boolean)
+    .sort();
+}
+
 function destroyLeftovers(): void {
-  for (const name of [VM, BAD_VM])
+  for (const name of [VM, BAD_VM, ...AFF.map((a) => a.vm)])
     for (const vm of findVMs(name)) {
       if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name]);
       govc(["vm.destroy", name]);
@@ -102,7 +129,10 @@ before(() => {
   const boot = { method: "guestinfo", assumeInstalled: true };
   applyClass(TAGGED, { boot, inventory });
   applyClass(BROKEN, { boot, inventory: { tags: [{ category: MISSING, name: "x" }] } });
+  applyClass(APART, { boot, placement: { antiAffinity: "ByAppTypeAndEnvironment" } });
   addDNSRecords(HOSTS);
+  if (ruleVMs(RULE)) govc(["cluster.rule.remove", "-cluster", CLUSTER, "-name", RULE]);
+  for (const a of AFF) nodeUp(a.host);
   op = startOperator("placement", [
     "--namespace",
     ns,
@@ -117,8 +147,9 @@ after(async () => {
   await deleteServers(ns, 120_000);
   assert.equal(await op.stop(), 0);
   removeDNSNames(HOSTS.map(([, h]) => h));
+  for (const a of AFF) nodeDown(a.host);
   for (const c of [TEAM, MISSING]) if (category(c)) govc(["tags.category.rm", "-f", c]);
-  kubectl(["delete", "vsrvc", TAGGED, BROKEN, "--ignore-not-found"]);
+  kubectl(["delete", "vsrvc", TAGGED, BROKEN, APART, "--ignore-not-found"]);
 });
 
 test("tags and custom attributes set at creation, shown in status.vm.tags", async () => {
@@ -179,4 +210,61 @@ test("a tag category vCenter does not have: TagCategoryNotFound, no VM, nothing 
     90_000,
   );
   assert.deepEqual(attachedTags(BAD_VM), ["apptype/plcbad", "environment/prod", `${MISSING}/x`]);
+});
+
+const readyReason = (name: string) => cond(getVS(ns, name), "Ready");
+const ruleOf = (name: string) =>
+  (getVS(ns, name)?.status?.vm as { antiAffinityRule?: string } | undefined)?.antiAffinityRule;
+
+function waitRule(want: string[] | undefined, what: string) {
+  return waitFor(what, () => JSON.stringify(ruleVMs(RULE)) === JSON.stringify(want), 90_000);
+}
+
+function waitReady(names: string[], status: string, reason: string) {
+  return waitFor(
+    `${names.join(", ")} Ready=${status} (${reason})`,
+    () =>
+      names.every((n) => {
+        const c = readyReason(n);
+        return c?.status === status && c.reason === reason;
+      }),
+    120_000,
+  );
+}
+
+test("anti-affinity: one rule per apptype/environment, created with the second server", async () => {
+  apply(virtualServer(ns, AFF[0]!.name, AFF[0]!.host, APART, LABELS));
+  await waitReady([AFF[0]!.name], "True", "Provisioned");
+  assert.equal(ruleVMs(RULE), undefined, "no rule for a group of one");
+  apply(virtualServer(ns, AFF[1]!.name, AFF[1]!.host, APART, LABELS));
+  await waitRule([AFF[0]!.vm, AFF[1]!.vm], "rule with two VMs");
+  await waitReady([AFF[0]!.name, AFF[1]!.name], "True", "Provisioned");
+  await waitFor("status.vm.antiAffinityRule on both", () =>
+    [AFF[0]!.name, AFF[1]!.name].every((n) => ruleOf(n) === RULE),
+  );
+});
+
+test("anti-affinity: a third server on two hosts extends the rule and is AntiAffinityUnsatisfiable on all", async () => {
+  apply(virtualServer(ns, AFF[2]!.name, AFF[2]!.host, APART, LABELS));
+  await waitRule(
+    AFF.map((a) => a.vm),
+    "rule extended to three VMs",
+  );
+  await waitReady(
+    AFF.map((a) => a.name),
+    "False",
+    "AntiAffinityUnsatisfiable",
+  );
+  assert.match(readyReason(AFF[0]!.name)!.message, /3 VMs.*2 hosts/);
+});
+
+test("anti-affinity: deleting servers shrinks the rule, then removes it with the last but one", async () => {
+  kubectl(["-n", ns, "delete", "vsrv", AFF[2]!.name, "--wait=false"]);
+  await waitRule([AFF[0]!.vm, AFF[1]!.vm], "rule shrunk to two VMs");
+  await waitReady([AFF[0]!.name, AFF[1]!.name], "True", "Provisioned");
+  await waitFor("aff-3 gone", () => !getVS(ns, AFF[2]!.name), 90_000);
+  assert.deepEqual(findVMs(AFF[2]!.vm), []);
+  kubectl(["-n", ns, "delete", "vsrv", AFF[1]!.name, "--wait=false"]);
+  await waitRule(undefined, "rule removed");
+  await waitFor("aff-1 no longer in a rule", () => ruleOf(AFF[0]!.name) === undefined);
 });
