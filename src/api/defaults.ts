@@ -39,6 +39,9 @@ export interface EffectiveHardware {
   diskGiB: number;
   vmName: "ShortName" | "FQDN";
   powerCyclePolicy: "Never" | "IfNeeded";
+  cloneMode: "Full" | "Linked";
+  firmware?: "bios" | "efi";
+  secureBoot: boolean;
 }
 
 export function effectiveHardware(
@@ -54,6 +57,9 @@ export function effectiveHardware(
     diskGiB: vs.spec.diskGiB ?? h.diskGiB ?? 20,
     vmName: h.vmName ?? "ShortName",
     powerCyclePolicy: h.powerCyclePolicy ?? "Never",
+    cloneMode: h.cloneMode ?? "Full",
+    firmware: h.firmware,
+    secureBoot: h.secureBoot ?? false,
   };
 }
 

@@ -63,6 +63,11 @@ export function effectiveClass(cls: VirtualServerClass, lenient = false): Effect
       );
     antiAffinity = "None";
   }
+  const hw = s.hardware;
+  if (!lenient && hw?.cloneMode === "Linked" && !hw.template)
+    throw new InvalidClassField("hardware.cloneMode", "Linked", "needs hardware.template");
+  if (!lenient && hw?.secureBoot && hw.firmware !== "efi")
+    throw new InvalidClassField("hardware.secureBoot", "true", "needs hardware.firmware efi");
   const settings: EffectiveClass = {
     antiAffinity,
     bootMethod: bootMethod(s),

@@ -219,6 +219,12 @@ export interface VirtualServerClassSpec {
     powerCyclePolicy?: "Never" | "IfNeeded";
     /** How long a soft power-off waits for the guest (default 5m): TrySoft then powers off. */
     shutdownTimeout?: string;
+    /** Linked: clone from the template's current snapshot (child disks); Full (default) copies. */
+    cloneMode?: "Full" | "Linked";
+    /** Firmware of new VMs (default: vSphere's, BIOS). */
+    firmware?: "bios" | "efi";
+    /** UEFI Secure Boot (needs firmware efi). */
+    secureBoot?: boolean;
   };
   naming?: {
     /** Regular expression with named groups apptype, environment, instance and domain. */

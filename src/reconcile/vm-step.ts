@@ -120,6 +120,9 @@ export function vmStep(pool: VSpherePool): Step {
         extraConfig: { [OWNER_UID_KEY]: uid, [OWNER_KEY]: ownerOf(vs) },
         cpuHotAdd: true,
         memoryHotAdd: true,
+        firmware: hw.firmware,
+        secureBoot: hw.secureBoot,
+        linkedClone: hw.cloneMode === "Linked",
       };
       const vm = ownedVM(vc, ctx);
 

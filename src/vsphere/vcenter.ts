@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import { VSphereSession } from "./session.js";
 import { MoRef, type Node } from "./xml.js";
-import { moRef } from "./nodes.js";
+import { get, moRef } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
 import { TASK_PROPERTIES, taskOutcome, type TaskContext, type TaskState } from "./task-state.js";
@@ -28,6 +28,7 @@ import {
 import {
   DeviceNotFound,
   OWNER_UID_KEY,
+  TemplateHasNoSnapshot,
   VMNotFound,
   VM_PROPERTIES,
   VSphereVerifyError,
@@ -47,7 +48,13 @@ import {
 
 export type { CreateVMSpec, NicSpec, Placement, VMRecord } from "./vms.js";
 export type { NicRecord, CdromRecord, DiskRecord, ScsiKind } from "./devices.js";
-export { InvalidVMSpec, VMNotFound, DeviceNotFound, VSphereVerifyError } from "./vms.js";
+export {
+  InvalidVMSpec,
+  VMNotFound,
+  DeviceNotFound,
+  VSphereVerifyError,
+  TemplateHasNoSnapshot,
+} from "./vms.js";
 export { PlacementNotFound, PortGroupNotFound } from "./inventory.js";
 export { DatastoreUploadFailed, datastorePath } from "./datastore.js";
 
@@ -535,7 +542,13 @@ export class VCenter {
       const template = await this.template(datacenter, spec.template);
       if (!this.cache.vmProps(template.value)) await this.refresh(template.value);
       const devices = deviceList(this.cache.vmProps(template.value)?.["config.hardware.device"]);
-      const body = cloneSpec(spec, devices, placement, networks);
+      let snapshot: MoRef | undefined;
+      if (spec.linkedClone) {
+        const props = await retrieveOne(this.session, template, ["snapshot"]);
+        snapshot = moRef(get(props.snapshot, "currentSnapshot"));
+        if (!snapshot) throw new TemplateHasNoSnapshot(spec.template);
+      }
+      const body = cloneSpec(spec, devices, placement, networks, snapshot);
       task = moRef(
         await this.session.invoke(method, template, {
           folder: placement.folder,

@@ -6,6 +6,9 @@
 // apptype and environment kept apart by one DRS rule (govc cluster.rule.ls), created with the
 // second server, extended and shrunk as servers come and go, removed with the last but one; a
 // group larger than the cluster's two hosts is AntiAffinityUnsatisfiable on its servers.
+// Firmware: EFI with Secure Boot (govc vm.info). Linked clones: a template without a snapshot is
+// TemplateHasNoSnapshot with no VM, and cloned once it has one (vcsim ignores the child-disk
+// backing itself, so only the outcome is checked here; unit tests check the clone spec).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -41,7 +44,12 @@ const HOSTS: [string, string][] = [
   ["10.12.30.173", "aff-prod-1.example.test"],
   ["10.12.30.174", "aff-prod-2.example.test"],
   ["10.12.30.175", "aff-prod-3.example.test"],
+  ["10.12.30.176", "efi-prod-1.example.test"],
+  ["10.12.30.177", "lnk-prod-1.example.test"],
 ];
+const EFI = "plc-efi";
+const LINKED = "plc-linked";
+const TEMPLATE = `plc-tmpl-${RUN}`;
 const AFF = [1, 2, 3].map((i) => ({
   name: `aff-${i}`,
   host: `aff-prod-${i}.example.test`,
@@ -105,7 +113,7 @@ function ruleVMs(name: string): string[] | undefined {
 }
 
 function destroyLeftovers(): void {
-  for (const name of [VM, BAD_VM, ...AFF.map((a) => a.vm)])
+  for (const name of [VM, BAD_VM, ...AFF.map((a) => a.vm), "efi-prod-1", "lnk-prod-1"])
     for (const vm of findVMs(name)) {
       if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name]);
       govc(["vm.destroy", name]);
@@ -130,6 +138,9 @@ before(() => {
   applyClass(TAGGED, { boot, inventory });
   applyClass(BROKEN, { boot, inventory: { tags: [{ category: MISSING, name: "x" }] } });
   applyClass(APART, { boot, placement: { antiAffinity: "ByAppTypeAndEnvironment" } });
+  applyClass(EFI, { boot, hardware: { firmware: "efi", secureBoot: true } });
+  govc(["vm.create", "-net", "VLAN-30", "-on=false", TEMPLATE]);
+  applyClass(LINKED, { boot, hardware: { template: TEMPLATE, cloneMode: "Linked" } });
   addDNSRecords(HOSTS);
   if (ruleVMs(RULE)) govc(["cluster.rule.remove", "-cluster", CLUSTER, "-name", RULE]);
   for (const a of AFF) nodeUp(a.host);
@@ -149,7 +160,9 @@ after(async () => {
   removeDNSNames(HOSTS.map(([, h]) => h));
   for (const a of AFF) nodeDown(a.host);
   for (const c of [TEAM, MISSING]) if (category(c)) govc(["tags.category.rm", "-f", c]);
-  kubectl(["delete", "vsrvc", TAGGED, BROKEN, APART, "--ignore-not-found"]);
+  kubectl(["delete", "vsrvc", TAGGED, BROKEN, APART, EFI, LINKED, "--ignore-not-found"]);
+  destroyLeftovers(); // the unmarked vcsim clone (see the Linked test)
+  govc(["vm.destroy", TEMPLATE]);
 });
 
 test("tags and custom attributes set at creation, shown in status.vm.tags", async () => {
@@ -267,4 +280,43 @@ test("anti-affinity: deleting servers shrinks the rule, then removes it with the
   kubectl(["-n", ns, "delete", "vsrv", AFF[1]!.name, "--wait=false"]);
   await waitRule(undefined, "rule removed");
   await waitFor("aff-1 no longer in a rule", () => ruleOf(AFF[0]!.name) === undefined);
+});
+
+test("firmware efi with Secure Boot: the VM's config says so (govc vm.info)", async () => {
+  apply(virtualServer(ns, "efi", "efi-prod-1.example.test", EFI, LABELS));
+  await waitFor(
+    "efi VMCreated",
+    () => cond(getVS(ns, "efi"), "VMCreated")?.status === "True",
+    90_000,
+  );
+  const info = JSON.parse(govc(["vm.info", "-json", "efi-prod-1"])) as {
+    virtualMachines: {
+      config: { firmware: string; bootOptions?: { efiSecureBootEnabled?: boolean } };
+    }[];
+  };
+  const config = info.virtualMachines[0]!.config;
+  assert.equal(config.firmware, "efi");
+  assert.equal(config.bootOptions?.efiSecureBootEnabled, true);
+});
+
+test("a Linked clone of a template without a snapshot: TemplateHasNoSnapshot, no VM; with one: cloned", async () => {
+  apply(virtualServer(ns, "linked", "lnk-prod-1.example.test", LINKED, LABELS));
+  const vs = await waitFor("linked TemplateHasNoSnapshot", () => {
+    const v = getVS(ns, "linked");
+    return cond(v, "VMCreated")?.reason === "TemplateHasNoSnapshot" ? v : undefined;
+  });
+  assert.equal(cond(vs, "Ready")?.reason, "TemplateHasNoSnapshot");
+  assert.match(cond(vs, "Ready")!.message, new RegExp(`${TEMPLATE} has no current snapshot`));
+  assert.deepEqual(findVMs("lnk-prod-1"), [], "no VM was created");
+  govc(["snapshot.create", "-vm", TEMPLATE, "base"]);
+  // vcsim's CloneVM_Task drops the clone spec's extraConfig (vCenter applies it), so the clone
+  // comes out without vsop's owner marker and the reconcile then reports it as VMNameConflict:
+  // only the clone itself, made once the snapshot exists, is checked here.
+  await waitFor(
+    "the clone, once the template has a snapshot, and TemplateHasNoSnapshot cleared",
+    () =>
+      findVMs("lnk-prod-1").length === 1 &&
+      cond(getVS(ns, "linked"), "VMCreated")?.reason !== "TemplateHasNoSnapshot",
+    90_000,
+  );
 });
