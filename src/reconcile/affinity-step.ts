@@ -90,6 +90,11 @@ const sameSet = (a: string[], b: string[]) =>
 export function affinitySteps(deps: AffinityDeps) {
   /** What keeps each server's group from being kept apart (or its rule from changing), by UID. */
   const problems = new Map<string, StepError>();
+  /**
+   * Rules whose change is being sent right now: two members reconciled at once must not both
+   * start one (a second add fails, a second edit is wasted); the other looks again shortly.
+   */
+  const sending = new Set<string>();
 
   /** The rule this server belongs in (or was in), and its group's VMs. */
   function target(ctx: ReconcileContext, vc: AffinityPort) {
@@ -126,9 +131,15 @@ export function affinitySteps(deps: AffinityDeps) {
   ): Promise<StepOutcome | undefined> {
     const t = target(ctx, vc);
     if (!t) return undefined;
-    const { datacenter, cluster } = ctx.cls.spec.placement;
+    const { cluster } = ctx.cls.spec.placement;
     const key = `rule:${clusterOf(ctx.cls)}|${t.name}`;
     const phase = deleting ? "Deleting" : "Configuring";
+    if (sending.has(key)) {
+      ctx.recheckAfterSeconds = Math.min(ctx.recheckAfterSeconds ?? Infinity, 1);
+      return deleting
+        ? wait(1, phase, "Deleting", `Changing anti-affinity rule ${t.name}.`)
+        : undefined;
+    }
     const running = vc.inFlight(key);
     if (running) {
       let state;
@@ -158,6 +169,24 @@ export function affinitySteps(deps: AffinityDeps) {
       ctx.log.info({ rule: t.name, task: running.moRef }, "anti-affinity rule changed");
     }
 
+    sending.add(key);
+    try {
+      return await change(ctx, vc, t, key, deleting);
+    } finally {
+      sending.delete(key);
+    }
+  }
+
+  /** Reads the rule and starts the change it needs (one at a time per rule, see `sending`). */
+  async function change(
+    ctx: ReconcileContext,
+    vc: AffinityPort,
+    t: NonNullable<ReturnType<typeof target>>,
+    key: string,
+    deleting: boolean,
+  ): Promise<StepOutcome | undefined> {
+    const { datacenter, cluster } = ctx.cls.spec.placement;
+    const phase = deleting ? "Deleting" : "Configuring";
     let current;
     try {
       current = await vc.clusterRules(datacenter, cluster!);

@@ -210,3 +210,14 @@ test("a deleted server leaves the rule (waited for) before its VM goes; the last
   assert.deepEqual(fake.rules, []);
   assert.equal(ctx.status.vm?.antiAffinityRule, undefined);
 });
+
+test("two members reconciled at once start one change, not two", async () => {
+  const servers = [server(1), server(2)];
+  const { fake, steps, ctxOf } = setup(servers);
+  fake.vms.set("u1", "vm-1");
+  fake.vms.set("u2", "vm-2");
+  const [c1, c2] = [ctxOf(servers[0]!), ctxOf(servers[1]!)];
+  await Promise.all([steps.sync.run(c1), steps.sync.run(c2)]);
+  assert.deepEqual(fake.started, ["add vsop-web-prod vm-1,vm-2"]);
+  assert.equal(c2.recheckAfterSeconds, 1, "the other looks again shortly");
+});
