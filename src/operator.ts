@@ -29,6 +29,9 @@ import { namingStep } from "./reconcile/naming-step.js";
 import { vmStep } from "./reconcile/vm-step.js";
 import { inventorySteps } from "./reconcile/inventory-step.js";
 import { affinitySteps } from "./reconcile/affinity-step.js";
+import { PowerCycleSlots } from "./reconcile/power-cycle-slots.js";
+import { rebuildStep } from "./reconcile/rebuild-step.js";
+import type { RecordWarning } from "./reconcile/boot/boot-method.js";
 import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
 import { INSTALL_RECORDS, InstallTokens, type SecretObject } from "./reconcile/install-tokens.js";
 import { ConfigReader } from "./reconcile/secrets.js";
@@ -141,6 +144,13 @@ export async function runOperator(run: RunConfig): Promise<number> {
     getClass: (name) => classes.get(name),
     wake: (key) => queue.add(key),
   });
+  const warn: RecordWarning = (ctx, reason, message) =>
+    recorder.record(
+      { apiVersion: API_VERSION, kind: "VirtualServer", metadata: ctx.vs.metadata },
+      "Warning",
+      reason,
+      message,
+    );
   const reconciler = new VirtualServerReconciler({
     kube,
     logger,
@@ -150,19 +160,14 @@ export async function runOperator(run: RunConfig): Promise<number> {
     steps: [
       namingStep({ lookup, allServers: () => servers.list() }),
       inventory.check,
-      vmStep(pool),
+      vmStep(pool, new PowerCycleSlots(() => servers.list())),
       inventory.sync,
       affinity.sync,
+      // Puppet certificate cleaning before a reinstall plugs in as its beforeReinstall.
+      rebuildStep({ install, record: warn }),
       prepareStep(install),
       installedStep(install),
-      handoffStep(install, (ctx, reason, message) =>
-        recorder.record(
-          { apiVersion: API_VERSION, kind: "VirtualServer", metadata: ctx.vs.metadata },
-          "Warning",
-          reason,
-          message,
-        ),
-      ),
+      handoffStep(install, warn),
       powerStep(pool),
       puppetStep(mcos, calls, identityKeyOf, (seconds, failed) => {
         metrics.puppetRunDuration.observe(seconds);

@@ -1,5 +1,5 @@
 // Effective settings: a VirtualServer's overrides over its class, over vsop's defaults.
-import type { BootMethod, VirtualServer, VirtualServerClassSpec } from "./types.js";
+import type { BootMethod, DiskSpec, VirtualServer, VirtualServerClassSpec } from "./types.js";
 
 export const DEFAULT_NAMING_PATTERN =
   "^(?<apptype>[a-z][a-z0-9]*)-(?<environment>[a-z][a-z0-9]*)-(?<instance>[0-9]+)\\.(?<domain>[a-z0-9.-]+)$";
@@ -42,6 +42,29 @@ export interface EffectiveHardware {
   cloneMode: "Full" | "Linked";
   firmware?: "bios" | "efi";
   secureBoot: boolean;
+  updatePolicy: "OnCreate" | "Rolling";
+  maxUnavailable: number;
+  /** Data disks, each with its datastore (default: the VM's). */
+  disks: Required<DiskSpec>[];
+  removeDisks: boolean;
+}
+
+/**
+ * The class's hardware.disks with the server's spec.disks over them by name (a server grows a
+ * class disk or adds its own; it cannot drop one the class gives every server), in that order.
+ */
+export function effectiveDisks(
+  vs: VirtualServer,
+  cls: VirtualServerClassSpec,
+): Required<DiskSpec>[] {
+  const byName = new Map<string, Required<DiskSpec>>();
+  for (const d of [...(cls.hardware?.disks ?? []), ...(vs.spec.disks ?? [])])
+    byName.set(d.name, {
+      name: d.name,
+      sizeGiB: d.sizeGiB,
+      datastore: d.datastore ?? byName.get(d.name)?.datastore ?? cls.placement.datastore,
+    });
+  return [...byName.values()];
 }
 
 export function effectiveHardware(
@@ -60,7 +83,28 @@ export function effectiveHardware(
     cloneMode: h.cloneMode ?? "Full",
     firmware: h.firmware,
     secureBoot: h.secureBoot ?? false,
+    updatePolicy: h.updatePolicy ?? "OnCreate",
+    maxUnavailable: h.maxUnavailable ?? 1,
+    disks: effectiveDisks(vs, cls),
+    removeDisks: h.removeDisks ?? false,
   };
+}
+
+/**
+ * The size an existing VM should have. The server's own cpus/memoryMiB always apply; the class's
+ * only under updatePolicy Rolling, so that editing a class never resizes (or power-cycles) the
+ * servers built from it unless the class says so. Otherwise the VM keeps the size it was built with.
+ */
+export function targetSize(
+  vs: VirtualServer,
+  cls: VirtualServerClassSpec,
+  vm: { cpus: number; memoryMiB: number },
+  classApplies = true,
+): { cpus: number; memoryMiB: number } {
+  const hw = effectiveHardware(vs, cls);
+  if (classApplies && hw.updatePolicy === "Rolling")
+    return { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
+  return { cpus: vs.spec.cpus ?? vm.cpus, memoryMiB: vs.spec.memoryMiB ?? vm.memoryMiB };
 }
 
 export function bootMethod(cls: VirtualServerClassSpec): BootMethod {

@@ -30,12 +30,27 @@ export type PowerState = "On" | "Off";
 /** Soft: guest shutdown (VMware Tools); Hard: power off; TrySoft: soft, hard after a timeout. */
 export type PowerOffMode = "Soft" | "Hard" | "TrySoft";
 
+/** A data disk: added while the VM runs, grown when sizeGiB increases, never shrunk. */
+export interface DiskSpec {
+  /** Lowercase name, unique per server ("system" is the system disk's). */
+  name: string;
+  sizeGiB: number;
+  /** Datastore for the disk's file when it is added (default: the class's placement.datastore). */
+  datastore?: string;
+}
+
+/** The disk name status.vm.disks gives the system disk (spec.diskGiB). */
+export const SYSTEM_DISK = "system";
+
 export interface VirtualServerSpec {
   hostname: string;
   className: string;
   cpus?: number;
   memoryMiB?: number;
+  /** System disk size; grown when it increases, a decrease is refused (DiskShrinkNotSupported). */
   diskGiB?: number;
+  /** Data disks, merged by name over the class's hardware.disks. */
+  disks?: DiskSpec[];
   puppet?: { environment?: string; tags?: string[] };
   deletionPolicy?: DeletionPolicy;
   /** Whether the installed server runs (default On); an install always runs to its end first. */
@@ -44,6 +59,19 @@ export interface VirtualServerSpec {
   powerOffMode?: PowerOffMode;
   /** An RFC 3339 time asking for one restart; each value is honoured once (status.power). */
   restartRequestedAt?: string;
+  /**
+   * An RFC 3339 time asking to reinstall the same VM once; each value is honoured once
+   * (status.rebuild.requestedAt).
+   */
+  rebuildRequestedAt?: string;
+  /** An existing VM to manage instead of creating one (read while the server has no VM). */
+  adopt?: AdoptSpec;
+}
+
+/** Which VM to adopt: by its moRef, or by its name (which must then be unique in vCenter). */
+export interface AdoptSpec {
+  moRef?: string;
+  name?: string;
 }
 
 /**
@@ -93,6 +121,18 @@ export interface TagRef {
   name: string;
 }
 
+export interface DiskStatus {
+  /** The disk's name in spec.disks (or the class's hardware.disks); "system" for the system disk. */
+  name: string;
+  sizeGiB: number;
+  /** The backing file, e.g. "[LocalDS_0] web-prod-1/web-prod-1_1.vmdk". */
+  file?: string;
+  /** Where the guest sees it: controller and unit as the VM's configuration names them, e.g. scsi0:1. */
+  device?: string;
+  /** No longer listed, and kept because the class's hardware.removeDisks is false. */
+  retained?: boolean;
+}
+
 export interface VMTask {
   /** What the task does, e.g. CreateVM, PowerOn, DisconnectBootNIC. */
   operation: string;
@@ -124,6 +164,8 @@ export interface VirtualServerStatus {
     attributes?: Record<string, string>;
     /** The DRS anti-affinity rule the VM is in (placement.antiAffinity), e.g. vsop-web-prod. */
     antiAffinityRule?: string;
+    /** The system disk and the data disks vsop added, as last observed. */
+    disks?: DiskStatus[];
   };
   power?: {
     /** When vsop asked the guest to shut down (ShutdownGuest); cleared once it is off or On again. */
@@ -133,7 +175,12 @@ export interface VirtualServerStatus {
     /** When vsop restarted the server for it (unset when the request needed no restart). */
     restartedAt?: string;
   };
+  /** The last rebuild (spec.rebuildRequestedAt) vsop honoured, and how far it got. */
+  rebuild?: RebuildStatus;
+  /** The VM spec.adopt named, once vsop chose it; completedAt once it carries vsop's marker. */
+  adoption?: { moRef: string; name: string; startedAt: string; completedAt?: string };
   install?: {
+    /** network, iso or guestinfo; "adopted" for a VM vsop adopted and did not install. */
     method?: string;
     startedAt?: string;
     /**
@@ -170,6 +217,17 @@ export interface VirtualServerStatus {
     configVersion?: string;
   };
   conditions?: Condition[];
+}
+
+export interface RebuildStatus {
+  /** The spec.rebuildRequestedAt value honoured: the same value asks for nothing more. */
+  requestedAt?: string;
+  /** When vsop began rebuilding for it (unset when the value needed no rebuild). */
+  startedAt?: string;
+  /** When the VM was off and the previous install state dropped: the install runs again. */
+  reinstallStartedAt?: string;
+  /** When the reinstalled server reported itself installed. */
+  completedAt?: string;
 }
 
 export interface VirtualServer {
@@ -217,6 +275,10 @@ export interface VirtualServerClassSpec {
     diskGiB?: number;
     vmName?: "ShortName" | "FQDN";
     powerCyclePolicy?: "Never" | "IfNeeded";
+    /** Whether edits of cpus/memory here reach existing VMs (Rolling) or only new ones (OnCreate). */
+    updatePolicy?: "OnCreate" | "Rolling";
+    /** How many of the class's servers may be powered off for a resize at once (default 1). */
+    maxUnavailable?: number;
     /** How long a soft power-off waits for the guest (default 5m): TrySoft then powers off. */
     shutdownTimeout?: string;
     /** Linked: clone from the template's current snapshot (child disks); Full (default) copies. */
@@ -225,6 +287,10 @@ export interface VirtualServerClassSpec {
     firmware?: "bios" | "efi";
     /** UEFI Secure Boot (needs firmware efi). */
     secureBoot?: boolean;
+    /** Data disks every server of the class gets (a server's spec.disks adds or overrides by name). */
+    disks?: DiskSpec[];
+    /** Whether a data disk dropped from the lists is removed and its file deleted (default false). */
+    removeDisks?: boolean;
   };
   naming?: {
     /** Regular expression with named groups apptype, environment, instance and domain. */

@@ -258,6 +258,24 @@ export function nextRequestTime(vs: VirtualServer, now: number): string {
   return rfc3339(Math.max(toSecond(now), after(p.requestedAt), after(p.requestedFor)));
 }
 
+/**
+ * The spec.rebuildRequestedAt value for a new rebuild: now, to the second, and later than the
+ * value the server has (or vsop honoured), which would ask for nothing.
+ */
+export function nextRebuildTime(vs: VirtualServer, now: number): string {
+  const after = (iso: string | undefined) => {
+    const t = iso ? Date.parse(iso) : NaN;
+    return Number.isNaN(t) ? 0 : toSecond(t) + 1000;
+  };
+  return rfc3339(
+    Math.max(
+      toSecond(now),
+      after(vs.spec.rebuildRequestedAt),
+      after(vs.status?.rebuild?.requestedAt),
+    ),
+  );
+}
+
 export type RunVerdict = "waiting" | "applied" | "failed";
 
 /**

@@ -14,6 +14,7 @@ import {
 import type { Kube } from "../controller/kube.js";
 import { execMco, MCO_FLAGS, parseMcoArgs } from "./mco.js";
 import {
+  nextRebuildTime,
   nextRequestTime,
   paintFor,
   progressLine,
@@ -32,11 +33,11 @@ Commands:
                          with NAME, that server in detail (messages, address, VLAN, VM, Puppet)
   puppet run NAME        ask vsop for one Puppet run (annotation ${PUPPET_RUN_REQUESTED_AT})
                          and follow it until it finished; exit 0 when PuppetApplied=True, 1 otherwise
+  rebuild NAME           reinstall the server on its VM (sets spec.rebuildRequestedAt to now);
+                         kubectl vsop status NAME follows it
   mco ping HOST          does HOST's mcollectived answer through the broker (exit 1 if not)
   mco last-run HOST      HOST's last Puppet run summary, read through MCollective
   version                print the version
-
-Not here yet: rebuild NAME (vsop cannot rebuild a server yet).
 
 Flags:
   -n, --namespace NS       namespace (default: the kubeconfig context's, else default)
@@ -85,6 +86,7 @@ export type PluginCommand =
   | { kind: "version" }
   | { kind: "status"; name?: string; allNamespaces: boolean; wide: boolean }
   | { kind: "puppet-run"; name: string; timeoutMs: number; wait: boolean }
+  | { kind: "rebuild"; name: string }
   | { kind: "mco"; action: "ping" | "last-run"; host: string; json: boolean; mcoArgs: string[] };
 
 export interface PluginArgs {
@@ -173,8 +175,12 @@ export function parsePluginArgs(args: string[]): PluginArgs {
         command: { kind: "mco", action, host, json: v.output === "json", mcoArgs },
       };
     }
-    case "rebuild":
-      throw new UsageError("rebuild is not available yet: vsop cannot rebuild a server yet");
+    case "rebuild": {
+      const [name, ...extra] = rest;
+      if (!name || extra.length > 0) throw new UsageError("rebuild takes exactly one NAME");
+      only([], "rebuild");
+      return { ...base, command: { kind: "rebuild", name } };
+    }
     default:
       throw new UsageError(`unknown command "${group}"\n\n${PLUGIN_USAGE}`);
   }
@@ -239,6 +245,7 @@ export async function runPlugin(
     target.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? "default";
   try {
     if (command.kind === "status") return await status(kube, namespace, command, io);
+    if (command.kind === "rebuild") return await rebuild(kube, namespace, command.name, io);
     return await puppetRun(kube, namespace, command, io);
   } catch (err) {
     if (err instanceof KubeError && isNotFound(err) && "name" in command && command.name) {
@@ -343,6 +350,28 @@ async function puppetRun(
     if (io.now() >= deadline) return timedOut(c, namespace, io);
     await sleep(1000);
   }
+}
+
+/**
+ * Asks vsop to rebuild the server once: spec.rebuildRequestedAt set to a new time. The server's
+ * VM is powered off and installed again; nothing is waited for (an install takes minutes).
+ */
+export async function rebuild(
+  kube: Pick<Kube, "get" | "mergePatch">,
+  namespace: string,
+  name: string,
+  io: Pick<PluginIO, "out" | "now">,
+): Promise<number> {
+  const path = serverPath(namespace, name);
+  const current = await kube.get<VirtualServer>(path);
+  const at = nextRebuildTime(current, io.now());
+  await kube.mergePatch(path, { spec: { rebuildRequestedAt: at } });
+  io.out.write(
+    `virtualserver ${namespace}/${name}: rebuild requested (${at}); its VM ` +
+      `${current.status?.vm?.moRef ? `${current.status.vm.moRef} ` : ""}is powered off and installed again.\n` +
+      `Follow it with: kubectl vsop status ${name} -n ${namespace}\n`,
+  );
+  return 0;
 }
 
 function timedOut(

@@ -77,7 +77,8 @@ firewall --enabled --ssh
 firstboot --disabled
 skipx
 zerombr
-clearpart --all --initlabel
+ignoredisk --only-use=sda
+clearpart --all --initlabel --drives=sda
 autopart --type=lvm --nohome
 bootloader --timeout=1
 reboot

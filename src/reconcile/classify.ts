@@ -33,6 +33,7 @@ import { vsphereStepError } from "./vsphere-errors.js";
 export const STEP_CONDITION: Record<string, ConditionType | undefined> = {
   naming: "NameResolved",
   vm: "VMCreated",
+  rebuild: "Installed",
   prepare: "Installed",
   installed: "Installed",
   puppet: "PuppetApplied",

@@ -27,6 +27,17 @@ export interface InstallURLs {
 }
 
 /**
+ * cloud-init's instance-id: the object's UID, and a new one for each rebuild, so that cloud-init
+ * on the rebuilt VM (iso, guestinfo) runs as on a new instance rather than skipping its data.
+ */
+export function instanceIdOf(vs: VirtualServer): string {
+  const rebuilt = Date.parse(vs.status?.rebuild?.startedAt ?? "");
+  return Number.isNaN(rebuilt)
+    ? vs.metadata.uid!
+    : `${vs.metadata.uid!}-rebuild-${Math.floor(rebuilt / 1000)}`;
+}
+
+/**
  * The variables of a server's install files. Keys and the broker login are read only for the
  * one-time bootstrap (`identityPrivateKeyPem` given): the kickstart, ISO and guestinfo, which
  * outlive the install in places vsop does not control, never carry a secret.
@@ -91,7 +102,7 @@ export async function installVariables(
     },
     mcollective,
     puppet: { environment: puppetEnvironment(vs, cls.spec) },
-    provisioning: { ...urls, instanceId: vs.metadata.uid },
+    provisioning: { ...urls, instanceId: instanceIdOf(vs) },
     ...(serviceMac ? { serviceNic: { macAddress: serviceMac } } : {}),
     ...(bootMac ? { bootNic: { macAddress: bootMac } } : {}),
   };

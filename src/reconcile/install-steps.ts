@@ -184,13 +184,16 @@ export function installedStep(deps: InstallDeps): Step {
             Math.max(0, (Date.parse(completedAt) - startedAt) / 1000),
           );
       }
-      condition(
-        ctx,
-        "Installed",
-        "True",
-        "Installed",
-        `Installed at ${ctx.status.install!.completedAt}.`,
-      );
+      const { method, completedAt } = ctx.status.install!;
+      if (method === "adopted")
+        condition(
+          ctx,
+          "Installed",
+          "True",
+          "Adopted",
+          `Adopted at ${completedAt}; not installed by vsop.`,
+        );
+      else condition(ctx, "Installed", "True", "Installed", `Installed at ${completedAt}.`);
       return DONE;
     },
   };

@@ -22,6 +22,7 @@ export type VSpherePort = Pick<
   | "startReset"
   | "startDestroy"
   | "startResize"
+  | "startConfigureDisks"
   | "startSetNicConnected"
   | "startSetExtraConfig"
   | "startAttachIso"

@@ -23,6 +23,7 @@ import { StepError } from "../errors.js";
 import { classify } from "./classify.js";
 import { partLabels, parseHostname } from "../naming/hostname.js";
 import { condition, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
+import { rebuildEvents, rebuilding } from "./rebuild-step.js";
 
 export interface ReconcilerDeps {
   kube: Kube;
@@ -268,7 +269,8 @@ export class VirtualServerReconciler {
     } else {
       const ready = o.phase === "Ready";
       condition(ctx, "Ready", ready ? "True" : "False", o.reason!, o.message!);
-      status.phase = o.phase;
+      // A rebuilt VM exists all along: its power-on and install data are part of Installing.
+      status.phase = o.phase === "Creating" && rebuilding(status) ? "Installing" : o.phase;
     }
     status.observedGeneration = vs.metadata.generation;
 
@@ -288,6 +290,13 @@ export class VirtualServerReconciler {
       }
       await this.recordTransitions(vs, before.conditions ?? [], status.conditions ?? [], log);
       await this.recordInstallProgress(vs, before, status);
+      for (const e of rebuildEvents(before, status, vs.spec.hostname))
+        await this.deps.recorder.record(
+          { apiVersion: API_VERSION, kind: "VirtualServer", metadata: vs.metadata },
+          "Normal",
+          e.reason,
+          e.message,
+        );
     }
     if (err) {
       if (err.options.retryAfterSeconds !== undefined)
@@ -363,6 +372,9 @@ export const PROGRESS_REASONS = new Set([
   "Disconnected",
   "PoweringOff",
   "Restarting",
+  "Resizing",
+  "Rebuilding",
+  "Adopting",
 ]);
 
 /**
@@ -389,6 +401,7 @@ export const RETRIED_REASONS = new Set([
   "DatastoreUploadFailed",
   "BrokerUnreachable",
   "NodeNotReachable",
+  "PowerCycleQueued",
 ]);
 
 /** The result, requeued no later than `seconds` when a step asked to look again. */

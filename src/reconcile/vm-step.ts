@@ -1,6 +1,6 @@
 // Step 2: the VM exists, is ours (found by the owner UID in its extraConfig, never by name alone),
 // has a service NIC in the server's VLAN (and a boot NIC for network installs), and the size asked.
-import { effectiveHardware, effectiveNetwork, vmName } from "../api/defaults.js";
+import { effectiveHardware, effectiveNetwork, targetSize, vmName } from "../api/defaults.js";
 import { bootMethodOf } from "./boot/index.js";
 import type { NicStatus, VirtualServer } from "../api/types.js";
 import { faultName } from "../vsphere/errors.js";
@@ -21,7 +21,12 @@ import {
   type StepOutcome,
 } from "./context.js";
 import { powerOffToDelete, startTask, taskInFlight } from "./vsphere-task.js";
+import { keyOf } from "../controller/informer.js";
+import { getCondition } from "../controller/conditions.js";
+import { PowerCycleSlots, unlimitedSlots } from "./power-cycle-slots.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
+import { reconcileDisks, retainedDisksNote } from "./disks.js";
+import { adopt, adoptedVM } from "./adopt.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
@@ -91,7 +96,7 @@ const nameConflict = (name: string, cause?: unknown) =>
     { condition: "VMCreated", cause },
   );
 
-export function vmStep(pool: VSpherePool): Step {
+export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlots()): Step {
   return {
     name: "vm",
     async run(ctx) {
@@ -127,6 +132,8 @@ export function vmStep(pool: VSpherePool): Step {
       const vm = ownedVM(vc, ctx);
 
       if (!vm) {
+        // An existing VM to manage instead (adopt.ts): nothing is created.
+        if (vs.spec.adopt) return adopt(vc, ctx, spec.extraConfig);
         if (ctx.finished === "CreateVM")
           return wait(
             1,
@@ -183,6 +190,7 @@ export function vmStep(pool: VSpherePool): Step {
         return started ?? wait(0, "Creating", "Creating", `VM ${name} found; looking at it.`);
       }
       if (ctx.finished === "CreateVM") ctx.log.info({ vm: name, moRef: vm.moRef }, "VM created");
+      const adopted = adoptedVM(ctx, vm);
 
       if (!ctx.status.install?.startedAt) {
         // CD-ROM and boot order need the device keys vSphere assigned at creation; this also
@@ -198,15 +206,19 @@ export function vmStep(pool: VSpherePool): Step {
         if (finishing) return finishing;
       }
 
-      const resizing = await resize(vc, ctx, vm, hw);
+      const resizing = await resize(vc, ctx, vm, hw, slots, !!adopted);
       if (resizing) return resizing;
+      const disks = await reconcileDisks(vc, ctx, vc.get(vm.moRef) ?? vm, hw);
+      if (disks) return disks;
       recordVM(ctx, vc.get(vm.moRef) ?? vm);
       condition(
         ctx,
         "VMCreated",
         "True",
-        "Created",
-        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}.`,
+        adopted ? "Adopted" : "Created",
+        `VM ${vm.name} (${vm.moRef}) in datacenter ${cls.spec.placement.datacenter}` +
+          (adopted ? `, adopted at ${ctx.status.adoption!.completedAt} (spec.adopt).` : ".") +
+          retainedDisksNote(ctx),
       );
       return DONE;
     },
@@ -258,17 +270,21 @@ export function vmStep(pool: VSpherePool): Step {
 }
 
 /**
- * Applies cpus/memory changes: hot-add where allowed, a power cycle if the class permits (off,
- * resize, on: one task per reconcile, status.vm.powerCycle remembering to power on), else report.
+ * Applies cpus/memory changes (see targetSize for which): hot-add where allowed, a power cycle if
+ * the class permits and one of its slots is free (off, resize, on: one task per reconcile,
+ * status.vm.powerCycle remembering to power on), else report.
  */
 async function resize(
   vc: VSpherePort,
   ctx: ReconcileContext,
   vm: VMRecord,
-  hw: { cpus: number; memoryMiB: number; powerCyclePolicy: string },
+  hw: { powerCyclePolicy: string; maxUnavailable: number },
+  slots: PowerCycleSlots,
+  adopted: boolean,
 ): Promise<StepOutcome | undefined> {
-  const size = { cpus: hw.cpus, memoryMiB: hw.memoryMiB };
-  if (vm.cpus === hw.cpus && vm.memoryMiB === hw.memoryMiB) {
+  // An adopted VM keeps its own size: the class's hardware is for the VMs vsop creates.
+  const size = targetSize(ctx.vs, ctx.cls.spec, vm, !adopted);
+  if (vm.cpus === size.cpus && vm.memoryMiB === size.memoryMiB) {
     if (!ctx.status.vm?.powerCycle) return undefined;
     if (vm.powerState !== "poweredOn" && !staysOff(ctx))
       return startTask(
@@ -279,13 +295,15 @@ async function resize(
         `Powering VM ${vm.name} on again after resizing it.`,
       );
     ctx.status.vm = { ...ctx.status.vm, powerCycle: undefined };
+    slots.release(keyOf(ctx.vs));
     ctx.log.info({ moRef: vm.moRef, ...size }, "VM power-cycled to resize");
     return undefined;
   }
   const off = vm.powerState !== "poweredOn";
   const hotOK =
-    (vm.cpus === hw.cpus || (hw.cpus > vm.cpus && vm.cpuHotAddEnabled)) &&
-    (vm.memoryMiB === hw.memoryMiB || (hw.memoryMiB > vm.memoryMiB && vm.memoryHotAddEnabled));
+    (vm.cpus === size.cpus || (size.cpus > vm.cpus && vm.cpuHotAddEnabled)) &&
+    (vm.memoryMiB === size.memoryMiB || (size.memoryMiB > vm.memoryMiB && vm.memoryHotAddEnabled));
+  const wanted = `${size.cpus} CPUs and ${size.memoryMiB} MiB`;
   if (off || hotOK) {
     if (ctx.finished !== "Resize")
       ctx.log.info({ moRef: vm.moRef, ...size, hot: !off }, "resizing VM");
@@ -294,7 +312,7 @@ async function resize(
       vc,
       "Resize",
       () => vc.startResize(vm.moRef, size),
-      `Resizing VM ${vm.name} to ${hw.cpus} CPUs and ${hw.memoryMiB} MiB.`,
+      `Resizing VM ${vm.name} to ${wanted}.`,
     );
   }
   // To be powered off anyway (the power step does it): resized cold right after.
@@ -302,11 +320,24 @@ async function resize(
   if (hw.powerCyclePolicy !== "IfNeeded") {
     throw new StepError(
       "ResizeRequiresPowerCycle",
-      `VM ${vm.name} has ${vm.cpus} CPUs and ${vm.memoryMiB} MiB; ${hw.cpus} CPUs and ${hw.memoryMiB} MiB ` +
+      `VM ${vm.name} has ${vm.cpus} CPUs and ${vm.memoryMiB} MiB; ${wanted} ` +
         "need a power cycle (no hot-add or a decrease). Power it off to apply (spec.powerState Off, " +
         "then On), or set the class's " +
         "hardware.powerCyclePolicy to IfNeeded.",
       { retryAfterSeconds: 30 },
+    );
+  }
+  const slot = slots.acquire(ctx.vs.spec.className, keyOf(ctx.vs), hw.maxUnavailable);
+  if (!slot.granted) {
+    if (getCondition(ctx.status.conditions, "Ready")?.reason !== "PowerCycleQueued")
+      ctx.log.info({ holders: slot.holders }, "power cycle queued");
+    return wait(
+      15,
+      "Waiting",
+      "PowerCycleQueued",
+      `VM ${vm.name} waits to be power-cycled to ${wanted}: ${slot.holders.join(", ")} ` +
+        `of class ${ctx.vs.spec.className} ${slot.holders.length === 1 ? "is" : "are"} being ` +
+        `power-cycled (hardware.maxUnavailable ${hw.maxUnavailable}).`,
     );
   }
   ctx.status.vm = { ...ctx.status.vm, powerCycle: true };

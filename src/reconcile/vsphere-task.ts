@@ -27,9 +27,16 @@ const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reas
   Resize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
   PowerOffToResize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
   PowerOnAfterResize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
+  // Adding, growing or removing disks (disks.ts).
+  ConfigureDisks: { condition: "VMCreated", phase: "Configuring", reason: "Configuring" },
   AttachISO: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
   SetGuestinfo: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
   PowerOn: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
+  // A network install after a rebuild: the boot NIC the last handoff disconnected.
+  ConnectBootNIC: { condition: "Installed", phase: "Installing", reason: "Rebuilding" },
+  // spec.rebuildRequestedAt (rebuild-step.ts) and spec.adopt (adopt.ts).
+  PowerOffToRebuild: { condition: "Installed", phase: "Installing", reason: "Rebuilding" },
+  AdoptVM: { condition: "VMCreated", phase: "Creating", reason: "Adopting" },
   DisconnectBootNIC: {
     condition: "BootNICDisconnected",
     phase: "Configuring",

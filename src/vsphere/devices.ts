@@ -36,6 +36,8 @@ export interface DiskRecord {
   key: number;
   capacityKiB: number;
   fileName?: string;
+  /** Controller and unit as the VM's configuration names them, e.g. "scsi0:1" (stable across reads). */
+  slot?: string;
 }
 
 /** How a NIC reaches its network: a distributed port group or a standard network. */
@@ -108,11 +110,78 @@ export function cdromRecords(devices: NodeObject[]): CdromRecord[] {
 }
 
 export function diskRecords(devices: NodeObject[]): DiskRecord[] {
-  return devices.filter(isDisk).map((d) => ({
-    key: deviceKey(d),
-    capacityKiB: num(d.capacityInKB) ?? 0,
-    fileName: str(get(d, "backing", "fileName")),
-  }));
+  return devices.filter(isDisk).map((d) => {
+    const slot = slotName(devices, num(d.controllerKey), num(d.unitNumber));
+    return {
+      key: deviceKey(d),
+      capacityKiB: num(d.capacityInKB) ?? 0,
+      fileName: str(get(d, "backing", "fileName")),
+      ...(slot ? { slot } : {}),
+    };
+  });
+}
+
+const SCSI_TYPES = new Set([
+  "ParaVirtualSCSIController",
+  "VirtualLsiLogicController",
+  "VirtualLsiLogicSASController",
+  "VirtualBusLogicController",
+]);
+const BUS_PREFIX: Record<string, string> = {
+  VirtualAHCIController: "sata",
+  VirtualNVMEController: "nvme",
+  VirtualIDEController: "ide",
+};
+
+const busPrefix = (controller: NodeObject) => {
+  const t = typeOf(controller) ?? "";
+  return SCSI_TYPES.has(t) ? "scsi" : BUS_PREFIX[t];
+};
+
+/** "scsi0:1" for unit 1 on SCSI bus 0, as a .vmx file names the device. */
+function slotName(
+  devices: NodeObject[],
+  controllerKey: number | undefined,
+  unit: number | undefined,
+): string | undefined {
+  if (controllerKey === undefined || unit === undefined) return undefined;
+  const ctrl = findDevice(devices, controllerKey);
+  const prefix = ctrl && busPrefix(ctrl);
+  const bus = ctrl && num(ctrl.busNumber);
+  return prefix && bus !== undefined ? `${prefix}${bus}:${unit}` : undefined;
+}
+
+/**
+ * Free slots for new disks on one SCSI controller: the one `nearDisk` (the system disk) is on when
+ * that is SCSI, else the first SCSI controller. Unit 7 is the controller's own; 16 units a bus.
+ */
+export function freeScsiSlots(
+  devices: NodeObject[],
+  nearDisk?: number,
+): { controllerKey: number; units: number[]; slot: (unit: number) => string } | undefined {
+  const scsi = devices.filter((d) => SCSI_TYPES.has(typeOf(d) ?? ""));
+  const near =
+    nearDisk === undefined ? undefined : num(findDevice(devices, nearDisk)?.controllerKey);
+  const ctrl = scsi.find((c) => deviceKey(c) === near) ?? scsi[0];
+  if (!ctrl) return undefined;
+  const key = deviceKey(ctrl);
+  const used = new Set(
+    devices.filter((d) => num(d.controllerKey) === key).map((d) => num(d.unitNumber)),
+  );
+  const units = [...Array(16).keys()].filter((u) => u !== 7 && !used.has(u));
+  const bus = num(ctrl.busNumber) ?? 0;
+  return { controllerKey: key, units, slot: (unit) => `scsi${bus}:${unit}` };
+}
+
+/** A copy of a VirtualDisk with a new capacity (both fields, consistent; key order kept). */
+export function resizedDisk(device: NodeObject, kib: number): NodeObject {
+  const out: NodeObject = {};
+  for (const [k, v] of Object.entries(clone(device))) {
+    if (k === "capacityInBytes") continue;
+    out[k] = k === "capacityInKB" ? String(kib) : v;
+    if (k === "capacityInKB") out.capacityInBytes = String(kib * 1024);
+  }
+  return out;
 }
 
 /** A free IDE slot for a new CD-ROM (two units per IDE controller). */
@@ -173,6 +242,8 @@ export function newDisk(
   controllerKey: number,
   gib: number,
   datastore: string,
+  unitNumber = 0,
+  datastoreRef?: MoRef,
 ): NodeObject {
   return {
     _type: "VirtualDisk",
@@ -180,11 +251,12 @@ export function newDisk(
     backing: {
       _type: "VirtualDiskFlatVer2BackingInfo",
       fileName: `[${datastore}]`,
+      ...(datastoreRef ? { datastore: datastoreRef } : {}),
       diskMode: "persistent",
       thinProvisioned: "true",
     },
     controllerKey: String(controllerKey),
-    unitNumber: "0",
+    unitNumber: String(unitNumber),
     capacityInKB: String(Math.round(gib * 1024 * 1024)),
     capacityInBytes: String(Math.round(gib * 1024 * 1024) * 1024),
   };

@@ -162,6 +162,14 @@ export class Inventory {
     return hostFolder && this.findByName(hostFolder, "ResourcePool", pool);
   }
 
+  /** A datastore of the datacenter by name or path, or PlacementNotFound. */
+  async datastoreIn(datacenter: string, name: string): Promise<MoRef> {
+    await this.datacenter(datacenter);
+    const ref = await this.datastore(trimSlashes(datacenter), name);
+    if (!ref) throw new PlacementNotFound("datastore", name, datacenter);
+    return ref;
+  }
+
   private async datastore(dcPath: string, name: string): Promise<MoRef | undefined> {
     const types = new Set(["Datastore"]);
     const ref = await this.findTyped(inventoryPath(dcPath, "datastore", name), types);

@@ -22,10 +22,15 @@ import {
   emptyCdromBacking,
   findDevice,
   freeIdeSlot,
+  freeScsiSlots,
   isoBacking,
   newCdrom,
+  newDisk,
+  resizedDisk,
 } from "./devices.js";
+import type { NodeObject } from "./nodes.js";
 import {
+  DISK_MARKER_PREFIX,
   DeviceNotFound,
   OWNER_UID_KEY,
   TemplateHasNoSnapshot,
@@ -36,17 +41,21 @@ import {
   bootOrderSignature,
   cloneSpec,
   createConfigSpec,
+  diskMarkers,
   extraConfigDelta,
+  gibToKiB,
+  systemDisk,
   extraConfigOf,
   optionValues,
   validateCreateSpec,
   type CreateVMSpec,
+  type DiskChanges,
   type Placement,
   type SpecObject,
   type VMRecord,
 } from "./vms.js";
 
-export type { CreateVMSpec, NicSpec, Placement, VMRecord } from "./vms.js";
+export type { CreateVMSpec, DiskChanges, NicSpec, Placement, VMRecord } from "./vms.js";
 export type { NicRecord, CdromRecord, DiskRecord, ScsiKind } from "./devices.js";
 export {
   InvalidVMSpec,
@@ -841,6 +850,72 @@ export class VCenter {
   async resize(ref: string, size: { cpus?: number; memoryMiB?: number }): Promise<void> {
     const task = await this.startResize(ref, size);
     if (task) await this.finished(task, "ReconfigVM_Task", ref);
+  }
+
+  /**
+   * Starts one reconfiguration of the VM's disks: grows disks (never shrinks one), removes data
+   * disks vsop added (with their files), and adds thin disks on the system disk's SCSI controller,
+   * each named in extraConfig (vsop.disk.<name> = its slot) by the same task, so a disk whose
+   * marker names an existing slot is never added again. Undefined when nothing is left to do.
+   */
+  async startConfigureDisks(
+    ref: string,
+    datacenter: string,
+    changes: DiskChanges,
+  ): Promise<string | undefined> {
+    const vm = await this.vm(ref);
+    const devices = deviceList(this.cache.vmProps(ref)?.["config.hardware.device"]);
+    const markers = diskMarkers(vm);
+    const bySlot = (slot: string | undefined) =>
+      slot === undefined ? undefined : vm.disks.find((d) => d.slot === slot);
+    const deviceChanges: NodeObject[] = [];
+    const extra: Record<string, string> = {};
+    for (const g of changes.grow) {
+      const disk = vm.disks.find((d) => d.key === g.key);
+      const device = findDevice(devices, g.key);
+      if (!disk || !device) throw new DeviceNotFound(ref, `disk ${g.key}`);
+      if (gibToKiB(g.sizeGiB) > disk.capacityKiB)
+        deviceChanges.push(deviceChange("edit", resizedDisk(device, gibToKiB(g.sizeGiB))));
+    }
+    for (const name of changes.remove) {
+      if (!markers.has(name)) continue; // never a disk vsop did not add
+      const disk = bySlot(markers.get(name));
+      const device = disk && findDevice(devices, disk.key);
+      if (device) deviceChanges.push(deviceChange("remove", device, "destroy"));
+      extra[DISK_MARKER_PREFIX + name] = "";
+    }
+    const adds = changes.add.filter((a) => !bySlot(markers.get(a.name)));
+    if (adds.length) {
+      const free = freeScsiSlots(devices, systemDisk(vm)?.key);
+      if (!free) throw new DeviceNotFound(ref, "a SCSI controller for data disks");
+      if (free.units.length < adds.length)
+        throw new DeviceNotFound(
+          ref,
+          `${adds.length} free units on SCSI controller ${free.controllerKey}`,
+        );
+      for (const [i, a] of adds.entries()) {
+        const unit = free.units[i]!;
+        const ds = await this.inventory.datastoreIn(datacenter, a.datastore);
+        const name = a.datastore.split("/").pop()!;
+        const disk = newDisk(-300 - i, free.controllerKey, a.sizeGiB, name, unit, ds);
+        deviceChanges.push(deviceChange("add", disk, "create"));
+        extra[DISK_MARKER_PREFIX + a.name] = free.slot(unit);
+      }
+    }
+    if (deviceChanges.length === 0 && Object.keys(extra).length === 0) return undefined;
+    const spec: SpecObject = {};
+    if (deviceChanges.length) spec.deviceChange = deviceChanges;
+    if (Object.keys(extra).length) spec.extraConfig = optionValues(extra);
+    this.log.debug(
+      {
+        moRef: ref,
+        add: adds.map((a) => a.name),
+        grow: changes.grow.map((g) => g.name),
+        remove: changes.remove,
+      },
+      "configuring disks",
+    );
+    return this.startVmTask("ReconfigVM_Task", ref, { spec });
   }
 
   // --- ISO and datastore files ---------------------------------------------------------------------

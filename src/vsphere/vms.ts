@@ -22,6 +22,30 @@ import {
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
+/**
+ * extraConfig `vsop.disk.<name>` = the slot (e.g. scsi0:1) of the data disk vsop added under that
+ * name: set in the same reconfiguration that adds the disk, so a retry never adds it twice.
+ */
+export const DISK_MARKER_PREFIX = "vsop.disk.";
+
+/** The data disks vsop added, by name, as the VM's extraConfig records them (slot per name). */
+export function diskMarkers(vm: Pick<VMRecord, "extraConfig">): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [k, v] of Object.entries(vm.extraConfig))
+    if (k.startsWith(DISK_MARKER_PREFIX) && v) out.set(k.slice(DISK_MARKER_PREFIX.length), v);
+  return out;
+}
+
+/**
+ * The system disk: the lowest-keyed disk no marker names (created with the VM, or the template's
+ * first). Not the first in device order: vcsim moves an edited device to the end of the list.
+ */
+export function systemDisk(vm: Pick<VMRecord, "disks" | "extraConfig">): DiskRecord | undefined {
+  const marked = new Set(diskMarkers(vm).values());
+  return vm.disks
+    .filter((d) => !d.slot || !marked.has(d.slot))
+    .reduce<DiskRecord | undefined>((low, d) => (low && low.key <= d.key ? low : d), undefined);
+}
 
 /** The properties the cache keeps for every VM. */
 export const VM_PROPERTIES = [
@@ -116,6 +140,18 @@ export class TemplateHasNoSnapshot extends Error {
     super(`template ${template} has no current snapshot to link clones to`);
   }
 }
+
+/** What one disk reconfiguration does (startConfigureDisks). */
+export interface DiskChanges {
+  /** New data disks: thin, in the VM's directory on `datastore`. */
+  add: { name: string; sizeGiB: number; datastore: string }[];
+  /** Disks to grow, by device key (never shrunk); the name is for logs. */
+  grow: { key: number; name: string; sizeGiB: number }[];
+  /** Data disks to remove with their files, by name (only disks vsop added under that name). */
+  remove: string[];
+}
+
+export const gibToKiB = (gib: number) => Math.round(gib * 1024 * 1024);
 
 /** A CreateVMSpec that cannot be sent, e.g. without the owner marks. */
 export class InvalidVMSpec extends Error {
@@ -354,7 +390,7 @@ export function bootOptionsFor(spec: CreateVMSpec, record: VMRecord): NodeObject
   const order = bootOrder({
     cdrom: spec.bootFromCdrom,
     ethernetKey,
-    diskKey: record.disks[0]?.key,
+    diskKey: systemDisk(record)?.key,
   });
   // bootOptions is replaced as a whole: Secure Boot is set again with the boot order.
   return spec.secureBoot

@@ -1,6 +1,7 @@
 // An in-memory vCenter behind the steps' VSpherePort: started tasks stay running until the test
 // ends them (finish / fail), and only then change the VMs, as vCenter would.
-import type { CreateVMSpec, VMRecord } from "../../src/vsphere/vcenter.js";
+import type { CreateVMSpec, DiskChanges, VMRecord } from "../../src/vsphere/vcenter.js";
+import { DISK_MARKER_PREFIX, diskMarkers, gibToKiB } from "../../src/vsphere/vms.js";
 import { DuplicateOwnerMarker } from "../../src/vsphere/vcenter.js";
 import { VSphereFault } from "../../src/vsphere/errors.js";
 import type { TaskState } from "../../src/vsphere/task-state.js";
@@ -164,6 +165,46 @@ export class FakeVSphere implements VSpherePort {
     return this.start("Resize", ref, () =>
       this.change(ref, { cpus: size.cpus ?? vm.cpus, memoryMiB: size.memoryMiB ?? vm.memoryMiB }),
     );
+  }
+
+  /** As vCenter: adds (at the next free scsi0 unit, marker set), grows, removes; never shrinks. */
+  async startConfigureDisks(ref: string, _dc: string, c: DiskChanges) {
+    const vm = this.vm(ref);
+    const markers = diskMarkers(vm);
+    const has = (name: string) => vm.disks.some((d) => d.slot === markers.get(name));
+    const add = c.add.filter((a) => !has(a.name));
+    const grow = c.grow.filter(
+      (g) => gibToKiB(g.sizeGiB) > (vm.disks.find((d) => d.key === g.key)?.capacityKiB ?? Infinity),
+    );
+    const remove = c.remove.filter((n) => markers.has(n));
+    if (add.length + grow.length + remove.length === 0) return undefined;
+    return this.start("ConfigureDisks", ref, () => {
+      const now = this.vm(ref);
+      let disks = now.disks.map((d) => {
+        const g = grow.find((x) => x.key === d.key);
+        return g ? { ...d, capacityKiB: gibToKiB(g.sizeGiB) } : d;
+      });
+      const extraConfig = { ...now.extraConfig };
+      for (const name of remove) {
+        disks = disks.filter((d) => d.slot !== extraConfig[DISK_MARKER_PREFIX + name]);
+        delete extraConfig[DISK_MARKER_PREFIX + name];
+      }
+      for (const a of add) {
+        const used = new Set(disks.map((d) => d.slot));
+        const unit = [...Array(16).keys()].find((u) => u !== 7 && !used.has(`scsi0:${u}`))!;
+        disks = [
+          ...disks,
+          {
+            key: 2000 + unit,
+            capacityKiB: gibToKiB(a.sizeGiB),
+            fileName: `[${a.datastore}] ${now.name}/${now.name}_${unit}.vmdk`,
+            slot: `scsi0:${unit}`,
+          },
+        ];
+        extraConfig[DISK_MARKER_PREFIX + a.name] = `scsi0:${unit}`;
+      }
+      this.change(ref, { disks, extraConfig });
+    });
   }
 
   async startSetNicConnected(ref: string, key: number, connected: boolean) {

@@ -14,6 +14,7 @@ import {
   age,
   ansi,
   humanDuration,
+  nextRebuildTime,
   nextRequestTime,
   paintFor,
   plain,
@@ -22,7 +23,7 @@ import {
   statusTable,
   table,
 } from "../../src/cli/plugin-format.js";
-import { parsePluginArgs } from "../../src/cli/plugin.js";
+import { parsePluginArgs, rebuild } from "../../src/cli/plugin.js";
 import { UsageError } from "../../src/cli/run-flags.js";
 import type { ReconcileContext } from "../../src/reconcile/context.js";
 import { PendingCalls } from "../../src/reconcile/pending-calls.js";
@@ -230,6 +231,53 @@ test("puppet run asks for now, to the second, past the last request and honoured
   assert.equal(nextRequestTime(twice, now), "2026-05-01T12:00:01Z");
 });
 
+test("rebuild asks for now, to the second, past the value set and the one vsop honoured", () => {
+  const now = Date.parse("2026-05-01T12:00:00.750Z");
+  assert.equal(nextRebuildTime(server("a"), now), "2026-05-01T12:00:00Z");
+  const old = server("a", { rebuild: { requestedAt: "2026-04-01T00:00:00Z" } });
+  assert.equal(nextRebuildTime(old, now), "2026-05-01T12:00:00Z");
+  // twice in one second: another value, or the second would ask for nothing
+  const honoured = server("a", { rebuild: { requestedAt: "2026-05-01T12:00:00Z" } });
+  assert.equal(nextRebuildTime(honoured, now), "2026-05-01T12:00:01Z");
+  const set = server("a");
+  set.spec.rebuildRequestedAt = "2026-05-01T12:00:03Z";
+  assert.equal(nextRebuildTime(set, now), "2026-05-01T12:00:04Z");
+});
+
+test("kubectl vsop rebuild NAME patches spec.rebuildRequestedAt of that server only", async () => {
+  const patches: [string, unknown][] = [];
+  const kube = {
+    get: async <T>(path: string) => {
+      assert.equal(path, "/apis/provisioning.vsop.dev/v1alpha1/namespaces/web/virtualservers/w1");
+      return server("w1", {
+        vm: { moRef: "vm-42" },
+        rebuild: { requestedAt: "2026-05-01T12:00:00Z" },
+      }) as T;
+    },
+    mergePatch: async <T>(path: string, body: unknown) => {
+      patches.push([path, body]);
+      return {} as T;
+    },
+  };
+  let out = "";
+  const code = await rebuild(kube, "web", "w1", {
+    out: { write: (s: string) => ((out += s), true) } as unknown as NodeJS.WritableStream,
+    now: () => NOW,
+  });
+  assert.equal(code, 0);
+  assert.deepEqual(patches, [
+    [
+      "/apis/provisioning.vsop.dev/v1alpha1/namespaces/web/virtualservers/w1",
+      { spec: { rebuildRequestedAt: "2026-05-01T12:00:01Z" } },
+    ],
+  ]);
+  assert.match(
+    out,
+    /web\/w1: rebuild requested \(2026-05-01T12:00:01Z\); its VM vm-42 is powered off/,
+  );
+  assert.match(out, /kubectl vsop status w1 -n web/);
+});
+
 test("puppet run's verdict: waits for the honoured request's run, then reads PuppetApplied", () => {
   const asked = "2026-05-01T12:00:00Z";
   const applied = cond("PuppetApplied", "True", "Applied", 1);
@@ -302,6 +350,12 @@ test("arguments: commands, -n/-A/-o, and flags that do not fit are usage errors"
     "--url",
     "amqp://b/",
   ]);
+  assert.deepEqual(parsePluginArgs(["rebuild", "web", "-n", "prod"]), {
+    namespace: "prod",
+    kubeconfig: undefined,
+    context: undefined,
+    command: { kind: "rebuild", name: "web" },
+  });
   assert.equal(parsePluginArgs([]).command.kind, "help");
   assert.equal(parsePluginArgs(["status", "--help"]).command.kind, "help");
   for (const bad of [
@@ -316,22 +370,30 @@ test("arguments: commands, -n/-A/-o, and flags that do not fit are usage errors"
     ["mco", "ping"],
     ["mco", "runonce", "h"],
     ["mco", "ping", "h", "--no-wait"],
-    ["rebuild", "web"],
+    ["rebuild"],
+    ["rebuild", "a", "b"],
+    ["rebuild", "web", "--timeout", "1m"],
     ["frobnicate"],
     ["status", "--bogus"],
   ])
     assert.throws(() => parsePluginArgs(bad), UsageError, bad.join(" "));
 });
 
-test("kubectl-vsop: --help names every command and says rebuild is not there yet; usage errors exit 2", () => {
+test("kubectl-vsop: --help names every command; usage errors exit 2", () => {
   const help = spawnSync("node", [plugin, "--help"], { encoding: "utf8" });
   assert.equal(help.status, 0);
-  for (const c of ["status [NAME]", "puppet run NAME", "mco ping HOST", "mco last-run HOST"])
+  for (const c of [
+    "status [NAME]",
+    "puppet run NAME",
+    "rebuild NAME",
+    "mco ping HOST",
+    "mco last-run HOST",
+  ])
     assert.ok(help.stdout.includes(c), c);
-  assert.match(help.stdout, /Not here yet: rebuild NAME/);
-  const bad = spawnSync("node", [plugin, "rebuild", "web"], { encoding: "utf8" });
+  assert.doesNotMatch(help.stdout, /Not here yet/);
+  const bad = spawnSync("node", [plugin, "rebuild"], { encoding: "utf8" });
   assert.equal(bad.status, 2);
-  assert.match(bad.stderr, /rebuild is not available yet/);
+  assert.match(bad.stderr, /rebuild takes exactly one NAME/);
 });
 
 // --- the operator's side: runDue and the puppet step with the annotation ---------------------

@@ -365,7 +365,11 @@ test("a resize that needs a power cycle waits for an Off request instead of fail
   serverVM(vc, { memoryMiB: 4096 });
   const vm = vmStep({ get: async () => vc });
   const power = powerStep({ get: async () => vc });
-  const spec: Partial<VirtualServerSpec> = { powerState: "Off", powerOffMode: "Hard" };
+  const spec: Partial<VirtualServerSpec> = {
+    powerState: "Off",
+    powerOffMode: "Hard",
+    memoryMiB: 2048,
+  };
   const status: VirtualServerStatus = { install: INSTALLED };
   // 2048 MiB asked, 4096 on a running VM, powerCyclePolicy Never: not ResizeRequiresPowerCycle.
   let r = await reconcile(vm, status, spec);

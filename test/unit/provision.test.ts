@@ -269,6 +269,10 @@ test("default kickstart carries the VLAN 30 settings and no gateway", () => {
   assert.match(ks, /^curl -fsS .*-X POST 'http:\/\/10\.99\.0\.1:8081\/bootstrap\/A+' -o \S+$/m);
   assert.match(ks, /^curl -fsS .*-X POST 'http:\/\/10\.99\.0\.1:8081\/built\/A+'$/m);
   assert.ok(!/\{\{|\}\}/.test(ks), "no template tags left");
+  // A rebuild reinstalls with the data disks attached: only the system disk is partitioned.
+  assert.match(ks, /^ignoredisk --only-use=sda$/m);
+  for (const l of ks.split("\n").filter((l) => /^(clearpart|zerombr|part|autopart)\b/.test(l)))
+    assert.ok(!l.startsWith("clearpart") || l.includes("--drives=sda"), l);
 
   // The %post section is valid shell.
   const post = /^%post[^\n]*\n([\s\S]*?)^%end$/m.exec(ks)?.[1];

@@ -1,6 +1,7 @@
 // network: PXE on a boot NIC in the Boot-VLAN and a kickstart fetched with the server's one-time
 // token; after the install the boot NIC is disconnected, and disconnected again whenever someone
-// reconnects it. The only place vsop touches the boot NIC.
+// reconnects it (connected again only to install anew: a rebuild). The only place vsop touches
+// the boot NIC.
 import { effectiveNetwork } from "../../api/defaults.js";
 import { condition } from "../context.js";
 import { checkInstallFiles } from "../install-data.js";
@@ -12,13 +13,25 @@ export const networkBoot: BootMethod = {
   bootFromCdrom: false,
   nics: (cls) => [{ portGroup: effectiveNetwork(cls.spec).bootPortGroup, role: "boot" }],
 
-  async prepare({ ctx, deps }) {
+  async prepare({ ctx, deps, vc, vm }) {
     const token = await deps.tokens.ensure(ctx.vs);
     // The kickstart and key bundle are rendered when the installer asks for them; render them
     // once before power-on too, so a broken template or a missing key Secret is an error here,
     // not a failing install.
     if (!ctx.status.install?.startedAt) await checkInstallFiles(deps, ctx, token.token);
-    return undefined;
+    // The installer boots from the boot NIC. A new VM has it connected; a rebuilt one had it
+    // disconnected by the previous handoff.
+    const bootPG = effectiveNetwork(ctx.cls.spec).bootPortGroup;
+    const nic = vm.nics.find((n) => n.portGroup === bootPG);
+    if (!nic || nic.startConnected) return undefined;
+    ctx.log.info({ nic: nic.macAddress }, "connecting boot NIC for the install");
+    return startTask(
+      ctx,
+      vc,
+      "ConnectBootNIC",
+      () => vc.startSetNicConnected(vm.moRef, nic.key, true),
+      `Connecting the boot NIC of VM ${vm.name} for its install.`,
+    );
   },
 
   async handoff({ ctx, vc, vm }, record) {
