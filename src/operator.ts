@@ -28,6 +28,8 @@ import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability
 import { Metrics } from "./observability/metrics.js";
 import { namingStep } from "./reconcile/naming-step.js";
 import { vmStep } from "./reconcile/vm-step.js";
+import { inventorySteps } from "./reconcile/inventory-step.js";
+import { affinitySteps } from "./reconcile/affinity-step.js";
 import { PowerCycleSlots } from "./reconcile/power-cycle-slots.js";
 import { rebuildStep } from "./reconcile/rebuild-step.js";
 import type { RecordWarning } from "./reconcile/boot/boot-method.js";
@@ -178,6 +180,13 @@ export async function runOperator(run: RunConfig): Promise<number> {
       run.provisioningURL ??
       `http://${provisioningBind?.host ?? os.hostname()}:${provisioningBind?.port ?? 8082}`,
   };
+  const inventory = inventorySteps(pool);
+  const affinity = affinitySteps({
+    pool,
+    allServers: () => servers.list(),
+    getClass: (name) => classes.get(name),
+    wake: (key) => queue.add(key),
+  });
   const warn: RecordWarning = (ctx, reason, message) =>
     recorder.record(
       { apiVersion: API_VERSION, kind: "VirtualServer", metadata: ctx.vs.metadata },
@@ -193,7 +202,10 @@ export async function runOperator(run: RunConfig): Promise<number> {
     getClass: (name) => classes.get(name),
     steps: [
       namingStep({ lookup, allServers: () => servers.list() }),
+      inventory.check,
       vmStep(pool, new PowerCycleSlots(() => servers.list())),
+      inventory.sync,
+      affinity.sync,
       rebuildStep({
         install,
         record: warn,
@@ -218,6 +230,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
         runSlots,
       ),
       certificateStep(certificates),
+      affinity.report,
     ],
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });

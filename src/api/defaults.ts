@@ -39,6 +39,9 @@ export interface EffectiveHardware {
   diskGiB: number;
   vmName: "ShortName" | "FQDN";
   powerCyclePolicy: "Never" | "IfNeeded";
+  cloneMode: "Full" | "Linked";
+  firmware?: "bios" | "efi";
+  secureBoot: boolean;
   updatePolicy: "OnCreate" | "Rolling";
   maxUnavailable: number;
   /** Data disks, each with its datastore (default: the VM's). */
@@ -77,6 +80,9 @@ export function effectiveHardware(
     diskGiB: vs.spec.diskGiB ?? h.diskGiB ?? 20,
     vmName: h.vmName ?? "ShortName",
     powerCyclePolicy: h.powerCyclePolicy ?? "Never",
+    cloneMode: h.cloneMode ?? "Full",
+    firmware: h.firmware,
+    secureBoot: h.secureBoot ?? false,
     updatePolicy: h.updatePolicy ?? "OnCreate",
     maxUnavailable: h.maxUnavailable ?? 1,
     disks: effectiveDisks(vs, cls),

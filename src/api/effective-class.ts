@@ -14,6 +14,8 @@ export interface EffectiveClass {
   installTimeout: { text: string; seconds: number };
   /** hardware.shutdownTimeout (default 5m): how long a soft power-off waits for the guest. */
   shutdownTimeout: { text: string; seconds: number };
+  /** placement.antiAffinity (default None); ByAppTypeAndEnvironment needs placement.cluster. */
+  antiAffinity: "ByAppTypeAndEnvironment" | "None";
   puppet: {
     /** puppet.interval in seconds; undefined: runs only when spec.puppet changes. */
     intervalSeconds?: number;
@@ -71,7 +73,24 @@ export function effectiveClass(cls: VirtualServerClass, lenient = false): Effect
   if (known) return known;
   const s = cls.spec;
   const interval = s.puppet?.interval;
+  // Partial classes (unit-test fakes) may lack placement.
+  let antiAffinity = (s.placement as typeof s.placement | undefined)?.antiAffinity ?? "None";
+  if (antiAffinity === "ByAppTypeAndEnvironment" && !s.placement?.cluster) {
+    if (!lenient)
+      throw new InvalidClassField(
+        "placement.antiAffinity",
+        antiAffinity,
+        "needs placement.cluster (DRS rules belong to a cluster)",
+      );
+    antiAffinity = "None";
+  }
+  const hw = s.hardware;
+  if (!lenient && hw?.cloneMode === "Linked" && !hw.template)
+    throw new InvalidClassField("hardware.cloneMode", "Linked", "needs hardware.template");
+  if (!lenient && hw?.secureBoot && hw.firmware !== "efi")
+    throw new InvalidClassField("hardware.secureBoot", "true", "needs hardware.firmware efi");
   const settings: EffectiveClass = {
+    antiAffinity,
     bootMethod: bootMethod(s),
     network: effectiveNetwork(s),
     installTimeout: duration("boot.installTimeout", s.boot?.installTimeout ?? "1h", lenient, "1h"),

@@ -120,6 +120,12 @@ export interface NicStatus {
   connected: boolean;
 }
 
+/** A vSphere tag: its category's name and its own. */
+export interface TagRef {
+  category: string;
+  name: string;
+}
+
 export interface DiskStatus {
   /** The disk's name in spec.disks (or the class's hardware.disks); "system" for the system disk. */
   name: string;
@@ -157,6 +163,12 @@ export interface VirtualServerStatus {
     task?: VMTask;
     /** vsop powered the VM off to resize it and powers it on again once resized. */
     powerCycle?: boolean;
+    /** The tags vsop attached (the class's inventory.tags and the hostname's apptype/environment). */
+    tags?: TagRef[];
+    /** The custom attributes vsop set (the class's inventory.attributes). */
+    attributes?: Record<string, string>;
+    /** The DRS anti-affinity rule the VM is in (placement.antiAffinity), e.g. vsop-web-prod. */
+    antiAffinityRule?: string;
     /** The system disk and the data disks vsop added, as last observed. */
     disks?: DiskStatus[];
   };
@@ -262,6 +274,18 @@ export interface VirtualServerClassSpec {
     resourcePool?: string;
     datastore: string;
     folder?: string;
+    /**
+     * ByAppTypeAndEnvironment: servers sharing apptype and environment are kept on different
+     * hosts by one DRS anti-affinity rule per group (needs `cluster`). Default None.
+     */
+    antiAffinity?: "ByAppTypeAndEnvironment" | "None";
+  };
+  /** How servers are found again in vCenter: tags and custom attributes on their VMs. */
+  inventory?: {
+    /** Attached to every VM; the category must exist, a missing tag is created. */
+    tags?: TagRef[];
+    /** Custom attributes set on every VM (defined when missing). */
+    attributes?: Record<string, string>;
   };
   hardware?: {
     template?: string;
@@ -277,6 +301,12 @@ export interface VirtualServerClassSpec {
     maxUnavailable?: number;
     /** How long a soft power-off waits for the guest (default 5m): TrySoft then powers off. */
     shutdownTimeout?: string;
+    /** Linked: clone from the template's current snapshot (child disks); Full (default) copies. */
+    cloneMode?: "Full" | "Linked";
+    /** Firmware of new VMs (default: vSphere's, BIOS). */
+    firmware?: "bios" | "efi";
+    /** UEFI Secure Boot (needs firmware efi). */
+    secureBoot?: boolean;
     /** Data disks every server of the class gets (a server's spec.disks adds or overrides by name). */
     disks?: DiskSpec[];
     /** Whether a data disk dropped from the lists is removed and its file deleted (default false). */

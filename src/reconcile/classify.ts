@@ -23,6 +23,7 @@ import {
   InvalidVMSpec,
   PlacementNotFound,
   PortGroupNotFound,
+  TemplateHasNoSnapshot,
   VMNotFound,
   VSphereVerifyError,
 } from "../vsphere/vcenter.js";
@@ -88,6 +89,7 @@ const RULES: Rule[] = [
       DeviceNotFound,
       VSphereVerifyError,
       InvalidVMSpec,
+      TemplateHasNoSnapshot,
     ),
     (e, condition) => vsphereStepError(e, { condition }),
   ],

@@ -34,11 +34,13 @@ export const OWNER_KEY = "vsop.owner";
 export const ownerOf = (vs: VirtualServer) => `${vs.metadata.namespace}/${vs.metadata.name}`;
 
 /** A connected, synced client for the class's vCenter, or the reason there is none. */
-export async function connectedVCenter(
-  pool: VSpherePool,
+export async function connectedVCenter<
+  P extends Pick<VSpherePort, "synced" | "lastError"> = VSpherePort,
+>(
+  pool: { get(cls: ReconcileContext["cls"]): Promise<P> },
   ctx: ReconcileContext,
-): Promise<VSpherePort | undefined> {
-  let vc: VSpherePort;
+): Promise<P | undefined> {
+  let vc: P;
   try {
     vc = await pool.get(ctx.cls);
   } catch (err) {
@@ -51,7 +53,10 @@ export async function connectedVCenter(
 }
 
 /** The VM this object owns, if any; DuplicateOwnerMarker becomes its StepError. */
-export function ownedVM(vc: VSpherePort, ctx: ReconcileContext): VMRecord | undefined {
+export function ownedVM(
+  vc: Pick<VSpherePort, "findByOwnerUID">,
+  ctx: ReconcileContext,
+): VMRecord | undefined {
   try {
     return vc.findByOwnerUID(ctx.vs.metadata.uid!);
   } catch (err) {
@@ -120,6 +125,9 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
         extraConfig: { [OWNER_UID_KEY]: uid, [OWNER_KEY]: ownerOf(vs) },
         cpuHotAdd: true,
         memoryHotAdd: true,
+        firmware: hw.firmware,
+        secureBoot: hw.secureBoot,
+        linkedClone: hw.cloneMode === "Linked",
       };
       const vm = ownedVM(vc, ctx);
 

@@ -9,7 +9,12 @@ import {
   VSphereUnreachable,
   faultName,
 } from "../vsphere/errors.js";
-import { DatastoreUploadFailed, PlacementNotFound, PortGroupNotFound } from "../vsphere/vcenter.js";
+import {
+  DatastoreUploadFailed,
+  PlacementNotFound,
+  PortGroupNotFound,
+  TemplateHasNoSnapshot,
+} from "../vsphere/vcenter.js";
 
 const PLACEMENT_REASON = {
   datacenter: "DatacenterNotFound",
@@ -75,6 +80,14 @@ export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): Ste
       `The class's ${err.what} "${err.objectName}" does not exist in vCenter` +
         (err.what === "datacenter" ? "" : ` (datacenter ${err.datacenter})`) +
         "; fix spec.placement or create it.",
+      o,
+    );
+  if (err instanceof TemplateHasNoSnapshot)
+    return new StepError(
+      "TemplateHasNoSnapshot",
+      `Template ${err.template} has no current snapshot, and Linked clones are made from it ` +
+        "(hardware.cloneMode Linked); nothing was created. Take a snapshot of the template, or set " +
+        "hardware.cloneMode to Full.",
       o,
     );
   if (err instanceof DatastoreUploadFailed)

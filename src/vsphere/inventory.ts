@@ -178,6 +178,16 @@ export class Inventory {
     return folder && this.findByName(folder, "Datastore", name);
   }
 
+  /** A cluster by path below the datacenter's host folder; PlacementNotFound when missing. */
+  async cluster(datacenter: string, name: string): Promise<MoRef> {
+    const ref = await this.findTyped(
+      inventoryPath(trimSlashes(datacenter), "host", name),
+      CLUSTER_TYPES,
+    );
+    if (!ref) throw new PlacementNotFound("cluster", name, datacenter);
+    return ref;
+  }
+
   /** A VM or template by path relative to the datacenter's vm folder. */
   vmByPath(datacenter: string, path: string): Promise<MoRef | undefined> {
     return this.findTyped(inventoryPath(datacenter, "vm", path), new Set(["VirtualMachine"]));

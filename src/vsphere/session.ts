@@ -16,6 +16,7 @@ export interface ServiceContent {
   sessionManager: MoRef;
   fileManager?: MoRef;
   searchIndex?: MoRef;
+  customFieldsManager?: MoRef;
   apiVersion: string;
 }
 
@@ -55,6 +56,7 @@ export class VSphereSession {
       sessionManager: ref("sessionManager")!,
       fileManager: ref("fileManager"),
       searchIndex: ref("searchIndex"),
+      customFieldsManager: ref("customFieldsManager"),
       apiVersion: text(field(field(sc, "about"), "apiVersion")) ?? "",
     };
     return this.content;

@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import { VSphereSession } from "./session.js";
 import { MoRef, type Node } from "./xml.js";
-import { moRef } from "./nodes.js";
+import { get, moRef } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
 import { TASK_PROPERTIES, taskOutcome, type TaskContext, type TaskState } from "./task-state.js";
@@ -12,6 +12,9 @@ import { VMCache } from "./cache.js";
 import { UpdateLoop, type Changes } from "./watch.js";
 import { Inventory, PlacementNotFound } from "./inventory.js";
 import * as datastore from "./datastore.js";
+import * as customFields from "./custom-fields.js";
+import { TaggingClient } from "./tagging.js";
+import * as clusterRules from "./cluster-rules.js";
 import {
   deviceChange,
   deviceList,
@@ -30,6 +33,7 @@ import {
   DISK_MARKER_PREFIX,
   DeviceNotFound,
   OWNER_UID_KEY,
+  TemplateHasNoSnapshot,
   VMNotFound,
   VM_PROPERTIES,
   VSphereVerifyError,
@@ -53,7 +57,13 @@ import {
 
 export type { CreateVMSpec, DiskChanges, NicSpec, Placement, VMRecord } from "./vms.js";
 export type { NicRecord, CdromRecord, DiskRecord, ScsiKind } from "./devices.js";
-export { InvalidVMSpec, VMNotFound, DeviceNotFound, VSphereVerifyError } from "./vms.js";
+export {
+  InvalidVMSpec,
+  VMNotFound,
+  DeviceNotFound,
+  VSphereVerifyError,
+  TemplateHasNoSnapshot,
+} from "./vms.js";
 export { PlacementNotFound, PortGroupNotFound } from "./inventory.js";
 export { DatastoreUploadFailed, datastorePath } from "./datastore.js";
 
@@ -125,6 +135,7 @@ export class VCenter {
   private readonly counts = new Map<string, number>();
   private readonly syncTimeoutMs: number;
   private started = false;
+  private taggingClient: TaggingClient | undefined;
 
   constructor(private readonly opts: VCenterOptions) {
     const maxWaitSeconds = opts.maxWaitSeconds ?? 20;
@@ -193,7 +204,73 @@ export class VCenter {
   async stop(): Promise<void> {
     this.started = false;
     await this.loop.stop();
+    await this.taggingClient?.logout();
     await this.session.logout();
+  }
+
+  // --- inventory: tags and custom attributes (quick calls, no tasks) -----------------------------
+
+  /** vCenter's tagging service, with its own REST session (same credentials and TLS settings). */
+  get tagging(): TaggingClient {
+    this.taggingClient ??= new TaggingClient({
+      sdkUrl: this.opts.url,
+      agent: this.session.soap.agent,
+      username: this.opts.username,
+      password: this.opts.password,
+      onCall: (method) => this.count(method),
+    });
+    return this.taggingClient;
+  }
+
+  /** A cluster's DRS VM anti-affinity rules and its host count, read from vCenter. */
+  async clusterRules(datacenter: string, cluster: string): Promise<clusterRules.ClusterRules> {
+    return clusterRules.clusterRules(
+      this.session,
+      await this.inventory.cluster(datacenter, cluster),
+    );
+  }
+
+  /**
+   * Starts adding, changing (to exactly these VMs) or removing an anti-affinity rule of a cluster
+   * (ReconfigureComputeResource_Task); returns the task.
+   */
+  async startAntiAffinityRule(
+    datacenter: string,
+    cluster: string,
+    operation: "add" | "edit" | "remove",
+    rule: { key?: number; name: string; vms: string[] },
+  ): Promise<string> {
+    const ref = await this.inventory.cluster(datacenter, cluster);
+    this.log.info(
+      { cluster, rule: rule.name, operation, vms: rule.vms },
+      "changing anti-affinity rule",
+    );
+    return clusterRules.startRuleChange(
+      this.session,
+      ref,
+      clusterRules.ruleChange(operation, rule),
+    );
+  }
+
+  /** VM custom attribute keys by name. */
+  customFieldKeys(): Promise<Map<string, number>> {
+    return customFields.customFieldKeys(this.session);
+  }
+
+  /** Defines a VM custom attribute (AddCustomFieldDef); returns its key. */
+  addCustomField(name: string): Promise<number> {
+    this.log.info({ attribute: name }, "defining custom attribute");
+    return customFields.addCustomField(this.session, name);
+  }
+
+  /** A VM's custom attribute values by key, read from vCenter. */
+  customValues(ref: string): Promise<Map<number, string>> {
+    return customFields.customValues(this.session, ref);
+  }
+
+  /** Sets one custom attribute of a VM (SetField; "" clears it). */
+  setCustomField(ref: string, key: number, value: string): Promise<void> {
+    return customFields.setCustomField(this.session, ref, key, value);
   }
 
   synced(): boolean {
@@ -474,7 +551,13 @@ export class VCenter {
       const template = await this.template(datacenter, spec.template);
       if (!this.cache.vmProps(template.value)) await this.refresh(template.value);
       const devices = deviceList(this.cache.vmProps(template.value)?.["config.hardware.device"]);
-      const body = cloneSpec(spec, devices, placement, networks);
+      let snapshot: MoRef | undefined;
+      if (spec.linkedClone) {
+        const props = await retrieveOne(this.session, template, ["snapshot"]);
+        snapshot = moRef(get(props.snapshot, "currentSnapshot"));
+        if (!snapshot) throw new TemplateHasNoSnapshot(spec.template);
+      }
+      const body = cloneSpec(spec, devices, placement, networks, snapshot);
       task = moRef(
         await this.session.invoke(method, template, {
           folder: placement.folder,

@@ -125,8 +125,20 @@ export interface CreateVMSpec {
   extraConfig: Record<string, string>;
   scsiController?: ScsiKind;
   firmware?: "bios" | "efi";
+  /** UEFI Secure Boot (firmware efi). */
+  secureBoot?: boolean;
+  /** Clone from the template's current snapshot, sharing its disks (child disk backing). */
+  linkedClone?: boolean;
   cpuHotAdd?: boolean;
   memoryHotAdd?: boolean;
+}
+
+/** A Linked clone was asked of a template (or VM) that has no current snapshot. */
+export class TemplateHasNoSnapshot extends Error {
+  override name = "TemplateHasNoSnapshot";
+  constructor(readonly template: string) {
+    super(`template ${template} has no current snapshot to link clones to`);
+  }
 }
 
 /** What one disk reconfiguration does (startConfigureDisks). */
@@ -304,19 +316,28 @@ export function createConfigSpec(
     deviceChange: devices,
     extraConfig: optionValues(spec.extraConfig),
   };
-  if (spec.firmware) out.firmware = spec.firmware;
+  firmware(spec, out);
   return out;
+}
+
+/** Firmware and Secure Boot of a new VM's config (both CreateVM_Task and CloneVM_Task). */
+function firmware(spec: CreateVMSpec, config: SpecObject): void {
+  if (spec.firmware) config.firmware = spec.firmware;
+  if (spec.secureBoot) config.bootOptions = { efiSecureBootEnabled: "true" };
 }
 
 /**
  * The VirtualMachineCloneSpec of CloneVM_Task: the template's NICs replaced by ours, its first
- * disk grown to diskGiB when smaller, our extraConfig; not powered on.
+ * disk grown to diskGiB when smaller (not for a linked clone: a child disk of a snapshot keeps
+ * its parent's size), our extraConfig and firmware; not powered on. `snapshot`: a linked clone
+ * of it (createNewChildDiskBacking).
  */
 export function cloneSpec(
   spec: CreateVMSpec,
   templateDevices: NodeObject[],
   location: { datastore: MoRef; pool: MoRef },
   networks: NetworkBacking[],
+  snapshot?: MoRef,
 ): SpecObject {
   const changes: NodeObject[] = templateDevices
     .filter(isEthernet)
@@ -324,7 +345,7 @@ export function cloneSpec(
   changes.push(...networks.map((net, i) => deviceChange("add", newNic(NIC_KEY_BASE - i, net))));
   const disk = templateDevices.find((d) => str(d._type) === "VirtualDisk");
   const wantKiB = Math.round(spec.diskGiB * 1024 * 1024);
-  if (disk && (num(disk.capacityInKB) ?? 0) < wantKiB) {
+  if (!snapshot && disk && (num(disk.capacityInKB) ?? 0) < wantKiB) {
     // Both sizes, consistent: vcsim reads a missing capacityInBytes as 0.
     const grown: NodeObject = {
       ...disk,
@@ -338,11 +359,17 @@ export function cloneSpec(
     deviceChange: changes,
     extraConfig: optionValues(spec.extraConfig),
   };
+  firmware(spec, config);
   return {
-    location: { datastore: location.datastore, pool: location.pool },
+    location: {
+      datastore: location.datastore,
+      ...(snapshot ? { diskMoveType: "createNewChildDiskBacking" } : {}),
+      pool: location.pool,
+    },
     template: "false",
     config,
     powerOn: "false",
+    ...(snapshot ? { snapshot } : {}),
   };
 }
 
@@ -365,5 +392,8 @@ export function bootOptionsFor(spec: CreateVMSpec, record: VMRecord): NodeObject
     ethernetKey,
     diskKey: systemDisk(record)?.key,
   });
-  return { bootOrder: order };
+  // bootOptions is replaced as a whole: Secure Boot is set again with the boot order.
+  return spec.secureBoot
+    ? { efiSecureBootEnabled: "true", bootOrder: order }
+    : { bootOrder: order };
 }

@@ -78,3 +78,25 @@ test("the CRD's duration fields carry the pattern the parser accepts", () => {
     assert.ok(durationSeconds(ok) !== undefined, ok);
   for (const bad of ["1d", "m", "-5s", "5 s", ""]) assert.equal(durationSeconds(bad), undefined);
 });
+
+test("cloneMode Linked needs a template, secureBoot needs efi, antiAffinity needs a cluster", () => {
+  const bad = (spec: Record<string, unknown>, field: RegExp) =>
+    assert.throws(
+      () => effectiveClass({ metadata: { name: "c" }, spec } as unknown as VirtualServerClass),
+      field,
+    );
+  bad({ hardware: { cloneMode: "Linked" } }, /hardware.cloneMode "Linked" needs hardware.template/);
+  bad(
+    { hardware: { secureBoot: true, firmware: "bios" } },
+    /hardware.secureBoot .* needs hardware.firmware efi/,
+  );
+  bad(
+    { placement: { datacenter: "d", datastore: "s", antiAffinity: "ByAppTypeAndEnvironment" } },
+    /placement.antiAffinity .* needs placement.cluster/,
+  );
+  const ok = effectiveClass({
+    metadata: { name: "c" },
+    spec: { hardware: { cloneMode: "Linked", template: "t", firmware: "efi", secureBoot: true } },
+  } as unknown as VirtualServerClass);
+  assert.equal(ok.antiAffinity, "None");
+});

@@ -456,3 +456,48 @@ test("datastore URLs are encoded and cannot leave the datastore", () => {
   assert.throws(() => checkFilePath(""));
   assert.equal(inventoryPath("/DC0/", "vm", "", "a/b"), "DC0/vm/a/b");
 });
+
+test("a linked clone: the template's snapshot, child disks, the disk not grown; firmware and Secure Boot", () => {
+  const template = deviceList(vmProps()["config.hardware.device"]);
+  const spec = cloneSpec(
+    { ...SPEC, linkedClone: true, firmware: "efi", secureBoot: true },
+    template,
+    { datastore: new MoRef("Datastore", "ds-1"), pool: new MoRef("ResourcePool", "rp-1") },
+    NETS,
+    new MoRef("VirtualMachineSnapshot", "snapshot-7"),
+  );
+  const xml = encode("spec", spec);
+  assert.match(
+    xml,
+    /<location><datastore type="Datastore">ds-1<\/datastore><diskMoveType>createNewChildDiskBacking<\/diskMoveType><pool type="ResourcePool">rp-1<\/pool><\/location>/,
+  );
+  assert.ok(
+    xml.endsWith(
+      '<powerOn>false</powerOn><snapshot type="VirtualMachineSnapshot">snapshot-7</snapshot></spec>',
+    ),
+    "snapshot after powerOn (WSDL order)",
+  );
+  assert.doesNotMatch(xml, /<operation>edit<\/operation><device xsi:type="VirtualDisk">/);
+  assert.match(
+    xml,
+    /<firmware>efi<\/firmware><bootOptions><efiSecureBootEnabled>true<\/efiSecureBootEnabled><\/bootOptions><\/config>/,
+  );
+
+  const created = encode(
+    "config",
+    createConfigSpec({ ...SPEC, firmware: "efi", secureBoot: true }, "ds1", NETS),
+  );
+  assert.match(created, /<firmware>efi<\/firmware><bootOptions><efiSecureBootEnabled>true/);
+  assert.doesNotMatch(
+    encode("config", createConfigSpec(SPEC, "ds1", NETS)),
+    /firmware|bootOptions/,
+  );
+
+  // The boot order is set later as a whole bootOptions: Secure Boot goes with it, first.
+  const record = toVMRecord("vm-1", vmProps(), (k) => ({ "dvportgroup-30": "Boot-VLAN" })[k]);
+  const boot = bootOptionsFor(
+    { ...SPEC, secureBoot: true, nics: [{ portGroup: "Boot-VLAN", role: "boot" }] },
+    record,
+  );
+  assert.deepEqual(Object.keys(boot!), ["efiSecureBootEnabled", "bootOrder"]);
+});
