@@ -71,7 +71,17 @@ export interface VirtualServerSpec {
   rebuildRequestedAt?: string;
   /** An existing VM to manage instead of creating one (read while the server has no VM). */
   adopt?: AdoptSpec;
+  /** More service NICs, one per hostname, each on the port group of its address's VLAN. */
+  extraNetworks?: ExtraNetworkSpec[];
 }
+
+/** One more network of a server: a hostname whose A record gives the NIC's address and VLAN. */
+export interface ExtraNetworkSpec {
+  hostname: string;
+}
+
+/** At most this many extra networks per server (the CRD's maxItems). */
+export const MAX_EXTRA_NETWORKS = 4;
 
 /** Which VM to adopt: by its moRef, or by its name (which must then be unique in vCenter). */
 export interface AdoptSpec {
@@ -114,7 +124,11 @@ export interface ServiceAddress {
 }
 
 export interface NicStatus {
-  role: "service" | "boot";
+  /** extra: one of spec.extraNetworks (hostname and address say which). */
+  role: "service" | "boot" | "extra";
+  hostname?: string;
+  address?: string;
+  vlan?: number;
   portGroup: string;
   macAddress?: string;
   connected: boolean;

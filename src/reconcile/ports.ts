@@ -24,6 +24,7 @@ export type VSpherePort = Pick<
   | "startResize"
   | "startConfigureDisks"
   | "startSetNicConnected"
+  | "startAddNics"
   | "startSetExtraConfig"
   | "startAttachIso"
   | "startDetachIso"

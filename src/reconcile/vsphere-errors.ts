@@ -120,6 +120,8 @@ export function portGroupError(
   boot: boolean,
   name: string,
   vlan?: number,
+  /** Whose VLAN it is, e.g. "extra network db-prod-1-bk.example.com", when not the server's. */
+  whose?: string,
 ): StepError {
   if (!(err instanceof PortGroupNotFound)) return vsphereStepError(err, { condition: "VMCreated" });
   return boot
@@ -130,7 +132,8 @@ export function portGroupError(
       )
     : new StepError(
         "VLANPortGroupMissing",
-        `No port group "${name}" for VLAN ${vlan} exists in vCenter; create it or fix spec.network.portGroupTemplate.`,
+        `No port group "${name}" for VLAN ${vlan}${whose ? ` (${whose})` : ""} exists in vCenter; ` +
+          "create it or fix spec.network.portGroupTemplate.",
         { condition: "VMCreated" },
       );
 }

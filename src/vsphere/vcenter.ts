@@ -26,6 +26,7 @@ import {
   isoBacking,
   newCdrom,
   newDisk,
+  newNic,
   resizedDisk,
 } from "./devices.js";
 import type { NodeObject } from "./nodes.js";
@@ -792,6 +793,33 @@ export class VCenter {
     return this.startVmTask("ReconfigVM_Task", ref, {
       spec: { deviceChange: [deviceChange("edit", edited)] },
     });
+  }
+
+  /**
+   * Starts adding one vmxnet3 NIC per port group (in that order, after the VM's NICs), connected
+   * when the VM runs; undefined when none is asked. The caller decides what is missing from the
+   * VM's NICs as observed, so a repeated call after the task ended adds nothing.
+   */
+  async startAddNics(
+    ref: string,
+    datacenter: string,
+    portGroups: string[],
+  ): Promise<string | undefined> {
+    if (!portGroups.length) return undefined;
+    const vm = await this.vm(ref);
+    const on = vm.powerState === "poweredOn";
+    const changes: NodeObject[] = [];
+    for (const [i, pg] of portGroups.entries()) {
+      const nic = newNic(-400 - i, await this.inventory.network(datacenter, pg));
+      nic.connectable = {
+        startConnected: "true",
+        allowGuestControl: "true",
+        connected: String(on),
+      };
+      changes.push(deviceChange("add", nic));
+    }
+    this.log.info({ moRef: ref, vm: vm.name, portGroups }, "adding NICs");
+    return this.startVmTask("ReconfigVM_Task", ref, { spec: { deviceChange: changes } });
   }
 
   /** Sets a NIC's connected and startConnected flags and checks the result by reading it back. */

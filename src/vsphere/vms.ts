@@ -105,7 +105,7 @@ export interface VMRecord {
 
 export interface NicSpec {
   portGroup: string;
-  role: "service" | "boot";
+  role: "service" | "boot" | "extra";
 }
 
 export interface CreateVMSpec {

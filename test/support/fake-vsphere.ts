@@ -207,6 +207,24 @@ export class FakeVSphere implements VSpherePort {
     });
   }
 
+  /** As vCenter: one NIC per port group after the VM's NICs, connected when the VM runs. */
+  async startAddNics(ref: string, _dc: string, portGroups: string[]) {
+    if (!portGroups.length) return undefined;
+    return this.start("AddNics", ref, () => {
+      const now = this.vm(ref);
+      const on = now.powerState === "poweredOn";
+      const last = Math.max(3999, ...now.nics.map((n) => n.key));
+      const added = portGroups.map((portGroup, i) => ({
+        key: last + 1 + i,
+        label: `Network adapter ${now.nics.length + 1 + i}`,
+        portGroup,
+        connected: on,
+        startConnected: true,
+      }));
+      this.change(ref, { nics: [...now.nics, ...added] });
+    });
+  }
+
   async startSetNicConnected(ref: string, key: number, connected: boolean) {
     const nic = this.vm(ref).nics.find((n) => n.key === key)!;
     if (nic.startConnected === connected && nic.connected === connected) return undefined;

@@ -1,0 +1,235 @@
+// spec.extraNetworks on the stack's vcsim and dnsmasq, checked with govc device.info: a server
+// created with an extra network gets its NIC on the extra address's VLAN port group (VLAN-10)
+// after its own (VLAN-30), listed in status.vm.nics with role extra; an extra network added to a
+// running server's spec gets one NIC by a reconfiguration; an extra hostname without an A record
+// is NameNotResolvable naming it with no VM created, and goes on once the record exists; an extra
+// VLAN without a port group (VLAN-77) is VLANPortGroupMissing, with no VM created on a new server
+// and no NIC added on an existing one.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import {
+  addDNSRecords,
+  apply,
+  cond,
+  createNamespace,
+  deleteServers,
+  getVS,
+  installVsop,
+  kubectl,
+  kubectlTry,
+  removeDNSNames,
+  startOperator,
+  waitFor,
+  type Operator,
+  type VS,
+} from "../support/harness.js";
+import { applyClass, virtualServer } from "../support/fixtures.js";
+import { findVMs, govc, portGroupNames } from "../support/govc.js";
+
+const RUN = randomBytes(3).toString("hex");
+const CLASS = "nx-net";
+const LABELS = { "vsop-test": "placement-networks" };
+const MULTI = { name: "multi", host: "nx-prod-1.example.test", vm: "nx-prod-1" };
+const ADD = { name: "later", host: "nxadd-prod-1.example.test", vm: "nxadd-prod-1" };
+const UNRES = { name: "unres", host: "nxbad-prod-1.example.test", vm: "nxbad-prod-1" };
+const NOPG = { name: "nopg", host: "nxpg-prod-1.example.test", vm: "nxpg-prod-1" };
+const EXTRA = "nx-prod-1-bk.example.test";
+const LATER = "nxadd-prod-1-bk.example.test";
+const LATER_77 = "nxadd-prod-1-st.example.test";
+const UNKNOWN = `nxbad-bk-${RUN}.example.test`;
+const NOPG_77 = "nxpg-prod-1-st.example.test";
+const HOSTS: [string, string][] = [
+  ["10.12.30.181", MULTI.host],
+  ["10.12.10.181", EXTRA],
+  ["10.12.30.182", ADD.host],
+  ["10.12.10.182", LATER],
+  ["10.12.77.182", LATER_77],
+  ["10.12.30.183", UNRES.host],
+  ["10.12.30.184", NOPG.host],
+  ["10.12.77.184", NOPG_77],
+];
+let ns: string;
+let op: Operator;
+
+interface NicStatus {
+  role: string;
+  portGroup: string;
+  hostname?: string;
+  address?: string;
+  vlan?: number;
+}
+const nicsOf = (vs: VS | undefined) =>
+  ((vs?.status?.vm as { nics?: NicStatus[] } | undefined)?.nics ?? []).map((n) =>
+    [n.role, n.portGroup, n.hostname ?? "", n.address ?? "", n.vlan ?? ""].join(" "),
+  );
+
+/** The port groups of the VM's NICs in device order (govc device.info). */
+function vmPortGroups(vm: string): string[] {
+  const names = portGroupNames();
+  const out = JSON.parse(govc(["device.info", "-json", "-vm", vm, "ethernet-*"])) as {
+    devices: { key: number; backing?: { port?: { portgroupKey?: string } } }[];
+  };
+  return out.devices
+    .sort((a, b) => a.key - b.key)
+    .map((d) => names[d.backing?.port?.portgroupKey ?? ""] ?? "?");
+}
+
+function destroyLeftovers(): void {
+  for (const s of [MULTI, ADD, UNRES, NOPG])
+    for (const vm of findVMs(s.vm)) {
+      if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", s.vm]);
+      govc(["vm.destroy", s.vm]);
+    }
+}
+
+const ready = (name: string) => cond(getVS(ns, name), "Ready");
+
+before(() => {
+  installVsop();
+  destroyLeftovers();
+  ns = createNamespace("placement-networks");
+  applyClass(CLASS, { boot: { method: "guestinfo", assumeInstalled: true } });
+  addDNSRecords(HOSTS);
+  op = startOperator("placement-networks", [
+    "--namespace",
+    ns,
+    "--label-selector",
+    "vsop-test=placement-networks",
+    "--resync-period",
+    "5s",
+  ]);
+});
+
+after(async () => {
+  await deleteServers(ns, 120_000);
+  assert.equal(await op.stop(), 0);
+  removeDNSNames([...HOSTS.map(([, h]) => h), UNKNOWN]);
+  kubectl(["delete", "vsrvc", CLASS, "--ignore-not-found"]);
+  destroyLeftovers();
+});
+
+test("a server created with an extra network: its NIC on the extra VLAN's port group, role extra", async () => {
+  apply(
+    virtualServer(ns, MULTI.name, MULTI.host, CLASS, LABELS, {
+      extraNetworks: [{ hostname: EXTRA }],
+    }),
+  );
+  const vs = await waitFor(
+    "multi Ready",
+    () => {
+      const v = getVS(ns, MULTI.name);
+      return cond(v, "Ready")?.status === "True" ? v : undefined;
+    },
+    120_000,
+  );
+  assert.deepEqual(nicsOf(vs), ["service VLAN-30   ", `extra VLAN-10 ${EXTRA} 10.12.10.181 10`]);
+  assert.deepEqual(
+    vmPortGroups(MULTI.vm),
+    ["VLAN-30", "VLAN-10"],
+    "govc device.info shows the same",
+  );
+  assert.match(
+    cond(vs, "NameResolved")!.message,
+    new RegExp(
+      `extra network ${EXTRA.replaceAll(".", "\\.")}: 10\\.12\\.10\\.181 \\(VLAN 10, port group VLAN-10\\)`,
+    ),
+  );
+});
+
+test("an extra network added to a running server: one NIC added by a reconfiguration", async () => {
+  apply(virtualServer(ns, ADD.name, ADD.host, CLASS, LABELS));
+  await waitFor("later Ready", () => ready(ADD.name)?.status === "True", 120_000);
+  assert.deepEqual(vmPortGroups(ADD.vm), ["VLAN-30"]);
+
+  // A VLAN without a port group: reported by reason, nothing added.
+  apply(
+    virtualServer(ns, ADD.name, ADD.host, CLASS, LABELS, {
+      extraNetworks: [{ hostname: LATER_77 }],
+    }),
+  );
+  const bad = await waitFor("later VLANPortGroupMissing", () => {
+    const v = getVS(ns, ADD.name);
+    return cond(v, "Ready")?.reason === "VLANPortGroupMissing" ? v : undefined;
+  });
+  assert.match(
+    cond(bad, "Ready")!.message,
+    new RegExp(`"VLAN-77" for VLAN 77 \\(extra network ${LATER_77.replaceAll(".", "\\.")}\\)`),
+  );
+  assert.deepEqual(vmPortGroups(ADD.vm), ["VLAN-30"], "no NIC was added");
+
+  apply(
+    virtualServer(ns, ADD.name, ADD.host, CLASS, LABELS, { extraNetworks: [{ hostname: LATER }] }),
+  );
+  const vs = await waitFor(
+    "later's extra NIC in status",
+    () => {
+      const v = getVS(ns, ADD.name);
+      return nicsOf(v).length === 2 && cond(v, "Ready")?.status === "True" ? v : undefined;
+    },
+    90_000,
+  );
+  assert.deepEqual(nicsOf(vs), ["service VLAN-30   ", `extra VLAN-10 ${LATER} 10.12.10.182 10`]);
+  assert.deepEqual(vmPortGroups(ADD.vm), ["VLAN-30", "VLAN-10"]);
+  // Steady: a few resyncs later, still one extra NIC.
+  await new Promise((r) => setTimeout(r, 12_000));
+  assert.deepEqual(vmPortGroups(ADD.vm), ["VLAN-30", "VLAN-10"], "the NIC was added once");
+});
+
+test("an extra hostname that does not resolve: NameNotResolvable naming it, no VM; once in DNS it goes on", async () => {
+  apply(
+    virtualServer(ns, UNRES.name, UNRES.host, CLASS, LABELS, {
+      extraNetworks: [{ hostname: UNKNOWN }],
+    }),
+  );
+  const vs = await waitFor("unres NameNotResolvable", () => {
+    const v = getVS(ns, UNRES.name);
+    return cond(v, "Ready")?.reason === "NameNotResolvable" ? v : undefined;
+  });
+  assert.equal(cond(vs, "NameResolved")?.status, "False");
+  assert.match(
+    cond(vs, "NameResolved")!.message,
+    new RegExp(`Extra network hostname ${UNKNOWN.replaceAll(".", "\\.")} has no A record`),
+  );
+  assert.equal(vs.status?.phase, "Waiting");
+  assert.deepEqual(findVMs(UNRES.vm), [], "no VM was created");
+
+  addDNSRecords([["10.12.10.183", UNKNOWN]]);
+  await waitFor(
+    "unres Ready once the extra name resolves",
+    () => ready(UNRES.name)?.status === "True",
+    120_000,
+  );
+  assert.deepEqual(vmPortGroups(UNRES.vm), ["VLAN-30", "VLAN-10"]);
+});
+
+test("an extra VLAN without a port group on a new server: VLANPortGroupMissing, no VM", async () => {
+  apply(
+    virtualServer(ns, NOPG.name, NOPG.host, CLASS, LABELS, {
+      extraNetworks: [{ hostname: NOPG_77 }],
+    }),
+  );
+  const vs = await waitFor("nopg VLANPortGroupMissing", () => {
+    const v = getVS(ns, NOPG.name);
+    return cond(v, "Ready")?.reason === "VLANPortGroupMissing" ? v : undefined;
+  });
+  assert.equal(cond(vs, "VMCreated")?.reason, "VLANPortGroupMissing");
+  assert.equal(vs.status?.phase, "Failed");
+  assert.deepEqual(findVMs(NOPG.vm), [], "no VM was created");
+});
+
+test("the API server refuses more than 4 extra networks and a duplicate hostname", () => {
+  const many = [1, 2, 3, 4, 5].map((i) => ({ hostname: `nx-${i}.example.test` }));
+  const cases: [object[], RegExp][] = [
+    [many, /must have at most 4 items|Too many/],
+    [[{ hostname: EXTRA }, { hostname: EXTRA }], /Duplicate value/],
+  ];
+  for (const [extraNetworks, why] of cases) {
+    const vs = virtualServer(ns, "refused", "nxref-prod-1.example.test", CLASS, LABELS, {
+      extraNetworks,
+    });
+    const r = kubectlTry(["apply", "--dry-run=server", "-f", "-"], JSON.stringify(vs));
+    assert.equal(r.ok, false, `accepted: ${r.out}`);
+    assert.match(r.out, why);
+  }
+});
