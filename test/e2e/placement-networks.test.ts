@@ -83,7 +83,8 @@ function destroyLeftovers(): void {
     }
 }
 
-const ready = (name: string) => cond(getVS(ns, name), "Ready");
+/** VMCreated: the VM step is done (no Puppet node answers here, so Ready stays False). */
+const created = (name: string) => cond(getVS(ns, name), "VMCreated");
 
 before(() => {
   installVsop();
@@ -116,10 +117,10 @@ test("a server created with an extra network: its NIC on the extra VLAN's port g
     }),
   );
   const vs = await waitFor(
-    "multi Ready",
+    "multi VMCreated",
     () => {
       const v = getVS(ns, MULTI.name);
-      return cond(v, "Ready")?.status === "True" ? v : undefined;
+      return cond(v, "VMCreated")?.status === "True" ? v : undefined;
     },
     120_000,
   );
@@ -139,7 +140,7 @@ test("a server created with an extra network: its NIC on the extra VLAN's port g
 
 test("an extra network added to a running server: one NIC added by a reconfiguration", async () => {
   apply(virtualServer(ns, ADD.name, ADD.host, CLASS, LABELS));
-  await waitFor("later Ready", () => ready(ADD.name)?.status === "True", 120_000);
+  await waitFor("later VMCreated", () => created(ADD.name)?.status === "True", 120_000);
   assert.deepEqual(vmPortGroups(ADD.vm), ["VLAN-30"]);
 
   // A VLAN without a port group: reported by reason, nothing added.
@@ -165,7 +166,7 @@ test("an extra network added to a running server: one NIC added by a reconfigura
     "later's extra NIC in status",
     () => {
       const v = getVS(ns, ADD.name);
-      return nicsOf(v).length === 2 && cond(v, "Ready")?.status === "True" ? v : undefined;
+      return nicsOf(v).length === 2 && cond(v, "VMCreated")?.status === "True" ? v : undefined;
     },
     90_000,
   );
@@ -196,8 +197,8 @@ test("an extra hostname that does not resolve: NameNotResolvable naming it, no V
 
   addDNSRecords([["10.12.10.183", UNKNOWN]]);
   await waitFor(
-    "unres Ready once the extra name resolves",
-    () => ready(UNRES.name)?.status === "True",
+    "unres VMCreated once the extra name resolves",
+    () => created(UNRES.name)?.status === "True",
     120_000,
   );
   assert.deepEqual(vmPortGroups(UNRES.vm), ["VLAN-30", "VLAN-10"]);
