@@ -183,6 +183,8 @@ export interface VirtualServerStatus {
     attributes?: Record<string, string>;
     /** The DRS anti-affinity rule the VM is in (placement.antiAffinity), e.g. vsop-web-prod. */
     antiAffinityRule?: string;
+    /** The datastore of the VM's system disk, e.g. LocalDS_0 (the one placement chose). */
+    datastore?: string;
     /** The system disk and the data disks vsop added, as last observed. */
     disks?: DiskStatus[];
   };
@@ -287,6 +289,8 @@ export interface VirtualServerClassSpec {
     cluster?: string;
     resourcePool?: string;
     datastore: string;
+    /** SPBM storage policy (by name) new VMs get; the datastore must satisfy it. */
+    storagePolicy?: string;
     folder?: string;
     /**
      * ByAppTypeAndEnvironment: servers sharing apptype and environment are kept on different

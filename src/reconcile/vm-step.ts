@@ -28,6 +28,7 @@ import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
 import { reconcileDisks, retainedDisksNote } from "./disks.js";
 import { adopt, adoptedVM } from "./adopt.js";
 import { checkExtraPortGroups, nicRoles, reconcileExtraNics } from "./extra-nics.js";
+import { datastoreOf } from "../vsphere/vms.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
@@ -72,6 +73,7 @@ export function recordVM(ctx: ReconcileContext, vm: VMRecord): void {
     name: vm.name,
     instanceUUID: vm.instanceUUID,
     powerState: vm.powerState,
+    datastore: datastoreOf(vm),
     nics: nicRoles(
       vm.nics,
       {

@@ -13,6 +13,8 @@ import {
   DatastoreUploadFailed,
   PlacementNotFound,
   PortGroupNotFound,
+  StoragePolicyIncompatible,
+  StoragePolicyNotFound,
   TemplateHasNoSnapshot,
 } from "../vsphere/vcenter.js";
 
@@ -80,6 +82,21 @@ export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): Ste
       `The class's ${err.what} "${err.objectName}" does not exist in vCenter` +
         (err.what === "datacenter" ? "" : ` (datacenter ${err.datacenter})`) +
         "; fix spec.placement or create it.",
+      o,
+    );
+  if (err instanceof StoragePolicyNotFound)
+    return new StepError(
+      "StoragePolicyNotFound",
+      `The class's placement.storagePolicy "${err.policy}" is not a storage policy in vCenter` +
+        (err.known.length ? ` (it has: ${err.known.join(", ")})` : "") +
+        "; nothing was created. Fix placement.storagePolicy or create the policy.",
+      o,
+    );
+  if (err instanceof StoragePolicyIncompatible)
+    return new StepError(
+      "StoragePolicyIncompatible",
+      `Datastore ${err.datastore} does not satisfy the class's placement.storagePolicy ` +
+        `"${err.policy}"; nothing was created. Choose a datastore the policy allows.`,
       o,
     );
   if (err instanceof TemplateHasNoSnapshot)

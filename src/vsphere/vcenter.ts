@@ -16,6 +16,14 @@ import * as customFields from "./custom-fields.js";
 import { TaggingClient } from "./tagging.js";
 import * as clusterRules from "./cluster-rules.js";
 import {
+  compatibleDatastores,
+  profileSpec,
+  storagePolicyByName,
+  StoragePolicyIncompatible,
+  withStoragePolicy,
+  type StoragePolicy,
+} from "./pbm.js";
+import {
   deviceChange,
   deviceList,
   editDevice,
@@ -67,6 +75,7 @@ export {
 } from "./vms.js";
 export { PlacementNotFound, PortGroupNotFound } from "./inventory.js";
 export { DatastoreUploadFailed, datastorePath } from "./datastore.js";
+export { StoragePolicyIncompatible, StoragePolicyNotFound } from "./pbm.js";
 
 export interface VCenterOptions {
   /** SDK URL, e.g. https://vcenter.example.com/sdk */
@@ -475,7 +484,19 @@ export class VCenter {
 
   /** Throws PlacementNotFound naming the first missing part. */
   async checkPlacement(p: Placement): Promise<void> {
-    await this.inventory.placement(p);
+    const placed = await this.inventory.placement(p);
+    if (p.storagePolicy) await this.storagePolicyFor(placed.datastore, p.storagePolicy);
+  }
+
+  /**
+   * The storage policy of that name, checked against the datastore: StoragePolicyNotFound or
+   * StoragePolicyIncompatible (SPBM, pbm.ts).
+   */
+  private async storagePolicyFor(datastore: MoRef, name: string): Promise<StoragePolicy> {
+    const policy = await storagePolicyByName(this.session, name);
+    const ok = await compatibleDatastores(this.session, policy, [datastore.value]);
+    if (!ok.length) throw new StoragePolicyIncompatible(name, datastore.value);
+    return policy;
   }
 
   /** Throws PortGroupNotFound; distributed port groups and standard networks both count. */
@@ -521,6 +542,9 @@ export class VCenter {
   private async sendCreate(spec: CreateVMSpec): Promise<string> {
     const { datacenter } = spec.placement;
     const placement = await this.inventory.placement(spec.placement);
+    const policy = spec.placement.storagePolicy
+      ? await this.storagePolicyFor(placement.datastore, spec.placement.storagePolicy)
+      : undefined;
     const networks = [];
     for (const nic of spec.nics)
       networks.push(await this.inventory.network(datacenter, nic.portGroup));
@@ -559,6 +583,7 @@ export class VCenter {
         if (!snapshot) throw new TemplateHasNoSnapshot(spec.template);
       }
       const body = cloneSpec(spec, devices, placement, networks, snapshot);
+      if (policy) (body.config as SpecObject).vmProfile = [profileSpec(policy)];
       task = moRef(
         await this.session.invoke(method, template, {
           folder: placement.folder,
@@ -568,6 +593,7 @@ export class VCenter {
       );
     } else {
       const config = createConfigSpec(spec, placement.datastoreName, networks);
+      if (policy) withStoragePolicy(config, policy);
       task = moRef(
         await this.session.invoke(method, placement.folder, { config, pool: placement.pool }),
       );

@@ -5,6 +5,11 @@
 // is NameNotResolvable naming it with no VM created, and goes on once the record exists; an extra
 // VLAN without a port group (VLAN-77) is VLANPortGroupMissing, with no VM created on a new server
 // and no NIC added on an existing one.
+// Storage: placement.storagePolicy looked up by name at vcsim's SPBM endpoint (/pbm): a known
+// policy gives a VM whose status.vm.datastore names its datastore; an unknown one is
+// StoragePolicyNotFound with no VM. vcsim ignores the vmProfile a VM is created with and
+// answers every compatibility check with all datastores, so neither is checked here (unit tests
+// check the spec and the filtering).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -34,6 +39,11 @@ const MULTI = { name: "multi", host: "nx-prod-1.example.test", vm: "nx-prod-1" }
 const ADD = { name: "later", host: "nxadd-prod-1.example.test", vm: "nxadd-prod-1" };
 const UNRES = { name: "unres", host: "nxbad-prod-1.example.test", vm: "nxbad-prod-1" };
 const NOPG = { name: "nopg", host: "nxpg-prod-1.example.test", vm: "nxpg-prod-1" };
+const GOLD = { name: "gold", host: "nxsp-prod-1.example.test", vm: "nxsp-prod-1" };
+const NOSP = { name: "nosp", host: "nxspbad-prod-1.example.test", vm: "nxspbad-prod-1" };
+const POLICY_CLASS = "nx-policy";
+const BAD_POLICY_CLASS = "nx-nopolicy";
+const UNKNOWN_POLICY = `Platinum ${RUN}`;
 const EXTRA = "nx-prod-1-bk.example.test";
 const LATER = "nxadd-prod-1-bk.example.test";
 const LATER_77 = "nxadd-prod-1-st.example.test";
@@ -48,6 +58,8 @@ const HOSTS: [string, string][] = [
   ["10.12.30.183", UNRES.host],
   ["10.12.30.184", NOPG.host],
   ["10.12.77.184", NOPG_77],
+  ["10.12.30.185", GOLD.host],
+  ["10.12.30.186", NOSP.host],
 ];
 let ns: string;
 let op: Operator;
@@ -76,7 +88,7 @@ function vmPortGroups(vm: string): string[] {
 }
 
 function destroyLeftovers(): void {
-  for (const s of [MULTI, ADD, UNRES, NOPG])
+  for (const s of [MULTI, ADD, UNRES, NOPG, GOLD, NOSP])
     for (const vm of findVMs(s.vm)) {
       if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", s.vm]);
       govc(["vm.destroy", s.vm]);
@@ -90,7 +102,17 @@ before(() => {
   installVsop();
   destroyLeftovers();
   ns = createNamespace("placement-networks");
-  applyClass(CLASS, { boot: { method: "guestinfo", assumeInstalled: true } });
+  const boot = { method: "guestinfo", assumeInstalled: true };
+  applyClass(CLASS, { boot });
+  const placement = { datacenter: "DC0", cluster: "DC0_C0", datastore: "LocalDS_0" };
+  applyClass(POLICY_CLASS, {
+    boot,
+    placement: { ...placement, storagePolicy: "vSAN Default Storage Policy" },
+  });
+  applyClass(BAD_POLICY_CLASS, {
+    boot,
+    placement: { ...placement, storagePolicy: UNKNOWN_POLICY },
+  });
   addDNSRecords(HOSTS);
   op = startOperator("placement-networks", [
     "--namespace",
@@ -106,7 +128,7 @@ after(async () => {
   await deleteServers(ns, 120_000);
   assert.equal(await op.stop(), 0);
   removeDNSNames([...HOSTS.map(([, h]) => h), UNKNOWN]);
-  kubectl(["delete", "vsrvc", CLASS, "--ignore-not-found"]);
+  kubectl(["delete", "vsrvc", CLASS, POLICY_CLASS, BAD_POLICY_CLASS, "--ignore-not-found"]);
   destroyLeftovers();
 });
 
@@ -233,4 +255,34 @@ test("the API server refuses more than 4 extra networks and a duplicate hostname
     assert.equal(r.ok, false, `accepted: ${r.out}`);
     assert.match(r.out, why);
   }
+});
+
+test("a storage policy vCenter has: the VM is created, status.vm.datastore names its datastore", async () => {
+  apply(virtualServer(ns, GOLD.name, GOLD.host, POLICY_CLASS, LABELS));
+  const vs = await waitFor(
+    "gold VMCreated",
+    () => {
+      const v = getVS(ns, GOLD.name);
+      return cond(v, "VMCreated")?.status === "True" ? v : undefined;
+    },
+    120_000,
+  );
+  assert.equal((vs.status?.vm as { datastore?: string } | undefined)?.datastore, "LocalDS_0");
+  assert.equal(findVMs(GOLD.vm).length, 1);
+});
+
+test("a storage policy vCenter does not have: StoragePolicyNotFound, no VM", async () => {
+  apply(virtualServer(ns, NOSP.name, NOSP.host, BAD_POLICY_CLASS, LABELS));
+  const vs = await waitFor("nosp StoragePolicyNotFound", () => {
+    const v = getVS(ns, NOSP.name);
+    return cond(v, "Ready")?.reason === "StoragePolicyNotFound" ? v : undefined;
+  });
+  assert.equal(cond(vs, "VMCreated")?.reason, "StoragePolicyNotFound");
+  assert.match(
+    cond(vs, "VMCreated")!.message,
+    /vSAN Default Storage Policy/,
+    "names the known ones",
+  );
+  assert.equal(vs.status?.phase, "Failed");
+  assert.deepEqual(findVMs(NOSP.vm), [], "no VM was created");
 });
