@@ -288,7 +288,10 @@ export interface VirtualServerClassSpec {
     datacenter: string;
     cluster?: string;
     resourcePool?: string;
-    datastore: string;
+    /** Exactly one of datastore and datastoreCluster. */
+    datastore?: string;
+    /** A datastore cluster (StoragePod): Storage DRS recommends each new VM's datastore. */
+    datastoreCluster?: string;
     /** SPBM storage policy (by name) new VMs get; the datastore must satisfy it. */
     storagePolicy?: string;
     folder?: string;

@@ -13,6 +13,7 @@ export type VSpherePort = Pick<
   | "findByOwnerUID"
   | "findByName"
   | "checkPlacement"
+  | "recommendDatastore"
   | "checkPortGroup"
   | "startCreateVM"
   | "startFinishVM"

@@ -29,6 +29,7 @@ import { reconcileDisks, retainedDisksNote } from "./disks.js";
 import { adopt, adoptedVM } from "./adopt.js";
 import { checkExtraPortGroups, nicRoles, reconcileExtraNics } from "./extra-nics.js";
 import { datastoreOf } from "../vsphere/vms.js";
+import { chooseDatastore, placementOf } from "./datastore-choice.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
@@ -73,7 +74,7 @@ export function recordVM(ctx: ReconcileContext, vm: VMRecord): void {
     name: vm.name,
     instanceUUID: vm.instanceUUID,
     powerState: vm.powerState,
-    datastore: datastoreOf(vm),
+    datastore: datastoreOf(vm) ?? ctx.status.vm?.datastore,
     nics: nicRoles(
       vm.nics,
       {
@@ -110,7 +111,7 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
       const name = vmName(vs, cls.spec);
       const hw = effectiveHardware(vs, cls.spec);
       const method = bootMethodOf(cls);
-      const p = cls.spec.placement;
+      const p = placementOf(cls.spec, ctx.status);
       const portGroup = ctx.resolved!.portGroup;
       const extras = ctx.extraNetworks ?? [];
       const nics: NicSpec[] = [
@@ -157,6 +158,8 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
             { condition: "VMCreated" },
           );
         }
+        const chosen = await chooseDatastore(vc, ctx, spec);
+        if (chosen) return chosen;
         try {
           await vc.checkPlacement(p);
         } catch (err) {

@@ -13,6 +13,7 @@ import {
   DatastoreUploadFailed,
   PlacementNotFound,
   PortGroupNotFound,
+  NoStorageDrsRecommendation,
   StoragePolicyIncompatible,
   StoragePolicyNotFound,
   TemplateHasNoSnapshot,
@@ -23,6 +24,7 @@ const PLACEMENT_REASON = {
   cluster: "ClusterNotFound",
   resourcePool: "ResourcePoolNotFound",
   datastore: "DatastoreNotFound",
+  datastoreCluster: "DatastoreClusterNotFound",
   folder: "FolderNotFound",
   template: "TemplateNotFound",
 } as const;
@@ -82,6 +84,13 @@ export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): Ste
       `The class's ${err.what} "${err.objectName}" does not exist in vCenter` +
         (err.what === "datacenter" ? "" : ` (datacenter ${err.datacenter})`) +
         "; fix spec.placement or create it.",
+      o,
+    );
+  if (err instanceof NoStorageDrsRecommendation)
+    return new StepError(
+      "DatastoreClusterNoRecommendation",
+      `Storage DRS recommended no datastore in datastore cluster ${err.pod} (is Storage DRS ` +
+        "enabled and does it hold a datastore with room?); nothing was created. vsop asks again.",
       o,
     );
   if (err instanceof StoragePolicyNotFound)

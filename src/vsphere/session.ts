@@ -17,6 +17,7 @@ export interface ServiceContent {
   fileManager?: MoRef;
   searchIndex?: MoRef;
   customFieldsManager?: MoRef;
+  storageResourceManager?: MoRef;
   apiVersion: string;
 }
 
@@ -57,6 +58,7 @@ export class VSphereSession {
       fileManager: ref("fileManager"),
       searchIndex: ref("searchIndex"),
       customFieldsManager: ref("customFieldsManager"),
+      storageResourceManager: ref("storageResourceManager"),
       apiVersion: text(field(field(sc, "about"), "apiVersion")) ?? "",
     };
     return this.content;

@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import { VSphereSession } from "./session.js";
 import { MoRef, type Node } from "./xml.js";
-import { get, moRef } from "./nodes.js";
+import { get, items, moRef, str } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
 import { TASK_PROPERTIES, taskOutcome, type TaskContext, type TaskState } from "./task-state.js";
@@ -76,6 +76,14 @@ export {
 export { PlacementNotFound, PortGroupNotFound } from "./inventory.js";
 export { DatastoreUploadFailed, datastorePath } from "./datastore.js";
 export { StoragePolicyIncompatible, StoragePolicyNotFound } from "./pbm.js";
+
+/** Storage DRS gave no datastore for a new VM in the datastore cluster. */
+export class NoStorageDrsRecommendation extends Error {
+  override name = "NoStorageDrsRecommendation";
+  constructor(readonly pod: string) {
+    super(`Storage DRS recommended no datastore in datastore cluster ${pod}`);
+  }
+}
 
 export interface VCenterOptions {
   /** SDK URL, e.g. https://vcenter.example.com/sdk */
@@ -486,6 +494,43 @@ export class VCenter {
   async checkPlacement(p: Placement): Promise<void> {
     const placed = await this.inventory.placement(p);
     if (p.storagePolicy) await this.storagePolicyFor(placed.datastore, p.storagePolicy);
+  }
+
+  /**
+   * The datastore Storage DRS recommends for a new VM of this spec in the datastore cluster `pod`
+   * (StorageResourceManager.RecommendDatastores, initial placement): the name of the first
+   * recommendation's destination. The VM is then created there like on any datastore; the
+   * recommendation itself is not applied (ApplyStorageDrsRecommendation_Task would create the VM
+   * in the same call, outside vsop's one-task bookkeeping). Asks vCenter each time (no task).
+   */
+  async recommendDatastore(
+    p: Omit<Placement, "datastore">,
+    pod: string,
+    spec: CreateVMSpec,
+  ): Promise<string> {
+    await this.ready();
+    const compute = await this.inventory.compute(p);
+    const podRef = await this.inventory.storagePod(p.datacenter, pod);
+    const srm = (await this.session.serviceContent()).storageResourceManager;
+    if (!srm) throw new NoStorageDrsRecommendation(pod);
+    const res = await this.session.invoke("RecommendDatastores", srm, {
+      storageSpec: {
+        type: "create",
+        podSelectionSpec: { initialVmConfig: [{ storagePod: podRef }], storagePod: podRef },
+        configSpec: createConfigSpec({ ...spec, nics: [] }, "", []),
+        resourcePool: compute.pool,
+        folder: compute.folder,
+      },
+    });
+    const destination = items(get(res, "recommendations"))
+      .flatMap((r) => items(get(r, "action")))
+      .map((a) => moRef(get(a, "destination")))
+      .find((d) => d !== undefined);
+    if (!destination) throw new NoStorageDrsRecommendation(pod);
+    const name = str((await retrieveOne(this.session, destination, ["name"])).name);
+    if (!name) throw new NoStorageDrsRecommendation(pod);
+    this.log.info({ vm: spec.name, datastoreCluster: pod, datastore: name }, "Storage DRS chose");
+    return name;
   }
 
   /**

@@ -9,10 +9,15 @@
 // policy gives a VM whose status.vm.datastore names its datastore; an unknown one is
 // StoragePolicyNotFound with no VM. vcsim ignores the vmProfile a VM is created with and
 // answers every compatibility check with all datastores, so neither is checked here (unit tests
-// check the spec and the filtering).
+// check the spec and the filtering). placement.datastoreCluster: a StoragePod with Storage DRS
+// on, holding a datastore made for the test; the VM goes where RecommendDatastores says and
+// status.vm.datastore names it (govc vm.info); an unknown cluster is DatastoreClusterNotFound.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   addDNSRecords,
   apply,
@@ -29,7 +34,7 @@ import {
   type Operator,
   type VS,
 } from "../support/harness.js";
-import { applyClass, virtualServer } from "../support/fixtures.js";
+import { applyClass, virtualServer, virtualServerClass } from "../support/fixtures.js";
 import { findVMs, govc, portGroupNames } from "../support/govc.js";
 
 const RUN = randomBytes(3).toString("hex");
@@ -44,6 +49,20 @@ const NOSP = { name: "nosp", host: "nxspbad-prod-1.example.test", vm: "nxspbad-p
 const POLICY_CLASS = "nx-policy";
 const BAD_POLICY_CLASS = "nx-nopolicy";
 const UNKNOWN_POLICY = `Platinum ${RUN}`;
+const HOST = "/DC0/host/DC0_C0/DC0_C0_H0";
+const POD = `nxpod-${RUN}`;
+const POD_DS = `nxpodds-${RUN}`;
+const POD_CLASS = "nx-pod";
+const BAD_POD_CLASS = "nx-nopod";
+const PODDED = { name: "podded", host: "nxpod-prod-1.example.test", vm: "nxpod-prod-1" };
+const NOPOD = { name: "nopod", host: "nxnopod-prod-1.example.test", vm: "nxnopod-prod-1" };
+
+/** A class placing VMs in a datastore cluster (the fixtures' placement has a datastore). */
+function podClass(name: string, pod: string) {
+  const cls = virtualServerClass(name, { boot: { method: "guestinfo", assumeInstalled: true } });
+  cls.spec.placement = { datacenter: "DC0", cluster: "DC0_C0", datastoreCluster: pod };
+  return cls;
+}
 const EXTRA = "nx-prod-1-bk.example.test";
 const LATER = "nxadd-prod-1-bk.example.test";
 const LATER_77 = "nxadd-prod-1-st.example.test";
@@ -60,6 +79,8 @@ const HOSTS: [string, string][] = [
   ["10.12.77.184", NOPG_77],
   ["10.12.30.185", GOLD.host],
   ["10.12.30.186", NOSP.host],
+  ["10.12.30.187", PODDED.host],
+  ["10.12.30.188", NOPOD.host],
 ];
 let ns: string;
 let op: Operator;
@@ -88,7 +109,7 @@ function vmPortGroups(vm: string): string[] {
 }
 
 function destroyLeftovers(): void {
-  for (const s of [MULTI, ADD, UNRES, NOPG, GOLD, NOSP])
+  for (const s of [MULTI, ADD, UNRES, NOPG, GOLD, NOSP, PODDED, NOPOD])
     for (const vm of findVMs(s.vm)) {
       if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", s.vm]);
       govc(["vm.destroy", s.vm]);
@@ -113,6 +134,13 @@ before(() => {
     boot,
     placement: { ...placement, storagePolicy: UNKNOWN_POLICY },
   });
+  // A datastore cluster with Storage DRS on, holding one datastore made for this run.
+  const dir = mkdtempSync(join(tmpdir(), "nxpod-"));
+  govc(["datastore.create", "-type", "local", "-name", POD_DS, "-path", dir, HOST]);
+  govc(["folder.create", "-pod", `/DC0/datastore/${POD}`]);
+  govc(["object.mv", `/DC0/datastore/${POD_DS}`, `/DC0/datastore/${POD}`]);
+  govc(["datastore.cluster.change", "-drs-enabled", `/DC0/datastore/${POD}`]);
+  apply(podClass(POD_CLASS, POD), podClass(BAD_POD_CLASS, `${POD}-nosuch`));
   addDNSRecords(HOSTS);
   op = startOperator("placement-networks", [
     "--namespace",
@@ -128,7 +156,10 @@ after(async () => {
   await deleteServers(ns, 120_000);
   assert.equal(await op.stop(), 0);
   removeDNSNames([...HOSTS.map(([, h]) => h), UNKNOWN]);
-  kubectl(["delete", "vsrvc", CLASS, POLICY_CLASS, BAD_POLICY_CLASS, "--ignore-not-found"]);
+  kubectl(["delete", "vsrvc", CLASS, POLICY_CLASS, BAD_POLICY_CLASS, POD_CLASS, BAD_POD_CLASS]);
+  // The run's datastore cluster stays (its names are the run's own): vcsim implements neither
+  // moving a datastore out of a StoragePod (NotSupported), nor RemoveDatastore, nor Destroy_Task
+  // of a StoragePod.
   destroyLeftovers();
 });
 
@@ -285,4 +316,45 @@ test("a storage policy vCenter does not have: StoragePolicyNotFound, no VM", asy
   );
   assert.equal(vs.status?.phase, "Failed");
   assert.deepEqual(findVMs(NOSP.vm), [], "no VM was created");
+});
+
+test("a datastore cluster: Storage DRS chooses the datastore, status.vm.datastore names it", async () => {
+  apply(virtualServer(ns, PODDED.name, PODDED.host, POD_CLASS, LABELS));
+  const vs = await waitFor(
+    "podded VMCreated",
+    () => {
+      const v = getVS(ns, PODDED.name);
+      return cond(v, "VMCreated")?.status === "True" ? v : undefined;
+    },
+    120_000,
+  );
+  assert.equal((vs.status?.vm as { datastore?: string } | undefined)?.datastore, POD_DS);
+  const out = JSON.parse(govc(["vm.info", "-json", PODDED.vm])) as {
+    virtualMachines: { config: { files: { vmPathName: string } } }[];
+  };
+  const path = out.virtualMachines[0]!.config.files.vmPathName;
+  assert.ok(path.startsWith(`[${POD_DS}]`), `govc vm.info: ${path}`);
+});
+
+test("a datastore cluster vCenter does not have: DatastoreClusterNotFound, no VM", async () => {
+  apply(virtualServer(ns, NOPOD.name, NOPOD.host, BAD_POD_CLASS, LABELS));
+  const vs = await waitFor("nopod DatastoreClusterNotFound", () => {
+    const v = getVS(ns, NOPOD.name);
+    return cond(v, "Ready")?.reason === "DatastoreClusterNotFound" ? v : undefined;
+  });
+  assert.equal(vs.status?.phase, "Failed");
+  assert.deepEqual(findVMs(NOPOD.vm), [], "no VM was created");
+});
+
+test("the API server refuses a class with both datastore and datastoreCluster, or neither", () => {
+  for (const placement of [
+    { datacenter: "DC0", datastore: "LocalDS_0", datastoreCluster: POD },
+    { datacenter: "DC0" },
+  ]) {
+    const cls = virtualServerClass("nx-refused");
+    cls.spec.placement = placement;
+    const r = kubectlTry(["apply", "--dry-run=server", "-f", "-"], JSON.stringify(cls));
+    assert.equal(r.ok, false, `accepted: ${r.out}`);
+    assert.match(r.out, /exactly one of placement.datastore and placement.datastoreCluster/);
+  }
 });

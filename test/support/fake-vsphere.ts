@@ -32,6 +32,9 @@ export class FakeVSphere implements VSpherePort {
     return owned[0];
   }
   checkPlacement = async () => undefined;
+  /** Storage DRS's answer for any datastore cluster (recommendDatastore). */
+  recommended = "PodDS_1";
+  recommendDatastore = async (_p: unknown, _pod: string, _spec?: CreateVMSpec) => this.recommended;
   checkPortGroup = async () => undefined;
 
   /** Adds a VM as vCenter holds it (defaults: 2 CPUs, 2048 MiB, hot add on, powered off, no Tools). */

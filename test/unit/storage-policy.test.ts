@@ -1,4 +1,4 @@
-// placement.storagePolicy: the SPBM calls (policy by name, compatibility), the create spec that
+// placement.storagePolicy and placement.datastoreCluster: the SPBM calls (policy by name, compatibility), the create spec that
 // carries the policy, and the reasons a person reads.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,6 +13,16 @@ import { PBM_SERVICE, type SoapService } from "../../src/vsphere/soap.js";
 import { MoRef, type Node } from "../../src/vsphere/xml.js";
 import { vsphereStepError } from "../../src/reconcile/vsphere-errors.js";
 import { datastoreOf } from "../../src/vsphere/vms.js";
+import type { VirtualServerStatus } from "../../src/api/types.js";
+import type { ReconcileContext } from "../../src/reconcile/context.js";
+import { vmStep } from "../../src/reconcile/vm-step.js";
+import {
+  NoStorageDrsRecommendation,
+  PlacementNotFound,
+  type CreateVMSpec,
+} from "../../src/vsphere/vcenter.js";
+import { FakeVSphere } from "../support/fake-vsphere.js";
+import { stepContext } from "../support/step-fakes.js";
 
 /** An SPBM endpoint with two policies; the fast one allows datastore-1 only. */
 function fakePbm() {
@@ -107,4 +117,48 @@ test("status.vm.datastore is the system disk's datastore", () => {
   const disk = { key: 2000, capacityKiB: 1, fileName: "[LocalDS_0] w/w.vmdk", slot: "scsi0:0" };
   assert.equal(datastoreOf({ disks: [disk], extraConfig: {} }), "LocalDS_0");
   assert.equal(datastoreOf({ disks: [], extraConfig: {} }), undefined);
+});
+
+test("datastoreCluster: Storage DRS asked once, the choice recorded before the VM is created there", async () => {
+  const vc = new FakeVSphere();
+  const asked: string[] = [];
+  vc.recommendDatastore = async (_p: unknown, pod: string) => {
+    asked.push(pod);
+    return "PodDS_1";
+  };
+  const created: CreateVMSpec[] = [];
+  const create = vc.startCreateVM.bind(vc);
+  vc.startCreateVM = (spec: CreateVMSpec) => {
+    created.push(spec);
+    return create(spec);
+  };
+  const cls = {
+    placement: { datacenter: "DC0", datastoreCluster: "pod-gold" },
+    boot: { method: "guestinfo", assumeInstalled: true },
+  };
+  let status: VirtualServerStatus = {};
+  for (let i = 0; i < 3; i++) {
+    const ctx = stepContext(structuredClone(status), cls);
+    ctx.resolved = {
+      address: "10.12.30.5",
+      vlan: 30,
+      portGroup: "VLAN-30",
+    } as ReconcileContext["resolved"];
+    ctx.extraNetworks = [];
+    await vmStep({ get: async () => vc }).run(ctx);
+    status = ctx.status;
+    if (i === 0) assert.equal(status.vm?.datastore, "PodDS_1", "chosen first, nothing created");
+    if (i === 0) assert.equal(created.length, 0);
+  }
+  assert.deepEqual(asked, ["pod-gold"], "asked once");
+  assert.equal(created.length, 1);
+  assert.equal(created[0]!.placement.datastore, "PodDS_1");
+  assert.equal(status.vm?.task?.operation, "CreateVM");
+});
+
+test("datastoreCluster: reasons for a missing cluster and for no recommendation", () => {
+  const nf = vsphereStepError(new PlacementNotFound("datastoreCluster", "pod-x", "DC0"));
+  assert.equal(nf.reason, "DatastoreClusterNotFound");
+  const none = vsphereStepError(new NoStorageDrsRecommendation("pod-x"));
+  assert.equal(none.reason, "DatastoreClusterNoRecommendation");
 });
