@@ -162,6 +162,8 @@ export GOVC_URL="$GOVC_URL"
 export GOVC_USERNAME="$GOVC_USERNAME"
 export GOVC_PASSWORD="$GOVC_PASSWORD"
 export GOVC_TLS_CA_CERTS="$GOVC_TLS_CA_CERTS"
+# govc's default datastore: tests add datastores vcsim cannot remove (a datastore cluster's).
+export GOVC_DATASTORE=LocalDS_0
 export VSOP_GOVC="$GOVMOMI_BIN/govc"
 export VSOP_VCSIM_PORT="$VC_PORT"
 export VSOP_MCO_DIR="$STACK/mcollective"

@@ -62,7 +62,12 @@ export function effectiveDisks(
     byName.set(d.name, {
       name: d.name,
       sizeGiB: d.sizeGiB,
-      datastore: d.datastore ?? byName.get(d.name)?.datastore ?? cls.placement.datastore,
+      datastore:
+        d.datastore ??
+        byName.get(d.name)?.datastore ??
+        cls.placement.datastore ??
+        vs.status?.vm?.datastore ??
+        "",
     });
   return [...byName.values()];
 }

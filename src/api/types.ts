@@ -71,7 +71,17 @@ export interface VirtualServerSpec {
   rebuildRequestedAt?: string;
   /** An existing VM to manage instead of creating one (read while the server has no VM). */
   adopt?: AdoptSpec;
+  /** More service NICs, one per hostname, each on the port group of its address's VLAN. */
+  extraNetworks?: ExtraNetworkSpec[];
 }
+
+/** One more network of a server: a hostname whose A record gives the NIC's address and VLAN. */
+export interface ExtraNetworkSpec {
+  hostname: string;
+}
+
+/** At most this many extra networks per server (the CRD's maxItems). */
+export const MAX_EXTRA_NETWORKS = 4;
 
 /** Which VM to adopt: by its moRef, or by its name (which must then be unique in vCenter). */
 export interface AdoptSpec {
@@ -114,7 +124,11 @@ export interface ServiceAddress {
 }
 
 export interface NicStatus {
-  role: "service" | "boot";
+  /** extra: one of spec.extraNetworks (hostname and address say which). */
+  role: "service" | "boot" | "extra";
+  hostname?: string;
+  address?: string;
+  vlan?: number;
   portGroup: string;
   macAddress?: string;
   connected: boolean;
@@ -169,6 +183,8 @@ export interface VirtualServerStatus {
     attributes?: Record<string, string>;
     /** The DRS anti-affinity rule the VM is in (placement.antiAffinity), e.g. vsop-web-prod. */
     antiAffinityRule?: string;
+    /** The datastore of the VM's system disk, e.g. LocalDS_0 (the one placement chose). */
+    datastore?: string;
     /** The system disk and the data disks vsop added, as last observed. */
     disks?: DiskStatus[];
   };
@@ -272,7 +288,12 @@ export interface VirtualServerClassSpec {
     datacenter: string;
     cluster?: string;
     resourcePool?: string;
-    datastore: string;
+    /** Exactly one of datastore and datastoreCluster. */
+    datastore?: string;
+    /** A datastore cluster (StoragePod): Storage DRS recommends each new VM's datastore. */
+    datastoreCluster?: string;
+    /** SPBM storage policy (by name) new VMs get; the datastore must satisfy it. */
+    storagePolicy?: string;
     folder?: string;
     /**
      * ByAppTypeAndEnvironment: servers sharing apptype and environment are kept on different

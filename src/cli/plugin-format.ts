@@ -193,7 +193,8 @@ export function statusDetail(vs: VirtualServer, now: number, paint: Paint = plai
     for (const nic of vm.nics ?? [])
       fields.push([
         `  NIC (${nic.role})`,
-        `${nic.portGroup}${nic.macAddress ? ` ${nic.macAddress}` : ""}, ${nic.connected ? "connected" : "disconnected"}`,
+        `${nic.portGroup}${nic.macAddress ? ` ${nic.macAddress}` : ""}, ${nic.connected ? "connected" : "disconnected"}` +
+          (nic.hostname ? `, ${nic.hostname}${nic.address ? ` (${nic.address})` : ""}` : ""),
       ]);
   }
   if (s.install) {

@@ -12,16 +12,18 @@ export interface ResolvedName {
   services: Record<"dns" | "ntp" | "proxy", { name: string; address?: string }>;
 }
 
-export async function resolveServer(
-  parts: HostnameParts,
+/** A name's single address and the VLAN the class's rule gives it (the primary's and extras'). */
+export async function resolveAddress(
+  hostname: string,
   network: EffectiveNetwork,
   lookup: Lookup,
-): Promise<ResolvedName> {
-  const answer = await lookup(parts.hostname);
+  what = "",
+): Promise<{ address: string; vlan: number }> {
+  const answer = await lookup(hostname);
   if (answer === "notfound" || answer.length === 0) {
     throw new StepError(
       "NameNotResolvable",
-      `${parts.hostname} has no A record; register it in DNS first. vsop retries and goes on by itself.`,
+      `${what}${hostname} has no A record; register it in DNS first. vsop retries and goes on by itself.`,
       { condition: "NameResolved" },
     );
   }
@@ -31,13 +33,21 @@ export async function resolveServer(
   if (distinct.size > 1) {
     throw new StepError(
       "AmbiguousAddress",
-      `${parts.hostname} resolves to ${addresses.join(", ")} in different VLANs (${[...distinct].join(", ")}); ` +
+      `${what}${hostname} resolves to ${addresses.join(", ")} in different VLANs (${[...distinct].join(", ")}); ` +
         "keep one A record.",
       { condition: "NameResolved" },
     );
   }
   const address = addresses[0]!;
-  const vlan = vlans.get(address)!;
+  return { address, vlan: vlans.get(address)! };
+}
+
+export async function resolveServer(
+  parts: HostnameParts,
+  network: EffectiveNetwork,
+  lookup: Lookup,
+): Promise<ResolvedName> {
+  const { address, vlan } = await resolveAddress(parts.hostname, network, lookup);
   // The service names depend on the VLAN only: asked at once, so a silent DNS costs one timeout.
   const kinds = ["dns", "ntp", "proxy"] as const;
   const names = kinds.map((kind) => `${fillVLAN(network.services[kind], vlan)}.${parts.domain}`);

@@ -13,6 +13,7 @@ import { setCondition } from "../controller/conditions.js";
 import type { EffectiveClass } from "../api/effective-class.js";
 import type { HostnameParts } from "../naming/hostname.js";
 import type { ResolvedName } from "../naming/resolve.js";
+import type { ExtraNetwork } from "../naming/extra-networks.js";
 
 export interface ReconcileContext {
   vs: VirtualServer;
@@ -24,6 +25,8 @@ export interface ReconcileContext {
   /** Filled by the naming step for the steps after it. */
   parts?: HostnameParts;
   resolved?: ResolvedName;
+  /** spec.extraNetworks resolved, in spec order (the naming step). */
+  extraNetworks?: ExtraNetwork[];
   /** The vSphere operation whose task ended in this reconcile (see vsphere-task.ts). */
   finished?: string;
   /** A step went on with stale knowledge (DNS out) and wants to look again this soon. */

@@ -7,7 +7,8 @@ import { StepError } from "../errors.js";
 import { parseHostname } from "../naming/hostname.js";
 import { DNSUnavailable, type Lookup } from "../naming/lookup.js";
 import { resolveServer, type ResolvedName } from "../naming/resolve.js";
-import { condition, DONE, type Step } from "./context.js";
+import { condition, DONE, type ReconcileContext, type Step } from "./context.js";
+import { resolveExtraNetworks, type ExtraNetwork } from "../naming/extra-networks.js";
 
 /** How soon a server going on with its recorded resolution asks DNS again. */
 export const RECHECK_SECONDS = 30;
@@ -92,6 +93,9 @@ export function namingStep(deps: NamingDeps): Step {
         );
       }
       ctx.resolved = resolved;
+      const extras = await extraNetworks(ctx, deps, !!outage);
+      ctx.extraNetworks = extras.networks;
+      outage ??= extras.outage;
       if (outage) {
         condition(ctx, "NameResolved", "Unknown", "DNSUnavailable", outage);
         ctx.recheckAfterSeconds = RECHECK_SECONDS;
@@ -101,13 +105,58 @@ export function namingStep(deps: NamingDeps): Step {
       ctx.status.vlan = resolved.vlan;
       ctx.status.portGroup = resolved.portGroup;
       ctx.status.services = resolved.services;
-      condition(ctx, "NameResolved", "True", "Resolved", describe(resolved));
+      condition(
+        ctx,
+        "NameResolved",
+        "True",
+        "Resolved",
+        describe(resolved) +
+          ctx.extraNetworks.map((e) => `; extra network ${e.hostname}: ${describe(e)}`).join(""),
+      );
       return DONE;
     },
   };
 }
 
-const describe = (r: ResolvedName) => `${r.address} (VLAN ${r.vlan}, port group ${r.portGroup})`;
+/**
+ * spec.extraNetworks resolved; during a DNS outage, the ones status.vm.nics recorded (all of them,
+ * else the outage stops the step as it would without a recorded primary address).
+ */
+async function extraNetworks(
+  ctx: ReconcileContext,
+  deps: NamingDeps,
+  primaryOutage: boolean,
+): Promise<{ networks: ExtraNetwork[]; outage?: string }> {
+  const hostnames = (ctx.vs.spec.extraNetworks ?? []).map((e) => e.hostname);
+  if (!hostnames.length) return { networks: [] };
+  try {
+    const networks = await resolveExtraNetworks(
+      hostnames,
+      effectiveNetwork(ctx.cls.spec),
+      deps.lookup(ctx.cls.spec.naming?.dnsServers ?? []),
+    );
+    return { networks };
+  } catch (err) {
+    if (!(err instanceof DNSUnavailable)) throw err;
+    const recorded = (ctx.status.vm?.nics ?? []).filter((n) => n.role === "extra");
+    const networks = hostnames.map((h) => {
+      const n = recorded.find((r) => r.hostname === h);
+      return n?.address && n.vlan !== undefined
+        ? { hostname: h, address: n.address, vlan: n.vlan, portGroup: n.portGroup }
+        : undefined;
+    });
+    if (networks.some((n) => !n)) throw err;
+    return {
+      networks: networks as ExtraNetwork[],
+      outage: primaryOutage
+        ? undefined
+        : `${err.message} Until it answers, vsop uses the extra networks' addresses in status.vm.nics.`,
+    };
+  }
+}
+
+const describe = (r: Pick<ResolvedName, "address" | "vlan" | "portGroup">) =>
+  `${r.address} (VLAN ${r.vlan}, port group ${r.portGroup})`;
 
 /** The time in the message of a NameResolved that stands in for DNS during an outage. */
 const RECORDED_AT = /the address recorded at (\S+): /;

@@ -2,7 +2,7 @@
 // has a service NIC in the server's VLAN (and a boot NIC for network installs), and the size asked.
 import { effectiveHardware, effectiveNetwork, targetSize, vmName } from "../api/defaults.js";
 import { bootMethodOf } from "./boot/index.js";
-import type { NicStatus, VirtualServer } from "../api/types.js";
+import type { VirtualServer } from "../api/types.js";
 import { faultName } from "../vsphere/errors.js";
 import { StepError } from "../errors.js";
 import {
@@ -27,6 +27,9 @@ import { PowerCycleSlots, unlimitedSlots } from "./power-cycle-slots.js";
 import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
 import { reconcileDisks, retainedDisksNote } from "./disks.js";
 import { adopt, adoptedVM } from "./adopt.js";
+import { checkExtraPortGroups, nicRoles, reconcileExtraNics } from "./extra-nics.js";
+import { datastoreOf } from "../vsphere/vms.js";
+import { chooseDatastore, placementOf } from "./datastore-choice.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";
 export const OWNER_KEY = "vsop.owner";
@@ -64,15 +67,6 @@ export function ownedVM(
   }
 }
 
-export function nicStatus(vm: VMRecord, bootPortGroup: string): NicStatus[] {
-  return vm.nics.map((n) => ({
-    role: n.portGroup === bootPortGroup ? "boot" : "service",
-    portGroup: n.portGroup,
-    macAddress: n.macAddress,
-    connected: n.connected,
-  }));
-}
-
 export function recordVM(ctx: ReconcileContext, vm: VMRecord): void {
   ctx.status.vm = {
     ...ctx.status.vm,
@@ -80,7 +74,15 @@ export function recordVM(ctx: ReconcileContext, vm: VMRecord): void {
     name: vm.name,
     instanceUUID: vm.instanceUUID,
     powerState: vm.powerState,
-    nics: nicStatus(vm, effectiveNetwork(ctx.cls.spec).bootPortGroup),
+    datastore: datastoreOf(vm) ?? ctx.status.vm?.datastore,
+    nics: nicRoles(
+      vm.nics,
+      {
+        servicePortGroup: ctx.resolved?.portGroup ?? ctx.status.portGroup,
+        bootPortGroup: effectiveNetwork(ctx.cls.spec).bootPortGroup,
+      },
+      ctx.extraNetworks ?? [],
+    ).status,
   };
 }
 
@@ -109,9 +111,14 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
       const name = vmName(vs, cls.spec);
       const hw = effectiveHardware(vs, cls.spec);
       const method = bootMethodOf(cls);
-      const p = cls.spec.placement;
+      const p = placementOf(cls.spec, ctx.status);
       const portGroup = ctx.resolved!.portGroup;
-      const nics: NicSpec[] = [{ portGroup, role: "service" }, ...method.nics(cls)];
+      const extras = ctx.extraNetworks ?? [];
+      const nics: NicSpec[] = [
+        { portGroup, role: "service" },
+        ...method.nics(cls),
+        ...extras.map((e): NicSpec => ({ portGroup: e.portGroup, role: "extra" })),
+      ];
       const spec: CreateVMSpec = {
         name,
         placement: p,
@@ -151,6 +158,8 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
             { condition: "VMCreated" },
           );
         }
+        const chosen = await chooseDatastore(vc, ctx, spec);
+        if (chosen) return chosen;
         try {
           await vc.checkPlacement(p);
         } catch (err) {
@@ -163,6 +172,7 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
           await vc.checkPortGroup(p.datacenter, nic.portGroup).catch((err: unknown) => {
             throw portGroupError(err, true, nic.portGroup);
           });
+        await checkExtraPortGroups(vc, p.datacenter, extras);
         if (ctx.status.install) {
           // The VM this install state belongs to is gone (destroyed behind vsop's back, or a
           // vCenter that came back without it): a new VM is a blank machine and installs anew.
@@ -208,6 +218,9 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
 
       const resizing = await resize(vc, ctx, vm, hw, slots, !!adopted);
       if (resizing) return resizing;
+      const bootPG = effectiveNetwork(cls.spec).bootPortGroup;
+      const adding = await reconcileExtraNics(vc, ctx, vc.get(vm.moRef) ?? vm, bootPG);
+      if (adding) return adding;
       const disks = await reconcileDisks(vc, ctx, vc.get(vm.moRef) ?? vm, hw);
       if (disks) return disks;
       recordVM(ctx, vc.get(vm.moRef) ?? vm);

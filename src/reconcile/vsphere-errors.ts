@@ -13,6 +13,9 @@ import {
   DatastoreUploadFailed,
   PlacementNotFound,
   PortGroupNotFound,
+  NoStorageDrsRecommendation,
+  StoragePolicyIncompatible,
+  StoragePolicyNotFound,
   TemplateHasNoSnapshot,
 } from "../vsphere/vcenter.js";
 
@@ -21,6 +24,7 @@ const PLACEMENT_REASON = {
   cluster: "ClusterNotFound",
   resourcePool: "ResourcePoolNotFound",
   datastore: "DatastoreNotFound",
+  datastoreCluster: "DatastoreClusterNotFound",
   folder: "FolderNotFound",
   template: "TemplateNotFound",
 } as const;
@@ -82,6 +86,28 @@ export function vsphereStepError(err: unknown, opts: StepErrorOptions = {}): Ste
         "; fix spec.placement or create it.",
       o,
     );
+  if (err instanceof NoStorageDrsRecommendation)
+    return new StepError(
+      "DatastoreClusterNoRecommendation",
+      `Storage DRS recommended no datastore in datastore cluster ${err.pod} (is Storage DRS ` +
+        "enabled and does it hold a datastore with room?); nothing was created. vsop asks again.",
+      o,
+    );
+  if (err instanceof StoragePolicyNotFound)
+    return new StepError(
+      "StoragePolicyNotFound",
+      `The class's placement.storagePolicy "${err.policy}" is not a storage policy in vCenter` +
+        (err.known.length ? ` (it has: ${err.known.join(", ")})` : "") +
+        "; nothing was created. Fix placement.storagePolicy or create the policy.",
+      o,
+    );
+  if (err instanceof StoragePolicyIncompatible)
+    return new StepError(
+      "StoragePolicyIncompatible",
+      `Datastore ${err.datastore} does not satisfy the class's placement.storagePolicy ` +
+        `"${err.policy}"; nothing was created. Choose a datastore the policy allows.`,
+      o,
+    );
   if (err instanceof TemplateHasNoSnapshot)
     return new StepError(
       "TemplateHasNoSnapshot",
@@ -120,6 +146,8 @@ export function portGroupError(
   boot: boolean,
   name: string,
   vlan?: number,
+  /** Whose VLAN it is, e.g. "extra network db-prod-1-bk.example.com", when not the server's. */
+  whose?: string,
 ): StepError {
   if (!(err instanceof PortGroupNotFound)) return vsphereStepError(err, { condition: "VMCreated" });
   return boot
@@ -130,7 +158,8 @@ export function portGroupError(
       )
     : new StepError(
         "VLANPortGroupMissing",
-        `No port group "${name}" for VLAN ${vlan} exists in vCenter; create it or fix spec.network.portGroupTemplate.`,
+        `No port group "${name}" for VLAN ${vlan}${whose ? ` (${whose})` : ""} exists in vCenter; ` +
+          "create it or fix spec.network.portGroupTemplate.",
         { condition: "VMCreated" },
       );
 }

@@ -29,6 +29,8 @@ const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reas
   PowerOnAfterResize: { condition: "VMCreated", phase: "Configuring", reason: "Resizing" },
   // Adding, growing or removing disks (disks.ts).
   ConfigureDisks: { condition: "VMCreated", phase: "Configuring", reason: "Configuring" },
+  // spec.extraNetworks added to an existing VM (extra-nics.ts).
+  AddNICs: { condition: "VMCreated", phase: "Configuring", reason: "Configuring" },
   AttachISO: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
   SetGuestinfo: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },
   PowerOn: { condition: "Installed", phase: "Creating", reason: "PoweringOn" },

@@ -8,7 +8,13 @@ import type { NetworkBacking } from "./devices.js";
 import type { Placement } from "./vms.js";
 
 export type PlacementPart =
-  "datacenter" | "cluster" | "resourcePool" | "datastore" | "folder" | "template";
+  | "datacenter"
+  | "cluster"
+  | "resourcePool"
+  | "datastore"
+  | "datastoreCluster"
+  | "folder"
+  | "template";
 
 /** A placement object does not exist. `objectName` is the name or path that was looked up. */
 export class PlacementNotFound extends Error {
@@ -112,6 +118,30 @@ export class Inventory {
 
   /** Resolves every part of a placement, or throws PlacementNotFound naming the missing one. */
   async placement(p: Placement): Promise<ResolvedPlacement> {
+    const compute = await this.compute(p);
+    const datastore = await this.datastore(trimSlashes(p.datacenter), p.datastore);
+    if (!datastore) throw new PlacementNotFound("datastore", p.datastore, p.datacenter);
+    return { ...compute, datastore, datastoreName: p.datastore.split("/").pop()! };
+  }
+
+  /** A datastore cluster (StoragePod) by path or name below the datastore folder. */
+  async storagePod(datacenter: string, name: string): Promise<MoRef> {
+    const dcPath = trimSlashes(datacenter);
+    await this.datacenter(datacenter);
+    const types = new Set(["StoragePod"]);
+    let ref = await this.findTyped(inventoryPath(dcPath, "datastore", name), types);
+    if (!ref && !name.includes("/")) {
+      const folder = await this.find(inventoryPath(dcPath, "datastore"));
+      ref = folder && (await this.findByName(folder, "StoragePod", name));
+    }
+    if (!ref) throw new PlacementNotFound("datastoreCluster", name, datacenter);
+    return ref;
+  }
+
+  /** Datacenter, VM folder and resource pool of a placement (all but storage). */
+  async compute(
+    p: Omit<Placement, "datastore">,
+  ): Promise<Omit<ResolvedPlacement, "datastore" | "datastoreName">> {
     const dcPath = trimSlashes(p.datacenter);
     const datacenter = await this.datacenter(p.datacenter);
     const missing = (what: PlacementPart, name: string) =>
@@ -134,10 +164,7 @@ export class Inventory {
     else if (cluster) pool = await this.rootPool(cluster);
     if (!pool) throw missing("resourcePool", p.resourcePool ?? "(set cluster or resourcePool)");
 
-    const datastore = await this.datastore(dcPath, p.datastore);
-    if (!datastore) throw missing("datastore", p.datastore);
-
-    return { datacenter, folder, pool, datastore, datastoreName: p.datastore.split("/").pop()! };
+    return { datacenter, folder, pool };
   }
 
   private rootPool(cluster: MoRef): Promise<MoRef | undefined> {

@@ -1,6 +1,6 @@
 // A logged-in vim25 session: service content, Login with backoff after a refused login,
 // transparent re-login on NotAuthenticated, Logout.
-import { SoapTransport, type SoapOptions } from "./soap.js";
+import { SoapTransport, type SoapOptions, type SoapService } from "./soap.js";
 import { MoRef, field, text, type Node } from "./xml.js";
 import { VSphereFault } from "./errors.js";
 
@@ -17,6 +17,7 @@ export interface ServiceContent {
   fileManager?: MoRef;
   searchIndex?: MoRef;
   customFieldsManager?: MoRef;
+  storageResourceManager?: MoRef;
   apiVersion: string;
 }
 
@@ -57,6 +58,7 @@ export class VSphereSession {
       fileManager: ref("fileManager"),
       searchIndex: ref("searchIndex"),
       customFieldsManager: ref("customFieldsManager"),
+      storageResourceManager: ref("storageResourceManager"),
       apiVersion: text(field(field(sc, "about"), "apiVersion")) ?? "",
     };
     return this.content;
@@ -93,16 +95,21 @@ export class VSphereSession {
   }
 
   /** Calls a method with a session, logging in (again) when vCenter says the session is gone. */
-  async invoke(method: string, thisRef: MoRef, args: Record<string, unknown> = {}): Promise<Node> {
+  async invoke(
+    method: string,
+    thisRef: MoRef,
+    args: Record<string, unknown> = {},
+    service?: SoapService,
+  ): Promise<Node> {
     await this.ensureLoggedIn();
     try {
-      return await this.soap.call(method, thisRef, args);
+      return await this.soap.call(method, thisRef, args, service);
     } catch (err) {
       if (!(err instanceof VSphereFault) || err.fault !== "NotAuthenticated") throw err;
       this.loggedIn = false;
       this.soap.clearSession();
       await this.ensureLoggedIn();
-      return this.soap.call(method, thisRef, args);
+      return this.soap.call(method, thisRef, args, service);
     }
   }
 

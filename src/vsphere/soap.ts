@@ -19,6 +19,20 @@ export interface SoapOptions {
 const SOAP_ACTION = "urn:vim25/6.5";
 const COOKIE = "vmware_soap_session";
 
+/** A SOAP service beside vim25 on the same vCenter and session, e.g. SPBM at /pbm. */
+export interface SoapService {
+  path: string;
+  namespace: string;
+  soapAction: string;
+}
+
+/** Storage Policy Based Management (pbm.Path, pbm.Namespace in govmomi). */
+export const PBM_SERVICE: SoapService = {
+  path: "/pbm",
+  namespace: "urn:pbm",
+  soapAction: "urn:pbm/2.0",
+};
+
 export class SoapTransport {
   private readonly http: AxiosInstance;
   private cookie: string | undefined;
@@ -53,16 +67,25 @@ export class SoapTransport {
     return this.http.defaults.httpsAgent as https.Agent;
   }
 
-  async call(method: string, thisRef: MoRef, args: Record<string, unknown> = {}): Promise<Node> {
+  async call(
+    method: string,
+    thisRef: MoRef,
+    args: Record<string, unknown> = {},
+    service?: SoapService,
+  ): Promise<Node> {
     this.options.onCall?.(method);
+    const url = service ? new URL(service.path, this.options.url).toString() : this.options.url;
+    const request = envelope(method, thisRef, args, service?.namespace);
     let res;
     try {
-      res = await this.http.post<string>(this.options.url, envelope(method, thisRef, args), {
+      res = await this.http.post<string>(url, request, {
         signal: currentSignal(),
         headers: {
           "Content-Type": "text/xml; charset=utf-8",
-          SOAPAction: SOAP_ACTION,
+          SOAPAction: service?.soapAction ?? SOAP_ACTION,
           ...(this.cookie ? { Cookie: `${COOKIE}=${this.cookie}` } : {}),
+          // vCenter's other services take the vim25 session in this header.
+          ...(service && this.cookie ? { vcSessionCookie: this.cookie } : {}),
         },
       });
     } catch (err) {

@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import { VSphereSession } from "./session.js";
 import { MoRef, type Node } from "./xml.js";
-import { get, moRef } from "./nodes.js";
+import { get, items, moRef, str } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
 import { TASK_PROPERTIES, taskOutcome, type TaskContext, type TaskState } from "./task-state.js";
@@ -16,6 +16,14 @@ import * as customFields from "./custom-fields.js";
 import { TaggingClient } from "./tagging.js";
 import * as clusterRules from "./cluster-rules.js";
 import {
+  compatibleDatastores,
+  profileSpec,
+  storagePolicyByName,
+  StoragePolicyIncompatible,
+  withStoragePolicy,
+  type StoragePolicy,
+} from "./pbm.js";
+import {
   deviceChange,
   deviceList,
   editDevice,
@@ -26,6 +34,7 @@ import {
   isoBacking,
   newCdrom,
   newDisk,
+  newNic,
   resizedDisk,
 } from "./devices.js";
 import type { NodeObject } from "./nodes.js";
@@ -66,6 +75,15 @@ export {
 } from "./vms.js";
 export { PlacementNotFound, PortGroupNotFound } from "./inventory.js";
 export { DatastoreUploadFailed, datastorePath } from "./datastore.js";
+export { StoragePolicyIncompatible, StoragePolicyNotFound } from "./pbm.js";
+
+/** Storage DRS gave no datastore for a new VM in the datastore cluster. */
+export class NoStorageDrsRecommendation extends Error {
+  override name = "NoStorageDrsRecommendation";
+  constructor(readonly pod: string) {
+    super(`Storage DRS recommended no datastore in datastore cluster ${pod}`);
+  }
+}
 
 export interface VCenterOptions {
   /** SDK URL, e.g. https://vcenter.example.com/sdk */
@@ -474,7 +492,56 @@ export class VCenter {
 
   /** Throws PlacementNotFound naming the first missing part. */
   async checkPlacement(p: Placement): Promise<void> {
-    await this.inventory.placement(p);
+    const placed = await this.inventory.placement(p);
+    if (p.storagePolicy) await this.storagePolicyFor(placed.datastore, p.storagePolicy);
+  }
+
+  /**
+   * The datastore Storage DRS recommends for a new VM of this spec in the datastore cluster `pod`
+   * (StorageResourceManager.RecommendDatastores, initial placement): the name of the first
+   * recommendation's destination. The VM is then created there like on any datastore; the
+   * recommendation itself is not applied (ApplyStorageDrsRecommendation_Task would create the VM
+   * in the same call, outside vsop's one-task bookkeeping). Asks vCenter each time (no task).
+   */
+  async recommendDatastore(
+    p: Omit<Placement, "datastore">,
+    pod: string,
+    spec: CreateVMSpec,
+  ): Promise<string> {
+    await this.ready();
+    const compute = await this.inventory.compute(p);
+    const podRef = await this.inventory.storagePod(p.datacenter, pod);
+    const srm = (await this.session.serviceContent()).storageResourceManager;
+    if (!srm) throw new NoStorageDrsRecommendation(pod);
+    const res = await this.session.invoke("RecommendDatastores", srm, {
+      storageSpec: {
+        type: "create",
+        podSelectionSpec: { initialVmConfig: [{ storagePod: podRef }], storagePod: podRef },
+        configSpec: createConfigSpec({ ...spec, nics: [] }, "", []),
+        resourcePool: compute.pool,
+        folder: compute.folder,
+      },
+    });
+    const destination = items(get(res, "recommendations"))
+      .flatMap((r) => items(get(r, "action")))
+      .map((a) => moRef(get(a, "destination")))
+      .find((d) => d !== undefined);
+    if (!destination) throw new NoStorageDrsRecommendation(pod);
+    const name = str((await retrieveOne(this.session, destination, ["name"])).name);
+    if (!name) throw new NoStorageDrsRecommendation(pod);
+    this.log.info({ vm: spec.name, datastoreCluster: pod, datastore: name }, "Storage DRS chose");
+    return name;
+  }
+
+  /**
+   * The storage policy of that name, checked against the datastore: StoragePolicyNotFound or
+   * StoragePolicyIncompatible (SPBM, pbm.ts).
+   */
+  private async storagePolicyFor(datastore: MoRef, name: string): Promise<StoragePolicy> {
+    const policy = await storagePolicyByName(this.session, name);
+    const ok = await compatibleDatastores(this.session, policy, [datastore.value]);
+    if (!ok.length) throw new StoragePolicyIncompatible(name, datastore.value);
+    return policy;
   }
 
   /** Throws PortGroupNotFound; distributed port groups and standard networks both count. */
@@ -520,6 +587,9 @@ export class VCenter {
   private async sendCreate(spec: CreateVMSpec): Promise<string> {
     const { datacenter } = spec.placement;
     const placement = await this.inventory.placement(spec.placement);
+    const policy = spec.placement.storagePolicy
+      ? await this.storagePolicyFor(placement.datastore, spec.placement.storagePolicy)
+      : undefined;
     const networks = [];
     for (const nic of spec.nics)
       networks.push(await this.inventory.network(datacenter, nic.portGroup));
@@ -558,6 +628,7 @@ export class VCenter {
         if (!snapshot) throw new TemplateHasNoSnapshot(spec.template);
       }
       const body = cloneSpec(spec, devices, placement, networks, snapshot);
+      if (policy) (body.config as SpecObject).vmProfile = [profileSpec(policy)];
       task = moRef(
         await this.session.invoke(method, template, {
           folder: placement.folder,
@@ -567,6 +638,7 @@ export class VCenter {
       );
     } else {
       const config = createConfigSpec(spec, placement.datastoreName, networks);
+      if (policy) withStoragePolicy(config, policy);
       task = moRef(
         await this.session.invoke(method, placement.folder, { config, pool: placement.pool }),
       );
@@ -792,6 +864,33 @@ export class VCenter {
     return this.startVmTask("ReconfigVM_Task", ref, {
       spec: { deviceChange: [deviceChange("edit", edited)] },
     });
+  }
+
+  /**
+   * Starts adding one vmxnet3 NIC per port group (in that order, after the VM's NICs), connected
+   * when the VM runs; undefined when none is asked. The caller decides what is missing from the
+   * VM's NICs as observed, so a repeated call after the task ended adds nothing.
+   */
+  async startAddNics(
+    ref: string,
+    datacenter: string,
+    portGroups: string[],
+  ): Promise<string | undefined> {
+    if (!portGroups.length) return undefined;
+    const vm = await this.vm(ref);
+    const on = vm.powerState === "poweredOn";
+    const changes: NodeObject[] = [];
+    for (const [i, pg] of portGroups.entries()) {
+      const nic = newNic(-400 - i, await this.inventory.network(datacenter, pg));
+      nic.connectable = {
+        startConnected: "true",
+        allowGuestControl: "true",
+        connected: String(on),
+      };
+      changes.push(deviceChange("add", nic));
+    }
+    this.log.info({ moRef: ref, vm: vm.name, portGroups }, "adding NICs");
+    return this.startVmTask("ReconfigVM_Task", ref, { spec: { deviceChange: changes } });
   }
 
   /** Sets a NIC's connected and startConnected flags and checks the result by reading it back. */

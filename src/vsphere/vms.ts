@@ -74,6 +74,8 @@ export interface Placement {
   /** Inventory path relative to the datacenter's host folder (e.g. "DC0_C0/Resources/web"), or a name. */
   resourcePool?: string;
   datastore: string;
+  /** SPBM storage policy name: the new VM and its disk get it (vmProfile). */
+  storagePolicy?: string;
   /** VM folder path relative to the datacenter's vm folder. */
   folder?: string;
 }
@@ -105,7 +107,7 @@ export interface VMRecord {
 
 export interface NicSpec {
   portGroup: string;
-  role: "service" | "boot";
+  role: "service" | "boot" | "extra";
 }
 
 export interface CreateVMSpec {
@@ -251,6 +253,11 @@ export function toVMRecord(
     extraConfig,
     bootOrder: bootOrderSignature(items(get(props["config.bootOptions"], "bootOrder"))),
   };
+}
+
+/** The datastore of the VM's system disk ("[LocalDS_0] w/w.vmdk" → LocalDS_0), if it has one. */
+export function datastoreOf(vm: Pick<VMRecord, "disks" | "extraConfig">): string | undefined {
+  return /^\[([^\]]+)\]/.exec(systemDisk(vm)?.fileName ?? "")?.[1];
 }
 
 /** A comparable form of bootOrder entries, e.g. ["Ethernet:4000", "Disk:2000"] or ["Cdrom", …]. */

@@ -45,7 +45,12 @@ export function encode(name: string, value: unknown): string {
   return `<${name}>${escapeXml(String(value))}</${name}>`;
 }
 
-export function envelope(method: string, thisRef: MoRef, args: Record<string, unknown>): string {
+export function envelope(
+  method: string,
+  thisRef: MoRef,
+  args: Record<string, unknown>,
+  namespace = "urn:vim25",
+): string {
   const body =
     encode("_this", thisRef) +
     Object.entries(args)
@@ -56,7 +61,7 @@ export function envelope(method: string, thisRef: MoRef, args: Record<string, un
     '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" ' +
     'xmlns:xsd="http://www.w3.org/2001/XMLSchema" ' +
     'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">' +
-    `<soapenv:Body><${method} xmlns="urn:vim25">${body}</${method}></soapenv:Body></soapenv:Envelope>`
+    `<soapenv:Body><${method} xmlns="${namespace}">${body}</${method}></soapenv:Body></soapenv:Envelope>`
   );
 }
 

@@ -32,6 +32,9 @@ export class FakeVSphere implements VSpherePort {
     return owned[0];
   }
   checkPlacement = async () => undefined;
+  /** Storage DRS's answer for any datastore cluster (recommendDatastore). */
+  recommended = "PodDS_1";
+  recommendDatastore = async (_p: unknown, _pod: string, _spec?: CreateVMSpec) => this.recommended;
   checkPortGroup = async () => undefined;
 
   /** Adds a VM as vCenter holds it (defaults: 2 CPUs, 2048 MiB, hot add on, powered off, no Tools). */
@@ -204,6 +207,24 @@ export class FakeVSphere implements VSpherePort {
         extraConfig[DISK_MARKER_PREFIX + a.name] = `scsi0:${unit}`;
       }
       this.change(ref, { disks, extraConfig });
+    });
+  }
+
+  /** As vCenter: one NIC per port group after the VM's NICs, connected when the VM runs. */
+  async startAddNics(ref: string, _dc: string, portGroups: string[]) {
+    if (!portGroups.length) return undefined;
+    return this.start("AddNics", ref, () => {
+      const now = this.vm(ref);
+      const on = now.powerState === "poweredOn";
+      const last = Math.max(3999, ...now.nics.map((n) => n.key));
+      const added = portGroups.map((portGroup, i) => ({
+        key: last + 1 + i,
+        label: `Network adapter ${now.nics.length + 1 + i}`,
+        portGroup,
+        connected: on,
+        startConnected: true,
+      }));
+      this.change(ref, { nics: [...now.nics, ...added] });
     });
   }
 

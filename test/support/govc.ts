@@ -10,7 +10,9 @@ export function govc(
 ): string {
   return execFileSync(stackEnv("VSOP_GOVC"), args, {
     encoding: "utf8",
-    env: { ...process.env, ...env },
+    // LocalDS_0 unless the stack says otherwise: placement-networks.test.ts adds a datastore
+    // (in a datastore cluster) that vcsim cannot remove, and govc's default must stay one.
+    env: { GOVC_DATASTORE: "LocalDS_0", ...process.env, ...env },
     timeout: timeoutMs,
     stdio: ["ignore", "pipe", "pipe"],
   });

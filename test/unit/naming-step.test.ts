@@ -207,3 +207,57 @@ test("during an outage a server that stands in keeps its hostname against an old
   assert.ok(claimsBefore(holder, rival));
   assert.ok(!claimsBefore(rival, holder));
 });
+
+test("extra networks: resolved into ctx and NameResolved; one without a record stops the step", async () => {
+  const zone: Record<string, string> = { ...DNS, "web-prod-3-bk.example.test": "10.12.40.23" };
+  const vs = server("web-prod-3", "c", "2026-01-03T00:00:00Z");
+  vs.spec.extraNetworks = [{ hostname: "web-prod-3-bk.example.test" }];
+  const step = namingStep({
+    lookup: () => async (name) => (zone[name] ? [zone[name]] : "notfound"),
+    allServers: () => [vs],
+  });
+  const ctx = { vs, cls, status: {}, log: pino({ level: "silent" }) } as ReconcileContext;
+  await step.run(ctx);
+  assert.deepEqual(ctx.extraNetworks, [
+    {
+      hostname: "web-prod-3-bk.example.test",
+      address: "10.12.40.23",
+      vlan: 40,
+      portGroup: "VLAN-40",
+    },
+  ]);
+  assert.match(ctx.status.conditions![0]!.message, /extra network web-prod-3-bk.*VLAN-40/);
+  vs.spec.extraNetworks = [{ hostname: "web-prod-3-gone.example.test" }];
+  const again = { vs, cls, status: {}, log: pino({ level: "silent" }) } as ReconcileContext;
+  await assert.rejects(step.run(again), /Extra network hostname web-prod-3-gone/);
+});
+
+test("extra networks during a DNS outage: the addresses status.vm.nics recorded, else the outage", async () => {
+  const vs = server("web-prod-3", "c", "2026-01-03T00:00:00Z");
+  vs.spec.extraNetworks = [{ hostname: "web-prod-3-bk.example.test" }];
+  const down: Lookup = async (name) => {
+    if (name.includes("-bk.")) throw new DNSUnavailable(name, "ETIMEOUT");
+    return DNS[name] ? [DNS[name]] : "notfound";
+  };
+  const step = namingStep({ lookup: () => down, allServers: () => [vs] });
+  const nic = {
+    role: "extra" as const,
+    portGroup: "VLAN-40",
+    connected: true,
+    hostname: "web-prod-3-bk.example.test",
+    address: "10.12.40.23",
+    vlan: 40,
+  };
+  const ctx = {
+    vs,
+    cls,
+    status: { vm: { nics: [nic] } },
+    log: pino({ level: "silent" }),
+  } as ReconcileContext;
+  await step.run(ctx);
+  assert.equal(ctx.extraNetworks?.[0]?.portGroup, "VLAN-40");
+  assert.equal(ctx.status.conditions?.[0]?.status, "Unknown");
+  assert.equal(ctx.recheckAfterSeconds, RECHECK_SECONDS);
+  const none = { vs, cls, status: {}, log: pino({ level: "silent" }) } as ReconcileContext;
+  await assert.rejects(step.run(none), (err: unknown) => err instanceof DNSUnavailable);
+});

@@ -1,6 +1,7 @@
 // iso: a per-server NoCloud ISO uploaded to the class's datastore and inserted in the VM's CD-ROM;
 // after the install (and on delete) it is taken out of the drive and deleted. Its path is
 // recorded in status before the upload, so no crash leaves a file vsop does not know about.
+import { placementOf } from "../datastore-choice.js";
 import { vmName } from "../../api/defaults.js";
 import { buildIso } from "../../provision/iso.js";
 import { noCloudFiles } from "../../provision/render.js";
@@ -19,7 +20,7 @@ async function removeIso(
   iso: string,
   powerOffFirst: boolean,
 ): Promise<StepOutcome | undefined> {
-  const p = ctx.cls.spec.placement;
+  const p = placementOf(ctx.cls.spec, ctx.status);
   if (ctx.finished === "DeleteISO") {
     ctx.log.info({ iso }, "boot ISO detached and deleted");
     ctx.status.install = { ...ctx.status.install, iso: undefined };
@@ -56,7 +57,7 @@ export const isoBoot: BootMethod = {
   nics: () => [],
 
   async prepare({ ctx, deps, vc, vm }) {
-    const p = ctx.cls.spec.placement;
+    const p = placementOf(ctx.cls.spec, ctx.status);
     const path = datastorePath(p.datastore, isoFile(ctx));
     if (vm.cdroms.some((c) => c.isoPath === path)) return undefined;
     if (ctx.status.install?.iso !== path) {
