@@ -430,7 +430,9 @@ export class VCenter {
         const entity = moRef(props["info.entity"]);
         const made = state.state === "success" ? moRef(state.result) : undefined;
         if (entity?.type === VM_TYPE) await this.refresh(entity.value);
-        if (made?.type === VM_TYPE && !this.cache.get(made.value)) await this.refresh(made.value);
+        // Read a new VM even when the update loop already reported it: that first report can
+        // come before its devices (seen on vcsim), and the next steps act on its NICs and disks.
+        if (made?.type === VM_TYPE) await this.refresh(made.value);
       }
       return state;
     } catch (err) {
