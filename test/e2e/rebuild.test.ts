@@ -114,7 +114,7 @@ async function playInstall(uid: string): Promise<string> {
   assert.equal(ks.status, 200, "the kickstart is served for the current token");
   assert.match(ks.body, /rbld-prod-1\.example\.test/);
   await installNode(HOST, bootstrapURLIn(ks.body));
-  assert.equal(await built(`http://127.0.0.1:${op.provisioningPort}/built/${token}`), 204);
+  assert.equal(await callBuilt(`http://127.0.0.1:${op.provisioningPort}/built/${token}`), 204);
   return token;
 }
 
@@ -127,20 +127,6 @@ const tokenHash = (uid: string) =>
     "secret",
     `vsop-install-${uid}`,
   ]).metadata.labels["provisioning.vsop.dev/install-token-hash"];
-
-/**
- * The /built callback, sent again once if the connection broke before an answer: fetch reuses
- * the keep-alive connection of the bootstrap fetch, which the server may close (after its 5 s
- * keep-alive timeout, while the node restarts) just as the request goes out ("fetch failed").
- */
-async function built(url: string): Promise<number> {
-  try {
-    return await callBuilt(url);
-  } catch (err) {
-    if ((err as Error).message !== "fetch failed") throw err;
-    return callBuilt(url);
-  }
-}
 
 let first: { moRef: string; instanceUUID: string; token: string; lastRunAt: string; uid: string };
 

@@ -2,14 +2,34 @@
 // kickstart over HTTP, the ISO from the datastore, guestinfo from the VM) and signals completion
 // the way a real installed system would. Nothing in src/ knows about it.
 import { execFileSync } from "node:child_process";
+import http from "node:http";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { getJSON, nodeDown, nodeUp, OPERATOR_NS, waitFor } from "./harness.js";
 import { extraConfig, findVMs, govc } from "./govc.js";
 
-/** The installer's HTTP calls give up after this long (a killed operator may never answer). */
-const timeout = () => AbortSignal.timeout(15_000);
+/**
+ * One HTTP call on its own connection, as curl in a real installer makes it. A pooled keep-alive
+ * connection (fetch's) can be closed by the server's idle timeout just as a request goes out, and
+ * a resend of a one-time call then meets its own spent token (410). Gives up after 15 s: a killed
+ * operator may never answer.
+ */
+function call(url: string, method: "GET" | "POST"): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent: false, timeout: 15_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () =>
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }),
+      );
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`${method} ${url}: no answer in 15 s`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
 
 /** The install token of a server, as its Boot-VLAN PXE config would carry it. */
 export function installToken(uid: string): string {
@@ -27,13 +47,11 @@ export async function fetchKickstart(
   port: number,
   token: string,
 ): Promise<{ status: number; body: string }> {
-  const res = await fetch(`http://127.0.0.1:${port}/ks/${token}`, { signal: timeout() });
-  return { status: res.status, body: await res.text() };
+  return call(`http://127.0.0.1:${port}/ks/${token}`, "GET");
 }
 
 export async function callBuilt(url: string): Promise<number> {
-  const res = await fetch(url, { method: "POST", signal: timeout() });
-  return res.status;
+  return (await call(url, "POST")).status;
 }
 
 /** Downloads the server's boot ISO from the datastore (of another vCenter with `env`'s GOVC_*). */
@@ -99,8 +117,7 @@ export function bootstrapURLIn(text: string): string {
 
 /** POSTs the bootstrap URL as the installing system does. */
 export async function fetchBootstrap(url: string): Promise<{ status: number; body: string }> {
-  const res = await fetch(url, { method: "POST", signal: timeout() });
-  return { status: res.status, body: await res.text() };
+  return call(url, "POST");
 }
 
 /** The files a bootstrap script writes, by path, read from its quoted here-documents. */
