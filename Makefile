@@ -45,8 +45,21 @@ node-down: ## stop a simulated server: make node-down HOST=web-prod-1.example.te
 test-unit: build ## unit tests of pure functions (no stack needed)
 	@node --import tsx --test --test-reporter=tap --test-concurrency=1 test/unit/*.test.ts
 
-test-e2e: build ## end-to-end tests against the running stack
-	@source $(STACK_ENV) && node --import tsx --test --test-reporter=tap --test-concurrency=1 --test-timeout=600000 $(E2E)
+# Files that disturb the shared stack run alone, after the others: puppet.test restarts RabbitMQ,
+# security.test stops the API server. The others run E2E_JOBS at a time (own namespace, label
+# selector, hostnames and VM names each), the longest first so that the two lanes end together.
+E2E_SERIAL := test/e2e/puppet.test.ts test/e2e/security.test.ts
+E2E_LONGEST := $(addprefix test/e2e/,puppet-runs.test.ts chaos.test.ts vsphere-faults.test.ts \
+  placement.test.ts rebuild.test.ts bad-input.test.ts class-edits.test.ts disks.test.ts)
+E2E_JOBS ?= 2
+E2E_RUN = node --import tsx --test --test-reporter=tap --test-timeout=600000 --test-concurrency=
+test-e2e: build ## end-to-end tests against the running stack (E2E_JOBS=1: one file at a time)
+	@source $(STACK_ENV) && rc=0; \
+	files="$(filter $(E2E),$(E2E_LONGEST)) $(filter-out $(E2E_LONGEST) $(E2E_SERIAL),$(E2E))"; \
+	alone="$(filter $(E2E_SERIAL),$(E2E))"; \
+	if [ -n "$${files// }" ]; then $(E2E_RUN)$(E2E_JOBS) $$files || rc=1; fi; \
+	if [ -n "$${alone// }" ]; then $(E2E_RUN)1 $$alone || rc=1; fi; \
+	exit $$rc
 
 test-scan: ## scan every log vsop wrote in this stack run for credentials (after test-e2e)
 	@source $(STACK_ENV) && node --import tsx --test --test-reporter=tap test/scan/*.test.ts

@@ -62,10 +62,11 @@ if [ ! -x "$NODE_DIR/bin/node" ] && [ "$(node_major "$(command -v node || echo n
   {
     timeout 600 npm pack --silent --pack-destination "$tmp" "node-linux-$node_arch@$NODE_VERSION" &&
       tar -xzf "$tmp"/node-linux-*.tgz -C "$tmp" &&
-      mkdir -p "$NODE_DIR.tmp/bin" && mv "$tmp/package/bin/node" "$NODE_DIR.tmp/bin/node" &&
-      [ "$(node_major "$NODE_DIR.tmp/bin/node")" = 24 ] && mv "$NODE_DIR.tmp" "$NODE_DIR"
+      mkdir -p "$NODE_DIR.tmp.$$/bin" && mv "$tmp/package/bin/node" "$NODE_DIR.tmp.$$/bin/node" &&
+      [ "$(node_major "$NODE_DIR.tmp.$$/bin/node")" = 24 ] &&
+      { mv -T "$NODE_DIR.tmp.$$" "$NODE_DIR" 2>/dev/null || rm -rf "$NODE_DIR.tmp.$$"; } # another install won
   } >"$CACHE/node-fetch.log" 2>&1 || {
-    rm -rf "$tmp" "$NODE_DIR.tmp"
+    rm -rf "$tmp" "$NODE_DIR.tmp.$$"
     fail_part node-fetch "$CACHE/node-fetch.log" "could not fetch Node.js $NODE_VERSION"
   }
   rm -rf "$tmp"
@@ -87,20 +88,20 @@ if [ ! -x "$KUBE_APISERVER_BIN" ]; then
   log "building kube-apiserver $KUBE_VERSION (once; cached at $KUBE_APISERVER_BIN)"
   mkdir -p "$CACHE"
   (cd "$ROOT/hack/kube-apiserver" &&
-    CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$KUBE_APISERVER_BIN.tmp" k8s.io/kubernetes/cmd/kube-apiserver) \
+    CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$KUBE_APISERVER_BIN.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver) \
     >"$CACHE/kube-apiserver-build.log" 2>&1 ||
     fail_part kube-apiserver-build "$CACHE/kube-apiserver-build.log" "build failed"
-  mv "$KUBE_APISERVER_BIN.tmp" "$KUBE_APISERVER_BIN"
+  mv "$KUBE_APISERVER_BIN.tmp.$$" "$KUBE_APISERVER_BIN" # two installs at once: the last one wins, both work
 fi
 
 # kubectl: the machine's own when it has one, otherwise built from the same module.
 if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$CACHE/kubectl-$KUBE_VERSION" ]; then
   log "building kubectl $KUBE_VERSION (once)"
   (cd "$ROOT/hack/kube-apiserver" &&
-    CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$CACHE/kubectl-$KUBE_VERSION.tmp" k8s.io/kubernetes/cmd/kubectl) \
+    CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$CACHE/kubectl-$KUBE_VERSION.tmp.$$" k8s.io/kubernetes/cmd/kubectl) \
     >"$CACHE/kubectl-build.log" 2>&1 ||
     fail_part kubectl-build "$CACHE/kubectl-build.log" "build failed"
-  mv "$CACHE/kubectl-$KUBE_VERSION.tmp" "$CACHE/kubectl-$KUBE_VERSION"
+  mv "$CACHE/kubectl-$KUBE_VERSION.tmp.$$" "$CACHE/kubectl-$KUBE_VERSION"
 fi
 
 if [ ! -x "$GOVMOMI_BIN/vcsim" ] || [ ! -x "$GOVMOMI_BIN/govc" ]; then

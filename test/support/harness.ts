@@ -1,8 +1,16 @@
 // End-to-end harness: installs vsop's CRDs and RBAC into the stack's kube-apiserver, runs the
 // operator exactly as the image does (node dist/main.js run …) with the ServiceAccount's token,
 // and offers small waits and readers over kubectl, DNS and the audit log.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, createWriteStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import {
+  appendFileSync,
+  createWriteStream,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
 import * as yaml from "js-yaml";
@@ -128,9 +136,21 @@ let nextPort = 19100;
  * once made an operator's metrics port collide with etcd's peer port.
  */
 export function freePortBlock(): number {
-  const p = 19100 + ((nextPort - 19100) % 900);
-  nextPort += 10;
-  return p + (process.pid % 31) * 100;
+  for (let tries = 0; ; tries++) {
+    const p = 19100 + ((nextPort - 19100) % 900) + (process.pid % 31) * 100;
+    nextPort += 10;
+    // Two test files run at once: a block is used only when nothing listens on any of its ports.
+    if (portsFree(p, 10) || tries >= 90) return p;
+  }
+}
+
+/** Whether `count` ports from `first` on 127.0.0.1 can all be listened on (checked in a child). */
+function portsFree(first: number, count: number): boolean {
+  const probe = `const net = require("node:net");
+    (async () => { for (let p = ${first}; p < ${first + count}; p++) await new Promise((ok, bad) => {
+      const s = net.createServer().once("error", bad).listen(p, "127.0.0.1", () => s.close(ok)); });
+    })().then(() => process.exit(0), () => process.exit(1));`;
+  return spawnSync(process.execPath, ["-e", probe], { timeout: 10_000 }).status === 0;
 }
 
 /**
@@ -303,17 +323,46 @@ export function removeDNS(name: string): void {
 
 /** Several records in one write and one reload. */
 export function addDNSRecords(records: [address: string, name: string][]): void {
-  appendFileSync(stackEnv("VSOP_DNS_HOSTS_FILE"), records.map(([a, n]) => `${a} ${n}\n`).join(""));
-  reloadDNS();
+  withHostsFile((file) => appendFileSync(file, records.map(([a, n]) => `${a} ${n}\n`).join("")));
 }
 
 export function removeDNSNames(names: Iterable<string>): void {
   const gone = new Set(names);
+  withHostsFile((file) => {
+    const lines = readFileSync(file, "utf8")
+      .split("\n")
+      .filter((l) => !gone.has(l.trim().split(/\s+/)[1] ?? ""));
+    writeFileSync(file, lines.join("\n"));
+  });
+}
+
+/**
+ * Changes the stack's hosts file under a lock, then has dnsmasq re-read it: test files run two
+ * at a time, and a read-modify-write racing another file's append would drop its records. A
+ * lock older than 10 s is a crashed writer's and is broken.
+ */
+function withHostsFile(change: (file: string) => void): void {
   const file = stackEnv("VSOP_DNS_HOSTS_FILE");
-  const lines = readFileSync(file, "utf8")
-    .split("\n")
-    .filter((l) => !gone.has(l.trim().split(/\s+/)[1] ?? ""));
-  writeFileSync(file, lines.join("\n"));
+  const lock = `${file}.lock`;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > 10_000) rmSync(lock, { recursive: true });
+      } catch {
+        // released meanwhile
+      }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+  }
+  try {
+    change(file);
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
   reloadDNS();
 }
 
