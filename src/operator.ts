@@ -149,7 +149,10 @@ export async function runOperator(run: RunConfig): Promise<number> {
     "provisioning-bind-address",
   );
   // MCollective calls run in the background; a reply or timeout puts the server's key back.
-  const calls = new PendingCalls({ wake: (key) => queue.add(key) });
+  const calls = new PendingCalls({
+    wake: (key) => queue.add(key),
+    backoff: { baseMs: run.backoffBaseMs, maxMs: run.backoffMaxMs },
+  });
   // Puppet runs in flight per class across all workers; after a restart, status says which run.
   const runSlots = new RunSlots({
     wake: (key) => queue.add(key),

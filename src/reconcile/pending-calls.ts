@@ -21,6 +21,8 @@ export interface PendingCallsOptions {
    * started, is dropped (default 5 minutes). */
   ttlMs?: number;
   now?: () => number;
+  /** Retry pace of failed calls (`--backoff-base`, `--backoff-max`); default 1 s doubling to 5 min. */
+  backoff?: { baseMs: number; maxMs: number };
 }
 
 interface Entry {
@@ -45,6 +47,16 @@ export class PendingCalls {
     this.maxEntries = options.maxEntries ?? 10_000;
     this.ttlMs = options.ttlMs ?? 300_000;
     this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * Seconds before retrying a call that failed `failures` times in a row, for failures without a
+   * pace of their own: the base doubling up to the max, as the work queue's backoff (which the
+   * reconcile that starts a call resets, since it returns a wait, not an error).
+   */
+  retryAfterSeconds(failures: number): number {
+    const { baseMs, maxMs } = this.options.backoff ?? { baseMs: 1000, maxMs: 300_000 };
+    return Math.min(maxMs, baseMs * 2 ** Math.max(0, failures - 1)) / 1000;
   }
 
   /** Calls in flight plus outcomes not taken yet. */

@@ -45,16 +45,8 @@ import type { McoPort } from "./ports.js";
 const seconds = (iso: string | undefined) => (iso ? Date.parse(iso) / 1000 : 0);
 type PuppetStatus = NonNullable<VirtualServerStatus["puppet"]>;
 
-/**
- * Seconds before the retry of a call that failed `failures` times in a row, for the failures
- * without a pace of their own: 1 s doubling up to 5 min, as the work queue's default backoff
- * (which the reconcile that starts a call resets, since it returns a wait, not an error).
- */
-export const retryBackoff = (failures: number) => Math.min(300, 2 ** Math.max(0, failures - 1));
-
-function mcoError(err: unknown, identity: string, failures: number): StepError {
+function mcoError(err: unknown, identity: string, retryAfterSeconds: number): StepError {
   if (err instanceof StepError) return err;
-  const retryAfterSeconds = retryBackoff(failures);
   if (err instanceof McoTimeout)
     return new StepError(
       "NodeNotReachable",
@@ -271,7 +263,8 @@ export function puppetStep(
             fallback,
             `Checking whether ${identity} already started the Puppet run vsop asked for (${intent.reason}).`,
           );
-        if (!check.ok) throw mcoError(check.error, identity, check.failures);
+        if (!check.ok)
+          throw mcoError(check.error, identity, calls.retryAfterSeconds(check.failures));
         const node = check.value;
         const found = recoverRun(Date.parse(intent.startedAt), node, node.receivedAt, p.lastRunAt);
         if (!found.ran) {
@@ -311,7 +304,7 @@ export function puppetStep(
           // No answer, or one vsop cannot believe or use: the run may have started, so the node
           // is asked before anything is sent again.
           else unsent.delete(key);
-          throw mcoError(request.error, identity, request.failures);
+          throw mcoError(request.error, identity, calls.retryAfterSeconds(request.failures));
         }
         if (unsent.get(key) === intent.startedAt) return send(intent);
         return recover(intent);
@@ -364,7 +357,7 @@ export function puppetStep(
       }
       if (poll.state !== "settled")
         return inFlight(ctx, fallback, `Puppet is running on ${identity}.`);
-      if (!poll.ok) throw mcoError(poll.error, identity, poll.failures);
+      if (!poll.ok) throw mcoError(poll.error, identity, calls.retryAfterSeconds(poll.failures));
       const summary = poll.value;
       // Not yet: the summary is older than the request, or is still the run before it (one
       // requested in the second the previous run finished has the same whole-second time).

@@ -204,3 +204,17 @@ test("stop forgets everything and starts nothing more", async () => {
   );
   assert.equal(ran, false);
 });
+
+test("failed calls are retried at the operator's backoff: base doubling up to its max", () => {
+  const byDefault = new PendingCalls({ wake: () => undefined });
+  assert.deepEqual(
+    [1, 2, 3, 4, 20].map((n) => byDefault.retryAfterSeconds(n)),
+    [1, 2, 4, 8, 300],
+  );
+  // --backoff-base 500ms --backoff-max 4s, as the e2e operators run
+  const flags = new PendingCalls({ wake: () => undefined, backoff: { baseMs: 500, maxMs: 4000 } });
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, 9].map((n) => flags.retryAfterSeconds(n)),
+    [0.5, 1, 2, 4, 4, 4],
+  );
+});
