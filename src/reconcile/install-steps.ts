@@ -149,9 +149,10 @@ export function installedStep(deps: InstallDeps): Step {
     async run(ctx) {
       if (!installed(ctx)) {
         let completedAt: string | undefined;
+        let token: InstallToken | undefined;
         if (ctx.cls.spec.boot?.assumeInstalled) completedAt = new Date().toISOString();
         else {
-          const token = await deps.tokens.get(ctx.vs.metadata.uid!);
+          token = await deps.tokens.get(ctx.vs.metadata.uid!);
           copyInstallerProgress(ctx, token);
           const started = ctx.status.install?.startedAt ?? "";
           if (token?.state === "built" && (token.builtAt ?? "") >= started)
@@ -177,11 +178,16 @@ export function installedStep(deps: InstallDeps): Step {
             "WaitingForInstall",
             `Waiting for ${ctx.vs.spec.hostname} to finish installing.`,
           );
-          return wait(5, "Installing", "Installing", installingMessage(ctx));
+          // The installer's calls (kickstart, keys, /built) wake the key; only a node that has
+          // its keys can be asked through MCollective, which takes a poll. Otherwise the next
+          // look is at the timeout, or in a minute should a wake be missed.
+          const left = Math.ceil((started + timeout.seconds * 1000 - Date.now()) / 1000);
+          const every = token?.identityPublicKey ? 5 : Math.max(1, Math.min(60, left));
+          return wait(every, "Installing", "Installing", installingMessage(ctx));
         }
         // The install is known: the token is spent however it became known, so /ks,
         // /bootstrap and /built answer 410 from now on.
-        const token = await deps.tokens.get(ctx.vs.metadata.uid!);
+        token ??= await deps.tokens.get(ctx.vs.metadata.uid!);
         if (token?.state === "pending") await deps.tokens.markBuilt(token);
         ctx.status.install = { ...ctx.status.install, completedAt };
         ctx.log.info("server reports installed");

@@ -266,6 +266,24 @@ for (const [what, startedAgo, timeout, expected] of [
   });
 }
 
+for (const [what, identityPublicKey, startedAgo, timeout, waitSeconds] of [
+  ["installer not heard from: next look in a minute", undefined, 60_000, "1h", 60],
+  ["installer not heard from: next look at the timeout", undefined, 9 * 60_000 + 50_000, "10m", 10],
+  ["node has its keys: asked through MCollective every 5 s", "PUBKEY", 60_000, "1h", 5],
+] as const) {
+  test(`installed step: waiting for the install, ${what}`, async () => {
+    const deps = {
+      tokens: { get: async () => ({ state: "pending", token: "t", identityPublicKey }) },
+      discover: async () => false,
+    } as unknown as InstallDeps;
+    const status = { install: { startedAt: new Date(Date.now() - startedAgo).toISOString() } };
+    const cls = { ...CLASS, boot: { method: "network", installTimeout: timeout } };
+    const { out } = await reconcile(installedStep(deps), status, cls);
+    assert.equal(out.done, false);
+    assert.equal(out.done === false && out.waitSeconds, waitSeconds);
+  });
+}
+
 test("vm finalize: Delete powers off, then destroys; Retain only removes the marker", async () => {
   for (const [policy, ops] of [
     ["Delete", ["PowerOff", "Destroy"]],
