@@ -164,6 +164,8 @@ export interface VirtualServerStatus {
   observedGeneration?: number;
   phase?: Phase;
   address?: string;
+  /** When DNS gave status.address (vlan, portGroup); kept while vsop stands in for DNS in an outage. */
+  resolvedAt?: string;
   vlan?: number;
   portGroup?: string;
   services?: { dns?: ServiceAddress; ntp?: ServiceAddress; proxy?: ServiceAddress };

@@ -1,6 +1,6 @@
 // Step 1: the hostname follows the convention, nobody else claims it, it resolves, its address
 // gives a VLAN and the VLAN's service names resolve. Nothing is created in vSphere before this holds.
-import type { Condition, VirtualServer, VirtualServerStatus } from "../api/types.js";
+import type { VirtualServer, VirtualServerStatus } from "../api/types.js";
 import { effectiveNetwork } from "../api/defaults.js";
 import { getCondition } from "../controller/conditions.js";
 import { StepError } from "../errors.js";
@@ -26,7 +26,8 @@ export interface NamingDeps {
 export function claimsBefore(a: VirtualServer, b: VirtualServer): boolean {
   const holds = (o: VirtualServer) => {
     const c = getCondition(o.status?.conditions, "NameResolved");
-    return !!o.status?.vm?.moRef || c?.status === "True" || (!!c && standsIn(c));
+    const standsIn = c?.reason === "DNSUnavailable" && !!o.status?.resolvedAt;
+    return !!o.status?.vm?.moRef || c?.status === "True" || standsIn;
   };
   if (holds(a) !== holds(b)) return holds(a);
   const ta = a.metadata.creationTimestamp ?? "";
@@ -67,10 +68,13 @@ export function namingStep(deps: NamingDeps): Step {
           deps.lookup(cls.spec.naming?.dnsServers ?? []),
         );
       } catch (err) {
-        // An outage does not undo what DNS said before: the later steps go on with it.
+        // An outage does not undo what DNS said before: the later steps go on with it. Any other
+        // answer (the name is gone, its VLAN unknown) means the recorded one no longer stands.
+        if (!(err instanceof DNSUnavailable)) ctx.status.resolvedAt = undefined;
         const recorded = err instanceof DNSUnavailable && recordedResolution(ctx.status);
         if (!recorded) throw err;
         resolved = recorded.resolved;
+        ctx.status.resolvedAt = recorded.at;
         outage = `${err.message} Until it answers, vsop uses the address recorded at ${recorded.at}: ${describe(resolved)}.`;
       }
       // One address, one server: the one that holds it (resolved first, or has a VM) keeps it.
@@ -101,6 +105,14 @@ export function namingStep(deps: NamingDeps): Step {
         ctx.recheckAfterSeconds = RECHECK_SECONDS;
         return DONE;
       }
+      const s = ctx.status;
+      if (
+        !s.resolvedAt ||
+        s.address !== resolved.address ||
+        s.vlan !== resolved.vlan ||
+        s.portGroup !== resolved.portGroup
+      )
+        s.resolvedAt = new Date().toISOString();
       ctx.status.address = resolved.address;
       ctx.status.vlan = resolved.vlan;
       ctx.status.portGroup = resolved.portGroup;
@@ -158,16 +170,10 @@ async function extraNetworks(
 const describe = (r: Pick<ResolvedName, "address" | "vlan" | "portGroup">) =>
   `${r.address} (VLAN ${r.vlan}, port group ${r.portGroup})`;
 
-/** The time in the message of a NameResolved that stands in for DNS during an outage. */
-const RECORDED_AT = /the address recorded at (\S+): /;
-
-/** NameResolved is Unknown only because DNS is out, and vsop goes on with the recorded answer. */
-const standsIn = (c: Condition) => c.reason === "DNSUnavailable" && RECORDED_AT.test(c.message);
-
 /**
  * What DNS answered last, as status records it, and since when, if it still stands: NameResolved
- * is True, or already stands in during this outage (its message keeps the time). A server whose
- * name was reported missing (NameNotResolvable) has nothing that stands.
+ * is True, or already stands in during this outage (status.resolvedAt). A server whose name was
+ * reported missing (NameNotResolvable) has nothing that stands: that cleared resolvedAt.
  */
 export function recordedResolution(
   status: VirtualServerStatus,
@@ -176,11 +182,12 @@ export function recordedResolution(
   const c = getCondition(status.conditions, "NameResolved");
   if (!address || vlan === undefined || !portGroup || !c) return undefined;
   if (!services?.dns || !services.ntp || !services.proxy) return undefined;
+  // Status written before resolvedAt existed: the time NameResolved became True.
   const at =
     c.status === "True"
-      ? c.lastTransitionTime
+      ? (status.resolvedAt ?? c.lastTransitionTime)
       : c.reason === "DNSUnavailable"
-        ? RECORDED_AT.exec(c.message)?.[1]
+        ? status.resolvedAt
         : undefined;
   if (!at) return undefined;
   const { dns, ntp, proxy } = services;

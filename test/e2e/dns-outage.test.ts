@@ -62,9 +62,10 @@ after(async () => {
 test("DNS out: a Ready server keeps its address and stays Ready; one that never resolved waits; DNS back: resolved again", async (t) => {
   apply(virtualServer(ns, "web", HOST, CLASS, LABELS));
   const ready = await waitForCondition(ns, "web", "Ready", "True", undefined, 120_000);
-  const resolvedAt = cond(ready, "NameResolved")!.lastTransitionTime;
   const before = ready.status!;
   assert.equal(before.address, ADDRESS);
+  const resolvedAt = before.resolvedAt!;
+  assert.ok(resolvedAt >= cond(ready, "NameResolved")!.lastTransitionTime, "status.resolvedAt");
 
   const outageStart = Date.now();
   applyClass(CLASS, {
@@ -86,8 +87,8 @@ test("DNS out: a Ready server keeps its address and stays Ready; one that never 
   assert.equal(cond(out, "Ready")?.status, "True");
   assert.equal(s.address, ADDRESS, "the recorded address stays");
   assert.deepEqual(
-    [s.vlan, s.portGroup, s.services],
-    [before.vlan, before.portGroup, before.services],
+    [s.vlan, s.portGroup, s.services, s.resolvedAt],
+    [before.vlan, before.portGroup, before.services, resolvedAt],
   );
   const message = cond(out, "NameResolved")!.message;
   assert.match(message, /\(ETIMEOUT\)/);

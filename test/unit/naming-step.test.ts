@@ -64,7 +64,7 @@ test("different addresses, or a holder being deleted, are no conflict", async ()
 // --- DNS outages: a server that resolved goes on with what status records ----------------------
 
 const RESOLVED_AT = "2026-03-01T10:00:00Z";
-const recorded = (conditions: object[]) => ({
+const recorded = (conditions: object[], more: object = {}) => ({
   phase: "Ready",
   address: "10.12.30.20",
   vlan: 30,
@@ -75,6 +75,7 @@ const recorded = (conditions: object[]) => ({
     proxy: { name: "proxy-30.example.test", address: "10.12.30.2" },
   },
   conditions,
+  ...more,
 });
 const resolvedTrue = {
   type: "NameResolved",
@@ -138,8 +139,14 @@ test("a DNS outage: what the naming step does with and without a recorded resolu
     {
       name: "still out on the next reconcile: goes on, the recorded time kept",
       lookup: outage(),
-      status: recorded([standingIn]),
+      status: recorded([standingIn], { resolvedAt: RESOLVED_AT }),
       condition: { status: "Unknown", reason: "DNSUnavailable" },
+    },
+    {
+      name: "an outage after the name was reported missing (resolvedAt cleared): waits",
+      lookup: outage(),
+      status: recorded([{ ...standingIn, message: "DNS could not answer; vsop retries." }]),
+      throws: "DNSUnavailable",
     },
     {
       name: "never resolved: waits with DNSUnavailable",
@@ -158,13 +165,13 @@ test("a DNS outage: what the naming step does with and without a recorded resolu
     {
       name: "NXDOMAIN is no outage: NameNotResolvable, as without a recorded address",
       lookup: async () => "notfound",
-      status: recorded([resolvedTrue]),
+      status: recorded([resolvedTrue], { resolvedAt: RESOLVED_AT }),
       throws: "NameNotResolvable",
     },
     {
       name: "DNS back: NameResolved True again",
       lookup: outage([]),
-      status: recorded([standingIn]),
+      status: recorded([standingIn], { resolvedAt: RESOLVED_AT }),
       condition: { status: "True", reason: "Resolved" },
     },
   ];
@@ -174,6 +181,8 @@ test("a DNS outage: what the naming step does with and without a recorded resolu
       if (c.throws) {
         assert.ok(outcome instanceof StepError, String(outcome));
         assert.equal(outcome.reason, c.throws);
+        if (c.throws === "NameNotResolvable")
+          assert.equal(ctx.status.resolvedAt, undefined, "the recorded answer no longer stands");
         if (c.throws === "DNSUnavailable") assert.equal(outcome.options.status, "Unknown");
         return;
       }
@@ -182,6 +191,11 @@ test("a DNS outage: what the naming step does with and without a recorded resolu
       assert.equal(ctx.resolved?.portGroup, "VLAN-30");
       assert.equal(ctx.resolved?.services.ntp.address, "10.12.30.3");
       assert.equal(ctx.status.address, "10.12.30.20");
+      assert.equal(
+        ctx.status.resolvedAt,
+        RESOLVED_AT,
+        "the same answer: the time it was first given",
+      );
       const nr = ctx.status.conditions?.find((x) => x.type === "NameResolved");
       assert.equal(nr?.status, c.condition!.status);
       assert.equal(nr?.reason, c.condition!.reason);
@@ -260,4 +274,13 @@ test("extra networks during a DNS outage: the addresses status.vm.nics recorded,
   assert.equal(ctx.recheckAfterSeconds, RECHECK_SECONDS);
   const none = { vs, cls, status: {}, log: pino({ level: "silent" }) } as ReconcileContext;
   await assert.rejects(step.run(none), (err: unknown) => err instanceof DNSUnavailable);
+});
+
+test("status.resolvedAt: set when DNS gives a new answer, not rewritten for the same one", async () => {
+  const moved = recorded([resolvedTrue], { resolvedAt: RESOLVED_AT, address: "10.12.30.99" });
+  const before = new Date().toISOString();
+  const { ctx, outcome } = await runWith(outage([]), moved);
+  assert.deepEqual(outcome, { done: true });
+  assert.equal(ctx.status.address, "10.12.30.20");
+  assert.ok(ctx.status.resolvedAt! >= before, `${ctx.status.resolvedAt} is the new answer's time`);
 });
