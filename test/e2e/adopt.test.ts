@@ -28,7 +28,7 @@ import {
   type VS,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
-import { extraConfig, findVMs, govc } from "../support/govc.js";
+import { extraConfig, findVMs, govc, destroyVMs } from "../support/govc.js";
 
 const CLASS = "adopt-guestinfo";
 const LABELS = { "vsop-test": "adopt" };
@@ -41,12 +41,7 @@ const HOSTS = {
 let ns: string;
 let op: Operator;
 
-function destroy(name: string): void {
-  for (const vm of findVMs(name)) {
-    if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name]);
-    govc(["vm.destroy", name]);
-  }
-}
+const destroy = (name: string) => destroyVMs([name]);
 
 before(() => {
   installVsop();

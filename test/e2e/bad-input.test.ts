@@ -51,7 +51,7 @@ import {
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
 import { stackEnv } from "../support/env.js";
-import { extraConfig, findVMs, govc } from "../support/govc.js";
+import { extraConfig, findVMs, govc, destroyVMs } from "../support/govc.js";
 import {
   bootstrapFiles,
   bootstrapURLIn,
@@ -200,8 +200,7 @@ before(async () => {
   ]);
   addDNSRecords([["10.12.30.241", A], ["10.12.30.242", B], ["10.12.30.243", M], ...SEMANTIC_DNS]);
   // Leftovers of an earlier run that stopped before its after().
-  for (const name of [...[A, B, M, host(16)].map(short), host(15)])
-    if (findVMs(name).length) govc(["vm.destroy", name]);
+  destroyVMs([...[A, B, M, host(16)].map(short), host(15)]);
   op = startOperator("bad-input", ["--label-selector", LABEL, "--resync-period", "3s"]);
   await waitFor(
     "the operator's metrics",
@@ -223,7 +222,7 @@ after(async () => {
   await mcoConn?.close().catch(() => undefined);
   if (ns) await deleteServers(ns, 120_000);
   if (op) assert.equal(await op.stop(), 0, "the operator exits cleanly");
-  if (findVMs(host(15)).length) govc(["vm.destroy", host(15)]);
+  destroyVMs([host(15)]);
   kubectl(["delete", "virtualserverclass", "--ignore-not-found", ...Object.keys(CLASSES)]);
   kubectl([
     ...["-n", OPERATOR_NS, "delete", "--ignore-not-found"],

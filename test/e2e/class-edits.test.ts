@@ -21,7 +21,7 @@ import {
   type Operator,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
-import { findVMs, govc } from "../support/govc.js";
+import { findVMs, govc, destroyVMs } from "../support/govc.js";
 
 const CLASS = "class-edits";
 const NAMES = ["rollc-prod-1", "rollc-prod-2", "rollc-prod-3"];
@@ -41,12 +41,7 @@ const classWith = (hardware: Record<string, unknown>) =>
 
 before(() => {
   installVsop();
-  for (const name of NAMES)
-    for (const vm of findVMs(name)) {
-      // A leftover of an interrupted run.
-      if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name]);
-      govc(["vm.destroy", name]);
-    }
+  destroyVMs(NAMES); // leftovers of an interrupted run
   ns = createNamespace("class-edits");
   classWith({});
   addDNSRecords(RECORDS);

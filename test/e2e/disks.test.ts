@@ -29,7 +29,7 @@ import {
   type VS,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
-import { extraConfig, findVMs, govc, type GovcDevice } from "../support/govc.js";
+import { extraConfig, findVMs, govc, type GovcDevice, destroyVMs } from "../support/govc.js";
 
 const CLASS = "disks-assumed";
 const HOST = "dsk-prod-1.example.test";
@@ -45,11 +45,7 @@ let op: Operator;
 
 before(() => {
   installVsop();
-  for (const vm of findVMs(VM)) {
-    // A leftover of an interrupted run.
-    if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", VM]);
-    govc(["vm.destroy", VM]);
-  }
+  destroyVMs([VM]); // a leftover of an interrupted run
   ns = createNamespace("disks");
   applyClass(CLASS, CLASS_SPEC);
   // A second datastore on both hosts of the cluster, for a disk placed apart from the VM.

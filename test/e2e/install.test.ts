@@ -34,7 +34,7 @@ import {
   type VS,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
-import { extraConfig, findVMs, govc, nics, portGroupNames } from "../support/govc.js";
+import { extraConfig, findVMs, govc, nics, portGroupNames, destroyVMs } from "../support/govc.js";
 import {
   bootstrapFiles,
   bootstrapURLIn,
@@ -242,13 +242,7 @@ function secretExists(uid: string): boolean {
 
 /** Leftovers of an interrupted earlier run: our VMs by name and our ISOs. */
 function removeLeftovers(): void {
-  for (const host of Object.keys(HOSTS)) {
-    const name = host.split(".")[0]!;
-    for (const vm of findVMs(name)) {
-      if (vm.runtime.powerState === "poweredOn") govc(["vm.power", "-off", "-force", name]);
-      govc(["vm.destroy", name]);
-    }
-  }
+  destroyVMs(Object.keys(HOSTS).map((host) => host.split(".")[0]!));
   for (const f of isoFiles())
     if (f.startsWith("inst-prod-")) govc(["datastore.rm", "-ds", DS, `vsop/${f}`]);
 }

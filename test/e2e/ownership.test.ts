@@ -18,7 +18,7 @@ import {
   type Operator,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
-import { extraConfig, findVMs, govc } from "../support/govc.js";
+import { extraConfig, findVMs, govc, destroyVMs } from "../support/govc.js";
 
 const CLASS = "ownership-assumed";
 const LABELS = { "vsop-test": "ownership" };
@@ -42,7 +42,7 @@ before(() => {
 after(async () => {
   await deleteServers(ns, 120_000);
   await op.stop();
-  if (findVMs("own-prod-1-copy").length) govc(["vm.destroy", "own-prod-1-copy"]);
+  destroyVMs(["own-prod-1-copy"]);
 });
 
 test("a cloned VM with the owner marker: DuplicateOwnerMarker, neither resized nor destroyed", async () => {

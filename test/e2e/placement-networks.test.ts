@@ -35,7 +35,7 @@ import {
   type VS,
 } from "../support/harness.js";
 import { applyClass, virtualServer, virtualServerClass } from "../support/fixtures.js";
-import { findVMs, govc, portGroupNames } from "../support/govc.js";
+import { findVMs, govc, portGroupNames, destroyVMs } from "../support/govc.js";
 
 const RUN = randomBytes(3).toString("hex");
 const CLASS = "nx-net";
@@ -109,11 +109,7 @@ function vmPortGroups(vm: string): string[] {
 }
 
 function destroyLeftovers(): void {
-  for (const s of [MULTI, ADD, UNRES, NOPG, GOLD, NOSP, PODDED, NOPOD])
-    for (const vm of findVMs(s.vm)) {
-      if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", s.vm]);
-      govc(["vm.destroy", s.vm]);
-    }
+  destroyVMs([MULTI, ADD, UNRES, NOPG, GOLD, NOSP, PODDED, NOPOD].map((s) => s.vm));
 }
 
 /** VMCreated: the VM step is done (no Puppet node answers here, so Ready stays False). */

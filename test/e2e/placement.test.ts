@@ -30,7 +30,7 @@ import {
   type VS,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
-import { findVMs, govc } from "../support/govc.js";
+import { findVMs, govc, destroyVMs } from "../support/govc.js";
 
 const RUN = randomBytes(3).toString("hex");
 const TAGGED = "plc-tagged";
@@ -113,11 +113,7 @@ function ruleVMs(name: string): string[] | undefined {
 }
 
 function destroyLeftovers(): void {
-  for (const name of [VM, BAD_VM, ...AFF.map((a) => a.vm), "efi-prod-1", "lnk-prod-1"])
-    for (const vm of findVMs(name)) {
-      if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name]);
-      govc(["vm.destroy", name]);
-    }
+  destroyVMs([VM, BAD_VM, ...AFF.map((a) => a.vm), "efi-prod-1", "lnk-prod-1"]);
 }
 
 const vsTags = (vs: VS | undefined) =>

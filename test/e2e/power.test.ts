@@ -29,7 +29,7 @@ import {
   type VS,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
-import { findVMs, govc } from "../support/govc.js";
+import { findVMs, govc, destroyVMs } from "../support/govc.js";
 
 const CLASS = "power-assumed";
 const HOST = "pwr-prod-1.example.test";
@@ -40,11 +40,7 @@ let op: Operator;
 
 before(() => {
   installVsop();
-  for (const vm of findVMs(VM)) {
-    // A leftover of an interrupted run.
-    if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", VM]);
-    govc(["vm.destroy", VM]);
-  }
+  destroyVMs([VM]); // a leftover of an interrupted run
   ns = createNamespace("power");
   applyClass(CLASS, { boot: { method: "guestinfo", assumeInstalled: true } });
   addDNS("10.12.30.147", HOST);

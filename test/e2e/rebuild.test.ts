@@ -28,7 +28,7 @@ import {
   type VS,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
-import { findVMs, govc, nics, portGroupNames } from "../support/govc.js";
+import { findVMs, govc, nics, portGroupNames, destroyVMs } from "../support/govc.js";
 import {
   bootstrapURLIn,
   callBuilt,
@@ -52,12 +52,7 @@ let op: Operator;
 
 before(() => {
   installVsop();
-  for (const name of [VM, GI_VM])
-    for (const vm of findVMs(name)) {
-      // A leftover of an interrupted run.
-      if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name]);
-      govc(["vm.destroy", name]);
-    }
+  destroyVMs([VM, GI_VM]); // leftovers of an interrupted run
   ns = createNamespace("rebuild");
   applyClass(CLASS, { hardware: { cpus: 1, memoryMiB: 512 } });
   applyClass(GI_CLASS, { boot: { method: "guestinfo", installTimeout: "10m" } });

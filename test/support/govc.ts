@@ -44,6 +44,15 @@ export function findVMs(name: string, env: Record<string, string> = {}): GovcVM[
   return (parsed.virtualMachines ?? []).filter((v) => v.name === name);
 }
 
+/** Powers off and destroys every VM of these names: what an interrupted run left behind. */
+export function destroyVMs(names: Iterable<string>, env: Record<string, string> = {}): void {
+  for (const name of names)
+    for (const vm of findVMs(name, env)) {
+      if (vm.runtime.powerState !== "poweredOff") govc(["vm.power", "-off", "-force", name], env);
+      govc(["vm.destroy", name], env);
+    }
+}
+
 export function extraConfig(vm: GovcVM): Record<string, string> {
   return Object.fromEntries((vm.config.extraConfig ?? []).map((o) => [o.key, o.value]));
 }
