@@ -144,7 +144,7 @@ export async function installNode(
   fqdn: string,
   bootstrapURL: string,
   manifest = "default.pp",
-  opts: { master?: boolean } = {},
+  opts: { master?: boolean; beforeStart?: () => Promise<void> } = {},
 ): Promise<Record<string, string>> {
   // 503 until vsop recorded the power-on; a real installer retries too.
   const res = await waitFor("the bootstrap to answer", async () => {
@@ -165,6 +165,9 @@ export async function installNode(
       csrAttributes = path.join(dir, "csr_attributes.yaml");
       writeFileSync(csrAttributes, attrs, { mode: 0o600 });
     }
+    // What the installer does before the installed system boots (a kickstart's %post calling
+    // /built): once its mcollectived answers, vsop may find it installed first.
+    await opts.beforeStart?.();
     nodeDown(fqdn);
     nodeUp(fqdn, manifest, path.join(dir, "identity.pem"), { master: opts.master, csrAttributes });
   } finally {
