@@ -8,7 +8,7 @@ NODE_VERSION := $(shell sed -n 's/^NODE_VERSION="\(.*\)"/\1/p' hack/lib.sh)
 CACHE_DIR := $(or $(VSOP_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/vsop)
 export PATH := $(CACHE_DIR)/node-v$(NODE_VERSION)/bin:$(PATH)
 # one file or more, e.g. make test-e2e E2E=test/e2e/stack.test.ts
-E2E ?= test/e2e/*.test.ts
+E2E ?= $(wildcard test/e2e/*.test.ts)
 # servers for make bench, e.g. make bench N=200 (make chaos: 20 unless given)
 N ?= 50
 # leader kills for make chaos, e.g. make chaos N=5 KILLS=8
@@ -52,7 +52,8 @@ E2E_SERIAL := test/e2e/puppet.test.ts test/e2e/security.test.ts
 E2E_LONGEST := $(addprefix test/e2e/,puppet-runs.test.ts chaos.test.ts vsphere-faults.test.ts \
   placement.test.ts rebuild.test.ts bad-input.test.ts class-edits.test.ts disks.test.ts)
 E2E_JOBS ?= 2
-E2E_RUN = node --import tsx --test --test-reporter=tap --test-timeout=600000 --test-concurrency=
+E2E_RUN = node --import tsx --test --test-timeout=600000 --test-reporter=tap --test-reporter-destination=stdout \
+  --test-reporter=./test/support/file-times.mjs --test-reporter-destination=stdout --test-concurrency=
 test-e2e: build ## end-to-end tests against the running stack (E2E_JOBS=1: one file at a time)
 	@source $(STACK_ENV) && rc=0; \
 	files="$(filter $(E2E),$(E2E_LONGEST)) $(filter-out $(E2E_LONGEST) $(E2E_SERIAL),$(E2E))"; \
