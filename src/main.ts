@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // vsop command line: `vsop run` (the operator), `vsop mco …` (MCollective debugging), `--version`.
-import { readFileSync } from "node:fs";
 import { parseRunFlags, runHelp, UsageError } from "./cli/run-flags.js";
+import { version } from "./version.js";
+
+export { version };
 
 const USAGE = `Usage: vsop <command> [flags]
 
@@ -13,13 +15,6 @@ Flags:
   --version  print the version
   --help     show this help
 `;
-
-export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
-    version: string;
-  };
-  return pkg.version;
-}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

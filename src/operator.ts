@@ -21,6 +21,7 @@ import { Informer, keyOf } from "./controller/informer.js";
 import { Kube } from "./controller/kube.js";
 import { loadClusterAccess } from "./controller/kubeconfig.js";
 import { LeaderElector } from "./controller/leader.js";
+import { userAgent } from "./version.js";
 import { WorkQueue } from "./controller/queue.js";
 import { dnsLookup, type Lookup } from "./naming/lookup.js";
 import { createLogger } from "./observability/logger.js";
@@ -90,6 +91,7 @@ export async function runOperator(run: RunConfig): Promise<number> {
   const logger = createLogger(run.logLevel, run.logFormat);
   const metrics = new Metrics();
   const kube = new Kube(await loadClusterAccess(run.kubeconfig));
+  kube.userAgent = userAgent();
   kube.onRequest = (verb, _path, code) => metrics.kubeRequests.inc({ verb, code });
 
   const base = `/apis/${GROUP}/${VERSION}`;

@@ -68,6 +68,8 @@ export class Kube {
    * came), for metrics and tests.
    */
   onRequest?: (method: string, path: string, code: string) => void;
+  /** Sent as User-Agent with every request (the audit log keeps it); axios's own otherwise. */
+  userAgent?: string;
 
   constructor(private readonly kc: ClusterAccess) {}
 
@@ -90,7 +92,10 @@ export class Kube {
     this.http = axios.create({
       baseURL: this.server,
       httpsAgent: agent,
-      headers: (opts.headers ?? {}) as Record<string, string>,
+      headers: {
+        ...(opts.headers as Record<string, string> | undefined),
+        ...(this.userAgent ? { "User-Agent": this.userAgent } : {}),
+      },
       validateStatus: () => true,
       timeout: 30_000,
     });

@@ -76,7 +76,16 @@ export async function waitFor<T>(
 
 /** CRDs, the vsop-system namespace and the shipped RBAC, as `kubectl apply -k deploy/` would. */
 export function installVsop(): void {
-  kubectl(["apply", "-k", path.join(ROOT, "deploy")]);
+  // Two test files starting at once both create what is missing; the one that loses the race is
+  // told AlreadyExists, and applying again updates what the other created.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      kubectl(["apply", "-k", path.join(ROOT, "deploy")]);
+      break;
+    } catch (err) {
+      if (attempt >= 3 || !String((err as Error).message).includes("AlreadyExists")) throw err;
+    }
+  }
   kubectl([
     "wait",
     "--for=condition=Established",
@@ -379,7 +388,15 @@ export interface AuditEvent {
   objectRef?: { resource?: string; subresource?: string; namespace?: string; name?: string };
   requestReceivedTimestamp: string;
   stage: string;
+  userAgent?: string;
 }
+
+/** Whether an audit event is a request of this operator process (its User-Agent names its pid):
+ * every operator authenticates as the same ServiceAccount, and test files run two at a time. */
+export const madeBy =
+  (op: Operator) =>
+  (e: AuditEvent): boolean =>
+    e.userAgent?.endsWith(`; pid ${op.proc.pid})`) ?? false;
 
 export function auditEvents(since: Date, user = OPERATOR_USER): AuditEvent[] {
   return readFileSync(stackEnv("VSOP_AUDIT_LOG"), "utf8")
