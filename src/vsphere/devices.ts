@@ -185,6 +185,22 @@ export function resizedDisk(device: NodeObject, kib: number): NodeObject {
 }
 
 /** A free IDE slot for a new CD-ROM (two units per IDE controller). */
+/**
+ * The CD-ROM devices by IDE controller and unit (ide0:0, ide0:1, ide1:0, …): the order in which a
+ * VM's firmware tries them when its boot order says CD-ROM.
+ */
+export function cdromsInBootOrder(devices: NodeObject[]): NodeObject[] {
+  const bus = (d: NodeObject) => {
+    const ctrl = devices.find((c) => deviceKey(c) === num(d.controllerKey));
+    return num(ctrl?.busNumber) ?? num(d.controllerKey) ?? 0;
+  };
+  return devices
+    .filter(isCdrom)
+    .map((d) => ({ d, bus: bus(d), unit: num(d.unitNumber) ?? 0 }))
+    .sort((a, b) => a.bus - b.bus || a.unit - b.unit)
+    .map((x) => x.d);
+}
+
 export function freeIdeSlot(
   devices: NodeObject[],
 ): { controllerKey: number; unitNumber: number } | undefined {
