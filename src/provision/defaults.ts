@@ -91,7 +91,11 @@ ignoredisk --only-use=sda
 clearpart --all --initlabel --drives=sda
 autopart --type=lvm --nohome
 bootloader --timeout=1
+{{#if bootNic}}
 reboot
+{{else}}
+reboot --eject
+{{/if}}
 
 %packages --ignoremissing
 @core

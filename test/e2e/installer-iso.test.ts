@@ -247,6 +247,7 @@ test("efi + hybrid image: two CD-ROMs (vendor image first, OEMDRV kickstart), CD
   assert.match(ks, /--hostname=vend-prod-1\.example\.test/);
   assert.doesNotMatch(ks, /--gateway|PRIVATE KEY|password/);
   assert.doesNotMatch(ks, /--bootproto=dhcp/, "no boot NIC");
+  assert.match(ks, /^reboot --eject$/m, "the installer image is ejected at the end");
   // Without a boot NIC its calls to vsop go through the VLAN's proxy (proxy-30).
   assert.match(
     ks,
