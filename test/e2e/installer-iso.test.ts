@@ -22,6 +22,7 @@ import {
   getVS,
   installVsop,
   kubectl,
+  kubectlTry,
   nodeDown,
   removeDNS,
   startOperator,
@@ -30,7 +31,7 @@ import {
   type Operator,
   type VS,
 } from "../support/harness.js";
-import { applyClass, virtualServer } from "../support/fixtures.js";
+import { applyClass, virtualServer, virtualServerClass } from "../support/fixtures.js";
 import { findVMs, govc } from "../support/govc.js";
 import {
   bootstrapURLIn,
@@ -263,22 +264,89 @@ test("efi + hybrid image: two CD-ROMs (vendor image first, OEMDRV kickstart), CD
   const ready = await waitForCondition(ns, "hybrid", "Ready", "True", undefined, 180_000);
   assert.equal(ready.status?.phase, "Ready");
 
+  await assertHandedOff("hybrid", "vend-prod-1");
+  firstToken = built.split("/").pop()!;
+});
+
+/** After the install: both drives empty, the per-server ISO deleted, the vendor images kept. */
+async function assertHandedOff(name: string, vmName: string): Promise<void> {
   const handedOff = await waitFor(
     "both ISOs detached and out of status",
     () => {
-      const v = getVS(ns, "hybrid");
+      const v = getVS(ns, name);
       const i = install(v);
       return i.iso === undefined && i.installerISO === undefined && v;
     },
     60_000,
   );
   assert.ok(install(handedOff).completedAt);
-  const after = cdroms("vend-prod-1");
-  assert.equal(after.length, 2);
-  for (const d of after) assert.ok(!d.backing?.fileName, `an empty drive: ${JSON.stringify(d)}`);
-  assert.ok(!ls("vsop").some((f) => f.startsWith("vend-prod-1-")), "the per-server ISO is deleted");
+  const drives = cdroms(vmName);
+  assert.equal(drives.length, 2, "the two drives stay, empty");
+  for (const d of drives) assert.ok(!d.backing?.fileName, `an empty drive: ${JSON.stringify(d)}`);
+  assert.ok(!ls("vsop").some((f) => f.startsWith(`${vmName}-`)), "the per-server ISO is deleted");
   assert.deepEqual(ls(DIR).sort(), ["vendor-bios.iso", "vendor-hybrid.iso"], "vendor images kept");
-  assert.equal(findVMs("vend-prod-1")[0]!.runtime.powerState, "poweredOn");
+  assert.equal(findVMs(vmName)[0]!.runtime.powerState, "poweredOn");
+}
+
+let firstToken = "";
+
+test("rebuild: the same VM's two empty drives get the vendor image and a new OEMDRV kickstart again; handed off again", async () => {
+  assert.ok(firstToken, "the first install ran");
+  const moRef = findVMs("vend-prod-1")[0]!.self.value;
+  const request = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  kubectl([
+    ...["-n", ns, "patch", "vsrv", "hybrid", "--type=merge", "-p"],
+    JSON.stringify({ spec: { rebuildRequestedAt: request } }),
+  ]);
+  const installing = await waitFor(
+    "the rebuilt server installing from the CD-ROMs",
+    () => {
+      const v = getVS(ns, "hybrid");
+      const rebuild = v?.status?.rebuild as { reinstallStartedAt?: string } | undefined;
+      return cond(v, "Installed")?.reason === "WaitingForInstall" &&
+        rebuild?.reinstallStartedAt &&
+        install(v).iso
+        ? v
+        : undefined;
+    },
+    120_000,
+  );
+  const own = install(installing).iso!;
+  assert.equal(install(installing).installerISO, HYBRID);
+  const drives = cdroms("vend-prod-1");
+  assert.deepEqual(
+    drives.map((d) => d.backing?.fileName),
+    [HYBRID, own],
+    "the same two drives, refilled",
+  );
+  assert.equal(findVMs("vend-prod-1")[0]!.self.value, moRef, "the same VM");
+  const ks = readIsoFromDatastore(own)["ks.cfg"]!;
+  const built = builtURLIn(ks);
+  assert.notEqual(built.split("/").pop(), firstToken, "a new install token");
+  await installNode("vend-prod-1.example.test", bootstrapURLIn(ks));
+  assert.equal(await callBuilt(built), 204);
+  await waitFor(
+    "the rebuild completed",
+    () =>
+      (getVS(ns, "hybrid")?.status?.rebuild as { completedAt?: string } | undefined)?.completedAt,
+    120_000,
+  );
+  await assertHandedOff("hybrid", "vend-prod-1");
+});
+
+test("the API server refuses installerISO with another boot method, or not a datastore path to an .iso", () => {
+  for (const [boot, message] of [
+    [{ method: "network", installerISO: HYBRID }, /boot.installerISO needs boot.method iso/],
+    [{ method: "iso", installerISO: "isos/vendor.iso" }, /installerISO/],
+    [{ method: "iso", installerISO: `[${DS}] ${DIR}/vendor.img` }, /installerISO/],
+  ] as const) {
+    const r = kubectlTry(
+      ["apply", "--dry-run=server", "-f", "-"],
+      JSON.stringify(virtualServerClass("instiso-refused", { boot })),
+    );
+    assert.equal(r.ok, false, JSON.stringify(boot));
+    assert.match(r.out, message);
+  }
 });
 
 test("efi + BIOS-only image → InstallerISONotBootable naming the firmware and the image's platforms; no VM", async () => {
