@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import { VSphereSession } from "./session.js";
 import { MoRef, type Node } from "./xml.js";
-import { get, items, moRef, num, str } from "./nodes.js";
+import { get, items, moRef, str } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
 import { TASK_PROPERTIES, taskOutcome, type TaskContext, type TaskState } from "./task-state.js";
@@ -24,7 +24,6 @@ import {
   type StoragePolicy,
 } from "./pbm.js";
 import {
-  cdromsInBootOrder,
   deviceChange,
   deviceList,
   editDevice,
@@ -32,7 +31,7 @@ import {
   findDevice,
   freeIdeSlot,
   freeScsiSlots,
-  isoBacking,
+  isoDriveChanges,
   newCdrom,
   newDisk,
   newNic,
@@ -1039,25 +1038,9 @@ export class VCenter {
   ): Promise<string | undefined> {
     const paths = typeof isoPaths === "string" ? [isoPaths] : isoPaths;
     const vm = await this.vm(ref);
-    const on = vm.powerState === "poweredOn";
     const devices = deviceList(this.cache.vmProps(ref)?.["config.hardware.device"]);
-    const drives = cdromsInBootOrder(devices);
-    const changes: NodeObject[] = [];
-    paths.forEach((isoPath, i) => {
-      const device = drives[i];
-      const flags = { startConnected: true, connected: on, backing: isoBacking(isoPath) };
-      if (device) {
-        const cd = vm.cdroms.find((c) => c.key === num(device.key));
-        if (cd?.isoPath === isoPath && cd.startConnected && (!on || cd.connected)) return;
-        changes.push(deviceChange("edit", editDevice(device, flags)));
-        return;
-      }
-      const slot = freeIdeSlot(devices);
-      if (!slot) throw new DeviceNotFound(ref, "a free IDE slot for a CD-ROM");
-      const drive = editDevice(newCdrom(-1 - i, slot.controllerKey, slot.unitNumber), flags);
-      devices.push(drive); // the slot is taken for the next drive of this change
-      changes.push(deviceChange("add", drive));
-    });
+    const changes = isoDriveChanges(devices, paths, vm.powerState === "poweredOn");
+    if (!changes) throw new DeviceNotFound(ref, "a free IDE slot for a CD-ROM");
     if (changes.length === 0) return undefined;
     this.log.info({ moRef: ref, vm: vm.name, iso: paths }, "attaching ISO");
     return this.startVmTask("ReconfigVM_Task", ref, { spec: { deviceChange: changes } });

@@ -11,6 +11,8 @@ import type { InstallDeps } from "../../src/reconcile/install-data.js";
 import { handoffStep } from "../../src/reconcile/install-steps.js";
 import { vmStep } from "../../src/reconcile/vm-step.js";
 import { SECTOR } from "../../src/provision/eltorito.js";
+import { isoDriveChanges } from "../../src/vsphere/devices.js";
+import type { NodeObject } from "../../src/vsphere/nodes.js";
 import { taskInFlight } from "../../src/reconcile/vsphere-task.js";
 import { FakeVSphere } from "../support/fake-vsphere.js";
 import { stepContext } from "../support/step-fakes.js";
@@ -195,4 +197,99 @@ test("handoff: both CD-ROMs emptied, the server's ISO deleted, the vendor image 
   assert.deepEqual(vc.started, ["DetachISO vm-1", "DeleteFile vsop/web-prod-1-u.iso"]);
   assert.deepEqual(vc.findByOwnerUID("u")!.cdroms, []);
   assert.equal(vc.files.size, 0);
+});
+
+// --- the CD-ROM changes (devices.ts) ------------------------------------------------------------
+
+const ide = (key: number, bus: number): NodeObject => ({
+  _type: "VirtualIDEController",
+  key: String(key),
+  busNumber: String(bus),
+});
+const cdrom = (
+  key: number,
+  ctrl: number,
+  unit: number,
+  iso?: string,
+  connected = true,
+): NodeObject => ({
+  _type: "VirtualCdrom",
+  key: String(key),
+  backing: (iso
+    ? { _type: "VirtualCdromIsoBackingInfo", fileName: iso }
+    : { _type: "VirtualCdromRemotePassthroughBackingInfo", deviceName: "" }) as NodeObject,
+  connectable: {
+    startConnected: String(!!iso),
+    allowGuestControl: "true",
+    connected: String(!!iso && connected),
+  },
+  controllerKey: String(ctrl),
+  unitNumber: String(unit),
+});
+const OWN = "[ds] vsop/web-prod-1-u.iso";
+const summary = (changes: NodeObject[] | undefined) =>
+  changes?.map((c) => {
+    const d = c.device as NodeObject;
+    const b = d.backing as NodeObject;
+    return `${String(c.operation)} ${String(d.key)}@${String(d.controllerKey)}:${String(d.unitNumber)} ${String(b.fileName)}`;
+  });
+
+test("isoDriveChanges: the installer image in the first drive by IDE bus and unit, adding what is missing", () => {
+  const ctrls = [ide(200, 0), ide(201, 1)];
+  const cases: [string, NodeObject[], boolean, string[] | undefined][] = [
+    [
+      "a VM without drives: two added in distinct slots",
+      [...ctrls],
+      false,
+      [`add -1@200:0 ${IMAGE}`, `add -2@200:1 ${OWN}`],
+    ],
+    [
+      "one empty drive (finishVM's): it takes the image, a second is added",
+      [...ctrls, cdrom(3000, 200, 0)],
+      false,
+      [`edit 3000@200:0 ${IMAGE}`, `add -2@200:1 ${OWN}`],
+    ],
+    [
+      "two empty drives, listed out of order: the one on bus 0 gets the image",
+      [...ctrls, cdrom(3000, 201, 0), cdrom(3001, 200, 1)],
+      true,
+      [`edit 3001@200:1 ${IMAGE}`, `edit 3000@201:0 ${OWN}`],
+    ],
+    [
+      "both in place and connected: nothing",
+      [...ctrls, cdrom(3000, 200, 0, IMAGE), cdrom(3001, 200, 1, OWN)],
+      true,
+      [],
+    ],
+    [
+      "in place but the second disconnected on a running VM: only that one",
+      [...ctrls, cdrom(3000, 200, 0, IMAGE), cdrom(3001, 200, 1, OWN, false)],
+      true,
+      [`edit 3001@200:1 ${OWN}`],
+    ],
+    [
+      "swapped: both edited",
+      [...ctrls, cdrom(3000, 200, 0, OWN), cdrom(3001, 200, 1, IMAGE)],
+      false,
+      [`edit 3000@200:0 ${IMAGE}`, `edit 3001@200:1 ${OWN}`],
+    ],
+    [
+      "one free slot left for two missing drives: no change at all",
+      [ide(200, 0), { _type: "VirtualDisk", key: "2000", controllerKey: "200", unitNumber: "0" }],
+      false,
+      undefined,
+    ],
+  ];
+  for (const [what, devices, on, want] of cases) {
+    const before = JSON.stringify(devices);
+    assert.deepEqual(summary(isoDriveChanges(devices, [IMAGE, OWN], on)), want, what);
+    assert.equal(JSON.stringify(devices), before, `${what}: the devices are not changed`);
+  }
+  // Connection flags follow the power state.
+  const [c] = isoDriveChanges([...ctrls, cdrom(3000, 200, 0)], [OWN], true)!;
+  assert.deepEqual((c!.device as NodeObject).connectable, {
+    startConnected: "true",
+    allowGuestControl: "true",
+    connected: "true",
+  });
 });
