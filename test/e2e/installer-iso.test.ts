@@ -32,7 +32,7 @@ import {
   type VS,
 } from "../support/harness.js";
 import { applyClass, virtualServer, virtualServerClass } from "../support/fixtures.js";
-import { findVMs, govc } from "../support/govc.js";
+import { destroyVMs, findVMs, govc } from "../support/govc.js";
 import {
   bootstrapURLIn,
   builtURLIn,
@@ -131,13 +131,7 @@ function vendorImage(dir: string, name: string, efi: boolean): string {
 const relPath = (dsPath: string) => dsPath.replace(/^\[[^\]]+\] /, "");
 
 function removeLeftovers(): void {
-  for (const host of Object.keys(HOSTS)) {
-    const name = host.split(".")[0]!;
-    for (const vm of findVMs(name)) {
-      if (vm.runtime.powerState === "poweredOn") govc(["vm.power", "-off", "-force", name]);
-      govc(["vm.destroy", name]);
-    }
-  }
+  destroyVMs(Object.keys(HOSTS).map((host) => host.split(".")[0]!));
   for (const f of ls("vsop"))
     if (f.startsWith("vend-prod-")) govc(["datastore.rm", "-ds", DS, `vsop/${f}`]);
   if (ls(DIR).length) govc(["datastore.rm", "-ds", DS, DIR]);
@@ -258,8 +252,10 @@ test("efi + hybrid image: two CD-ROMs (vendor image first, OEMDRV kickstart), CD
   const built = builtURLIn(ks);
   assert.ok(built.startsWith(`http://127.0.0.1:${op.provisioningPort}/built/`));
 
-  await installNode(fqdn, bootstrap);
-  assert.equal(await callBuilt(built), 204);
+  // As the kickstart's %post does: keys, then /built, before the installed system's mcollectived.
+  await installNode(fqdn, bootstrap, "default.pp", {
+    beforeStart: async () => assert.equal(await callBuilt(built), 204),
+  });
   await waitForCondition(ns, "hybrid", "Installed", "True", "Installed", 60_000);
   const ready = await waitForCondition(ns, "hybrid", "Ready", "True", undefined, 180_000);
   assert.equal(ready.status?.phase, "Ready");
@@ -323,8 +319,9 @@ test("rebuild: the same VM's two empty drives get the vendor image and a new OEM
   const ks = readIsoFromDatastore(own)["ks.cfg"]!;
   const built = builtURLIn(ks);
   assert.notEqual(built.split("/").pop(), firstToken, "a new install token");
-  await installNode("vend-prod-1.example.test", bootstrapURLIn(ks));
-  assert.equal(await callBuilt(built), 204);
+  await installNode("vend-prod-1.example.test", bootstrapURLIn(ks), "default.pp", {
+    beforeStart: async () => assert.equal(await callBuilt(built), 204),
+  });
   await waitFor(
     "the rebuild completed",
     () =>
