@@ -99,7 +99,7 @@ export interface VCenterOptions {
   username: string;
   password: string;
   logger: Logger;
-  /** Called once per request (SOAP method name, or DatastoreFileUpload), for metrics. */
+  /** Called once per request (SOAP method name, DatastoreFileUpload or DatastoreFileRead), for metrics. */
   onCall?: (method: string) => void;
   /** How long waitTask waits before VSphereTaskError "TaskTimeout" (default 15 min). */
   taskTimeoutMs?: number;
