@@ -214,8 +214,10 @@ export interface VirtualServerStatus {
     /** When the installing system fetched its one-time key bundle (/bootstrap). */
     keysFetchedAt?: string;
     completedAt?: string;
-    /** Datastore path of the boot ISO while it is attached. */
+    /** Datastore path of the per-server boot ISO while it is attached (vsop deletes it). */
     iso?: string;
+    /** Datastore path of the class's installer image while it is attached (never deleted). */
+    installerISO?: string;
   };
   puppet?: {
     /**
@@ -363,6 +365,11 @@ export interface VirtualServerClassSpec {
     installTimeout?: string;
     /** Treat servers as installed as soon as their VM runs (for images that need no install). */
     assumeInstalled?: boolean;
+    /**
+     * iso: a vendor installer image, e.g. "[LocalDS_0] isos/alma9-boot.iso", booted from the first
+     * CD-ROM with the server's kickstart on a second (an OEMDRV volume). Not vsop's: never deleted.
+     */
+    installerISO?: string;
   };
   puppet?: {
     environment?: string;

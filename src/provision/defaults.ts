@@ -56,10 +56,12 @@ csr_attributes = /etc/puppetlabs/puppet/csr_attributes.yaml
 `;
 
 /**
- * RHEL-style kickstart for a network install over the Boot-VLAN. The boot NIC fetched this
- * file; the service NIC gets its static address without a default route, and packages come
- * through the VLAN's proxy. %post writes MCollective and Puppet configuration, then reports
- * completion so the operator can disconnect the boot NIC.
+ * RHEL-style kickstart for a network install over the Boot-VLAN (the boot NIC fetched this file),
+ * or for an installer image booted from CD (iso with boot.installerISO: anaconda read this file as
+ * ks.cfg from the OEMDRV volume; no boot NIC). The service NIC gets its static address without a
+ * default route, and packages come through the VLAN's proxy. %post writes MCollective and Puppet
+ * configuration, then reports completion: over the boot NIC when there is one, else through the
+ * VLAN's proxy, like cloud-init's user-data.
  */
 export const KICKSTART = `# kickstart for {{hostname}} (VLAN {{vlan}}), rendered by vsop
 text
@@ -89,7 +91,11 @@ ignoredisk --only-use=sda
 clearpart --all --initlabel --drives=sda
 autopart --type=lvm --nohome
 bootloader --timeout=1
+{{#if bootNic}}
 reboot
+{{else}}
+reboot --eject
+{{/if}}
 
 %packages --ignoremissing
 @core
@@ -107,17 +113,17 @@ cat > /etc/puppetlabs/puppet/puppet.conf <<'VSOP_EOF'
 grep -q '^proxy=' /etc/yum.conf || echo 'proxy={{proxyURL}}' >> /etc/yum.conf
 {{/if}}
 {{#if provisioning.bootstrapURL}}
-# Keys and the broker login come once, over the Boot-VLAN: this file carries no secret.
+# Keys and the broker login come once from vsop: this file carries no secret.
 umask 077
-curl -fsS --retry 5 -X POST '{{provisioning.bootstrapURL}}' -o /root/vsop-bootstrap.sh
+curl -fsS --retry 5{{#if bootNic}}{{else}}{{#if proxyURL}} --proxy '{{proxyURL}}'{{/if}}{{/if}} -X POST '{{provisioning.bootstrapURL}}' -o /root/vsop-bootstrap.sh
 sh /root/vsop-bootstrap.sh
 rm -f /root/vsop-bootstrap.sh
 umask 022
 {{/if}}
 systemctl enable mcollective.service || true
 {{#if provisioning.builtURL}}
-# Report completion over the Boot-VLAN: the operator then disconnects the boot NIC.
-curl -fsS --retry 5 -X POST '{{provisioning.builtURL}}'
+# Report completion: the operator then takes the install path away (boot NIC, ISOs).
+curl -fsS --retry 5{{#if bootNic}}{{else}}{{#if proxyURL}} --proxy '{{proxyURL}}'{{/if}}{{/if}} -X POST '{{provisioning.builtURL}}'
 {{/if}}
 %end
 `;

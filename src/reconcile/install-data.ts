@@ -64,6 +64,18 @@ export async function checkInstallFiles(
   });
 }
 
+/** The server's kickstart with its token's URLs, after checking its bundle renders. */
+export async function tokenedKickstart(deps: InstallDeps, ctx: ReconcileContext): Promise<string> {
+  const token = await deps.tokens.ensure(ctx.vs);
+  await checkInstallFiles(deps, ctx, token.token);
+  return kickstartFor(
+    renderView(ctx),
+    ctx.cls,
+    deps.config,
+    installURLs(deps.provisioningURL, token.token),
+  );
+}
+
 /** The server's cloud-init files with its token's URLs, after checking its bundle renders. */
 export async function tokenedCloudInit(
   deps: InstallDeps,

@@ -94,7 +94,8 @@ export function prepareStep(deps: InstallDeps): Step {
       await deps.tokens.delete(ctx.vs.metadata.uid!);
       const retain = ctx.vs.spec.deletionPolicy === "Retain";
       const method = bootMethodOf(ctx.cls);
-      if (!ctx.status.install?.iso && !(retain && method.name === "guestinfo")) return DONE;
+      const { iso, installerISO } = ctx.status.install ?? {};
+      if (!iso && !installerISO && !(retain && method.name === "guestinfo")) return DONE;
       const vc = await connectedVCenter(deps.pool, ctx);
       if (!vc)
         return wait(2, "Deleting", "ConnectingToVCenter", "Connecting to vCenter to clean up.");

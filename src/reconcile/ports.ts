@@ -31,6 +31,7 @@ export type VSpherePort = Pick<
   | "startDetachIso"
   | "startDeleteFile"
   | "uploadFile"
+  | "readFileRange"
   | "taskState"
   | "track"
   | "inFlight"

@@ -173,6 +173,7 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
             throw portGroupError(err, true, nic.portGroup);
           });
         await checkExtraPortGroups(vc, p.datacenter, extras);
+        await method.check?.(vc, ctx);
         if (ctx.status.install) {
           // The VM this install state belongs to is gone (destroyed behind vsop's back, or a
           // vCenter that came back without it): a new VM is a blank machine and installs anew.

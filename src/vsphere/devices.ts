@@ -185,6 +185,53 @@ export function resizedDisk(device: NodeObject, kib: number): NodeObject {
 }
 
 /** A free IDE slot for a new CD-ROM (two units per IDE controller). */
+/**
+ * The CD-ROM devices by IDE controller and unit (ide0:0, ide0:1, ide1:0, …): the order in which a
+ * VM's firmware tries them when its boot order says CD-ROM.
+ */
+export function cdromsInBootOrder(devices: NodeObject[]): NodeObject[] {
+  const bus = (d: NodeObject) => {
+    const ctrl = devices.find((c) => deviceKey(c) === num(d.controllerKey));
+    return num(ctrl?.busNumber) ?? num(d.controllerKey) ?? 0;
+  };
+  return devices
+    .filter(isCdrom)
+    .map((d) => ({ d, bus: bus(d), unit: num(d.unitNumber) ?? 0 }))
+    .sort((a, b) => a.bus - b.bus || a.unit - b.unit)
+    .map((x) => x.d);
+}
+
+/**
+ * The device changes that put `isoPaths[i]` in the i-th CD-ROM drive (cdromsInBootOrder), connected
+ * at power-on (and now, when `poweredOn`), adding drives in free IDE slots where the VM has too
+ * few. [] when every drive already carries its ISO; undefined when no IDE slot is free.
+ */
+export function isoDriveChanges(
+  devices: NodeObject[],
+  isoPaths: readonly string[],
+  poweredOn: boolean,
+): NodeObject[] | undefined {
+  const taken = [...devices];
+  const drives = cdromsInBootOrder(devices);
+  const changes: NodeObject[] = [];
+  for (const [i, isoPath] of isoPaths.entries()) {
+    const device = drives[i];
+    const flags = { startConnected: true, connected: poweredOn, backing: isoBacking(isoPath) };
+    if (device) {
+      const [cd] = cdromRecords([device]);
+      if (cd?.isoPath === isoPath && cd.startConnected && (!poweredOn || cd.connected)) continue;
+      changes.push(deviceChange("edit", editDevice(device, flags)));
+      continue;
+    }
+    const slot = freeIdeSlot(taken);
+    if (!slot) return undefined;
+    const drive = editDevice(newCdrom(-1 - i, slot.controllerKey, slot.unitNumber), flags);
+    taken.push(drive); // the slot is taken for the next drive of this change
+    changes.push(deviceChange("add", drive));
+  }
+  return changes;
+}
+
 export function freeIdeSlot(
   devices: NodeObject[],
 ): { controllerKey: number; unitNumber: number } | undefined {

@@ -31,7 +31,7 @@ import {
   findDevice,
   freeIdeSlot,
   freeScsiSlots,
-  isoBacking,
+  isoDriveChanges,
   newCdrom,
   newDisk,
   newNic,
@@ -74,7 +74,13 @@ export {
   TemplateHasNoSnapshot,
 } from "./vms.js";
 export { PlacementNotFound, PortGroupNotFound } from "./inventory.js";
-export { DatastoreUploadFailed, datastorePath } from "./datastore.js";
+export {
+  DatastoreFileNotFound,
+  DatastoreReadFailed,
+  DatastoreUploadFailed,
+  datastorePath,
+  parseDatastorePath,
+} from "./datastore.js";
 export { StoragePolicyIncompatible, StoragePolicyNotFound } from "./pbm.js";
 
 /** Storage DRS gave no datastore for a new VM in the datastore cluster. */
@@ -93,7 +99,7 @@ export interface VCenterOptions {
   username: string;
   password: string;
   logger: Logger;
-  /** Called once per request (SOAP method name, or DatastoreFileUpload), for metrics. */
+  /** Called once per request (SOAP method name, DatastoreFileUpload or DatastoreFileRead), for metrics. */
   onCall?: (method: string) => void;
   /** How long waitTask waits before VSphereTaskError "TaskTimeout" (default 15 min). */
   taskTimeoutMs?: number;
@@ -1021,35 +1027,23 @@ export class VCenter {
 
   // --- ISO and datastore files ---------------------------------------------------------------------
 
-  /** Starts inserting an ISO ("[ds] path") into the VM's CD-ROM, adding a drive when it has none. */
-  async startAttachIso(ref: string, isoPath: string): Promise<string | undefined> {
+  /**
+   * Starts inserting ISOs ("[ds] path") into the VM's CD-ROM drives, the first into the first drive
+   * (lowest IDE controller and unit: the one the firmware boots from first), adding drives where
+   * the VM has too few. Undefined when every drive already carries its ISO, connected.
+   */
+  async startAttachIso(
+    ref: string,
+    isoPaths: string | readonly string[],
+  ): Promise<string | undefined> {
+    const paths = typeof isoPaths === "string" ? [isoPaths] : isoPaths;
     const vm = await this.vm(ref);
-    const on = vm.powerState === "poweredOn";
-    const current = vm.cdroms.find((c) => c.isoPath === isoPath);
-    if (current?.startConnected && (!on || current.connected)) return undefined;
     const devices = deviceList(this.cache.vmProps(ref)?.["config.hardware.device"]);
-    const cd = current ?? vm.cdroms[0];
-    let change;
-    if (cd) {
-      const device = findDevice(devices, cd.key)!;
-      const edited = editDevice(device, {
-        startConnected: true,
-        connected: on,
-        backing: isoBacking(isoPath),
-      });
-      change = deviceChange("edit", edited);
-    } else {
-      const slot = freeIdeSlot(devices);
-      if (!slot) throw new DeviceNotFound(ref, "a free IDE slot for a CD-ROM");
-      const drive = editDevice(newCdrom(-1, slot.controllerKey, slot.unitNumber), {
-        startConnected: true,
-        connected: on,
-        backing: isoBacking(isoPath),
-      });
-      change = deviceChange("add", drive);
-    }
-    this.log.info({ moRef: ref, vm: vm.name, iso: isoPath }, "attaching ISO");
-    return this.startVmTask("ReconfigVM_Task", ref, { spec: { deviceChange: [change] } });
+    const changes = isoDriveChanges(devices, paths, vm.powerState === "poweredOn");
+    if (!changes) throw new DeviceNotFound(ref, "a free IDE slot for a CD-ROM");
+    if (changes.length === 0) return undefined;
+    this.log.info({ moRef: ref, vm: vm.name, iso: paths }, "attaching ISO");
+    return this.startVmTask("ReconfigVM_Task", ref, { spec: { deviceChange: changes } });
   }
 
   async attachIso(ref: string, isoPath: string): Promise<void> {
@@ -1094,6 +1088,23 @@ export class VCenter {
       this.count(m),
     );
     this.log.info({ datastore: ds, path, bytes: data.length }, "uploaded datastore file");
+  }
+
+  /** Reads a few bytes of a datastore file (HTTP Range); DatastoreFileNotFound when missing. */
+  async readFileRange(
+    datacenter: string,
+    ds: string,
+    path: string,
+    offset: number,
+    length: number,
+  ): Promise<Buffer> {
+    return datastore.readFileRange(
+      this.session,
+      { datacenter, datastore: ds, path },
+      offset,
+      length,
+      (m) => this.count(m),
+    );
   }
 
   /** Starts deleting a datastore file or directory (a FileNotFound end means it was gone). */

@@ -2,7 +2,7 @@
 // ends them (finish / fail), and only then change the VMs, as vCenter would.
 import type { CreateVMSpec, DiskChanges, VMRecord } from "../../src/vsphere/vcenter.js";
 import { DISK_MARKER_PREFIX, diskMarkers, gibToKiB } from "../../src/vsphere/vms.js";
-import { DuplicateOwnerMarker } from "../../src/vsphere/vcenter.js";
+import { DatastoreFileNotFound, DuplicateOwnerMarker } from "../../src/vsphere/vcenter.js";
 import { VSphereFault } from "../../src/vsphere/errors.js";
 import type { TaskState } from "../../src/vsphere/task-state.js";
 import type { InFlightTask } from "../../src/vsphere/vcenter.js";
@@ -254,9 +254,17 @@ export class FakeVSphere implements VSpherePort {
     });
   }
 
-  async startAttachIso(ref: string, isoPath: string) {
+  async startAttachIso(ref: string, isoPaths: string | readonly string[]) {
+    const paths = typeof isoPaths === "string" ? [isoPaths] : [...isoPaths];
     return this.start("AttachISO", ref, () =>
-      this.change(ref, { cdroms: [{ key: 3000, isoPath, connected: true, startConnected: true }] }),
+      this.change(ref, {
+        cdroms: paths.map((isoPath, i) => ({
+          key: 3000 + i,
+          isoPath,
+          connected: true,
+          startConnected: true,
+        })),
+      }),
     );
   }
 
@@ -271,6 +279,16 @@ export class FakeVSphere implements VSpherePort {
   }
   async uploadFile(_dc: string, _ds: string, path: string) {
     this.files.add(path);
+  }
+  /** Images readFileRange serves, by datastore path ("[ds] path"). */
+  readonly images = new Map<string, Buffer>();
+  /** Every readFileRange, as "[ds] path@offset+length". */
+  readonly reads: string[] = [];
+  async readFileRange(_dc: string, ds: string, path: string, offset: number, length: number) {
+    this.reads.push(`[${ds}] ${path}@${offset}+${length}`);
+    const image = this.images.get(`[${ds}] ${path}`);
+    if (!image) throw new DatastoreFileNotFound(ds, path);
+    return image.subarray(offset, offset + length);
   }
 
   async taskState(task: string): Promise<TaskState> {

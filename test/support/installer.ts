@@ -3,7 +3,7 @@
 // the way a real installed system would. Nothing in src/ knows about it.
 import { execFileSync } from "node:child_process";
 import http from "node:http";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { getJSON, nodeDown, nodeUp, OPERATOR_NS, waitFor } from "./harness.js";
@@ -54,7 +54,10 @@ export async function callBuilt(url: string): Promise<number> {
   return (await call(url, "POST")).status;
 }
 
-/** Downloads the server's boot ISO from the datastore (of another vCenter with `env`'s GOVC_*). */
+/**
+ * Downloads the server's boot ISO from the datastore (of another vCenter with `env`'s GOVC_*):
+ * its volume id, and the NoCloud files (cidata) or the kickstart ks.cfg (OEMDRV) it carries.
+ */
 export function readIsoFromDatastore(
   dsPath: string,
   env: Record<string, string> = {},
@@ -76,8 +79,8 @@ export function readIsoFromDatastore(
     const files: Record<string, string> = {
       ".volume-id": /Volume Id\s*:\s*(\S+)/.exec(volid)?.[1] ?? "",
     };
-    for (const f of ["user-data", "meta-data", "network-config"])
-      files[f] = readFileSync(path.join(out, f), "utf8");
+    for (const f of ["user-data", "meta-data", "network-config", "ks.cfg"])
+      if (existsSync(path.join(out, f))) files[f] = readFileSync(path.join(out, f), "utf8");
     return files;
   } finally {
     rmSync(dir, { recursive: true, force: true });

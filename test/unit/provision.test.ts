@@ -282,6 +282,24 @@ test("default kickstart carries the VLAN 30 settings and no gateway", () => {
   assert.equal(r.status, 0, r.stderr);
 });
 
+test("kickstart without a boot NIC (OEMDRV on CD): calls to vsop through the VLAN's proxy, media ejected", () => {
+  const ks = renderKickstart(sampleVars({ bootNic: undefined }));
+  const calls = ks.split("\n").filter((l) => l.startsWith("curl -fsS"));
+  assert.equal(calls.length, 2);
+  for (const l of calls) assert.ok(l.includes(" --proxy 'http://10.12.30.3:3128' -X POST"), l);
+  assert.ok(!/--device=\S+ --bootproto=dhcp/.test(ks), "no boot NIC line");
+  // The installer image is ejected, so a reboot before vsop's handoff does not install again.
+  assert.match(ks, /^reboot --eject$/m);
+  assert.match(renderKickstart(sampleVars()), /^reboot$/m);
+  // With a boot NIC they go straight to vsop over the Boot-VLAN.
+  for (const l of renderKickstart(sampleVars())
+    .split("\n")
+    .filter((l) => l.startsWith("curl")))
+    assert.ok(!l.includes("--proxy"), l);
+  const post = /^%post[^\n]*\n([\s\S]*?)^%end$/m.exec(ks)?.[1];
+  assert.equal(spawnSync("bash", ["-n"], { input: post, encoding: "utf8" }).status, 0);
+});
+
 test("kickstart without proxy, ntp, keys or callback leaves those parts out", () => {
   const ks = renderKickstart(minimalVars());
   assert.ok(!ks.includes("proxy"));

@@ -3,8 +3,9 @@
 // returns an outcome while a vSphere task it started runs, undefined when it has nothing to do.
 import type { VirtualServerClass } from "../../api/types.js";
 import type { NicSpec, VMRecord } from "../../vsphere/vcenter.js";
-import type { StepOutcome } from "../context.js";
+import type { ReconcileContext, StepOutcome } from "../context.js";
 import type { BootContext } from "../install-data.js";
+import type { VSpherePort } from "../ports.js";
 
 /** Records a Warning Event on the server (e.g. BootNICReconnected). */
 export type RecordWarning = (
@@ -19,6 +20,8 @@ export interface BootMethod {
   nics(cls: VirtualServerClass): NicSpec[];
   /** Whether the VM boots from its CD-ROM. */
   readonly bootFromCdrom: boolean;
+  /** Before a VM is created: throws a StepError when the class's boot media cannot work. */
+  check?(vc: VSpherePort, ctx: ReconcileContext): Promise<void>;
   /** Before power-on: puts the install data where the installer finds it. */
   prepare(b: BootContext): Promise<StepOutcome | undefined>;
   /** After the install: takes the install path away (and keeps it away). */

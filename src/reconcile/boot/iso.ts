@@ -1,15 +1,22 @@
-// iso: a per-server NoCloud ISO uploaded to the class's datastore and inserted in the VM's CD-ROM;
-// after the install (and on delete) it is taken out of the drive and deleted. Its path is
-// recorded in status before the upload, so no crash leaves a file vsop does not know about.
+// iso: a per-server ISO uploaded to the class's datastore and inserted in the VM's CD-ROM, no boot
+// NIC. Two modes:
+// - an image that boots by itself reads the ISO as cloud-init NoCloud data (volume "cidata");
+// - with boot.installerISO the VM boots the vendor installer from its first CD-ROM and anaconda
+//   finds the server's kickstart as ks.cfg on the per-server ISO (volume "OEMDRV") in the second.
+//   The image is checked to boot under the class's firmware before the VM is created.
+// After the install (and on delete) every ISO is taken out of the drives and the per-server one
+// is deleted; the installer image is not vsop's and is never deleted. Both paths are recorded in
+// status before the upload, so no crash leaves a file or attachment vsop does not know about.
 import { placementOf } from "../datastore-choice.js";
 import { vmName } from "../../api/defaults.js";
 import { buildIso } from "../../provision/iso.js";
 import { noCloudFiles } from "../../provision/render.js";
 import { datastorePath } from "../../vsphere/vcenter.js";
 import { wait, type ReconcileContext, type StepOutcome } from "../context.js";
-import { tokenedCloudInit, type BootContext } from "../install-data.js";
+import { tokenedCloudInit, tokenedKickstart, type BootContext } from "../install-data.js";
 import { powerOffToDelete, startTask } from "../vsphere-task.js";
 import type { BootMethod } from "./boot-method.js";
+import { checkInstallerImage } from "./installer-image.js";
 
 const isoFile = (ctx: ReconcileContext) =>
   `vsop/${vmName(ctx.vs, ctx.cls.spec)}-${ctx.vs.metadata.uid!.slice(0, 8)}.iso`;
@@ -27,7 +34,8 @@ async function removeIso(
     return undefined;
   }
   const phase = ctx.vs.metadata.deletionTimestamp ? "Deleting" : undefined;
-  // vSphere will not delete an ISO that a VM still holds.
+  // vSphere will not delete an ISO that a VM still holds. startDetachIso empties every drive: the
+  // installer image's too.
   if (vm?.cdroms.some((c) => c.isoPath)) {
     const step =
       (powerOffFirst ? await powerOffToDelete(ctx, vc, vm, phase) : undefined) ??
@@ -41,6 +49,12 @@ async function removeIso(
       ));
     if (step) return step;
   }
+  // Detached (or the VM is gone): the installer image stays where it is, vsop is done with it.
+  if (ctx.status.install?.installerISO) {
+    ctx.log.info({ installerISO: ctx.status.install.installerISO }, "installer image detached");
+    ctx.status.install = { ...ctx.status.install, installerISO: undefined };
+  }
+  if (!ctx.status.install?.iso) return undefined;
   return startTask(
     ctx,
     vc,
@@ -56,39 +70,54 @@ export const isoBoot: BootMethod = {
   bootFromCdrom: true,
   nics: () => [],
 
+  check: (vc, ctx) => checkInstallerImage(vc, ctx),
+
   async prepare({ ctx, deps, vc, vm }) {
     const p = placementOf(ctx.cls.spec, ctx.status);
     const path = datastorePath(p.datastore, isoFile(ctx));
-    if (vm.cdroms.some((c) => c.isoPath === path)) return undefined;
-    if (ctx.status.install?.iso !== path) {
+    const installer = ctx.cls.spec.boot?.installerISO;
+    // The installer image boots from the first drive; the server's own ISO is read from another.
+    const drives = installer ? [installer, path] : [path];
+    if (drives.every((d) => vm.cdroms.some((c) => c.isoPath === d))) return undefined;
+    const install = ctx.status.install;
+    if (install?.iso !== path || install.installerISO !== installer) {
       // Recorded (status written) before the upload, so a delete after any crash knows the file.
-      ctx.status.install = { ...ctx.status.install, iso: path };
+      ctx.status.install = { ...install, iso: path, installerISO: installer };
       return wait(0, "Creating", "PoweringOn", "Preparing the boot ISO.");
     }
-    const files = await tokenedCloudInit(deps, ctx);
-    const iso = await buildIso({
-      volumeId: "cidata",
-      files: noCloudFiles(files),
-      tmpDir: deps.tmpDir,
-    });
+    const iso = installer
+      ? await buildIso({
+          volumeId: "OEMDRV",
+          files: { "ks.cfg": await tokenedKickstart(deps, ctx) },
+          tmpDir: deps.tmpDir,
+        })
+      : await buildIso({
+          volumeId: "cidata",
+          files: noCloudFiles(await tokenedCloudInit(deps, ctx)),
+          tmpDir: deps.tmpDir,
+        });
     await vc.uploadFile(p.datacenter, p.datastore, isoFile(ctx), iso);
-    ctx.log.info({ iso: path, bytes: iso.length }, "boot ISO uploaded");
+    ctx.log.info({ iso: path, bytes: iso.length, installer }, "boot ISO uploaded");
     return startTask(
       ctx,
       vc,
       "AttachISO",
-      () => vc.startAttachIso(vm.moRef, path),
-      `Attaching the boot ISO to VM ${vm.name}.`,
+      () => vc.startAttachIso(vm.moRef, drives),
+      installer
+        ? `Attaching the installer image and the kickstart ISO to VM ${vm.name}.`
+        : `Attaching the boot ISO to VM ${vm.name}.`,
     );
   },
 
   async handoff(b) {
-    const iso = b.ctx.status.install?.iso;
-    return iso ? removeIso(b, iso, false) : undefined;
+    const { iso, installerISO } = b.ctx.status.install ?? {};
+    return iso || installerISO ? removeIso(b, iso ?? installerISO!, false) : undefined;
   },
 
   async cleanup(b) {
-    const iso = b.ctx.status.install?.iso;
-    return iso ? removeIso(b, iso, b.ctx.vs.spec.deletionPolicy !== "Retain") : undefined;
+    const { iso, installerISO } = b.ctx.status.install ?? {};
+    return iso || installerISO
+      ? removeIso(b, iso ?? installerISO!, b.ctx.vs.spec.deletionPolicy !== "Retain")
+      : undefined;
   },
 };
