@@ -24,6 +24,47 @@ const adapterRules = ADAPTERS.map((name) => ({
   },
 }));
 
+// The engine's parts by role: steps and boot methods reach vCenter, MCollective and the token
+// store only through the ports the engine hands them (types from clients/, never the pools
+// themselves); the client pools know nothing of the engine, its steps or boot methods.
+const roleRules = [
+  {
+    files: ["src/reconcile/steps/**/*.ts", "src/reconcile/boot/**/*.ts"],
+    rules: {
+      "@typescript-eslint/no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["../clients/*"],
+              allowTypeImports: true,
+              message:
+                "steps and boot methods use the clients through the engine's ports (types only).",
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ["src/reconcile/clients/**/*.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["../engine/*", "../steps/*", "../boot/*"],
+              message:
+                "src/reconcile/clients holds client pools: they must not depend on the engine.",
+            },
+          ],
+        },
+      ],
+    },
+  },
+];
+
 export default tseslint.config(
   { ignores: ["dist/", "node_modules/", ".stack/", "mcollective/"] },
   js.configs.recommended,
@@ -35,4 +76,5 @@ export default tseslint.config(
     },
   },
   ...adapterRules,
+  ...roleRules,
 );

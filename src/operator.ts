@@ -27,31 +27,35 @@ import { dnsLookup, type Lookup } from "./naming/lookup.js";
 import { createLogger } from "./observability/logger.js";
 import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability/http.js";
 import { Metrics } from "./observability/metrics.js";
-import { namingStep } from "./reconcile/naming-step.js";
-import { vmStep } from "./reconcile/vm-step.js";
-import { inventorySteps } from "./reconcile/inventory-step.js";
-import { affinitySteps } from "./reconcile/affinity-step.js";
-import { PowerCycleSlots } from "./reconcile/power-cycle-slots.js";
-import { rebuildStep } from "./reconcile/rebuild-step.js";
+import { namingStep } from "./reconcile/steps/naming-step.js";
+import { vmStep } from "./reconcile/steps/vm-step.js";
+import { inventorySteps } from "./reconcile/steps/inventory-step.js";
+import { affinitySteps } from "./reconcile/steps/affinity-step.js";
+import { PowerCycleSlots } from "./reconcile/steps/power-cycle-slots.js";
+import { rebuildStep } from "./reconcile/steps/rebuild-step.js";
 import type { RecordWarning } from "./reconcile/boot/boot-method.js";
-import { handoffStep, installedStep, prepareStep } from "./reconcile/install-steps.js";
+import { handoffStep, installedStep, prepareStep } from "./reconcile/steps/install-steps.js";
 import {
   INSTALL_RECORDS,
   InstallTokens,
   type InstallToken,
   type SecretObject,
-} from "./reconcile/install-tokens.js";
-import { certificateStep, cleanCertificate, PuppetCAPool } from "./reconcile/certificate-step.js";
-import { ConfigReader } from "./reconcile/secrets.js";
-import { VCenterPool } from "./reconcile/vcenters.js";
-import { McoPool } from "./reconcile/mco-pool.js";
-import { mcoDiscovery, puppetStep } from "./reconcile/puppet-step.js";
-import { powerStep } from "./reconcile/power-step.js";
-import { PendingCalls } from "./reconcile/pending-calls.js";
-import { RunSlots, runInFlight } from "./reconcile/puppet-runs.js";
-import type { ReconcileContext } from "./reconcile/context.js";
-import { startProvisioningServer } from "./reconcile/provisioning-server.js";
-import { RetryLater, VirtualServerReconciler } from "./reconcile/virtualserver.js";
+} from "./reconcile/clients/install-tokens.js";
+import {
+  certificateStep,
+  cleanCertificate,
+  PuppetCAPool,
+} from "./reconcile/steps/certificate-step.js";
+import { ConfigReader } from "./reconcile/clients/secrets.js";
+import { VCenterPool } from "./reconcile/clients/vcenters.js";
+import { McoPool } from "./reconcile/clients/mco-pool.js";
+import { mcoDiscovery, puppetStep } from "./reconcile/steps/puppet-step.js";
+import { powerStep } from "./reconcile/steps/power-step.js";
+import { PendingCalls } from "./reconcile/engine/pending-calls.js";
+import { RunSlots, runInFlight } from "./reconcile/steps/puppet-runs.js";
+import type { ReconcileContext } from "./reconcile/engine/context.js";
+import { startProvisioningServer } from "./reconcile/boot/provisioning-server.js";
+import { RetryLater, VirtualServerReconciler } from "./reconcile/engine/virtualserver.js";
 
 /** A secret from a file (a mounted Secret), trimmed; a usable one or a clear error. */
 async function readSecretFile(file: string, flag: string): Promise<string> {

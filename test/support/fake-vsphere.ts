@@ -6,7 +6,7 @@ import { DatastoreFileNotFound, DuplicateOwnerMarker } from "../../src/vsphere/v
 import { VSphereFault } from "../../src/vsphere/errors.js";
 import type { TaskState } from "../../src/vsphere/task-state.js";
 import type { InFlightTask } from "../../src/vsphere/vcenter.js";
-import type { VSpherePort } from "../../src/reconcile/ports.js";
+import type { VSpherePort } from "../../src/reconcile/engine/ports.js";
 
 interface FakeTask {
   method: string;

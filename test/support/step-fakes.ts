@@ -7,9 +7,9 @@ import type {
 } from "../../src/api/types.js";
 import { effectiveClass } from "../../src/api/effective-class.js";
 import type { LastRunSummary } from "../../src/mcollective/puppet.js";
-import type { ReconcileContext } from "../../src/reconcile/context.js";
-import { PendingCalls } from "../../src/reconcile/pending-calls.js";
-import type { McoPort, PuppetPort } from "../../src/reconcile/ports.js";
+import type { ReconcileContext } from "../../src/reconcile/engine/context.js";
+import { PendingCalls } from "../../src/reconcile/engine/pending-calls.js";
+import type { McoPort, PuppetPort } from "../../src/reconcile/engine/ports.js";
 
 /** web-prod-1.example.test of class c, with the given status and class spec. */
 export function stepContext(

@@ -15,8 +15,8 @@ import {
   groupMembers,
   ruleName,
   type AffinityPort,
-} from "../../src/reconcile/affinity-step.js";
-import type { ReconcileContext } from "../../src/reconcile/context.js";
+} from "../../src/reconcile/steps/affinity-step.js";
+import type { ReconcileContext } from "../../src/reconcile/engine/context.js";
 import { StepError } from "../../src/errors.js";
 import { pino } from "pino";
 

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import * as yaml from "js-yaml";
-import { PROGRESS_REASONS, SUSPENDED_REASONS } from "../../src/reconcile/virtualserver.js";
+import { PROGRESS_REASONS, SUSPENDED_REASONS } from "../../src/reconcile/engine/virtualserver.js";
 
 const root = new URL("../../", import.meta.url).pathname;
 const checkDir = `${root}deploy/argocd/provisioning.vsop.dev/VirtualServer/`;

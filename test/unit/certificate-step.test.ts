@@ -10,8 +10,8 @@ import {
   cleanCertificate,
   type CertificateDeps,
   type PuppetCAPort,
-} from "../../src/reconcile/certificate-step.js";
-import type { InstallToken } from "../../src/reconcile/install-tokens.js";
+} from "../../src/reconcile/steps/certificate-step.js";
+import type { InstallToken } from "../../src/reconcile/clients/install-tokens.js";
 import type { CertificateStatus } from "../../src/puppet/ca-client.js";
 import { stepContext } from "../support/step-fakes.js";
 

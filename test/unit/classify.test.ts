@@ -1,7 +1,7 @@
 // One table turns what a step threw into the reason and condition a person sees.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { classify } from "../../src/reconcile/classify.js";
+import { classify } from "../../src/reconcile/engine/classify.js";
 import { StepError } from "../../src/errors.js";
 import { InvalidClassField } from "../../src/api/effective-class.js";
 import { KubeUnreachable } from "../../src/controller/kube.js";

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ClientPool } from "../../src/reconcile/client-pool.js";
+import { ClientPool } from "../../src/reconcile/clients/client-pool.js";
 
 test("classes with the same settings share a client; a changed class moves; unused clients close", async () => {
   const closed: string[] = [];

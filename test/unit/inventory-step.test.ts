@@ -13,7 +13,7 @@ import {
   sameTags,
   type InventoryPort,
   type TagService,
-} from "../../src/reconcile/inventory-step.js";
+} from "../../src/reconcile/steps/inventory-step.js";
 import { StepError } from "../../src/errors.js";
 import { parseHostname } from "../../src/naming/hostname.js";
 import { stepContext } from "../support/step-fakes.js";

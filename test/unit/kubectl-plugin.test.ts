@@ -26,10 +26,10 @@ import {
 import { parsePluginArgs, rebuild } from "../../src/cli/plugin.js";
 import { effectiveClass } from "../../src/api/effective-class.js";
 import { UsageError } from "../../src/cli/run-flags.js";
-import type { ReconcileContext } from "../../src/reconcile/context.js";
-import { PendingCalls } from "../../src/reconcile/pending-calls.js";
-import type { McoPort } from "../../src/reconcile/ports.js";
-import { puppetStep, runDue, runRequested } from "../../src/reconcile/puppet-step.js";
+import type { ReconcileContext } from "../../src/reconcile/engine/context.js";
+import { PendingCalls } from "../../src/reconcile/engine/pending-calls.js";
+import type { McoPort } from "../../src/reconcile/engine/ports.js";
+import { puppetStep, runDue, runRequested } from "../../src/reconcile/steps/puppet-step.js";
 import { callbacks } from "../support/step-fakes.js";
 
 const plugin = new URL("../../dist/cli/kubectl-plugin.js", import.meta.url).pathname;

@@ -10,8 +10,8 @@ import { Kube } from "../../src/controller/kube.js";
 import { WorkQueue } from "../../src/controller/queue.js";
 import { Metrics } from "../../src/observability/metrics.js";
 import type { VirtualServer } from "../../src/api/types.js";
-import { puppetStep } from "../../src/reconcile/puppet-step.js";
-import { installedStep, type InstallDeps } from "../../src/reconcile/install-steps.js";
+import { puppetStep } from "../../src/reconcile/steps/puppet-step.js";
+import { installedStep, type InstallDeps } from "../../src/reconcile/steps/install-steps.js";
 import { callbacks, puppetPoll, stepContext } from "../support/step-fakes.js";
 
 const scrape = (m: Metrics) => m.registry.metrics();

@@ -4,8 +4,12 @@ import { pino } from "pino";
 import type { VirtualServer, VirtualServerClass } from "../../src/api/types.js";
 import { StepError } from "../../src/errors.js";
 import { DNSUnavailable, type Lookup } from "../../src/naming/lookup.js";
-import { claimsBefore, namingStep, RECHECK_SECONDS } from "../../src/reconcile/naming-step.js";
-import type { ReconcileContext } from "../../src/reconcile/context.js";
+import {
+  claimsBefore,
+  namingStep,
+  RECHECK_SECONDS,
+} from "../../src/reconcile/steps/naming-step.js";
+import type { ReconcileContext } from "../../src/reconcile/engine/context.js";
 
 const DNS: Record<string, string> = {
   "web-prod-1.example.test": "10.12.30.20",

@@ -9,8 +9,8 @@ import type { VirtualServer, VirtualServerClass } from "../../src/api/types.js";
 import type { EventRecorder } from "../../src/controller/events.js";
 import { KubeError, type Kube } from "../../src/controller/kube.js";
 import { parseHostname, partLabels } from "../../src/naming/hostname.js";
-import type { Step } from "../../src/reconcile/context.js";
-import { RetryLater, VirtualServerReconciler } from "../../src/reconcile/virtualserver.js";
+import type { Step } from "../../src/reconcile/engine/context.js";
+import { RetryLater, VirtualServerReconciler } from "../../src/reconcile/engine/virtualserver.js";
 
 /** An API server that bumps resourceVersion on every write and refuses stale ones (409). */
 function world() {

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { currentSignal, runWithSignal } from "../../src/abort.js";
-import { PendingCalls } from "../../src/reconcile/pending-calls.js";
+import { PendingCalls } from "../../src/reconcile/engine/pending-calls.js";
 
 /** A promise settled from outside. */
 function deferred<T>() {

@@ -14,14 +14,14 @@ import type { EventRecorder } from "../../src/controller/events.js";
 import type { Kube } from "../../src/controller/kube.js";
 import { StepError } from "../../src/errors.js";
 import { DNSUnavailable } from "../../src/naming/lookup.js";
-import { namingStep } from "../../src/reconcile/naming-step.js";
-import type { ReconcileContext, Step } from "../../src/reconcile/context.js";
+import { namingStep } from "../../src/reconcile/steps/naming-step.js";
+import type { ReconcileContext, Step } from "../../src/reconcile/engine/context.js";
 import {
   RETRIED_REASONS,
   RetryLater,
   SUSPENDED_REASONS,
   VirtualServerReconciler,
-} from "../../src/reconcile/virtualserver.js";
+} from "../../src/reconcile/engine/virtualserver.js";
 
 const root = new URL("../../", import.meta.url).pathname;
 

@@ -4,9 +4,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { VirtualServer, VirtualServerStatus } from "../../src/api/types.js";
 import { targetSize } from "../../src/api/defaults.js";
-import type { ReconcileContext, StepOutcome } from "../../src/reconcile/context.js";
-import { PowerCycleSlots } from "../../src/reconcile/power-cycle-slots.js";
-import { vmStep } from "../../src/reconcile/vm-step.js";
+import type { ReconcileContext, StepOutcome } from "../../src/reconcile/engine/context.js";
+import { PowerCycleSlots } from "../../src/reconcile/steps/power-cycle-slots.js";
+import { vmStep } from "../../src/reconcile/steps/vm-step.js";
 import { FakeVSphere } from "../support/fake-vsphere.js";
 import { stepContext } from "../support/step-fakes.js";
 

@@ -10,10 +10,10 @@ import {
   runInFlight,
   splayOffsetSeconds,
   type NodeRunState,
-} from "../../src/reconcile/puppet-runs.js";
-import { PendingCalls } from "../../src/reconcile/pending-calls.js";
-import { periodicRunDue, puppetStep, runDue } from "../../src/reconcile/puppet-step.js";
-import type { StepOutcome } from "../../src/reconcile/context.js";
+} from "../../src/reconcile/steps/puppet-runs.js";
+import { PendingCalls } from "../../src/reconcile/engine/pending-calls.js";
+import { periodicRunDue, puppetStep, runDue } from "../../src/reconcile/steps/puppet-step.js";
+import type { StepOutcome } from "../../src/reconcile/engine/context.js";
 import { callbacks, fakeNode, stepContext } from "../support/step-fakes.js";
 
 const HOST = "web-prod-1.example.test";

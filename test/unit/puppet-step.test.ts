@@ -10,9 +10,9 @@ import {
   PuppetDisabledError,
   type LastRunSummary,
 } from "../../src/mcollective/puppet.js";
-import type { StepOutcome } from "../../src/reconcile/context.js";
-import { PendingCalls } from "../../src/reconcile/pending-calls.js";
-import { mcoDiscovery, puppetStep } from "../../src/reconcile/puppet-step.js";
+import type { StepOutcome } from "../../src/reconcile/engine/context.js";
+import { PendingCalls } from "../../src/reconcile/engine/pending-calls.js";
+import { mcoDiscovery, puppetStep } from "../../src/reconcile/steps/puppet-step.js";
 import { callbacks, fakeNode, puppetPoll, stepContext } from "../support/step-fakes.js";
 
 const HOST = "web-prod-1.example.test";

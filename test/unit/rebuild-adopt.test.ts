@@ -6,17 +6,17 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { VirtualServerSpec, VirtualServerStatus } from "../../src/api/types.js";
 import { StepError } from "../../src/errors.js";
-import type { ReconcileContext, Step, StepOutcome } from "../../src/reconcile/context.js";
+import type { ReconcileContext, Step, StepOutcome } from "../../src/reconcile/engine/context.js";
 import {
   rebuildDecision,
   rebuildEvents,
   rebuildStep,
   type BeforeReinstall,
-} from "../../src/reconcile/rebuild-step.js";
-import { adoptTarget, vlanMismatch } from "../../src/reconcile/adopt.js";
-import { vmStep } from "../../src/reconcile/vm-step.js";
-import { instanceIdOf } from "../../src/reconcile/install-config.js";
-import type { InstallDeps } from "../../src/reconcile/install-data.js";
+} from "../../src/reconcile/steps/rebuild-step.js";
+import { adoptTarget, vlanMismatch } from "../../src/reconcile/steps/adopt.js";
+import { vmStep } from "../../src/reconcile/steps/vm-step.js";
+import { instanceIdOf } from "../../src/reconcile/boot/install-config.js";
+import type { InstallDeps } from "../../src/reconcile/boot/install-data.js";
 import type { VirtualServer } from "../../src/api/types.js";
 import { FakeVSphere } from "../support/fake-vsphere.js";
 import { stepContext } from "../support/step-fakes.js";

@@ -11,11 +11,11 @@ import {
 } from "../../src/vsphere/pbm.js";
 import { PBM_SERVICE, type SoapService } from "../../src/vsphere/soap.js";
 import { MoRef, type Node } from "../../src/vsphere/xml.js";
-import { vsphereStepError } from "../../src/reconcile/vsphere-errors.js";
+import { vsphereStepError } from "../../src/reconcile/engine/vsphere-errors.js";
 import { datastoreOf } from "../../src/vsphere/vms.js";
 import type { VirtualServerStatus } from "../../src/api/types.js";
-import type { ReconcileContext } from "../../src/reconcile/context.js";
-import { vmStep } from "../../src/reconcile/vm-step.js";
+import type { ReconcileContext } from "../../src/reconcile/engine/context.js";
+import { vmStep } from "../../src/reconcile/steps/vm-step.js";
 import {
   NoStorageDrsRecommendation,
   PlacementNotFound,

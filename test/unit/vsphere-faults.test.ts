@@ -11,9 +11,9 @@ import {
   VSphereUnreachable,
 } from "../../src/vsphere/errors.js";
 import { PlacementNotFound, PortGroupNotFound } from "../../src/vsphere/vcenter.js";
-import { portGroupError, vsphereStepError } from "../../src/reconcile/vsphere-errors.js";
-import { VCenterPool } from "../../src/reconcile/vcenters.js";
-import { ConfigReader } from "../../src/reconcile/secrets.js";
+import { portGroupError, vsphereStepError } from "../../src/reconcile/engine/vsphere-errors.js";
+import { VCenterPool } from "../../src/reconcile/clients/vcenters.js";
+import { ConfigReader } from "../../src/reconcile/clients/secrets.js";
 import type { Kube } from "../../src/controller/kube.js";
 import type { VirtualServerClass } from "../../src/api/types.js";
 import { bootOrderSignature, toVMRecord } from "../../src/vsphere/vms.js";

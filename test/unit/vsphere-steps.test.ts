@@ -4,10 +4,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { VirtualServerStatus } from "../../src/api/types.js";
 import { StepError } from "../../src/errors.js";
-import type { ReconcileContext, Step, StepOutcome } from "../../src/reconcile/context.js";
-import { vmStep } from "../../src/reconcile/vm-step.js";
-import { handoffStep, installedStep, prepareStep } from "../../src/reconcile/install-steps.js";
-import type { InstallDeps } from "../../src/reconcile/install-data.js";
+import type { ReconcileContext, Step, StepOutcome } from "../../src/reconcile/engine/context.js";
+import { vmStep } from "../../src/reconcile/steps/vm-step.js";
+import {
+  handoffStep,
+  installedStep,
+  prepareStep,
+} from "../../src/reconcile/steps/install-steps.js";
+import type { InstallDeps } from "../../src/reconcile/boot/install-data.js";
 import { FakeVSphere } from "../support/fake-vsphere.js";
 import { stepContext } from "../support/step-fakes.js";
 

@@ -9,7 +9,7 @@ import {
   TASK_RECHECK_SECONDS,
   type InFlightTask,
   type TaskPort,
-} from "../../src/reconcile/vsphere-task.js";
+} from "../../src/reconcile/engine/vsphere-task.js";
 import { StepError } from "../../src/errors.js";
 import { stepContext } from "../support/step-fakes.js";
 

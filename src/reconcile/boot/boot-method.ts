@@ -3,9 +3,9 @@
 // returns an outcome while a vSphere task it started runs, undefined when it has nothing to do.
 import type { VirtualServerClass } from "../../api/types.js";
 import type { NicSpec, VMRecord } from "../../vsphere/vcenter.js";
-import type { ReconcileContext, StepOutcome } from "../context.js";
-import type { BootContext } from "../install-data.js";
-import type { VSpherePort } from "../ports.js";
+import type { ReconcileContext, StepOutcome } from "../engine/context.js";
+import type { BootContext } from "./install-data.js";
+import type { VSpherePort } from "../engine/ports.js";
 
 /** Records a Warning Event on the server (e.g. BootNICReconnected). */
 export type RecordWarning = (

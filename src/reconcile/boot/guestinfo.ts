@@ -1,8 +1,8 @@
 // guestinfo: cloud-init data (NoCloud via the VMware datasource) in the VM's extraConfig; cleared
 // after the install, and on delete of a retained VM, since nobody needs it afterwards.
 import { GUESTINFO_KEYS, guestinfoExtraConfig } from "../../provision/guestinfo.js";
-import { tokenedCloudInit, type BootContext } from "../install-data.js";
-import { startTask } from "../vsphere-task.js";
+import { tokenedCloudInit, type BootContext } from "./install-data.js";
+import { startTask } from "../engine/vsphere-task.js";
 import type { BootMethod } from "./boot-method.js";
 
 const CLEARED = Object.fromEntries(GUESTINFO_KEYS.map((k) => [k, ""]));

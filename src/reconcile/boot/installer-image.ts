@@ -13,9 +13,9 @@ import {
   SECTOR,
 } from "../../provision/eltorito.js";
 import { DatastoreFileNotFound, parseDatastorePath } from "../../vsphere/vcenter.js";
-import type { ReconcileContext } from "../context.js";
-import type { VSpherePort } from "../ports.js";
-import { vsphereStepError } from "../vsphere-errors.js";
+import type { ReconcileContext } from "../engine/context.js";
+import type { VSpherePort } from "../engine/ports.js";
+import { vsphereStepError } from "../engine/vsphere-errors.js";
 
 /** Throws InstallerISONotFound or InstallerISONotBootable; returns when the image fits. */
 export async function checkInstallerImage(

@@ -7,14 +7,14 @@
 // After the install (and on delete) every ISO is taken out of the drives and the per-server one
 // is deleted; the installer image is not vsop's and is never deleted. Both paths are recorded in
 // status before the upload, so no crash leaves a file or attachment vsop does not know about.
-import { placementOf } from "../datastore-choice.js";
+import { placementOf } from "../steps/datastore-choice.js";
 import { vmName } from "../../api/defaults.js";
 import { buildIso } from "../../provision/iso.js";
 import { noCloudFiles } from "../../provision/render.js";
 import { datastorePath } from "../../vsphere/vcenter.js";
-import { wait, type ReconcileContext, type StepOutcome } from "../context.js";
-import { tokenedCloudInit, tokenedKickstart, type BootContext } from "../install-data.js";
-import { powerOffToDelete, startTask } from "../vsphere-task.js";
+import { wait, type ReconcileContext, type StepOutcome } from "../engine/context.js";
+import { tokenedCloudInit, tokenedKickstart, type BootContext } from "./install-data.js";
+import { powerOffToDelete, startTask } from "../engine/vsphere-task.js";
 import type { BootMethod } from "./boot-method.js";
 import { checkInstallerImage } from "./installer-image.js";
 

@@ -3,9 +3,9 @@
 // reconnects it (connected again only to install anew: a rebuild). The only place vsop touches
 // the boot NIC.
 import { effectiveNetwork } from "../../api/defaults.js";
-import { condition } from "../context.js";
-import { checkInstallFiles } from "../install-data.js";
-import { startTask } from "../vsphere-task.js";
+import { condition } from "../engine/context.js";
+import { checkInstallFiles } from "./install-data.js";
+import { startTask } from "../engine/vsphere-task.js";
 import type { BootMethod } from "./boot-method.js";
 
 export const networkBoot: BootMethod = {

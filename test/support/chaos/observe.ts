@@ -3,7 +3,7 @@
 // servers report an error, and when the last one moved forward.
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Kube } from "../../../src/controller/kube.js";
-import { PROGRESS_REASONS } from "../../../src/reconcile/virtualserver.js";
+import { PROGRESS_REASONS } from "../../../src/reconcile/engine/virtualserver.js";
 import type { VS } from "../harness.js";
 
 export type Stage = "create" | "upload" | "handoff" | "puppet" | "finalizer";

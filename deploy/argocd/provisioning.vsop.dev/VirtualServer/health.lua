@@ -7,7 +7,7 @@
 -- Degraded: phase Failed, or Ready=False with any other reason (see the README's reason table).
 local hs = {}
 
--- Keep in step with PROGRESS_REASONS in src/reconcile/virtualserver.ts (a unit test compares them).
+-- Keep in step with PROGRESS_REASONS in src/reconcile/engine/virtualserver.ts (a unit test compares them).
 local progressReasons = {
   Provisioned = true,
   Resolved = true,
@@ -31,7 +31,7 @@ local progressReasons = {
   Adopting = true,
 }
 
--- Keep in step with SUSPENDED_REASONS in src/reconcile/virtualserver.ts (a unit test compares them).
+-- Keep in step with SUSPENDED_REASONS in src/reconcile/engine/virtualserver.ts (a unit test compares them).
 local suspendedReasons = {
   PoweredOff = true,
 }

@@ -1,14 +1,14 @@
 // Step 1: the hostname follows the convention, nobody else claims it, it resolves, its address
 // gives a VLAN and the VLAN's service names resolve. Nothing is created in vSphere before this holds.
-import type { VirtualServer, VirtualServerStatus } from "../api/types.js";
-import { effectiveNetwork } from "../api/defaults.js";
-import { getCondition } from "../controller/conditions.js";
-import { StepError } from "../errors.js";
-import { parseHostname } from "../naming/hostname.js";
-import { DNSUnavailable, type Lookup } from "../naming/lookup.js";
-import { resolveServer, type ResolvedName } from "../naming/resolve.js";
-import { condition, DONE, type ReconcileContext, type Step } from "./context.js";
-import { resolveExtraNetworks, type ExtraNetwork } from "../naming/extra-networks.js";
+import type { VirtualServer, VirtualServerStatus } from "../../api/types.js";
+import { effectiveNetwork } from "../../api/defaults.js";
+import { getCondition } from "../../controller/conditions.js";
+import { StepError } from "../../errors.js";
+import { parseHostname } from "../../naming/hostname.js";
+import { DNSUnavailable, type Lookup } from "../../naming/lookup.js";
+import { resolveServer, type ResolvedName } from "../../naming/resolve.js";
+import { condition, DONE, type ReconcileContext, type Step } from "../engine/context.js";
+import { resolveExtraNetworks, type ExtraNetwork } from "../../naming/extra-networks.js";
 
 /** How soon a server going on with its recorded resolution asks DNS again. */
 export const RECHECK_SECONDS = 30;

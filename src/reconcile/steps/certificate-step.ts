@@ -3,17 +3,17 @@
 // deleted (policy Delete) or installed anew, so the same hostname can get a certificate again.
 // Each is one short HTTP call to the CA (puppet/ca-client.ts), never a wait.
 import { createHash } from "node:crypto";
-import type { VirtualServerClass } from "../api/types.js";
-import { StepError } from "../errors.js";
+import type { VirtualServerClass } from "../../api/types.js";
+import { StepError } from "../../errors.js";
 import {
   PuppetCA,
   PuppetCAError,
   PuppetCAUnreachable,
   type CertificateStatus,
-} from "../puppet/ca-client.js";
-import { DONE, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
-import type { InstallToken } from "./install-tokens.js";
-import type { ConfigReader } from "./secrets.js";
+} from "../../puppet/ca-client.js";
+import { DONE, type ReconcileContext, type Step, type StepOutcome } from "../engine/context.js";
+import type { InstallToken } from "../clients/install-tokens.js";
+import type { ConfigReader } from "../clients/secrets.js";
 
 /** What the step needs of the CA. */
 export interface PuppetCAPort {

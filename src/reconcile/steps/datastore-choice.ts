@@ -2,11 +2,11 @@
 // before the VM is created, and status.vm.datastore keeps the choice (written before CreateVM),
 // so a retry or a restart creates the VM where the first answer said, and the server's later
 // datastore uses (boot ISO, new data disks by default) go to the same place.
-import type { VirtualServerClassSpec, VirtualServerStatus } from "../api/types.js";
-import type { CreateVMSpec, Placement } from "../vsphere/vcenter.js";
-import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
-import type { VSpherePort } from "./ports.js";
-import { vsphereStepError } from "./vsphere-errors.js";
+import type { VirtualServerClassSpec, VirtualServerStatus } from "../../api/types.js";
+import type { CreateVMSpec, Placement } from "../../vsphere/vcenter.js";
+import { wait, type ReconcileContext, type StepOutcome } from "../engine/context.js";
+import type { VSpherePort } from "../engine/ports.js";
+import { vsphereStepError } from "../engine/vsphere-errors.js";
 
 /** The server's datastore: the class's, or the one Storage DRS chose for it ("" before that). */
 export function datastoreOf(cls: VirtualServerClassSpec, status?: VirtualServerStatus): string {

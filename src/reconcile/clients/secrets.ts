@@ -1,7 +1,7 @@
 // Secrets and ConfigMaps that classes name, read from the operator's namespace and remembered
 // briefly so a burst of reconciles does not become a burst of GETs.
-import { isNotFound, type Kube } from "../controller/kube.js";
-import { StepError } from "../errors.js";
+import { isNotFound, type Kube } from "../../controller/kube.js";
+import { StepError } from "../../errors.js";
 
 interface Entry {
   at: number;

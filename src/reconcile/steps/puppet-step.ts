@@ -11,16 +11,21 @@
 // No reconcile waits for a node: each MCollective call is started in the background
 // (pending-calls.ts) and the reconcile returns; the reply, or the call's timeout, wakes the key,
 // and the next reconcile takes the outcome and goes on as if it had waited for it.
-import { puppetEnvironment } from "../api/defaults.js";
+import { puppetEnvironment } from "../../api/defaults.js";
 import {
   PUPPET_RUN_REQUESTED_AT,
   type PuppetRunIntent,
   type VirtualServer,
   type VirtualServerStatus,
-} from "../api/types.js";
-import { StepError } from "../errors.js";
-import { McoConnectionError, McoRpcError, McoTimeout, McoTLSError } from "../mcollective/errors.js";
-import { McoIdentityError } from "../mcollective/identity.js";
+} from "../../api/types.js";
+import { StepError } from "../../errors.js";
+import {
+  McoConnectionError,
+  McoRpcError,
+  McoTimeout,
+  McoTLSError,
+} from "../../mcollective/errors.js";
+import { McoIdentityError } from "../../mcollective/identity.js";
 import {
   PuppetBusyError,
   PuppetDisabledError,
@@ -28,9 +33,9 @@ import {
   type LastRunSummary,
   type PuppetStatus as NodeStatus,
   type RunOnceResult,
-} from "../mcollective/puppet.js";
+} from "../../mcollective/puppet.js";
 import { recoverRun, RunSlots, splayOffsetSeconds } from "./puppet-runs.js";
-import { keyOf } from "../controller/informer.js";
+import { keyOf } from "../../controller/informer.js";
 import {
   condition,
   DONE,
@@ -38,9 +43,9 @@ import {
   type ReconcileContext,
   type Step,
   type StepOutcome,
-} from "./context.js";
-import type { PendingCalls } from "./pending-calls.js";
-import type { McoPort } from "./ports.js";
+} from "../engine/context.js";
+import type { PendingCalls } from "../engine/pending-calls.js";
+import type { McoPort } from "../engine/ports.js";
 
 const seconds = (iso: string | undefined) => (iso ? Date.parse(iso) / 1000 : 0);
 type PuppetStatus = NonNullable<VirtualServerStatus["puppet"]>;

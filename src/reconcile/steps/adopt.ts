@@ -4,12 +4,12 @@
 // the install path kept closed, Puppet applied, deleted or released by spec.deletionPolicy).
 // The choice is written to status.adoption before the marker is put, so a kill at any point
 // neither loses the VM (deletion looks for it) nor installs over it (the install is skipped).
-import type { AdoptSpec, VirtualServer } from "../api/types.js";
-import { StepError } from "../errors.js";
-import type { VMRecord } from "../vsphere/vcenter.js";
-import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
-import type { VSpherePort } from "./ports.js";
-import { startTask } from "./vsphere-task.js";
+import type { AdoptSpec, VirtualServer } from "../../api/types.js";
+import { StepError } from "../../errors.js";
+import type { VMRecord } from "../../vsphere/vcenter.js";
+import { wait, type ReconcileContext, type StepOutcome } from "../engine/context.js";
+import type { VSpherePort } from "../engine/ports.js";
+import { startTask } from "../engine/vsphere-task.js";
 
 /** Seconds before a refused or missing adoption target is looked at again. */
 const RETRY_SECONDS = 30;

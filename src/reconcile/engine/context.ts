@@ -8,12 +8,12 @@ import type {
   VirtualServer,
   VirtualServerClass,
   VirtualServerStatus,
-} from "../api/types.js";
-import { setCondition } from "../controller/conditions.js";
-import type { EffectiveClass } from "../api/effective-class.js";
-import type { HostnameParts } from "../naming/hostname.js";
-import type { ResolvedName } from "../naming/resolve.js";
-import type { ExtraNetwork } from "../naming/extra-networks.js";
+} from "../../api/types.js";
+import { setCondition } from "../../controller/conditions.js";
+import type { EffectiveClass } from "../../api/effective-class.js";
+import type { HostnameParts } from "../../naming/hostname.js";
+import type { ResolvedName } from "../../naming/resolve.js";
+import type { ExtraNetwork } from "../../naming/extra-networks.js";
 
 export interface ReconcileContext {
   vs: VirtualServer;

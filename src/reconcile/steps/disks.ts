@@ -4,20 +4,20 @@
 // a data disk dropped from the lists is removed only when the class's hardware.removeDisks
 // allows it, else kept and reported. vsop knows its disks by the extraConfig marker
 // vsop.disk.<name> = slot that the same task sets when it adds one, so a retry never adds twice.
-import type { EffectiveHardware } from "../api/defaults.js";
-import { SYSTEM_DISK, type DiskStatus } from "../api/types.js";
-import { StepError } from "../errors.js";
-import { PlacementNotFound } from "../vsphere/vcenter.js";
+import type { EffectiveHardware } from "../../api/defaults.js";
+import { SYSTEM_DISK, type DiskStatus } from "../../api/types.js";
+import { StepError } from "../../errors.js";
+import { PlacementNotFound } from "../../vsphere/vcenter.js";
 import {
   diskMarkers,
   gibToKiB,
   systemDisk,
   type DiskChanges,
   type VMRecord,
-} from "../vsphere/vms.js";
-import type { ReconcileContext, StepOutcome } from "./context.js";
-import type { VSpherePort } from "./ports.js";
-import { startTask } from "./vsphere-task.js";
+} from "../../vsphere/vms.js";
+import type { ReconcileContext, StepOutcome } from "../engine/context.js";
+import type { VSpherePort } from "../engine/ports.js";
+import { startTask } from "../engine/vsphere-task.js";
 
 export interface DiskWants {
   /** The system disk's size (spec.diskGiB, else the class's). */

@@ -5,18 +5,22 @@
 // replica can answer: state lives in the token Secrets.
 import type { Server } from "node:http";
 import type { Logger } from "pino";
-import type { VirtualServer, VirtualServerClass } from "../api/types.js";
-import { ProvisioningServer, type AutosignOptions, type TokenState } from "../provision/server.js";
-import { effectiveClass } from "../api/effective-class.js";
-import { parseHostname } from "../naming/hostname.js";
-import { decideAutosign, type AutosignCandidate } from "../puppet/autosign.js";
-import { hashChallenge, newChallenge, trustedFacts } from "../puppet/trusted-facts.js";
-import { newIdentityKey } from "../provision/identity-key.js";
-import { tokenLogId } from "../provision/tokens.js";
+import type { VirtualServer, VirtualServerClass } from "../../api/types.js";
+import {
+  ProvisioningServer,
+  type AutosignOptions,
+  type TokenState,
+} from "../../provision/server.js";
+import { effectiveClass } from "../../api/effective-class.js";
+import { parseHostname } from "../../naming/hostname.js";
+import { decideAutosign, type AutosignCandidate } from "../../puppet/autosign.js";
+import { hashChallenge, newChallenge, trustedFacts } from "../../puppet/trusted-facts.js";
+import { newIdentityKey } from "../../provision/identity-key.js";
+import { tokenLogId } from "../../provision/tokens.js";
 import { bootstrapFor, kickstartFor } from "./install-config.js";
 import { installURLs } from "./install-data.js";
-import type { InstallToken, InstallTokens } from "./install-tokens.js";
-import type { ConfigReader } from "./secrets.js";
+import type { InstallToken, InstallTokens } from "../clients/install-tokens.js";
+import type { ConfigReader } from "../clients/secrets.js";
 
 export interface ProvisioningDeps {
   tokens: InstallTokens;

@@ -1,19 +1,19 @@
 // Steps 3-5: hand the VM to its installer through its boot method (boot/: network, iso,
 // guestinfo) and power it on; wait until it is installed; then let the boot method take the
 // install path away. Waiting is a requeue, never a blocked worker.
-import { bootMethod } from "../api/defaults.js";
-import { StepError } from "../errors.js";
-import type { VMRecord } from "../vsphere/vcenter.js";
-import type { VSpherePort } from "./ports.js";
-import { bootMethodOf } from "./boot/index.js";
-import type { RecordWarning } from "./boot/boot-method.js";
-import { condition, DONE, wait, type ReconcileContext, type Step } from "./context.js";
-import type { InstallDeps } from "./install-data.js";
-import type { InstallToken } from "./install-tokens.js";
+import { bootMethod } from "../../api/defaults.js";
+import { StepError } from "../../errors.js";
+import type { VMRecord } from "../../vsphere/vcenter.js";
+import type { VSpherePort } from "../engine/ports.js";
+import { bootMethodOf } from "../boot/index.js";
+import type { RecordWarning } from "../boot/boot-method.js";
+import { condition, DONE, wait, type ReconcileContext, type Step } from "../engine/context.js";
+import type { InstallDeps } from "../boot/install-data.js";
+import type { InstallToken } from "../clients/install-tokens.js";
 import { connectedVCenter, ownedVM, recordVM } from "./vm-step.js";
-import { startTask, taskInFlight } from "./vsphere-task.js";
+import { startTask, taskInFlight } from "../engine/vsphere-task.js";
 
-export type { InstallDeps } from "./install-data.js";
+export type { InstallDeps } from "../boot/install-data.js";
 
 async function vmOf(
   deps: InstallDeps,

@@ -1,8 +1,8 @@
 // What the steps need of the outside world, as small interfaces: the steps depend on these, not
 // on the concrete clients, so each step is unit-tested with fakes (test/support/fake-vsphere.ts).
-import type { VirtualServerClass } from "../api/types.js";
-import type { PuppetClient } from "../mcollective/puppet.js";
-import type { VCenter } from "../vsphere/vcenter.js";
+import type { VirtualServerClass } from "../../api/types.js";
+import type { PuppetClient } from "../../mcollective/puppet.js";
+import type { VCenter } from "../../vsphere/vcenter.js";
 
 /** The vSphere operations the steps use: cached reads, started tasks, the task bookkeeping. */
 export type VSpherePort = Pick<

@@ -12,18 +12,18 @@ import {
   type VirtualServer,
   type VirtualServerClass,
   type VirtualServerStatus,
-} from "../api/types.js";
-import type { Result } from "../controller/controller.js";
-import type { EventRecorder } from "../controller/events.js";
-import { jsonEqual } from "../controller/json-equal.js";
-import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
-import { throwIfAborted } from "../abort.js";
-import { effectiveClass, InvalidClassField } from "../api/effective-class.js";
-import { StepError } from "../errors.js";
+} from "../../api/types.js";
+import type { Result } from "../../controller/controller.js";
+import type { EventRecorder } from "../../controller/events.js";
+import { jsonEqual } from "../../controller/json-equal.js";
+import { isConflict, isNotFound, type Kube } from "../../controller/kube.js";
+import { throwIfAborted } from "../../abort.js";
+import { effectiveClass, InvalidClassField } from "../../api/effective-class.js";
+import { StepError } from "../../errors.js";
 import { classify } from "./classify.js";
-import { partLabels, parseHostname } from "../naming/hostname.js";
+import { partLabels, parseHostname } from "../../naming/hostname.js";
 import { condition, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
-import { rebuildEvents, rebuilding } from "./rebuild-step.js";
+import { rebuildEvents, rebuilding } from "../steps/rebuild-step.js";
 
 export interface ReconcilerDeps {
   kube: Kube;

@@ -1,7 +1,7 @@
 // Rolls the power cycles of a class's servers: at most hardware.maxUnavailable of them are off for
 // a resize at once, so editing a class (updatePolicy Rolling) never takes a whole fleet down.
-import type { VirtualServer } from "../api/types.js";
-import { keyOf } from "../controller/informer.js";
+import type { VirtualServer } from "../../api/types.js";
+import { keyOf } from "../../controller/informer.js";
 
 /** How long a slot granted in this process counts before its status write shows in the cache. */
 const GRANT_MS = 30_000;

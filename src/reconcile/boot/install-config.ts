@@ -1,24 +1,24 @@
 // A server's install files: the variables from its status (address, VLAN, services), its class
 // (MCollective, Puppet) and the class's Secrets, rendered with the class's templates or vsop's.
-import { effectiveNetwork, puppetEnvironment } from "../api/defaults.js";
-import type { VirtualServer, VirtualServerClass } from "../api/types.js";
-import { StepError } from "../errors.js";
-import { parseHostname } from "../naming/hostname.js";
-import { effectiveClass } from "../api/effective-class.js";
-import { csrAttributesYaml, trustedFacts } from "../puppet/trusted-facts.js";
+import { effectiveNetwork, puppetEnvironment } from "../../api/defaults.js";
+import type { VirtualServer, VirtualServerClass } from "../../api/types.js";
+import { StepError } from "../../errors.js";
+import { parseHostname } from "../../naming/hostname.js";
+import { effectiveClass } from "../../api/effective-class.js";
+import { csrAttributesYaml, trustedFacts } from "../../puppet/trusted-facts.js";
 import {
   renderBootstrap,
   renderCloudInit,
   renderKickstart,
   type CloudInitFiles,
-} from "../provision/render.js";
-import { TemplateError } from "../provision/template.js";
+} from "../../provision/render.js";
+import { TemplateError } from "../../provision/template.js";
 import {
   InstallVariablesError,
   netmaskFromPrefix,
   type InstallVariables,
-} from "../provision/variables.js";
-import type { ConfigReader } from "./secrets.js";
+} from "../../provision/variables.js";
+import type { ConfigReader } from "../clients/secrets.js";
 
 export const DEFAULT_STOMP_PORT = 61613;
 

@@ -8,16 +8,16 @@
 //   has what the class asks, records that in status.vm.tags/attributes, and re-reads vCenter
 //   every RECHECK_MS to put back what someone removed. Tags vsop did not attach are left alone.
 // All of these are quick calls (no vCenter task), bounded by the client's request timeouts.
-import type { TagRef } from "../api/types.js";
-import { StepError } from "../errors.js";
-import type { HostnameParts } from "../naming/hostname.js";
-import { faultName } from "../vsphere/errors.js";
-import { TaggingError, type TagCategory, type TaggingClient } from "../vsphere/tagging.js";
-import type { VCenter } from "../vsphere/vcenter.js";
-import { DONE, wait, type ReconcileContext, type Step } from "./context.js";
-import type { VSpherePort } from "./ports.js";
+import type { TagRef } from "../../api/types.js";
+import { StepError } from "../../errors.js";
+import type { HostnameParts } from "../../naming/hostname.js";
+import { faultName } from "../../vsphere/errors.js";
+import { TaggingError, type TagCategory, type TaggingClient } from "../../vsphere/tagging.js";
+import type { VCenter } from "../../vsphere/vcenter.js";
+import { DONE, wait, type ReconcileContext, type Step } from "../engine/context.js";
+import type { VSpherePort } from "../engine/ports.js";
 import { connectedVCenter, ownedVM } from "./vm-step.js";
-import { vsphereStepError } from "./vsphere-errors.js";
+import { vsphereStepError } from "../engine/vsphere-errors.js";
 
 /** The categories vsop fills from the hostname, created (single cardinality) when missing. */
 export const AUTOMATIC_CATEGORIES = ["apptype", "environment"] as const;

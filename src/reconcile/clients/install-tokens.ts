@@ -5,10 +5,10 @@
 // and only its hash stays, so the record still answers 410. The server's identity public key,
 // made when it fetched its keys, lives here too (the private half was never stored).
 import { timingSafeEqual } from "node:crypto";
-import type { Informer } from "../controller/informer.js";
-import { isConflict, isNotFound, type Kube } from "../controller/kube.js";
-import type { VirtualServer } from "../api/types.js";
-import { hashToken, newToken } from "../provision/tokens.js";
+import type { Informer } from "../../controller/informer.js";
+import { isConflict, isNotFound, type Kube } from "../../controller/kube.js";
+import type { VirtualServer } from "../../api/types.js";
+import { hashToken, newToken } from "../../provision/tokens.js";
 
 const LABEL = "provisioning.vsop.dev";
 const HASH_LABEL = `${LABEL}/install-token-hash`;

@@ -2,10 +2,10 @@
 // TaskRef): a step starts a task, records it and returns; the change the task makes to its VM
 // wakes the key (or a short recheck does); the next reconcile reads how it ended, and only then
 // does any step look at vSphere again. A reconcile never waits for vCenter.
-import type { ConditionType, Phase } from "../api/types.js";
-import { StepError } from "../errors.js";
-import { VSphereTaskError } from "../vsphere/errors.js";
-import type { InFlightTask, VCenter } from "../vsphere/vcenter.js";
+import type { ConditionType, Phase } from "../../api/types.js";
+import { StepError } from "../../errors.js";
+import { VSphereTaskError } from "../../vsphere/errors.js";
+import type { InFlightTask, VCenter } from "../../vsphere/vcenter.js";
 import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
 import { vsphereStepError } from "./vsphere-errors.js";
 

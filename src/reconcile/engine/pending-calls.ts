@@ -3,7 +3,7 @@
 // where a later reconcile takes it. A slow or silent peer then holds no worker: only its own call.
 // The table is bounded: a cap on entries, outcomes nobody took (and calls that never settle)
 // expire, and a deleted object's calls are forgotten.
-import { outsideReconcile } from "../abort.js";
+import { outsideReconcile } from "../../abort.js";
 
 /** A failed call carries `failures`: consecutive failures of this id for this key, itself included. */
 export type CallState<T> =

@@ -1,8 +1,8 @@
 // One VCenter client (session + VM cache) per distinct vCenter connection that classes use.
 import type { Logger } from "pino";
-import type { VirtualServerClass } from "../api/types.js";
-import { outsideReconcile } from "../abort.js";
-import { VCenter, type VCenterOptions } from "../vsphere/vcenter.js";
+import type { VirtualServerClass } from "../../api/types.js";
+import { outsideReconcile } from "../../abort.js";
+import { VCenter, type VCenterOptions } from "../../vsphere/vcenter.js";
 import { ClientPool } from "./client-pool.js";
 import type { ConfigReader } from "./secrets.js";
 

@@ -1,14 +1,14 @@
 // vSphere failures as condition reasons a person can act on.
-import { KubeUnreachable } from "../controller/kube.js";
-import { DuplicateOwnerMarker } from "../vsphere/vcenter.js";
-import { StepError, type StepErrorOptions } from "../errors.js";
+import { KubeUnreachable } from "../../controller/kube.js";
+import { DuplicateOwnerMarker } from "../../vsphere/vcenter.js";
+import { StepError, type StepErrorOptions } from "../../errors.js";
 import {
   VSphereFault,
   VSphereTaskError,
   VSphereTLSError,
   VSphereUnreachable,
   faultName,
-} from "../vsphere/errors.js";
+} from "../../vsphere/errors.js";
 import {
   DatastoreUploadFailed,
   PlacementNotFound,
@@ -17,7 +17,7 @@ import {
   StoragePolicyIncompatible,
   StoragePolicyNotFound,
   TemplateHasNoSnapshot,
-} from "../vsphere/vcenter.js";
+} from "../../vsphere/vcenter.js";
 
 const PLACEMENT_REASON = {
   datacenter: "DatacenterNotFound",

@@ -1,13 +1,13 @@
 // What every boot method needs to hand a server its install data: the clients, the one-time
 // token's URLs, and the rendered files (checked to render before anything is powered on).
-import { bootMethod } from "../api/defaults.js";
-import type { CloudInitFiles } from "../provision/render.js";
-import type { VMRecord } from "../vsphere/vcenter.js";
-import type { ReconcileContext } from "./context.js";
+import { bootMethod } from "../../api/defaults.js";
+import type { CloudInitFiles } from "../../provision/render.js";
+import type { VMRecord } from "../../vsphere/vcenter.js";
+import type { ReconcileContext } from "../engine/context.js";
 import { bootstrapFor, cloudInitFor, kickstartFor, type InstallURLs } from "./install-config.js";
-import type { InstallToken, InstallTokens } from "./install-tokens.js";
-import type { ConfigReader } from "./secrets.js";
-import type { VSpherePool, VSpherePort } from "./ports.js";
+import type { InstallToken, InstallTokens } from "../clients/install-tokens.js";
+import type { ConfigReader } from "../clients/secrets.js";
+import type { VSpherePool, VSpherePort } from "../engine/ports.js";
 
 export interface InstallDeps {
   pool: VSpherePool;

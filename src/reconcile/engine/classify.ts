@@ -1,21 +1,21 @@
 // Errors classified once, at the engine's boundary: steps throw what went wrong, and this table
 // turns it into the short reason and the sentence a person acts on, reported on the condition of
 // the step that failed. A family with its own table (vSphere faults) is delegated to it.
-import type { ConditionType } from "../api/types.js";
-import { InvalidClassField } from "../api/effective-class.js";
-import { KubeUnreachable } from "../controller/kube.js";
-import { StepError } from "../errors.js";
-import { GuestinfoError } from "../provision/guestinfo.js";
-import { IsoBuildError } from "../provision/iso.js";
-import { NetworkConfigError } from "../provision/network-config.js";
-import { TemplateError } from "../provision/template.js";
-import { InstallVariablesError } from "../provision/variables.js";
+import type { ConditionType } from "../../api/types.js";
+import { InvalidClassField } from "../../api/effective-class.js";
+import { KubeUnreachable } from "../../controller/kube.js";
+import { StepError } from "../../errors.js";
+import { GuestinfoError } from "../../provision/guestinfo.js";
+import { IsoBuildError } from "../../provision/iso.js";
+import { NetworkConfigError } from "../../provision/network-config.js";
+import { TemplateError } from "../../provision/template.js";
+import { InstallVariablesError } from "../../provision/variables.js";
 import {
   VSphereFault,
   VSphereTaskError,
   VSphereTLSError,
   VSphereUnreachable,
-} from "../vsphere/errors.js";
+} from "../../vsphere/errors.js";
 import {
   DatastoreUploadFailed,
   DeviceNotFound,
@@ -29,7 +29,7 @@ import {
   TemplateHasNoSnapshot,
   VMNotFound,
   VSphereVerifyError,
-} from "../vsphere/vcenter.js";
+} from "../../vsphere/vcenter.js";
 import { vsphereStepError } from "./vsphere-errors.js";
 
 /** The condition each step's failures are reported on (the boot NIC's: the handoff's). */

@@ -1,17 +1,17 @@
 // Step 2: the VM exists, is ours (found by the owner UID in its extraConfig, never by name alone),
 // has a service NIC in the server's VLAN (and a boot NIC for network installs), and the size asked.
-import { effectiveHardware, effectiveNetwork, targetSize, vmName } from "../api/defaults.js";
-import { bootMethodOf } from "./boot/index.js";
-import type { VirtualServer } from "../api/types.js";
-import { faultName } from "../vsphere/errors.js";
-import { StepError } from "../errors.js";
+import { effectiveHardware, effectiveNetwork, targetSize, vmName } from "../../api/defaults.js";
+import { bootMethodOf } from "../boot/index.js";
+import type { VirtualServer } from "../../api/types.js";
+import { faultName } from "../../vsphere/errors.js";
+import { StepError } from "../../errors.js";
 import {
   VMAlreadyExists,
   type CreateVMSpec,
   type NicSpec,
   type VMRecord,
-} from "../vsphere/vcenter.js";
-import type { VSpherePool, VSpherePort } from "./ports.js";
+} from "../../vsphere/vcenter.js";
+import type { VSpherePool, VSpherePort } from "../engine/ports.js";
 import {
   condition,
   DONE,
@@ -19,16 +19,16 @@ import {
   type ReconcileContext,
   type Step,
   type StepOutcome,
-} from "./context.js";
-import { powerOffToDelete, startTask, taskInFlight } from "./vsphere-task.js";
-import { keyOf } from "../controller/informer.js";
-import { getCondition } from "../controller/conditions.js";
+} from "../engine/context.js";
+import { powerOffToDelete, startTask, taskInFlight } from "../engine/vsphere-task.js";
+import { keyOf } from "../../controller/informer.js";
+import { getCondition } from "../../controller/conditions.js";
 import { PowerCycleSlots, unlimitedSlots } from "./power-cycle-slots.js";
-import { portGroupError, vsphereStepError } from "./vsphere-errors.js";
+import { portGroupError, vsphereStepError } from "../engine/vsphere-errors.js";
 import { reconcileDisks, retainedDisksNote } from "./disks.js";
 import { adopt, adoptedVM } from "./adopt.js";
 import { checkExtraPortGroups, nicRoles, reconcileExtraNics } from "./extra-nics.js";
-import { datastoreOf } from "../vsphere/vms.js";
+import { datastoreOf } from "../../vsphere/vms.js";
 import { chooseDatastore, placementOf } from "./datastore-choice.js";
 
 export const OWNER_UID_KEY = "vsop.owner-uid";

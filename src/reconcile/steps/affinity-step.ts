@@ -11,16 +11,22 @@
 // - `affinity-report`, last: a group larger than the cluster's hosts (or a rule vCenter reports
 //   out of compliance) is AntiAffinityUnsatisfiable on every member, without holding up install
 //   or Puppet.
-import type { VirtualServer, VirtualServerClass } from "../api/types.js";
-import { effectiveClass } from "../api/effective-class.js";
-import { StepError } from "../errors.js";
-import { VSphereTaskError } from "../vsphere/errors.js";
-import type { VCenter } from "../vsphere/vcenter.js";
-import { DONE, wait, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
-import type { VSpherePort } from "./ports.js";
+import type { VirtualServer, VirtualServerClass } from "../../api/types.js";
+import { effectiveClass } from "../../api/effective-class.js";
+import { StepError } from "../../errors.js";
+import { VSphereTaskError } from "../../vsphere/errors.js";
+import type { VCenter } from "../../vsphere/vcenter.js";
+import {
+  DONE,
+  wait,
+  type ReconcileContext,
+  type Step,
+  type StepOutcome,
+} from "../engine/context.js";
+import type { VSpherePort } from "../engine/ports.js";
 import { connectedVCenter, ownedVM } from "./vm-step.js";
-import { recheckSeconds } from "./vsphere-task.js";
-import { vsphereStepError } from "./vsphere-errors.js";
+import { recheckSeconds } from "../engine/vsphere-task.js";
+import { vsphereStepError } from "../engine/vsphere-errors.js";
 
 export type AffinityPort = Pick<
   VSpherePort,

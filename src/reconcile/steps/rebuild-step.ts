@@ -6,9 +6,9 @@
 // ordinary steps install the VM as a new one: a new token, the boot NIC connected again (network)
 // or a fresh ISO / guestinfo data, power-on, the installer's signal, the handoff (the boot NIC
 // disconnected again), the first Puppet run. Runs after the vm step (the VM exists and is ours).
-import type { RebuildStatus, VirtualServerStatus } from "../api/types.js";
-import { bootMethodOf } from "./boot/index.js";
-import type { RecordWarning } from "./boot/boot-method.js";
+import type { RebuildStatus, VirtualServerStatus } from "../../api/types.js";
+import { bootMethodOf } from "../boot/index.js";
+import type { RecordWarning } from "../boot/boot-method.js";
 import {
   condition,
   DONE,
@@ -16,10 +16,10 @@ import {
   type ReconcileContext,
   type Step,
   type StepOutcome,
-} from "./context.js";
-import type { InstallDeps } from "./install-data.js";
+} from "../engine/context.js";
+import type { InstallDeps } from "../boot/install-data.js";
 import { connectedVCenter, ownedVM } from "./vm-step.js";
-import { startTask, taskInFlight } from "./vsphere-task.js";
+import { startTask, taskInFlight } from "../engine/vsphere-task.js";
 
 export type RebuildDecision =
   /** Nothing asked, or the value was honoured already. */

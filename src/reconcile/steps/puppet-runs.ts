@@ -1,7 +1,7 @@
 // The decisions around one Puppet run that need no node and no cluster: whether a run asked for
 // by a process that died was carried out (from the node's own status), where a server's periodic
 // run falls within the class's splay, and how many runs of a class are in flight at once.
-import type { VirtualServerStatus } from "../api/types.js";
+import type { VirtualServerStatus } from "../../api/types.js";
 
 type PuppetStatus = NonNullable<VirtualServerStatus["puppet"]>;
 

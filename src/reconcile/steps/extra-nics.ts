@@ -4,13 +4,13 @@
 // each extra network takes the next NIC on its port group, in spec order. A NIC no longer listed
 // is left on the VM (reported as service): removing a NIC under a running guest is the guest's
 // owner's call.
-import type { NicStatus } from "../api/types.js";
-import type { ExtraNetwork } from "../naming/extra-networks.js";
-import type { NicRecord, VMRecord } from "../vsphere/vcenter.js";
-import type { ReconcileContext, StepOutcome } from "./context.js";
-import type { VSpherePort } from "./ports.js";
-import { portGroupError } from "./vsphere-errors.js";
-import { startTask } from "./vsphere-task.js";
+import type { NicStatus } from "../../api/types.js";
+import type { ExtraNetwork } from "../../naming/extra-networks.js";
+import type { NicRecord, VMRecord } from "../../vsphere/vcenter.js";
+import type { ReconcileContext, StepOutcome } from "../engine/context.js";
+import type { VSpherePort } from "../engine/ports.js";
+import { portGroupError } from "../engine/vsphere-errors.js";
+import { startTask } from "../engine/vsphere-task.js";
 
 export interface NicRoles {
   /** Every NIC of the VM, in device order, with its role. */

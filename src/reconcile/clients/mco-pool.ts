@@ -1,9 +1,9 @@
 // One MCollective client per distinct broker connection and key set that classes use.
 import type { Logger } from "pino";
-import { outsideReconcile } from "../abort.js";
-import type { VirtualServerClass } from "../api/types.js";
-import { McoClient, type McoDropReason } from "../mcollective/client.js";
-import { PuppetClient } from "../mcollective/puppet.js";
+import { outsideReconcile } from "../../abort.js";
+import type { VirtualServerClass } from "../../api/types.js";
+import { McoClient, type McoDropReason } from "../../mcollective/client.js";
+import { PuppetClient } from "../../mcollective/puppet.js";
 import { ClientPool } from "./client-pool.js";
 import type { ConfigReader } from "./secrets.js";
 

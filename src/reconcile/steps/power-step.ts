@@ -5,15 +5,21 @@
 // Runs after the install and its handoff: until then the install steps power the VM as the
 // install needs. ShutdownGuest and RebootGuest are not tasks (they return at once): the time the
 // shutdown was asked lives in status.power, and the VM's power state change wakes the key.
-import type { PowerOffMode } from "../api/types.js";
-import { StepError } from "../errors.js";
-import { faultName } from "../vsphere/errors.js";
-import type { VMRecord } from "../vsphere/vcenter.js";
-import { DONE, wait, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
-import type { VSpherePool, VSpherePort } from "./ports.js";
+import type { PowerOffMode } from "../../api/types.js";
+import { StepError } from "../../errors.js";
+import { faultName } from "../../vsphere/errors.js";
+import type { VMRecord } from "../../vsphere/vcenter.js";
+import {
+  DONE,
+  wait,
+  type ReconcileContext,
+  type Step,
+  type StepOutcome,
+} from "../engine/context.js";
+import type { VSpherePool, VSpherePort } from "../engine/ports.js";
 import { connectedVCenter, ownedVM, recordVM } from "./vm-step.js";
-import { startTask, taskInFlight, TASK_RECHECK_SECONDS } from "./vsphere-task.js";
-import { vsphereStepError } from "./vsphere-errors.js";
+import { startTask, taskInFlight, TASK_RECHECK_SECONDS } from "../engine/vsphere-task.js";
+import { vsphereStepError } from "../engine/vsphere-errors.js";
 
 /** A powered-off server is looked at this often by itself (a VM change wakes it sooner). */
 export const POWERED_OFF_RECHECK_SECONDS = 300;
