@@ -176,7 +176,9 @@ test("a server powered off as asked: phase PoweredOff, Ready False, a Normal Eve
 
 test("README's troubleshooting table: Waiting exactly for RETRIED_REASONS, PoweredOff for SUSPENDED_REASONS", () => {
   const readme = readFileSync(`${root}README.md`, "utf8");
-  const section = readme.slice(readme.indexOf("## Troubleshooting by condition reason"));
+  const start = readme.indexOf("## Troubleshooting by condition reason");
+  const end = readme.indexOf("\n## ", start + 1);
+  const section = readme.slice(start, end < 0 ? undefined : end);
   const rows = section
     .split("\n")
     .filter((l) => /^\| `/.test(l))
