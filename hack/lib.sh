@@ -14,7 +14,8 @@ KUBE_VERSION="v1.32.13"
 GOVMOMI_VERSION="v0.46.3"
 
 KUBE_APISERVER_BIN="$CACHE/kube-apiserver-$KUBE_VERSION"
-GOVMOMI_BIN="$CACHE/govmomi-$GOVMOMI_VERSION"
+# -p1: vcsim built with the patch in hack/install.sh (a lock released on panic)
+GOVMOMI_BIN="$CACHE/govmomi-$GOVMOMI_VERSION-p1"
 
 # vsop runs on Node.js 24 LTS. A machine with an older node gets this one from the npm
 # registry's binary package (node-linux-<arch>) in the cache; the Makefile puts it first on PATH.
