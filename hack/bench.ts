@@ -565,9 +565,14 @@ async function main(): Promise<void> {
     `N=${N}; ${METHOD_DELAY ? `vcsim -method-delay ${METHOD_DELAY}` : "no task delay"}` +
       (SILENT ? `; then ${SILENT} silent servers beside the ${N}` : ""),
   );
-  const floor = await floorRound();
+  // The floor issues every task at once; at N=1000 vcsim may stop answering it (its update loop
+  // stalls under such a burst). Then vsop's figures are still printed, without the comparison.
+  const floor = await floorRound().catch((err: unknown) => {
+    log(`floor failed, vsop alone follows: ${(err as Error).message}`);
+    return undefined;
+  });
   const vsop = await vsopRound(N, 0, true);
-  report(floor, vsop);
+  if (floor) report(floor, vsop);
   console.log("");
   if (SILENT) {
     const silent = await vsopRound(N, SILENT, false);

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { VirtualServerStatus } from "../../src/api/types.js";
 import { StepError } from "../../src/errors.js";
+import { McoTimeout } from "../../src/mcollective/errors.js";
 import {
   recoverRun,
   RunSlots,
@@ -350,6 +351,53 @@ test("maxConcurrentRuns: a server waits for a slot and is woken when one frees",
   assert.deepEqual(woken, ["n/b"], "the waiting server is woken");
   await p.step.run(b);
   assert.ok(b.status.puppet?.pendingRun);
+});
+
+test("slots scarce: a node never heard from is probed first and holds no slot while silent", async () => {
+  const slots = new RunSlots({ wake: () => undefined });
+  const p = proc(fakeNode(10_000), slots);
+  const cls = { puppet: { maxConcurrentRuns: 4 } };
+  for (const other of ["n/x", "n/y"]) slots.acquire("c", other, 4, 60_000); // half are taken
+  const ctx = stepContext({}, cls);
+  await p.step.run(ctx); // the intent, written without a slot
+  assert.ok(ctx.status.puppet?.pendingRun);
+  assert.equal(slots.holds("c", "n/w"), false);
+  const asking = await p.step.run(ctx);
+  assert.deepEqual(
+    p.node.received.map((r) => r.action),
+    ["status"],
+    "asked whether it answers, not to run",
+  );
+  assert.match((asking as { message: string }).message, /answers through MCollective/);
+  assert.equal(slots.held("c"), 2, "no slot while the probe is out");
+  // Silent: the probe times out; still no slot, and the failure is reported as usual.
+  p.node.received[0]!.reject(new McoTimeout("puppet", "status", "r", 10_000, [HOST]));
+  await callbacks();
+  await assert.rejects(p.step.run(ctx), (e: unknown) => e instanceof StepError);
+  assert.equal(slots.held("c"), 2);
+  // It answers the next probe: now it takes a slot and is asked to run.
+  await p.step.run(ctx);
+  p.node.received[1]!.resolve({ applying: false, lastrun: 0, sinceLastrun: null });
+  await callbacks();
+  await p.step.run(ctx);
+  assert.deepEqual(
+    p.node.received.map((r) => r.action),
+    ["status", "status", "runonce"],
+  );
+  assert.equal(slots.holds("c", "n/w"), true);
+});
+
+test("slots plentiful: a first run is sent at once (no probe)", async () => {
+  const slots = new RunSlots({ wake: () => undefined });
+  const p = proc(fakeNode(10_000), slots);
+  const ctx = stepContext({}, { puppet: { maxConcurrentRuns: 4 } });
+  slots.acquire("c", "n/x", 4, 60_000);
+  await p.step.run(ctx);
+  await p.step.run(ctx);
+  assert.deepEqual(
+    p.node.received.map((r) => r.action),
+    ["runonce"],
+  );
 });
 
 test("noop: asked with noop, reported as what would change", async () => {

@@ -121,6 +121,11 @@ export class RunSlots {
     if (keep === undefined) for (const queue of this.waiting.values()) queue.delete(key);
   }
 
+  /** Whether `key` holds one of the group's slots now. */
+  holds(group: string, key: string): boolean {
+    return (this.groups.get(group)?.get(key) ?? 0) > this.now();
+  }
+
   /** Runs of the group in flight now. */
   held(group: string): number {
     const now = this.now();

@@ -251,8 +251,12 @@ export function puppetStep(
         return inFlight(ctx, fallback, `Asking ${identity} to run Puppet (${intent.reason}).`);
       };
 
-      /** An intent written by an earlier process (or sent without an answer): ask the node. */
-      const recover = async (intent: PuppetRunIntent): Promise<StepOutcome> => {
+      /**
+       * An intent written by an earlier process (or sent without an answer): ask the node first.
+       * Also the first run of a node vsop has never heard from (`probe`): a node that does not
+       * answer must not hold one of the class's run slots for a whole request timeout.
+       */
+      const recover = async (intent: PuppetRunIntent, probe = false): Promise<StepOutcome> => {
         const check = calls.take<Received>(key, RECOVER);
         if (check.state === "none") {
           const identityKey = await identityKeyOf(ctx);
@@ -266,17 +270,20 @@ export function puppetStep(
           return inFlight(
             ctx,
             fallback,
-            `Checking whether ${identity} already started the Puppet run vsop asked for (${intent.reason}).`,
+            probe
+              ? `Checking that ${identity} answers through MCollective before asking it to run Puppet (${intent.reason}).`
+              : `Checking whether ${identity} already started the Puppet run vsop asked for (${intent.reason}).`,
           );
         if (!check.ok)
           throw mcoError(check.error, identity, calls.retryAfterSeconds(check.failures));
         const node = check.value;
         const found = recoverRun(Date.parse(intent.startedAt), node, node.receivedAt, p.lastRunAt);
         if (!found.ran) {
-          ctx.log.info(
-            { reason: intent.reason },
-            "the asked-for puppet run did not reach the node",
-          );
+          if (!probe)
+            ctx.log.info(
+              { reason: intent.reason },
+              "the asked-for puppet run did not reach the node",
+            );
           return send(intent);
         }
         slots.hold(group, key, ttlMs);
@@ -311,8 +318,8 @@ export function puppetStep(
           else unsent.delete(key);
           throw mcoError(request.error, identity, calls.retryAfterSeconds(request.failures));
         }
-        if (unsent.get(key) === intent.startedAt) return send(intent);
-        return recover(intent);
+        if (unsent.get(key) !== intent.startedAt) return recover(intent);
+        return slots.holds(group, key) ? send(intent) : recover(intent, true);
       }
 
       if (!p.requestedAt || runFinished(p)) {
@@ -326,7 +333,13 @@ export function puppetStep(
           }
           return outcome(ctx);
         }
-        if (!slots.acquire(group, key, maxConcurrentRuns, ttlMs))
+        // While the class's run slots are scarce, a node that never answered a run request gets
+        // one only once it answers a probe (puppet#status), so that nodes that do not answer
+        // cannot hold them all for a request timeout each.
+        const held = slots.held(group);
+        const probeFirst =
+          !p.requestedAt && held >= maxConcurrentRuns / 2 && held < maxConcurrentRuns;
+        if (!probeFirst && !slots.acquire(group, key, maxConcurrentRuns, ttlMs))
           return queued(ctx, slots.held(group));
         const requestedFor = runRequest(ctx.vs);
         const intent: PuppetRunIntent = {
