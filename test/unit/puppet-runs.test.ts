@@ -387,6 +387,25 @@ test("slots scarce: a node never heard from is probed first and holds no slot wh
   assert.equal(slots.holds("c", "n/w"), true);
 });
 
+test("slots scarce: a node that answered its probe and then waited for a slot is not probed again", async () => {
+  const slots = new RunSlots({ wake: () => undefined });
+  const p = proc(fakeNode(10_000), slots);
+  const ctx = stepContext({}, { puppet: { maxConcurrentRuns: 2 } });
+  slots.acquire("c", "n/x", 2, 60_000);
+  await p.step.run(ctx); // intent, no slot
+  await p.step.run(ctx); // probe
+  p.node.received[0]!.resolve({ applying: false, lastrun: 0, sinceLastrun: null });
+  await callbacks();
+  slots.acquire("c", "n/y", 2, 60_000); // the last slot goes meanwhile
+  assert.equal(waiting(await p.step.run(ctx)).reason, "PuppetRunQueued");
+  slots.release("n/y");
+  await p.step.run(ctx);
+  assert.deepEqual(
+    p.node.received.map((r) => r.action),
+    ["status", "runonce"],
+  );
+});
+
 test("slots plentiful: a first run is sent at once (no probe)", async () => {
   const slots = new RunSlots({ wake: () => undefined });
   const p = proc(fakeNode(10_000), slots);

@@ -217,6 +217,8 @@ export function puppetStep(
    * process that may have sent it, so the node is asked first.
    */
   const unsent = new Map<string, string>();
+  /** Intents (startedAt by key) whose node answered the probe: not probed again while queued. */
+  const probed = new Map<string, string>();
 
   return {
     name: "puppet",
@@ -247,6 +249,7 @@ export function puppetStep(
         );
         if (!started) return tableFull(identity);
         unsent.delete(key);
+        probed.delete(key);
         ctx.log.info({ reason: intent.reason, noop: options.noop }, "puppet runonce sent");
         return inFlight(ctx, fallback, `Asking ${identity} to run Puppet (${intent.reason}).`);
       };
@@ -277,6 +280,7 @@ export function puppetStep(
         if (!check.ok)
           throw mcoError(check.error, identity, calls.retryAfterSeconds(check.failures));
         const node = check.value;
+        if (probe) probed.set(key, intent.startedAt);
         const found = recoverRun(Date.parse(intent.startedAt), node, node.receivedAt, p.lastRunAt);
         if (!found.ran) {
           if (!probe)
@@ -319,7 +323,8 @@ export function puppetStep(
           throw mcoError(request.error, identity, calls.retryAfterSeconds(request.failures));
         }
         if (unsent.get(key) !== intent.startedAt) return recover(intent);
-        return slots.holds(group, key) ? send(intent) : recover(intent, true);
+        const answered = slots.holds(group, key) || probed.get(key) === intent.startedAt;
+        return answered ? send(intent) : recover(intent, true);
       }
 
       if (!p.requestedAt || runFinished(p)) {
