@@ -74,6 +74,38 @@ export function folderUrl(sdkUrl: string, datacenter: string, datastore: string,
 
 const SERVICE_INSTANCE = new MoRef("ServiceInstance", "ServiceInstance");
 
+/**
+ * One request on the /folder interface with the SOAP session's cookie. A cheap call first makes
+ * sure the session (and so the cookie) is alive, logging in if needed; an expired cookie (401,
+ * 403) is refreshed once and the request sent again (`discard` frees the refused response). A
+ * transport error is VSphereUnreachable; every other answer is the caller's.
+ */
+async function withSessionCookie<R extends { status: number }>(
+  session: VSphereSession,
+  url: string,
+  count: () => void,
+  send: (cookie: string) => Promise<R>,
+  discard: (res: R) => void = () => undefined,
+): Promise<R> {
+  for (let attempt = 0; ; attempt++) {
+    if (!session.soap.sessionCookie || attempt > 0)
+      await session.invoke("CurrentTime", SERVICE_INSTANCE);
+    count();
+    let res: R;
+    try {
+      res = await send(`vmware_soap_session=${session.soap.sessionCookie ?? ""}`);
+    } catch (err) {
+      const code = (err as AxiosError).code ?? "unknown";
+      throw new VSphereUnreachable(url.replace(/\?.*/, ""), code);
+    }
+    if ((res.status === 401 || res.status === 403) && attempt === 0) {
+      discard(res);
+      continue;
+    }
+    return res;
+  }
+}
+
 export async function uploadFile(
   session: VSphereSession,
   target: { datacenter: string; datastore: string; path: string },
@@ -81,39 +113,25 @@ export async function uploadFile(
   onCall?: (method: string) => void,
 ): Promise<void> {
   const url = folderUrl(session.soap.options.url, target.datacenter, target.datastore, target.path);
-  const fail = (status: number, detail = "") =>
-    new DatastoreUploadFailed(status, target.datastore, target.path, detail);
-  for (let attempt = 0; ; attempt++) {
-    // A cheap call makes sure the session (and so the cookie) is alive, logging in if needed.
-    if (!session.soap.sessionCookie || attempt > 0)
-      await session.invoke("CurrentTime", SERVICE_INSTANCE);
-    onCall?.("DatastoreFileUpload");
-    let status: number;
-    try {
-      const res = await axios.put(url, data, {
+  const { status } = await withSessionCookie(
+    session,
+    url,
+    () => onCall?.("DatastoreFileUpload"),
+    (cookie) =>
+      axios.put(url, data, {
         signal: currentSignal(),
         httpsAgent: session.soap.agent,
-        headers: {
-          "Content-Type": "application/octet-stream",
-          Cookie: `vmware_soap_session=${session.soap.sessionCookie ?? ""}`,
-        },
+        headers: { "Content-Type": "application/octet-stream", Cookie: cookie },
         timeout: session.soap.options.timeoutMs ?? 300_000,
         maxBodyLength: Infinity,
         maxContentLength: Infinity,
         maxRedirects: 0,
         validateStatus: () => true,
         responseType: "text",
-      });
-      status = res.status;
-    } catch (err) {
-      const code = (err as AxiosError).code ?? "unknown";
-      throw new VSphereUnreachable(url.replace(/\?.*/, ""), code);
-    }
-    if (status === 200 || status === 201 || status === 204) return;
-    // An expired cookie: refresh the session once and try again.
-    if ((status === 401 || status === 403) && attempt === 0) continue;
-    throw fail(status);
-  }
+      }),
+  );
+  if (status === 200 || status === 201 || status === 204) return;
+  throw new DatastoreUploadFailed(status, target.datastore, target.path);
 }
 
 /** The most a read streams when the server ignores Range and answers with the whole file. */
@@ -141,52 +159,44 @@ export async function readFileRange(
   const fail = (status: number, detail = "") =>
     new DatastoreReadFailed(status, target.datastore, target.path, detail);
   const end = offset + length;
-  for (let attempt = 0; ; attempt++) {
-    if (!session.soap.sessionCookie || attempt > 0)
-      await session.invoke("CurrentTime", SERVICE_INSTANCE);
-    onCall?.("DatastoreFileRead");
-    const timeout = AbortSignal.timeout(READ_TIMEOUT_MS);
-    const outer = currentSignal();
-    const signal = outer ? AbortSignal.any([outer, timeout]) : timeout;
-    let res;
-    try {
-      res = await axios.get<Readable>(url, {
-        signal,
+  const res = await withSessionCookie(
+    session,
+    url,
+    () => onCall?.("DatastoreFileRead"),
+    (cookie) => {
+      const timeout = AbortSignal.timeout(READ_TIMEOUT_MS);
+      const outer = currentSignal();
+      return axios.get<Readable>(url, {
+        signal: outer ? AbortSignal.any([outer, timeout]) : timeout,
         httpsAgent: session.soap.agent,
-        headers: {
-          Range: `bytes=${offset}-${end - 1}`,
-          Cookie: `vmware_soap_session=${session.soap.sessionCookie ?? ""}`,
-        },
+        headers: { Range: `bytes=${offset}-${end - 1}`, Cookie: cookie },
         timeout: READ_TIMEOUT_MS,
         maxRedirects: 0,
         validateStatus: () => true,
         responseType: "stream",
         decompress: false,
       });
-    } catch (err) {
-      const code = (err as AxiosError).code ?? "unknown";
-      throw new VSphereUnreachable(url.replace(/\?.*/, ""), code);
+    },
+    (refused) => refused.data.destroy(),
+  );
+  const body = res.data;
+  const status = res.status;
+  if (status === 206) return await readCapped(body, 0, length, url);
+  if (status === 200) {
+    if (end > READ_STREAM_CAP) {
+      body.destroy();
+      throw fail(
+        200,
+        `the server ignores Range requests and byte ${end} lies beyond ${READ_STREAM_CAP}`,
+      );
     }
-    const body = res.data;
-    const status = res.status;
-    if (status === 206) return await readCapped(body, 0, length, url);
-    if (status === 200) {
-      if (end > READ_STREAM_CAP) {
-        body.destroy();
-        throw fail(
-          200,
-          `the server ignores Range requests and byte ${end} lies beyond ${READ_STREAM_CAP}`,
-        );
-      }
-      return await readCapped(body, offset, length, url);
-    }
-    body.destroy();
-    // Range Not Satisfiable: the file ends before `offset`.
-    if (status === 416) return Buffer.alloc(0);
-    if (status === 404) throw new DatastoreFileNotFound(target.datastore, target.path);
-    if ((status === 401 || status === 403) && attempt === 0) continue;
-    throw fail(status);
+    return await readCapped(body, offset, length, url);
   }
+  body.destroy();
+  // Range Not Satisfiable: the file ends before `offset`.
+  if (status === 416) return Buffer.alloc(0);
+  if (status === 404) throw new DatastoreFileNotFound(target.datastore, target.path);
+  throw fail(status);
 }
 
 /** Bytes [skip, skip+length) of a stream, which is destroyed as soon as they are in. */

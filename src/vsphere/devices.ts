@@ -184,7 +184,6 @@ export function resizedDisk(device: NodeObject, kib: number): NodeObject {
   return out;
 }
 
-/** A free IDE slot for a new CD-ROM (two units per IDE controller). */
 /**
  * The CD-ROM devices by IDE controller and unit (ide0:0, ide0:1, ide1:0, …): the order in which a
  * VM's firmware tries them when its boot order says CD-ROM.
@@ -232,6 +231,7 @@ export function isoDriveChanges(
   return changes;
 }
 
+/** A free IDE slot for a new CD-ROM (two units per IDE controller). */
 export function freeIdeSlot(
   devices: NodeObject[],
 ): { controllerKey: number; unitNumber: number } | undefined {

@@ -1032,11 +1032,7 @@ export class VCenter {
    * (lowest IDE controller and unit: the one the firmware boots from first), adding drives where
    * the VM has too few. Undefined when every drive already carries its ISO, connected.
    */
-  async startAttachIso(
-    ref: string,
-    isoPaths: string | readonly string[],
-  ): Promise<string | undefined> {
-    const paths = typeof isoPaths === "string" ? [isoPaths] : isoPaths;
+  async startAttachIso(ref: string, paths: readonly string[]): Promise<string | undefined> {
     const vm = await this.vm(ref);
     const devices = deviceList(this.cache.vmProps(ref)?.["config.hardware.device"]);
     const changes = isoDriveChanges(devices, paths, vm.powerState === "poweredOn");
@@ -1047,7 +1043,7 @@ export class VCenter {
   }
 
   async attachIso(ref: string, isoPath: string): Promise<void> {
-    const task = await this.startAttachIso(ref, isoPath);
+    const task = await this.startAttachIso(ref, [isoPath]);
     if (!task) return;
     const after = await this.finished(task, "ReconfigVM_Task", ref);
     if (!after?.cdroms.some((c) => c.isoPath === isoPath))

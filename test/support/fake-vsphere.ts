@@ -254,8 +254,7 @@ export class FakeVSphere implements VSpherePort {
     });
   }
 
-  async startAttachIso(ref: string, isoPaths: string | readonly string[]) {
-    const paths = typeof isoPaths === "string" ? [isoPaths] : [...isoPaths];
+  async startAttachIso(ref: string, paths: readonly string[]) {
     return this.start("AttachISO", ref, () =>
       this.change(ref, {
         cdroms: paths.map((isoPath, i) => ({

@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { getJSON, nodeDown, nodeUp, OPERATOR_NS, waitFor } from "./harness.js";
 import { extraConfig, findVMs, govc } from "./govc.js";
+import { parseDatastorePath } from "../../src/vsphere/datastore.js";
 
 /**
  * One HTTP call on its own connection, as curl in a real installer makes it. A pooled keep-alive
@@ -62,12 +63,12 @@ export function readIsoFromDatastore(
   dsPath: string,
   env: Record<string, string> = {},
 ): Record<string, string> {
-  const m = /^\[([^\]]+)\] (.+)$/.exec(dsPath);
-  if (!m) throw new Error(`not a datastore path: ${dsPath}`);
+  const where = parseDatastorePath(dsPath);
+  if (!where) throw new Error(`not a datastore path: ${dsPath}`);
   const dir = mkdtempSync(path.join(os.tmpdir(), "vsop-iso-"));
   try {
     const iso = path.join(dir, "boot.iso");
-    govc(["datastore.download", "-ds", m[1]!, m[2]!, iso], env, 30_000);
+    govc(["datastore.download", "-ds", where.datastore, where.path, iso], env, 30_000);
     const out = path.join(dir, "files");
     execFileSync("xorriso", ["-osirrox", "on", "-indev", iso, "-extract", "/", out], {
       stdio: "ignore",
