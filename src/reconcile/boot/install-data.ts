@@ -64,11 +64,15 @@ export async function checkInstallFiles(
   });
 }
 
-/** The server's kickstart with its token's URLs, after checking its bundle renders. */
-export async function tokenedKickstart(deps: InstallDeps, ctx: ReconcileContext): Promise<string> {
+/** A server's install file(s) with its token's URLs, after checking its bundle renders. */
+async function tokened<T>(
+  deps: InstallDeps,
+  ctx: ReconcileContext,
+  render: (...args: Parameters<typeof kickstartFor>) => Promise<T>,
+): Promise<T> {
   const token = await deps.tokens.ensure(ctx.vs);
   await checkInstallFiles(deps, ctx, token.token);
-  return kickstartFor(
+  return render(
     renderView(ctx),
     ctx.cls,
     deps.config,
@@ -76,17 +80,12 @@ export async function tokenedKickstart(deps: InstallDeps, ctx: ReconcileContext)
   );
 }
 
-/** The server's cloud-init files with its token's URLs, after checking its bundle renders. */
-export async function tokenedCloudInit(
+/** The server's kickstart with its token's URLs. */
+export const tokenedKickstart = (deps: InstallDeps, ctx: ReconcileContext): Promise<string> =>
+  tokened(deps, ctx, kickstartFor);
+
+/** The server's cloud-init files with its token's URLs. */
+export const tokenedCloudInit = (
   deps: InstallDeps,
   ctx: ReconcileContext,
-): Promise<CloudInitFiles> {
-  const token = await deps.tokens.ensure(ctx.vs);
-  await checkInstallFiles(deps, ctx, token.token);
-  return cloudInitFor(
-    renderView(ctx),
-    ctx.cls,
-    deps.config,
-    installURLs(deps.provisioningURL, token.token),
-  );
-}
+): Promise<CloudInitFiles> => tokened(deps, ctx, cloudInitFor);

@@ -21,12 +21,16 @@ import { checkInstallerImage } from "./installer-image.js";
 const isoFile = (ctx: ReconcileContext) =>
   `vsop/${vmName(ctx.vs, ctx.cls.spec)}-${ctx.vs.metadata.uid!.slice(0, 8)}.iso`;
 
-/** Out of the drive (powered off first when the VM goes too), then off the datastore. */
+/**
+ * The ISOs status records out of the drives (powered off first when the VM goes too), then vsop's
+ * own off the datastore; nothing to do when status records none.
+ */
 async function removeIso(
   { ctx, vc, vm }: Omit<BootContext, "vm"> & { vm?: BootContext["vm"] },
-  iso: string,
   powerOffFirst: boolean,
 ): Promise<StepOutcome | undefined> {
+  const { iso, installerISO } = ctx.status.install ?? {};
+  if (!iso && !installerISO) return undefined;
   const p = placementOf(ctx.cls.spec, ctx.status);
   if (ctx.finished === "DeleteISO") {
     ctx.log.info({ iso }, "boot ISO detached and deleted");
@@ -50,11 +54,11 @@ async function removeIso(
     if (step) return step;
   }
   // Detached (or the VM is gone): the installer image stays where it is, vsop is done with it.
-  if (ctx.status.install?.installerISO) {
-    ctx.log.info({ installerISO: ctx.status.install.installerISO }, "installer image detached");
+  if (installerISO) {
+    ctx.log.info({ installerISO }, "installer image detached");
     ctx.status.install = { ...ctx.status.install, installerISO: undefined };
   }
-  if (!ctx.status.install?.iso) return undefined;
+  if (!iso) return undefined;
   return startTask(
     ctx,
     vc,
@@ -109,15 +113,7 @@ export const isoBoot: BootMethod = {
     );
   },
 
-  async handoff(b) {
-    const { iso, installerISO } = b.ctx.status.install ?? {};
-    return iso || installerISO ? removeIso(b, iso ?? installerISO!, false) : undefined;
-  },
+  handoff: (b) => removeIso(b, false),
 
-  async cleanup(b) {
-    const { iso, installerISO } = b.ctx.status.install ?? {};
-    return iso || installerISO
-      ? removeIso(b, iso ?? installerISO!, b.ctx.vs.spec.deletionPolicy !== "Retain")
-      : undefined;
-  },
+  cleanup: (b) => removeIso(b, b.ctx.vs.spec.deletionPolicy !== "Retain"),
 };
