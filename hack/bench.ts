@@ -21,11 +21,12 @@
 // signed with the stack's server key as mcollectived would (running N real mcollectived is too
 // heavy for a bench; test/support/fleet.ts). Class: boot method guestinfo with boot.assumeInstalled.
 import type { ChildProcess } from "node:child_process";
-import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { once } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
 import * as yaml from "js-yaml";
 import {
+  addDNSRecords,
   auditEvents,
   createNamespace,
   installVsop,
@@ -36,6 +37,7 @@ import {
   waitFor,
   WRITE_VERBS,
   operatorKubeconfig,
+  removeDNSNames,
   type Operator,
 } from "../test/support/harness.js";
 import {
@@ -154,26 +156,6 @@ function benchVMs(vc: Vcsim): string[] {
   return govc(["find", "/", "-type", "m", "-name", "bench-prod-*"], vc.env)
     .split("\n")
     .filter(Boolean);
-}
-
-// --- DNS, in one write ---------------------------------------------------------------------------
-
-function reloadDNS(): void {
-  process.kill(Number(readFileSync(stackEnv("VSOP_DNS_PIDFILE"), "utf8").trim()), "SIGHUP");
-}
-
-function addRecords(lines: string[]): void {
-  appendFileSync(stackEnv("VSOP_DNS_HOSTS_FILE"), lines.map((l) => `${l}\n`).join(""));
-  reloadDNS();
-}
-
-function removeRecords(names: Set<string>): void {
-  const file = stackEnv("VSOP_DNS_HOSTS_FILE");
-  const kept = readFileSync(file, "utf8")
-    .split("\n")
-    .filter((l) => !names.has(l.trim().split(/\s+/)[1] ?? ""));
-  writeFileSync(file, kept.join("\n"));
-  reloadDNS();
 }
 
 // --- the run -------------------------------------------------------------------------------------
@@ -327,7 +309,7 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
         .map((o) => yaml.dump(o))
         .join("---\n"),
     );
-    addRecords(all.map((i) => `${address(i)} ${hostname(i)}`));
+    addDNSRecords(all.map((i): [string, string] => [address(i), hostname(i)]));
     fleet = await startFleet(all.filter((i) => !quiet.has(i)).map(hostname));
     op = startOperator(`bench-${id}`, [
       ...["--label-selector", `vsop-bench=${id}`, "--resync-period", `${RESYNC_SECONDS}s`],
@@ -488,7 +470,7 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
     await dropServers(ns).catch((err: unknown) => log(`cleanup: ${String(err)}`));
     await fleet?.stop();
     await stopVcsim(vc);
-    removeRecords(names);
+    removeDNSNames(names);
     kubectlTry(["delete", "virtualserverclass", cls, "--ignore-not-found"]);
     kubectlTry(["-n", "vsop-system", "delete", "secret", secret, "--ignore-not-found"]);
   }
