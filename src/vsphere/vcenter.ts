@@ -147,6 +147,9 @@ export class DuplicateOwnerMarker extends Error {
   }
 }
 
+/** Tasks whose VM is remembered (a task never read to its end is forgotten after this many). */
+const MAX_REMEMBERED_TASKS = 10_000;
+
 export class VCenter {
   readonly session: VSphereSession;
   private readonly log: Logger;
@@ -154,6 +157,8 @@ export class VCenter {
   private readonly inventory: Inventory;
   /** Each owner's task in flight, as track() was told. */
   private readonly inflight = new Map<string, InFlightTask>();
+  /** The VM each task this process started works on (or, for a create, will carry the marker). */
+  private readonly taskVMs = new Map<string, { vm?: string; ownerUID?: string }>();
   private readonly taskTimeoutMs: number;
   private readonly loop: UpdateLoop;
   private readonly counts = new Map<string, number>();
@@ -388,6 +393,7 @@ export class VCenter {
     const task = moRef(await this.invokeOnVM(method, ref, args));
     if (!task) throw new Error(`${method} returned no task`);
     this.log.debug({ moRef: ref, method, task: task.value }, "task started");
+    this.aboutTask(task.value, { vm: ref });
     return task.value;
   }
 
@@ -429,22 +435,73 @@ export class VCenter {
    */
   async taskState(task: string): Promise<TaskState> {
     try {
-      const props = await retrieveOne(this.session, new MoRef("Task", task), TASK_PROPERTIES);
-      if (Object.keys(props).length === 0) return { state: "gone" };
+      const { props, vm } = await this.readTask(task);
+      if (Object.keys(props).length === 0) {
+        this.taskVMs.delete(task);
+        return { state: "gone" };
+      }
       const state = taskOutcome(props);
       if (state.state === "success" || state.state === "error") {
+        this.taskVMs.delete(task);
         const entity = moRef(props["info.entity"]);
         const made = state.state === "success" ? moRef(state.result) : undefined;
-        if (entity?.type === VM_TYPE) await this.refresh(entity.value);
         // Read a new VM even when the update loop already reported it: that first report can
         // come before its devices (seen on vcsim), and the next steps act on its NICs and disks.
-        if (made?.type === VM_TYPE) await this.refresh(made.value);
+        for (const ref of [entity, made]) {
+          if (ref?.type !== VM_TYPE) continue;
+          if (vm?.moRef === ref.value) this.cache.upsertVM(ref.value, vm.props);
+          else await this.refresh(ref.value);
+        }
       }
       return state;
     } catch (err) {
       if (faultName(err) === "ManagedObjectNotFound") return { state: "gone" };
       throw err;
     }
+  }
+
+  /**
+   * A task's info, and in the same request the VM it works on when this process knows which
+   * (it started the task; a create's VM once the update loop has reported it): one call where
+   * the task's end would otherwise take two. The task comes first, so a VM read with an ended
+   * task shows what the task did.
+   */
+  private async readTask(
+    task: string,
+  ): Promise<{ props: Record<string, Node>; vm?: { moRef: string; props: Record<string, Node> } }> {
+    const about = this.taskVMs.get(task);
+    const ref =
+      about?.vm ??
+      this.cache.all().find((v) => about?.ownerUID && v.ownerUID === about.ownerUID)?.moRef;
+    const taskRef = new MoRef("Task", task);
+    if (ref) {
+      try {
+        const contents = await retrieve(this.session, {
+          propSet: [propertySpec("Task", TASK_PROPERTIES), propertySpec(VM_TYPE, VM_PROPERTIES)],
+          objectSet: [
+            { obj: taskRef, skip: false },
+            { obj: new MoRef(VM_TYPE, ref), skip: false },
+          ],
+        });
+        const of = (type: string) => contents.find((c) => c.obj.type === type)?.props;
+        const vm = of(VM_TYPE);
+        return {
+          props: of("Task") ?? {},
+          ...(vm && Object.keys(vm).length ? { vm: { moRef: ref, props: vm } } : {}),
+        };
+      } catch (err) {
+        // The VM (or the task) is gone: read the task alone, which tells which.
+        if (faultName(err) !== "ManagedObjectNotFound") throw err;
+      }
+    }
+    return { props: await retrieveOne(this.session, taskRef, TASK_PROPERTIES) };
+  }
+
+  /** Remembers a started task's VM for readTask; bounded, oldest first out. */
+  private aboutTask(task: string, about: { vm?: string; ownerUID?: string }): void {
+    this.taskVMs.set(task, about);
+    if (this.taskVMs.size > MAX_REMEMBERED_TASKS)
+      this.taskVMs.delete(this.taskVMs.keys().next().value!);
   }
 
   /**
@@ -653,6 +710,7 @@ export class VCenter {
     }
     if (!task) throw new Error(`${method} returned no task`);
     this.log.info({ vm: spec.name, task: task.value, method }, "creating VM");
+    this.aboutTask(task.value, { ownerUID: spec.extraConfig[OWNER_UID_KEY] });
     return task.value;
   }
 

@@ -23,6 +23,15 @@ export interface WatchOptions {
   backoffMaxMs: number;
 }
 
+/** A long poll that timed out on the client while the loop was following changes. */
+class PollStalled extends Error {
+  constructor(override readonly cause: VSphereUnreachable) {
+    super("WaitForUpdatesEx did not answer in time");
+  }
+}
+
+const asError = (err: unknown) => (err instanceof Error ? err : new Error(String(err)));
+
 /** Faults after which the session or the server-side objects are gone (vCenter restarted). */
 const SESSION_LOST = new Set(["ManagedObjectNotFound", "NotAuthenticated"]);
 
@@ -107,7 +116,17 @@ export class UpdateLoop {
         await this.follow(() => (failures = 0));
       } catch (err) {
         if (this.stopping) break;
-        const error = err instanceof Error ? err : new Error(String(err));
+        if (err instanceof PollStalled && failures === 0) {
+          // The cache stays in use (behind by the stall at most) while a new collector takes a
+          // fresh snapshot; only a second failure in a row counts as vCenter being away.
+          failures++;
+          this.log.warn({ err: err.cause }, "vSphere update poll stalled; new collector");
+          const pc = this.collector;
+          this.collector = undefined;
+          if (pc) void this.session.invoke("DestroyPropertyCollector", pc).catch(() => undefined);
+          continue;
+        }
+        const error = err instanceof PollStalled ? err.cause : asError(err);
         this.isSynced = false;
         this.error = error;
         this.cache.abortResync();
@@ -173,7 +192,18 @@ export class UpdateLoop {
     this.onChanges({ vms: this.withOwners(owners) });
 
     while (!this.stopping) {
-      const set = parseUpdateSet(await this.poll(pc, version));
+      let raw;
+      try {
+        raw = await this.poll(pc, version);
+      } catch (err) {
+        // No answer within maxWait plus the request timeout's margin: vcsim's long poll hangs
+        // now and then under a burst of tasks while every other call is answered, and a proxy
+        // may cut an idle poll. Not an outage by itself (see run()).
+        if (err instanceof VSphereUnreachable && err.code === "ECONNABORTED")
+          throw new PollStalled(err);
+        throw err;
+      }
+      const set = parseUpdateSet(raw);
       if (!set || this.stopping) continue;
       const before = this.ownersOf(set.updates);
       this.cache.apply(set.updates);
