@@ -93,7 +93,7 @@ async function waitAll(
 export async function runFloor(o: FloorOptions): Promise<FloorResult> {
   const soap: Counts = {};
   const kube: Counts = {};
-  o.kube.onRequest = (method) => void (kube[method] = (kube[method] ?? 0) + 1);
+  o.kube.countRequests((method) => void (kube[method] = (kube[method] ?? 0) + 1));
   const session = new VSphereSession(
     {
       url: o.vcenter.url,

@@ -34,8 +34,10 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(runHelp());
         return 0;
       }
+      // The caches' lists go out before the rest of the operator loads (caches.ts).
+      const caches = await (await import("./caches.js")).startCaches(config);
       const { runOperator } = await import("./operator.js");
-      return runOperator(config);
+      return runOperator(config, caches);
     }
     case "mco": {
       const { runMco } = await import("./cli/mco.js");

@@ -2,29 +2,17 @@
 // and shuts them down in order on SIGTERM.
 import os from "node:os";
 import type http from "node:http";
-import v8 from "node:v8";
-import {
-  API_VERSION,
-  GROUP,
-  VERSION,
-  VS_PLURAL,
-  VSC_PLURAL,
-  type VirtualServer,
-  type VirtualServerClass,
-} from "./api/types.js";
+import { API_VERSION, type VirtualServer, type VirtualServerClass } from "./api/types.js";
 import { currentSignal } from "./abort.js";
 import { readFile } from "node:fs/promises";
 import { parseBindAddress, UsageError, type RunConfig } from "./cli/run-flags.js";
 import { Controller } from "./controller/controller.js";
 import { EventRecorder } from "./controller/events.js";
 import { Informer, keyOf } from "./controller/informer.js";
-import { Kube } from "./controller/kube.js";
-import { loadClusterAccess } from "./controller/kubeconfig.js";
+import type { Caches } from "./caches.js";
 import { LeaderElector } from "./controller/leader.js";
-import { userAgent } from "./version.js";
 import { WorkQueue } from "./controller/queue.js";
 import { dnsLookup, type Lookup } from "./naming/lookup.js";
-import { createLogger } from "./observability/logger.js";
 import { closeServer, healthRoutes, metricsRoutes, serve } from "./observability/http.js";
 import { Metrics } from "./observability/metrics.js";
 import { namingStep } from "./reconcile/steps/naming-step.js";
@@ -85,28 +73,11 @@ function specOrMetaChanged(a: VirtualServer, b: VirtualServer): boolean {
   return m(a) !== m(b);
 }
 
-export async function runOperator(run: RunConfig): Promise<number> {
-  // Memory over speed, for a cache of 10,000 servers in 150 MiB: V8 would grow its young
-  // generation to 2 x 64 MiB under the first list's allocation burst and keep it, and its old
-  // generation far past what is alive between full collections. Set here so that it holds
-  // however the operator is launched; the cost is more (short) collections.
-  v8.setFlagsFromString("--semi-space-growth-factor=1");
-  v8.setFlagsFromString("--optimize-for-size");
-  const logger = createLogger(run.logLevel, run.logFormat);
+/** Runs the operator on caches that startCaches (caches.ts) has started listing. */
+export async function runOperator(run: RunConfig, caches: Caches): Promise<number> {
+  const { logger, kube, servers, classes } = caches;
   const metrics = new Metrics();
-  const kube = new Kube(await loadClusterAccess(run.kubeconfig));
-  kube.userAgent = userAgent();
-  kube.onRequest = (verb, _path, code) => metrics.kubeRequests.inc({ verb, code });
-
-  const base = `/apis/${GROUP}/${VERSION}`;
-  const servers = new Informer<VirtualServer>(kube, {
-    path: run.namespace
-      ? `${base}/namespaces/${run.namespace}/${VS_PLURAL}`
-      : `${base}/${VS_PLURAL}`,
-    labelSelector: run.labelSelector,
-    logger,
-  });
-  const classes = new Informer<VirtualServerClass>(kube, { path: `${base}/${VSC_PLURAL}`, logger });
+  kube.countRequests((verb, _path, code) => metrics.kubeRequests.inc({ verb, code }));
   const queue = new WorkQueue(
     { baseMs: run.backoffBaseMs, maxMs: run.backoffMaxMs },
     metrics.controller.queueObserver,
@@ -315,16 +286,6 @@ export async function runOperator(run: RunConfig): Promise<number> {
     );
   }
 
-  logger.info(
-    {
-      namespace: run.namespace || "(all)",
-      labelSelector: run.labelSelector,
-      workers: run.workers,
-    },
-    "vsop starting",
-  );
-  classes.start();
-  servers.start();
   installRecords.start();
   await Promise.all([classes.waitForSync(), servers.waitForSync()]);
   logger.info({ servers: servers.list().length, classes: classes.list().length }, "caches synced");

@@ -45,6 +45,9 @@ export class Informer<T extends KubeObject> {
   private hasSynced = false;
   private syncWaiters: (() => void)[] = [];
   private readonly transform: (obj: T) => T;
+  /** Resolved once the first list request is on the wire (or has ended). */
+  private listSent!: () => void;
+  private readonly sent = new Promise<void>((resolve) => (this.listSent = resolve));
 
   constructor(
     private readonly kube: Pick<Kube, "list" | "watch">,
@@ -53,8 +56,10 @@ export class Informer<T extends KubeObject> {
     this.transform = opts.transform ?? trimObject;
   }
 
+  /** Adds a handler; objects already cached are told to it as "add" (as client-go does). */
   on(handler: (event: InformerEvent, obj: T, old?: T) => void): void {
     this.handlers.push(handler);
+    for (const obj of this.cache.values()) handler("add", obj);
   }
 
   get synced(): boolean {
@@ -75,6 +80,11 @@ export class Informer<T extends KubeObject> {
 
   start(): void {
     this.running ??= this.loop();
+  }
+
+  /** Resolves once the first list request has been sent: the API server is working on it. */
+  whenListSent(): Promise<void> {
+    return this.sent;
   }
 
   async stop(): Promise<void> {
@@ -124,8 +134,11 @@ export class Informer<T extends KubeObject> {
             this.emit("update", item, old);
         },
         signal,
+        undefined,
+        this.listSent,
       );
     } catch (err) {
+      this.listSent();
       // 410: compacted; 504: the server's cache did not reach our version in time.
       if (err instanceof KubeError && (err.status === 410 || err.status === 504))
         this.resourceVersionUnavailable = true;
@@ -137,6 +150,7 @@ export class Informer<T extends KubeObject> {
         this.emit("delete", old);
       }
     }
+    this.listSent();
     this.resourceVersion = meta.resourceVersion ?? "";
     this.resourceVersionUnavailable = false;
     if (!this.hasSynced) {

@@ -1,9 +1,10 @@
 // A small Kubernetes REST client on axios, authenticated by a ClusterAccess (kubeconfig.ts).
 // Small on purpose: the operator needs get/list/watch/create/replace/patch/delete and to see
 // every request (metrics, the zero-write test), which a generated client hides.
+import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import { Readable } from "node:stream";
-import axios, { type AxiosInstance, type AxiosRequestConfig } from "axios";
+import type { AxiosInstance, AxiosRequestConfig } from "axios";
 import { currentSignal } from "../abort.js";
 import type { ClusterAccess } from "./kubeconfig.js";
 import { ListSplitter } from "./list-stream.js";
@@ -55,31 +56,46 @@ export const isGone = (e: unknown) => e instanceof KubeError && e.status === 410
 /** One watch event larger than this ends the watch (the informer relists). */
 const MAX_WATCH_LINE = 32 * 1024 * 1024;
 
+export type RequestCounter = (method: string, path: string, code: string) => void;
+
 export interface WatchEvent<T> {
   type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
   object: T;
 }
 
 export class Kube {
-  private http: AxiosInstance | undefined;
-  private httpBuiltAt = 0;
+  private conn: { agent: https.Agent; headers: Record<string, string> } | undefined;
+  private connBuiltAt = 0;
+  private http: { conn: Kube["conn"]; axios: AxiosInstance } | undefined;
   /**
    * Called once per request with the verb and the HTTP status code ("error" when no response
-   * came), for metrics and tests.
+   * came), for metrics and tests. Requests that end before it is set are kept and told to it.
    */
-  onRequest?: (method: string, path: string, code: string) => void;
+  private onRequest: RequestCounter | undefined;
+  private uncounted: Parameters<RequestCounter>[] = [];
   /** Sent as User-Agent with every request (the audit log keeps it); axios's own otherwise. */
   userAgent?: string;
 
   constructor(private readonly kc: ClusterAccess) {}
 
+  /** Tells `count` about every request, those already made first. */
+  countRequests(count: RequestCounter): void {
+    this.onRequest = count;
+    for (const args of this.uncounted.splice(0)) count(...args);
+  }
+
+  private tell(method: string, path: string, code: string): void {
+    if (this.onRequest) this.onRequest(method, path, code);
+    else if (this.uncounted.length < 100) this.uncounted.push([method, path, code]);
+  }
+
   get server(): string {
     return this.kc.getCurrentCluster()?.server ?? "";
   }
 
-  /** Rebuilt every minute so rotated service-account tokens are picked up. */
-  private async client(): Promise<AxiosInstance> {
-    if (this.http && Date.now() - this.httpBuiltAt < 60_000) return this.http;
+  /** The TLS agent and headers; rebuilt every minute so rotated service-account tokens are used. */
+  private async connection(): Promise<{ agent: https.Agent; headers: Record<string, string> }> {
+    if (this.conn && Date.now() - this.connBuiltAt < 60_000) return this.conn;
     const opts: https.RequestOptions = {};
     await this.kc.applyToHTTPSOptions(opts);
     const agent = new https.Agent({
@@ -89,18 +105,57 @@ export class Kube {
       key: opts.key,
       rejectUnauthorized: opts.rejectUnauthorized ?? true,
     });
-    this.http = axios.create({
+    const headers = {
+      ...(opts.headers as Record<string, string> | undefined),
+      ...(this.userAgent ? { "User-Agent": this.userAgent } : {}),
+    };
+    this.conn = { agent, headers };
+    this.connBuiltAt = Date.now();
+    return this.conn;
+  }
+
+  /** axios on the current connection; loaded when first needed (lists do without it). */
+  private async client(): Promise<AxiosInstance> {
+    const conn = await this.connection();
+    if (this.http?.conn === conn) return this.http.axios;
+    const { default: axios } = await import("axios");
+    const instance = axios.create({
       baseURL: this.server,
-      httpsAgent: agent,
-      headers: {
-        ...(opts.headers as Record<string, string> | undefined),
-        ...(this.userAgent ? { "User-Agent": this.userAgent } : {}),
-      },
+      httpsAgent: conn.agent,
+      headers: conn.headers,
       validateStatus: () => true,
       timeout: 30_000,
     });
-    this.httpBuiltAt = Date.now();
-    return this.http;
+    this.http = { conn, axios: instance };
+    return instance;
+  }
+
+  /**
+   * A GET whose body is read as a stream, on node:https: the operator's first lists go out
+   * before axios (and the rest of the operator) has loaded.
+   */
+  private async getStream(
+    path: string,
+    query: Record<string, string>,
+    signal: AbortSignal,
+    onSent?: () => void,
+  ): Promise<IncomingMessage> {
+    const { agent, headers } = await this.connection();
+    const url = new URL(this.server.replace(/\/+$/, "") + path);
+    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+    const plain = url.protocol === "http:"; // a local API server without TLS
+    return new Promise((resolve, reject) => {
+      const req = (plain ? http : https).request(url, {
+        method: "GET",
+        ...(plain ? {} : { agent }),
+        headers: { ...headers, Accept: "application/json", "Accept-Encoding": "identity" },
+        signal,
+      });
+      if (onSent) req.on("finish", onSent);
+      req.on("response", resolve);
+      req.on("error", reject);
+      req.end();
+    });
   }
 
   /** `send`, reporting the outcome to onRequest. */
@@ -113,10 +168,10 @@ export class Kube {
     try {
       res = await send(method, path, call);
     } catch (err) {
-      this.onRequest?.(method, path, "error");
+      this.tell(method, path, "error");
       throw err;
     }
-    this.onRequest?.(method, path, String(res.status));
+    this.tell(method, path, String(res.status));
     return res;
   }
 
@@ -126,9 +181,9 @@ export class Kube {
     body?: unknown,
     config: AxiosRequestConfig = {},
   ): Promise<T> {
-    const http = await this.client();
+    const client = await this.client();
     const res = await this.counted(method, path, () =>
-      http.request({ method, url: path, data: body, signal: currentSignal(), ...config }),
+      client.request({ method, url: path, data: body, signal: currentSignal(), ...config }),
     );
     if (res.status >= 400) {
       const s = (res.data ?? {}) as { reason?: string; message?: string };
@@ -167,7 +222,7 @@ export class Kube {
     /** No byte for this long (not even a bookmark) means a dead connection: end the watch. */
     idleMs = 90_000,
   ): Promise<void> {
-    const http = await this.client();
+    const client = await this.client();
     // Our own deadline: a peer that accepts the connection and then says nothing (a stopped
     // API server, a dropped NAT entry) would otherwise hold the watch, and the cache, forever.
     const stop = new AbortController();
@@ -180,7 +235,7 @@ export class Kube {
     };
     try {
       const res = await this.counted("WATCH", path, () =>
-        http.get<Readable>(path, {
+        client.get<Readable>(path, {
           params: { ...query, watch: "true" },
           responseType: "stream",
           timeout: 0,
@@ -216,22 +271,18 @@ export class Kube {
     signal?: AbortSignal,
     /** No byte for this long ends the list with KubeUnreachable. */
     idleMs = 30_000,
+    /** Called once the request is on the wire. */
+    onSent?: () => void,
   ): Promise<{ resourceVersion?: string }> {
-    const http = await this.client();
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     signal?.addEventListener("abort", onAbort);
     let idle = setTimeout(() => stop.abort(), idleMs);
     try {
-      const res = await this.counted("GET", path, () =>
-        http.get<Readable>(path, {
-          params: query,
-          headers: { "Accept-Encoding": "identity" },
-          responseType: "stream",
-          timeout: 0,
-          signal: stop.signal,
-        }),
-      );
+      const res = await this.counted("GET", path, async () => {
+        const data = await this.getStream(path, query, stop.signal, onSent);
+        return { status: data.statusCode ?? 0, data };
+      });
       if (res.status >= 400) {
         const s = await readStatus(res.data);
         throw new KubeError(res.status, s.reason ?? "", s.message ?? "", "GET", path);

@@ -160,11 +160,11 @@ test("Kubernetes API requests are counted with their status code, or 'error'", a
   };
   const seen: string[] = [];
   const k = kube((server.address() as AddressInfo).port);
-  k.onRequest = (verb, _path, code) => seen.push(`${verb} ${code}`);
+  k.countRequests((verb, _path, code) => seen.push(`${verb} ${code}`));
   await k.get("/api/v1/namespaces");
   await assert.rejects(k.get("/missing"));
   const closed = kube(1); // nothing listens on port 1
-  closed.onRequest = (verb, _path, code) => seen.push(`${verb} ${code}`);
+  closed.countRequests((verb, _path, code) => seen.push(`${verb} ${code}`));
   await assert.rejects(closed.create("/api/v1/namespaces", {}));
   assert.deepEqual(seen, ["GET 200", "GET 404", "POST error"]);
 });

@@ -1,0 +1,62 @@
+// The operator's first step, before the rest of it loads: the Kubernetes client and the
+// VirtualServer and VirtualServerClass caches, whose lists go out at once. The API server builds
+// a list of 10,000 servers for seconds before it sends a byte; loading the operator's modules
+// and wiring its parts (~0.5 s) happens meanwhile instead of before.
+import v8 from "node:v8";
+import type { Logger } from "pino";
+import { GROUP, VERSION, VS_PLURAL, VSC_PLURAL } from "./api/types.js";
+import type { VirtualServer, VirtualServerClass } from "./api/types.js";
+import type { RunConfig } from "./cli/run-flags.js";
+import { Informer } from "./controller/informer.js";
+import { Kube } from "./controller/kube.js";
+import { loadClusterAccess } from "./controller/kubeconfig.js";
+import { createLogger } from "./observability/logger.js";
+import { userAgent } from "./version.js";
+
+export interface Caches {
+  logger: Logger;
+  kube: Kube;
+  servers: Informer<VirtualServer>;
+  classes: Informer<VirtualServerClass>;
+}
+
+export async function startCaches(run: RunConfig): Promise<Caches> {
+  // Memory over speed, for a cache of 10,000 servers in 150 MiB: V8 would grow its young
+  // generation to 2 x 64 MiB under the first list's allocation burst and keep it, and its old
+  // generation far past what is alive between full collections. Set before that burst, so that
+  // it holds however the operator is launched; the cost is more (short) collections.
+  v8.setFlagsFromString("--semi-space-growth-factor=1");
+  v8.setFlagsFromString("--optimize-for-size");
+  const logger = createLogger(run.logLevel, run.logFormat);
+  const kube = new Kube(await loadClusterAccess(run.kubeconfig));
+  kube.userAgent = userAgent();
+
+  const base = `/apis/${GROUP}/${VERSION}`;
+  const servers = new Informer<VirtualServer>(kube, {
+    path: run.namespace
+      ? `${base}/namespaces/${run.namespace}/${VS_PLURAL}`
+      : `${base}/${VS_PLURAL}`,
+    labelSelector: run.labelSelector,
+    logger,
+  });
+  const classes = new Informer<VirtualServerClass>(kube, { path: `${base}/${VSC_PLURAL}`, logger });
+  logger.info(
+    {
+      namespace: run.namespace || "(all)",
+      labelSelector: run.labelSelector,
+      workers: run.workers,
+    },
+    "vsop starting",
+  );
+  classes.start();
+  servers.start();
+  // Loading the rest blocks the event loop for a while: the requests go out first (a TLS
+  // handshake needs the loop too). A list that cannot be sent soon does not hold the start up.
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all([servers.whenListSent(), classes.whenListSent()]),
+    new Promise((resolve) => (timer = setTimeout(resolve, 1000))),
+  ]);
+  clearTimeout(timer);
+  return { logger, kube, servers, classes };
+}
