@@ -6,7 +6,6 @@ PART=install
 
 # command -> Debian package providing it
 declare -A PKG=(
-  [etcd]=etcd-server
   [dnsmasq]=dnsmasq-base
   [mcollectived]=mcollective
   [mco]=mcollective-client
@@ -92,6 +91,19 @@ if [ ! -x "$KUBE_APISERVER_BIN" ]; then
     >"$CACHE/kube-apiserver-build.log" 2>&1 ||
     fail_part kube-apiserver-build "$CACHE/kube-apiserver-build.log" "build failed"
   mv "$KUBE_APISERVER_BIN.tmp.$$" "$KUBE_APISERVER_BIN" # two installs at once: the last one wins, both work
+fi
+
+# etcd from its Go module (hack/etcd/go.mod pins it), not Debian's 3.4: the API server streams
+# a list as a watch (sendInitialEvents), and serves consistent lists from its cache, only on an
+# etcd that sends progress notifications on request (3.5.13 or newer).
+if [ ! -x "$ETCD_BIN" ]; then
+  log "building etcd $ETCD_VERSION (once; cached at $ETCD_BIN)"
+  mkdir -p "$CACHE"
+  (cd "$ROOT/hack/etcd" &&
+    CGO_ENABLED=0 timeout 1800 go build -trimpath -ldflags='-s -w' -o "$ETCD_BIN.tmp.$$" go.etcd.io/etcd/server/v3) \
+    >"$CACHE/etcd-build.log" 2>&1 ||
+    fail_part etcd-build "$CACHE/etcd-build.log" "build failed"
+  mv "$ETCD_BIN.tmp.$$" "$ETCD_BIN"
 fi
 
 # kubectl: the machine's own when it has one, otherwise built from the same module.

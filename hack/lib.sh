@@ -14,6 +14,9 @@ KUBE_VERSION="v1.32.13"
 GOVMOMI_VERSION="v0.46.3"
 
 KUBE_APISERVER_BIN="$CACHE/kube-apiserver-$KUBE_VERSION"
+# etcd's version is the one hack/etcd/go.mod pins.
+ETCD_VERSION="$(sed -n 's#^require go.etcd.io/etcd/server/v3 \(v[0-9.]*\)$#\1#p' "$ROOT/hack/etcd/go.mod")"
+ETCD_BIN="$CACHE/etcd-$ETCD_VERSION"
 # -p1: vcsim built with the patch in hack/install.sh (a lock released on panic)
 GOVMOMI_BIN="$CACHE/govmomi-$GOVMOMI_VERSION-p1"
 

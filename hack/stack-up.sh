@@ -55,7 +55,7 @@ PART=etcd
 ETCD_PORT=$(pick_port 23790)
 ETCD_PEER_PORT=$(pick_port 23800)
 log "starting on 127.0.0.1:$ETCD_PORT"
-start_bg etcd etcd --name vsop-stack --data-dir "$STACK/etcd" \
+start_bg etcd "$ETCD_BIN" --name vsop-stack --data-dir "$STACK/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
   --initial-cluster "vsop-stack=http://127.0.0.1:$ETCD_PEER_PORT" --quota-backend-bytes 2147483648

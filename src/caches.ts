@@ -38,8 +38,13 @@ export async function startCaches(run: RunConfig): Promise<Caches> {
       : `${base}/${VS_PLURAL}`,
     labelSelector: run.labelSelector,
     logger,
+    streamingList: true,
   });
-  const classes = new Informer<VirtualServerClass>(kube, { path: `${base}/${VSC_PLURAL}`, logger });
+  const classes = new Informer<VirtualServerClass>(kube, {
+    path: `${base}/${VSC_PLURAL}`,
+    logger,
+    streamingList: true,
+  });
   logger.info(
     {
       namespace: run.namespace || "(all)",

@@ -7,7 +7,7 @@ import { Readable } from "node:stream";
 import type { AxiosInstance, AxiosRequestConfig } from "axios";
 import { currentSignal } from "../abort.js";
 import type { ClusterAccess } from "./kubeconfig.js";
-import { ListSplitter } from "./list-stream.js";
+import { ListSplitter, withoutManagedFields } from "./list-stream.js";
 
 export class KubeError extends Error {
   override name = "KubeError";
@@ -221,8 +221,9 @@ export class Kube {
     signal: AbortSignal,
     /** No byte for this long (not even a bookmark) means a dead connection: end the watch. */
     idleMs = 90_000,
+    /** Called once the request is on the wire. */
+    onSent?: () => void,
   ): Promise<void> {
-    const client = await this.client();
     // Our own deadline: a peer that accepts the connection and then says nothing (a stopped
     // API server, a dropped NAT entry) would otherwise hold the watch, and the cache, forever.
     const stop = new AbortController();
@@ -234,17 +235,19 @@ export class Kube {
       idle = setTimeout(() => stop.abort(), idleMs);
     };
     try {
-      const res = await this.counted("WATCH", path, () =>
-        client.get<Readable>(path, {
-          params: { ...query, watch: "true" },
-          responseType: "stream",
-          timeout: 0,
-          signal: stop.signal,
-        }),
-      );
+      const res = await this.counted("WATCH", path, async () => {
+        const data = await this.getStream(path, { ...query, watch: "true" }, stop.signal, onSent);
+        return { status: data.statusCode ?? 0, data };
+      });
       if (res.status >= 400) {
-        res.data.destroy();
-        throw new KubeError(res.status, "", "watch refused", "WATCH", path);
+        const s = await readStatus(res.data);
+        throw new KubeError(
+          res.status,
+          s.reason ?? "",
+          s.message ?? "watch refused",
+          "WATCH",
+          path,
+        );
       }
       touch();
       stop.signal.addEventListener("abort", () => res.data.destroy());
@@ -340,7 +343,7 @@ export class Kube {
           while ((i = buf.indexOf("\n")) >= 0) {
             const line = buf.slice(0, i).trim();
             buf = buf.slice(i + 1);
-            if (line) onEvent(JSON.parse(line) as WatchEvent<T>);
+            if (line) onEvent(JSON.parse(withoutManagedFields(line)) as WatchEvent<T>);
           }
         } catch (err) {
           stream.destroy();

@@ -153,3 +153,31 @@ export class ListSplitter<T> {
     this.onItem(JSON.parse(text) as T);
   }
 }
+
+const MANAGED_FIELDS = '"managedFields":[';
+
+/**
+ * One object's (or watch event's) JSON with metadata.managedFields replaced by null, before
+ * JSON.parse, as the splitter does for lists. The key is found with indexOf: inside a JSON string
+ * every quote is escaped, so `"managedFields":[` can only be a key, and metadata's comes first
+ * (the API server writes an object's fields in order: apiVersion, kind, metadata, spec, status).
+ */
+export function withoutManagedFields(json: string): string {
+  const at = json.indexOf(MANAGED_FIELDS);
+  if (at < 0) return json;
+  let depth = 0;
+  let i = at + MANAGED_FIELDS.length - 1;
+  for (; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (c === QUOTE) {
+      for (i++; i < json.length; i++) {
+        const d = json.charCodeAt(i);
+        if (d === BACKSLASH) i++;
+        else if (d === QUOTE) break;
+      }
+    } else if (c === OPEN_OBJECT || c === OPEN_ARRAY) depth++;
+    else if ((c === CLOSE_OBJECT || c === CLOSE_ARRAY) && --depth === 0) break;
+  }
+  if (depth !== 0) return json; // cut short: JSON.parse says so
+  return `${json.slice(0, at)}"managedFields":null${json.slice(i + 1)}`;
+}

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import pino from "pino";
 import { Informer, type KubeObject } from "../../src/controller/informer.js";
 import { KubeError, type Kube, type WatchEvent } from "../../src/controller/kube.js";
-import { ListSplitter } from "../../src/controller/list-stream.js";
+import { ListSplitter, withoutManagedFields } from "../../src/controller/list-stream.js";
 import { LAST_APPLIED, trimObject } from "../../src/controller/trim.js";
 
 // --- the list splitter ---------------------------------------------------------------------------
@@ -149,7 +149,7 @@ const obj = (name: string, rv: string, v = 0): Obj => ({
 });
 
 type ListStep = { items: Obj[]; rv: string } | { fail: KubeError | Error; after?: Obj[] };
-type WatchStep = WatchEvent<Obj>[] | "hang";
+type WatchStep = WatchEvent<Obj>[] | "hang" | { fail: Error };
 
 /** A Kube whose lists and watches answer from scripts, recording each query. */
 function scripted(lists: ListStep[], watches: WatchStep[]) {
@@ -175,8 +175,16 @@ function scripted(lists: ListStep[], watches: WatchStep[]) {
       watchQueries.push(query);
       const step = watches.shift() ?? "hang";
       if (step === "hang")
-        return new Promise<void>((r) => signal.addEventListener("abort", () => r()));
-      for (const e of step) onEvent(structuredClone(e) as WatchEvent<T>);
+        return new Promise<void>((r) => {
+          if (signal.aborted) r();
+          signal.addEventListener("abort", () => r());
+        });
+      if ("fail" in step) return Promise.reject(step.fail);
+      try {
+        for (const e of step) onEvent(structuredClone(e) as WatchEvent<T>);
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
       return Promise.resolve();
     },
   };
@@ -284,4 +292,171 @@ test("a list that fails midway is listed again, never watched from a version it 
   assert.equal(watchQueries[0]!.resourceVersion, "9");
   // a, from the broken list, is gone once a whole list says so
   assert.deepEqual(events, ["add a", "add b", "delete a"]);
+});
+
+// --- streamed lists (sendInitialEvents) ----------------------------------------------------------
+
+const listEnd = (rv: string): WatchEvent<Obj> => ({
+  type: "BOOKMARK",
+  object: {
+    metadata: {
+      name: "",
+      resourceVersion: rv,
+      annotations: { "k8s.io/initial-events-end": "true" },
+    } as Obj["metadata"],
+  },
+});
+
+test("a streamed list: objects until the end bookmark sync the cache, and the watch goes on", async () => {
+  const { kube, listQueries, watchQueries } = scripted(
+    [],
+    [
+      [
+        { type: "ADDED", object: obj("a", "5") },
+        { type: "ADDED", object: obj("b", "6") },
+        listEnd("10"),
+        { type: "MODIFIED", object: obj("a", "12", 1) },
+      ],
+      "hang",
+    ],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent, streamingList: true });
+  const events: string[] = [];
+  inf.on((e, o) => events.push(`${e} ${o.metadata.name}@${o.metadata.resourceVersion}`));
+  inf.start();
+  await inf.waitForSync();
+  await until("the next watch", () => watchQueries.length === 2);
+  await inf.stop();
+  assert.equal(listQueries.length, 0);
+  assert.deepEqual(watchQueries[0], {
+    sendInitialEvents: "true",
+    resourceVersionMatch: "NotOlderThan",
+    allowWatchBookmarks: "true",
+    timeoutSeconds: "300",
+  });
+  // The stream ended after the list: a plain watch from the last version seen.
+  assert.equal(watchQueries[1]!.sendInitialEvents, undefined);
+  assert.equal(watchQueries[1]!.resourceVersion, "12");
+  assert.deepEqual(events, ["add a@5", "add b@6", "update a@12"]);
+  assert.equal(inf.get("ns/a")!.metadata.managedFields, undefined);
+});
+
+test("a server that cannot stream lists gets a plain list, and is not asked to again", async () => {
+  const refusal = {
+    type: "ERROR",
+    object: {
+      code: 500,
+      message:
+        "a watch stream was requested by the client but the required storage feature RequestWatchProgress is disabled",
+    } as unknown as Obj,
+  } as const;
+  const { kube, listQueries, watchQueries } = scripted(
+    [
+      { items: [obj("a", "5")], rv: "10" },
+      { items: [obj("a", "5")], rv: "20" },
+    ],
+    [[refusal], [{ type: "ERROR", object: { code: 410 } as unknown as Obj }], "hang"],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent, streamingList: true });
+  inf.start();
+  await inf.waitForSync();
+  await until("the relist after 410", () => listQueries.length === 2 && watchQueries.length === 3);
+  await inf.stop();
+  assert.equal(watchQueries[0]!.sendInitialEvents, "true");
+  assert.deepEqual(listQueries[0], { resourceVersion: "0" });
+  assert.equal(watchQueries[1]!.sendInitialEvents, undefined);
+  assert.equal(watchQueries[2]!.sendInitialEvents, undefined);
+});
+
+test("a streamed list refused with an HTTP error (an older API server) falls back too", async () => {
+  const { kube, listQueries } = scripted(
+    [{ items: [obj("a", "5")], rv: "10" }],
+    [
+      {
+        fail: new KubeError(
+          400,
+          "BadRequest",
+          "resourceVersionMatch is forbidden for watch",
+          "WATCH",
+          "/x",
+        ),
+      },
+      "hang",
+    ],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent, streamingList: true });
+  inf.start();
+  await inf.waitForSync();
+  await inf.stop();
+  assert.equal(listQueries.length, 1);
+  assert.ok(inf.get("ns/a"));
+});
+
+test("a streamed list cut before its end bookmark is not a synced cache; the next one is", async () => {
+  const { kube, watchQueries } = scripted(
+    [],
+    [
+      [{ type: "ADDED", object: obj("a", "5") }],
+      [{ type: "ADDED", object: obj("b", "8") }, listEnd("9")],
+      "hang",
+    ],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent, streamingList: true });
+  const events: string[] = [];
+  inf.on((e, o) => events.push(`${e} ${o.metadata.name}`));
+  inf.start();
+  await until("a stream retried", () => watchQueries.length >= 2);
+  await inf.waitForSync();
+  await inf.stop();
+  assert.equal(watchQueries[1]!.sendInitialEvents, "true");
+  // a, from the cut stream, is gone once a whole list says so
+  assert.deepEqual(events, ["add a", "add b", "delete a"]);
+  assert.deepEqual(
+    inf.list().map((o) => o.metadata.name),
+    ["b"],
+  );
+});
+
+test("a handler added after objects are cached is told them as adds", async () => {
+  const { kube } = scripted([{ items: [obj("a", "5"), obj("b", "6")], rv: "10" }], ["hang"]);
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent });
+  inf.start();
+  await inf.waitForSync();
+  const events: string[] = [];
+  inf.on((e, o) => events.push(`${e} ${o.metadata.name}`));
+  await inf.stop();
+  assert.deepEqual(events, ["add a", "add b"]);
+});
+
+// --- managedFields cut from one object's JSON -----------------------------------------------------
+
+test("withoutManagedFields cuts metadata.managedFields before parsing, and nothing else", () => {
+  const o = {
+    type: "MODIFIED",
+    object: {
+      apiVersion: "v1",
+      metadata: {
+        annotations: { note: 'a "managedFields":[ in a string ] } and \\ backslashes \\' },
+        managedFields: [{ manager: "m", fieldsV1: { "f:spec": { ".": {}, 'k:{"a":"]"}': {} } } }],
+        name: "x",
+      },
+      spec: { list: [[1], { y: "]" }] },
+    },
+  };
+  const cut = JSON.parse(withoutManagedFields(JSON.stringify(o))) as typeof o;
+  assert.equal(cut.object.metadata.managedFields, null);
+  assert.deepEqual(
+    {
+      ...cut,
+      object: {
+        ...cut.object,
+        metadata: { ...cut.object.metadata, managedFields: o.object.metadata.managedFields },
+      },
+    },
+    o,
+  );
+  const none = JSON.stringify({ metadata: { name: "x" } });
+  assert.equal(withoutManagedFields(none), none);
+  const short = JSON.stringify(o).slice(0, 150);
+  assert.equal(withoutManagedFields(short), short);
 });
