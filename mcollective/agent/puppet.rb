@@ -72,6 +72,9 @@ module MCollective
         reply[:lastrun] = lastrun
         reply[:since_lastrun] = lastrun > 0 ? Time.now.to_i - lastrun : "Unknown"
         reply[:config_version] = (summary["version"] || {})["config"]
+        # Puppet writes the summary before it sends its report to the master and exits: a run
+        # still applying has not let go of the master yet.
+        reply[:applying] = applying?
         # Which resources failed is only in the report; read it only for a failed run (reports
         # are large). The report's time is when that run started.
         if reply[:failed_resources].is_a?(Integer) && reply[:failed_resources] > 0

@@ -43,6 +43,8 @@ export interface LastRunSummary {
   configRetrievalTime: number;
   /** Epoch seconds of the last run; 0 when Puppet has not run yet. */
   lastrun: number;
+  /** A run is still going (false when the node's agent does not tell). */
+  applying: boolean;
   sinceLastrun: number | null;
   configVersion: string | null;
   /** last_run_summary.yaml as Puppet wrote it. */
@@ -169,6 +171,7 @@ export class PuppetClient {
       totalTime: num(d.total_time, 0),
       configRetrievalTime: num(d.config_retrieval_time, -1),
       lastrun: num(d.lastrun, 0),
+      applying: bool(d.applying),
       sinceLastrun: optionalNum(d.since_lastrun),
       configVersion:
         d.config_version === null || d.config_version === undefined

@@ -447,3 +447,16 @@ test("install discovery returns at once: false until a verified reply came", asy
   await callbacks();
   assert.equal(await within(discover(ctx)), true);
 });
+
+test("a finished run still sending its report keeps its slot until its process is gone", async () => {
+  const sending = await pollWith({ failedResources: 0, lastrun: nowS() - 1, applying: true });
+  const outcome = await sending.run();
+  assert.deepEqual(waiting(outcome), {
+    phase: "Configuring",
+    reason: "PuppetRunning",
+    seconds: 1,
+  });
+  assert.equal(sending.ctx.status.puppet?.finishedFor, undefined);
+  const gone = await pollWith({ failedResources: 0, lastrun: nowS() - 1, applying: false });
+  assert.deepEqual(await gone.run(), { done: true });
+});

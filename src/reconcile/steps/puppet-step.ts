@@ -159,6 +159,8 @@ export type OnPuppetRun = (seconds: number, failed: boolean) => void;
 /** Call ids in the pending-call table. */
 const RUNONCE = "puppet#runonce";
 const SUMMARY = "puppet#last_run_summary";
+/** How long after its summary a run may still be sending its report and hold its slot. */
+const REPORT_GRACE_SECONDS = 60;
 const STATUS = "puppet#status";
 /** puppet#status asked to find out whether the run of an intent found on restart happened. */
 const RECOVER = "puppet#status/recover";
@@ -397,6 +399,19 @@ export function puppetStep(
         // The next reconcile asks again.
         return wait(3, "Configuring", "PuppetRunning", `Puppet is running on ${identity}.`);
       }
+      // Puppet writes its summary before it sends its report to the master and exits: the slot
+      // (a share of the master) is held until the run's process is gone, within a bound.
+      if (
+        summary.applying &&
+        Date.now() / 1000 - summary.lastrun < REPORT_GRACE_SECONDS &&
+        !overdue
+      )
+        return wait(
+          1,
+          "Configuring",
+          "PuppetRunning",
+          `Puppet is sending its report on ${identity}.`,
+        );
       slots.release(key);
       const failed = summary.failedResources > 0;
       const rest = { ...p };
