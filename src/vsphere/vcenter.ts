@@ -108,7 +108,7 @@ export interface VCenterOptions {
    * (as every task vsop starts on a VM changes it), so its reconcile runs again.
    */
   wake?: (key: string) => void;
-  /** Longest server-side wait of one WaitForUpdatesEx (default 20 s). */
+  /** Longest server-side wait of one WaitForUpdatesEx (default 10 s). */
   maxWaitSeconds?: number;
   /** How long a found placement object or port group is remembered (default 60 s). */
   inventoryTtlMs?: number;
@@ -167,7 +167,9 @@ export class VCenter {
   private taggingClient: TaggingClient | undefined;
 
   constructor(private readonly opts: VCenterOptions) {
-    const maxWaitSeconds = opts.maxWaitSeconds ?? 20;
+    // Short enough that a stalled long poll (vcsim hangs one under a burst of tasks) is noticed
+    // within 20 s (watch.ts); an idle vCenter costs one call per 10 s.
+    const maxWaitSeconds = opts.maxWaitSeconds ?? 10;
     this.log = opts.logger.child({ component: "vsphere", vcenter: new URL(opts.url).host });
     if (opts.insecureSkipVerify)
       this.log.warn(

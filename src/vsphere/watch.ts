@@ -6,6 +6,7 @@
 import type { Logger } from "pino";
 import type { VSphereSession } from "./session.js";
 import type { MoRef } from "./xml.js";
+import { runWithSignal } from "../abort.js";
 import { VSphereFault, VSphereUnreachable } from "./errors.js";
 import { inventoryObjectSpec, propertySpec } from "./properties.js";
 import { parseUpdateSet, PORTGROUP_PROPERTIES, type ObjectUpdate, type VMCache } from "./cache.js";
@@ -22,6 +23,9 @@ export interface WatchOptions {
   backoffBaseMs: number;
   backoffMaxMs: number;
 }
+
+/** How long past its maxWaitSeconds a long poll may take to answer (at most maxWait again). */
+const POLL_GRACE_SECONDS = 10;
 
 /** A long poll that timed out on the client while the loop was following changes. */
 class PollStalled extends Error {
@@ -192,18 +196,7 @@ export class UpdateLoop {
     this.onChanges({ vms: this.withOwners(owners) });
 
     while (!this.stopping) {
-      let raw;
-      try {
-        raw = await this.poll(pc, version);
-      } catch (err) {
-        // No answer within maxWait plus the request timeout's margin: vcsim's long poll hangs
-        // now and then under a burst of tasks while every other call is answered, and a proxy
-        // may cut an idle poll. Not an outage by itself (see run()).
-        if (err instanceof VSphereUnreachable && err.code === "ECONNABORTED")
-          throw new PollStalled(err);
-        throw err;
-      }
-      const set = parseUpdateSet(raw);
+      const set = parseUpdateSet(await this.poll(pc, version, true));
       if (!set || this.stopping) continue;
       const before = this.ownersOf(set.updates);
       this.cache.apply(set.updates);
@@ -229,13 +222,32 @@ export class UpdateLoop {
     }));
   }
 
-  private async poll(pc: MoRef, version: string) {
+  /**
+   * One WaitForUpdatesEx. While following changes, a poll with no answer some seconds past its
+   * maxWait has stalled: it is cut then, not at the request timeout (see follow()). A snapshot
+   * (`following` false) may take as long as the request timeout: it can hold every VM.
+   */
+  private async poll(pc: MoRef, version: string, following = false) {
     this.polling = true;
+    const deadline = following
+      ? AbortSignal.timeout(
+          (this.opts.maxWaitSeconds + Math.min(POLL_GRACE_SECONDS, this.opts.maxWaitSeconds)) *
+            1000,
+        )
+      : new AbortController().signal;
     try {
-      return await this.session.invoke("WaitForUpdatesEx", pc, {
-        version,
-        options: { maxWaitSeconds: this.opts.maxWaitSeconds },
-      });
+      return await runWithSignal(deadline, () =>
+        this.session.invoke("WaitForUpdatesEx", pc, {
+          version,
+          options: { maxWaitSeconds: this.opts.maxWaitSeconds },
+        }),
+      );
+    } catch (err) {
+      // vcsim's long poll hangs now and then under a burst of tasks while every other call is
+      // answered, and a proxy may cut an idle one: not an outage by itself (see run()).
+      const timedOut = deadline.aborted || (err as VSphereUnreachable).code === "ECONNABORTED";
+      if (following && timedOut && err instanceof VSphereUnreachable) throw new PollStalled(err);
+      throw err;
     } finally {
       this.polling = false;
     }

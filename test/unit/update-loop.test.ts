@@ -8,6 +8,7 @@ import { VMCache } from "../../src/vsphere/cache.js";
 import { VSphereFault, VSphereUnreachable } from "../../src/vsphere/errors.js";
 import { MoRef, type Node } from "../../src/vsphere/xml.js";
 import type { VSphereSession } from "../../src/vsphere/session.js";
+import { currentSignal } from "../../src/abort.js";
 
 type Poll = () => Promise<Node>;
 
@@ -108,5 +109,29 @@ test("two stalls in a row are an outage too", async () => {
   await settle();
   assert.equal(syncedAtSecond, true);
   assert.equal(resets(), 1);
+  await loop.stop();
+});
+
+test("a poll that does not answer past its maxWait is cut and counts as a stall", async () => {
+  // maxWait 0.05 s: a poll that hangs is cut at 0.1 s, as the SOAP transport would cut it.
+  const hang: Poll = () =>
+    new Promise((_, reject) => {
+      const signal = currentSignal();
+      signal?.addEventListener("abort", () =>
+        reject(new VSphereUnreachable("https://vc/sdk", "ERR_CANCELED")),
+      );
+    });
+  const { session, calls, resets } = scriptedSession([snapshot, hang, snapshot]);
+  const loop = new UpdateLoop(session, new VMCache(), pino({ level: "silent" }), {
+    maxWaitSeconds: 0.05,
+    backoffBaseMs: 10,
+    backoffMaxMs: 20,
+  });
+  await loop.start();
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(loop.synced, true);
+  assert.equal(loop.resyncs, 2);
+  assert.equal(resets(), 0);
+  assert.equal(calls.filter((c) => c === "CreatePropertyCollector").length, 2);
   await loop.stop();
 });

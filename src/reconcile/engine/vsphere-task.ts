@@ -10,13 +10,17 @@ import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
 import { vsphereStepError } from "./vsphere-errors.js";
 
 /**
- * When a reconcile looks at a running task again by itself: soon at first, then less often. The
- * change the task makes to its VM wakes the reconcile earlier; this covers tasks whose end
- * changes no VM (a failure, a datastore file) and a vCenter that stopped sending updates.
+ * When a reconcile looks at a running task again by itself: soon at first, then less often. A
+ * task whose end shows in its VM (`watched`: power state, devices, config) wakes the reconcile
+ * through the update loop when it ends well, so its recheck only catches a failure or a stalled
+ * loop: it starts at 2 s and grows with half the running time. Others (a datastore file, a
+ * cluster rule) start at 1 s and grow with a fifth.
  */
-export function recheckSeconds(startedAt: string, now = Date.now()): number {
+export function recheckSeconds(startedAt: string, now = Date.now(), watched = false): number {
   const running = Math.max(0, (now - Date.parse(startedAt)) / 1000) || 0;
-  return Math.min(TASK_RECHECK_SECONDS, Math.max(1, Math.round(running / 5)));
+  return watched
+    ? Math.min(TASK_RECHECK_SECONDS, Math.max(2, Math.round(running / 2)))
+    : Math.min(TASK_RECHECK_SECONDS, Math.max(1, Math.round(running / 5)));
 }
 export const TASK_RECHECK_SECONDS = 15;
 
@@ -57,6 +61,10 @@ const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reas
 };
 export type Operation = keyof typeof OPERATIONS;
 
+/** Operations whose end changes nothing the update loop watches: a datastore file. */
+const UNWATCHED = new Set<string>(["DeleteISO"]);
+const watched = (operation: string) => !UNWATCHED.has(operation);
+
 /** What the task bookkeeping needs of a vCenter client (a fake in unit tests). */
 export type TaskPort = Pick<VCenter, "taskState" | "track" | "inFlight" | "forget">;
 export type { InFlightTask };
@@ -93,7 +101,7 @@ export async function taskInFlight(
   if (state.state === "queued" || state.state === "running") {
     vc.track(t, key);
     return wait(
-      recheckSeconds(t.startedAt),
+      recheckSeconds(t.startedAt, Date.now(), watched(t.operation)),
       phase ?? op.phase,
       op.reason,
       `vCenter is running ${t.operation} for ${ctx.vs.spec.hostname} (task ${t.moRef}, started ${t.startedAt}).`,
@@ -139,7 +147,7 @@ export function taskStarted(
   vc.track(record, keyOf(ctx));
   ctx.log.info({ operation, task }, "vSphere task started");
   const op = OPERATIONS[operation]!;
-  return wait(1, phase ?? op.phase, op.reason, message);
+  return wait(watched(operation) ? 2 : 1, phase ?? op.phase, op.reason, message);
 }
 
 /**
