@@ -19,9 +19,9 @@ test("recheck: soon after a task started, then less often, at most every 15 s", 
   assert.equal(recheckSeconds(at(20)), 4);
   assert.equal(recheckSeconds(at(3600)), TASK_RECHECK_SECONDS);
   assert.equal(recheckSeconds("not a time"), 1);
-  // A task whose end shows in its VM wakes its key: later, and growing faster.
-  assert.equal(recheckSeconds(at(0), Date.now(), true), 2);
-  assert.equal(recheckSeconds(at(8), Date.now(), true), 4);
+  // A task whose end shows in its VM wakes its key: later, and doubling.
+  assert.equal(recheckSeconds(at(0), Date.now(), true), 3);
+  assert.equal(recheckSeconds(at(6), Date.now(), true), 6);
   assert.equal(recheckSeconds(at(3600), Date.now(), true), TASK_RECHECK_SECONDS);
 });
 

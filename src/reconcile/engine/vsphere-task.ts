@@ -13,16 +13,17 @@ import { vsphereStepError } from "./vsphere-errors.js";
  * When a reconcile looks at a running task again by itself: soon at first, then less often. A
  * task whose end shows in its VM (`watched`: power state, devices, config) wakes the reconcile
  * through the update loop when it ends well, so its recheck only catches a failure or a stalled
- * loop: it starts at 2 s and grows with half the running time. Others (a datastore file, a
- * cluster rule) start at 1 s and grow with a fifth.
+ * loop: it starts at 3 s and doubles. Others (a datastore file, a cluster rule) start at 1 s and
+ * grow with a fifth of the running time.
  */
 export function recheckSeconds(startedAt: string, now = Date.now(), watched = false): number {
   const running = Math.max(0, (now - Date.parse(startedAt)) / 1000) || 0;
   return watched
-    ? Math.min(TASK_RECHECK_SECONDS, Math.max(2, Math.round(running / 2)))
+    ? Math.min(TASK_RECHECK_SECONDS, Math.max(WATCHED_FIRST_RECHECK, Math.round(running)))
     : Math.min(TASK_RECHECK_SECONDS, Math.max(1, Math.round(running / 5)));
 }
 export const TASK_RECHECK_SECONDS = 15;
+const WATCHED_FIRST_RECHECK = 3;
 
 /** What each operation is part of: its failure is reported on that condition. */
 const OPERATIONS: Record<string, { condition?: ConditionType; phase: Phase; reason: string }> = {
@@ -147,7 +148,12 @@ export function taskStarted(
   vc.track(record, keyOf(ctx));
   ctx.log.info({ operation, task }, "vSphere task started");
   const op = OPERATIONS[operation]!;
-  return wait(watched(operation) ? 2 : 1, phase ?? op.phase, op.reason, message);
+  return wait(
+    watched(operation) ? WATCHED_FIRST_RECHECK : 1,
+    phase ?? op.phase,
+    op.reason,
+    message,
+  );
 }
 
 /**
