@@ -1,4 +1,4 @@
-// A small Kubernetes REST client on axios, authenticated by a ClusterAccess (kubeconfig.ts).
+// A small Kubernetes REST client (axios for requests, node:https for lists and watches), authenticated by a ClusterAccess (kubeconfig.ts).
 // Small on purpose: the operator needs get/list/watch/create/replace/patch/delete and to see
 // every request (metrics, the zero-write test), which a generated client hides.
 import http, { type IncomingMessage } from "node:http";
@@ -158,6 +158,26 @@ export class Kube {
     });
   }
 
+  /** A counted streaming GET; a refusal becomes a KubeError with the Status's reason and message. */
+  private async openStream(
+    verb: "GET" | "WATCH",
+    path: string,
+    query: Record<string, string>,
+    signal: AbortSignal,
+    onSent?: () => void,
+  ): Promise<{ status: number; data: IncomingMessage }> {
+    const res = await this.counted(verb, path, async () => {
+      const data = await this.getStream(path, query, signal, onSent);
+      return { status: data.statusCode ?? 0, data };
+    });
+    if (res.status >= 400) {
+      const s = await readStatus(res.data);
+      const fallback = verb === "WATCH" ? "watch refused" : "";
+      throw new KubeError(res.status, s.reason ?? "", s.message ?? fallback, verb, path);
+    }
+    return res;
+  }
+
   /** `send`, reporting the outcome to onRequest. */
   private async counted<R extends { status: number }>(
     method: string,
@@ -235,20 +255,13 @@ export class Kube {
       idle = setTimeout(() => stop.abort(), idleMs);
     };
     try {
-      const res = await this.counted("WATCH", path, async () => {
-        const data = await this.getStream(path, { ...query, watch: "true" }, stop.signal, onSent);
-        return { status: data.statusCode ?? 0, data };
-      });
-      if (res.status >= 400) {
-        const s = await readStatus(res.data);
-        throw new KubeError(
-          res.status,
-          s.reason ?? "",
-          s.message ?? "watch refused",
-          "WATCH",
-          path,
-        );
-      }
+      const res = await this.openStream(
+        "WATCH",
+        path,
+        { ...query, watch: "true" },
+        stop.signal,
+        onSent,
+      );
       touch();
       stop.signal.addEventListener("abort", () => res.data.destroy());
       await this.readWatch(res.data, path, onEvent, touch).catch((err: unknown) => {
@@ -282,14 +295,7 @@ export class Kube {
     signal?.addEventListener("abort", onAbort);
     let idle = setTimeout(() => stop.abort(), idleMs);
     try {
-      const res = await this.counted("GET", path, async () => {
-        const data = await this.getStream(path, query, stop.signal, onSent);
-        return { status: data.statusCode ?? 0, data };
-      });
-      if (res.status >= 400) {
-        const s = await readStatus(res.data);
-        throw new KubeError(res.status, s.reason ?? "", s.message ?? "", "GET", path);
-      }
+      const res = await this.openStream("GET", path, query, stop.signal, onSent);
       const splitter = new ListSplitter<T>(onItem);
       await new Promise<void>((resolve, reject) => {
         stop.signal.addEventListener("abort", () => {
