@@ -686,11 +686,15 @@ export class VCenter {
     let task: MoRef | undefined;
     if (spec.template) {
       const template = await this.template(datacenter, spec.template);
-      if (!this.cache.vmProps(template.value)) await this.refresh(template.value);
-      const devices = deviceList(this.cache.vmProps(template.value)?.["config.hardware.device"]);
+      // Read from vCenter, not the cache: a cache entry taken while the template was still being
+      // built (or changed since) would miss a NIC, and the clone would keep it beside ours.
+      const props = await retrieveOne(this.session, template, [
+        "config.hardware.device",
+        "snapshot",
+      ]);
+      const devices = deviceList(props["config.hardware.device"]);
       let snapshot: MoRef | undefined;
       if (spec.linkedClone) {
-        const props = await retrieveOne(this.session, template, ["snapshot"]);
         snapshot = moRef(get(props.snapshot, "currentSnapshot"));
         if (!snapshot) throw new TemplateHasNoSnapshot(spec.template);
       }
