@@ -9,6 +9,11 @@ export interface StepErrorOptions {
   status?: "False" | "Unknown";
   /** Retry after this many seconds instead of the queue's backoff. */
   retryAfterSeconds?: number;
+  /**
+   * No retry: the class's watch wakes the server when the class appears or changes (and the
+   * resync period still looks). Servers waiting on a missing class cost nothing meanwhile.
+   */
+  untilClassChanges?: boolean;
   cause?: unknown;
 }
 

@@ -126,7 +126,7 @@ test("reasons vsop retries on its own are phase Waiting; those that need a perso
   }
 });
 
-test("a class that does not exist (yet) is Waiting", async () => {
+test("a class that does not exist (yet) is Waiting, with no retry: the class's watch wakes it", async () => {
   const vs = {
     apiVersion: "provisioning.vsop.dev/v1alpha1",
     kind: "VirtualServer",
@@ -134,21 +134,30 @@ test("a class that does not exist (yet) is Waiting", async () => {
     spec: { hostname: "web-prod-2.example.test", className: "missing" },
   } as VirtualServer;
   let written: VirtualServerStatus | undefined;
+  let current = vs;
+  let writes = 0;
   const r = new VirtualServerReconciler({
     kube: {
       replace: async (_p: string, body: VirtualServer) => {
+        writes++;
         written = body.status;
-        return body;
+        current = { ...body, metadata: { ...body.metadata, resourceVersion: String(writes) } };
+        return current;
       },
     } as unknown as Kube,
     recorder: { record: async () => undefined } as unknown as EventRecorder,
     logger: pino({ level: "silent" }),
-    getServer: () => vs,
+    getServer: () => current,
     getClass: () => undefined,
     steps: [],
   });
-  await r.reconcile("ns/x").catch(() => undefined);
+  // Not thrown (the queue's backoff would retry it every few seconds, 10,000 servers at once
+  // when a class is deleted) and no requeue: the class informer enqueues its servers.
+  assert.deepEqual(await r.reconcile("ns/x"), {});
   assert.equal(written?.phase, "Waiting");
+  assert.equal(written?.conditions?.find((c) => c.type === "Ready")?.reason, "ClassNotFound");
+  assert.deepEqual(await r.reconcile("ns/x"), {});
+  assert.equal(writes, 1, "the second look writes nothing");
 });
 
 test("a server powered off as asked: phase PoweredOff, Ready False, a Normal Event", async () => {

@@ -111,7 +111,7 @@ export class VirtualServerReconciler {
       const err = new StepError(
         "InvalidClass",
         `VirtualServerClass ${vs.spec.className}: ${invalid.message}; fix the class. vsop goes on when it is fixed.`,
-        { cause: invalid },
+        { cause: invalid, untilClassChanges: true },
       );
       return this.conclude(vs, status, log, { error: err, step: "class" });
     }
@@ -120,6 +120,7 @@ export class VirtualServerReconciler {
         "ClassNotFound",
         `VirtualServerClass ${vs.spec.className} does not exist; create it or fix spec.className. ` +
           "vsop goes on when it appears.",
+        { untilClassChanges: true },
       );
       return this.conclude(vs, status, log, { error: err, step: "class" });
     }
@@ -199,6 +200,7 @@ export class VirtualServerReconciler {
           "ClassNotFound",
           `VirtualServerClass ${vs.spec.className} is gone, so VM ${vs.status.vm.moRef} cannot be ` +
             "cleaned up; recreate the class, or remove the finalizer to leave the VM behind.",
+          { untilClassChanges: true },
         ),
         step: "finalize",
         phase: "Deleting",
@@ -299,6 +301,7 @@ export class VirtualServerReconciler {
         );
     }
     if (err) {
+      if (err.options.untilClassChanges) return {};
       if (err.options.retryAfterSeconds !== undefined)
         return { requeueAfterSeconds: err.options.retryAfterSeconds };
       throw new RetryLater(err.message);
