@@ -8,8 +8,9 @@
 //      requests by verb, and the audit log's writes (target: zero writes, reads that do not grow
 //      with N);
 //   3. delete them all and wait until vSphere has no VM of theirs;
-//   4. with SILENT=K: vsop again on a fresh vcsim with K more servers whose mcollectived never
-//      answers, and the time of the N others with and without them.
+//   4. with SILENT=K: vsop twice more, each on a fresh vcsim, with K more servers: first K that
+//      answer (the same work for vSphere and the API server), then K whose mcollectived never
+//      answers; the N others' times alone, beside the answering K and beside the silent K.
 // Then one table: floor and vsop times, their ratio, SOAP calls and kube requests per server.
 // TASK_DELAY goes to vcsim's -method-delay with LockHandoff:0 (so that vcsim's PropertyCollector
 // is not locked out while a task waits), making tasks take real time. It asserts nothing.
@@ -262,27 +263,30 @@ interface RoundResult {
   sReady: Snapshot;
 }
 
-/** Which of `total` servers are silent: `silent` of them, spread evenly among the others. */
-function silentIndexes(total: number, silent: number): Set<number> {
-  return new Set(
-    Array.from({ length: silent }, (_, j) => Math.floor(((j + 0.5) * total) / silent)),
-  );
+/** Which of `total` servers are the extra ones: `extra` of them, spread evenly among the others. */
+function extraIndexes(total: number, extra: number): Set<number> {
+  return new Set(Array.from({ length: extra }, (_, j) => Math.floor(((j + 0.5) * total) / extra)));
 }
 
 /**
- * vsop on a fresh private vcsim: `answering + silent` servers, of which `silent` have no
- * mcollectived; times are those of the answering ones. `phases`: then resync and delete.
+ * vsop on a fresh private vcsim: `answering + extra` servers; times are those of the first kind.
+ * `silent`: the `extra` ones have no mcollectived (else they answer like the others, the same
+ * work for vSphere and the API server). `phases`: then resync and delete.
  */
-async function vsopRound(answering: number, silent: number, phases: boolean): Promise<RoundResult> {
-  const count = answering + silent;
+async function vsopRound(
+  answering: number,
+  extra: number,
+  { silent = false, phases = false } = {},
+): Promise<RoundResult> {
+  const count = answering + extra;
   const started = Date.now();
   const ns = createNamespace("bench");
   const id = ns.slice("bench-".length);
   const cls = `bench-${id}`;
   const secret = `bench-vcsim-${id}`;
-  const quiet = silentIndexes(count, silent);
+  const others = extraIndexes(count, extra);
   const all = Array.from({ length: count }, (_, i) => i);
-  const answeringNames = all.filter((i) => !quiet.has(i)).map((i) => `bench-${i}`);
+  const answeringNames = all.filter((i) => !others.has(i)).map((i) => `bench-${i}`);
   const names = new Set(all.map(hostname));
   const admin = await adminKube();
   let vc: Vcsim | undefined;
@@ -293,7 +297,9 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
     vc = await startVcsim();
     log(
       `vsop: private vcsim at ${vc.url}; namespace ${ns}; ${answering} servers` +
-        (silent ? ` and ${silent} silent ones` : "") +
+        (extra
+          ? ` and ${extra} ${silent ? "silent" : "answering"} ones (times: the ${answering})`
+          : "") +
         `; resync period ${RESYNC_SECONDS}s`,
     );
     kubectl(
@@ -310,7 +316,7 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
         .join("---\n"),
     );
     addDNSRecords(all.map((i): [string, string] => [address(i), hostname(i)]));
-    fleet = await startFleet(all.filter((i) => !quiet.has(i)).map(hostname));
+    fleet = await startFleet(all.filter((i) => !silent || !others.has(i)).map(hostname));
     op = startOperator(`bench-${id}`, [
       ...["--label-selector", `vsop-bench=${id}`, "--resync-period", `${RESYNC_SECONDS}s`],
       ...["--log-level", "info", "--workers", String(WORKERS)],
@@ -390,8 +396,8 @@ async function vsopRound(answering: number, silent: number, phases: boolean): Pr
     if (!phases || stuck) {
       console.log("");
       console.log(
-        silent
-          ? `vsop with ${silent} silent servers: ${answering} answering ones (times are theirs)`
+        extra
+          ? `vsop with ${extra} ${silent ? "silent" : "more answering"} servers: the ${answering} others' times`
           : `vsop bench: N=${N} VirtualServers (no resync or delete phase: it did not converge)`,
       );
       createPhase();
@@ -523,21 +529,36 @@ function report(floor: FloorResult, vsop: RoundResult): void {
   table("floor kube requests", floor.kube);
 }
 
-function reportSilent(without: RoundResult, withSilent: RoundResult): void {
+/**
+ * The N servers' times alone, beside SILENT answering servers (the same vSphere and API-server
+ * work), and beside SILENT silent ones: the last against the first is the issue's target; the
+ * last against the middle is what silence alone costs.
+ */
+function reportSilent(alone: RoundResult, answering: RoundResult, silent: RoundResult): void {
   const change = (a: number, b: number) =>
     Number.isNaN(a) || Number.isNaN(b)
       ? ""
       : `${b >= a ? "+" : ""}${(((b - a) / a) * 100).toFixed(0)}%`;
   console.log(
-    `${SILENT} servers whose mcollectived never answers, beside the ${N} others (target: ≤ +10%)`,
+    `${SILENT} servers whose mcollectived never answers, beside the ${N} others (target: ≤ +10% on alone)`,
   );
-  if (withSilent.stuck) console.log(`  with them, DID NOT CONVERGE: ${withSilent.stuck}`);
-  row("", "without them", "with them", "change");
+  for (const [name, r] of [
+    ["answering", answering],
+    ["silent", silent],
+  ] as const)
+    if (r.stuck) console.log(`  with ${SILENT} ${name}, DID NOT CONVERGE: ${r.stuck}`);
+  const cols = [`${N} alone`, `+${SILENT} answering`, `+${SILENT} silent`];
+  console.log(
+    `  ${"".padEnd(22)}${cols.map((c) => c.padStart(14)).join("")}${"silent/alone".padStart(14)}${"silent/answering".padStart(18)}`,
+  );
   for (const [label, key] of [
     ["all N VMCreated", "createdMs"],
     ["all N Ready", "readyMs"],
   ] as const)
-    row(label, secs(without[key]), secs(withSilent[key]), change(without[key], withSilent[key]));
+    console.log(
+      `  ${label.padEnd(22)}${[alone, answering, silent].map((r) => secs(r[key]).padStart(14)).join("")}` +
+        `${change(alone[key], silent[key]).padStart(14)}${change(answering[key], silent[key]).padStart(18)}`,
+    );
 }
 
 async function main(): Promise<void> {
@@ -553,12 +574,13 @@ async function main(): Promise<void> {
     log(`floor failed, vsop alone follows: ${(err as Error).message}`);
     return undefined;
   });
-  const vsop = await vsopRound(N, 0, true);
+  const vsop = await vsopRound(N, 0, { phases: true });
   if (floor) report(floor, vsop);
   console.log("");
   if (SILENT) {
-    const silent = await vsopRound(N, SILENT, false);
-    reportSilent(vsop, silent);
+    const answering = await vsopRound(N, SILENT);
+    const silent = await vsopRound(N, SILENT, { silent: true });
+    reportSilent(vsop, answering, silent);
     console.log("");
   }
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
