@@ -163,18 +163,44 @@ export class VMCache {
   private records = new Map<string, VMRecord>();
   /** Our own refreshes while a full resync runs; they are newer than that snapshot. */
   private pending: Map<string, Record<string, Node> | null> | undefined;
+  /** Our own reads (upsertVM, removeVM), counted; and the count at each VM's last one. */
+  private reads = 0;
+  private readAt = new Map<string, number>();
 
   private readonly portGroupName = (key: string) => this.pgNames.get(key);
 
-  /** Applies incremental updates from the collector. */
-  apply(updates: ObjectUpdate[]): void {
+  /** How many of our own reads the cache has taken: a mark for readSince. */
+  get readMark(): number {
+    return this.reads;
+  }
+
+  /**
+   * The VMs among `updates` that we read ourselves after `mark`. A batch of updates computed
+   * before such a read can be older than it (vcsim queues each change with its value then; the
+   * first of a new VM's changes came 4 s after its power-on had ended in a bench run): applied,
+   * it would take the VM back to a state the collector will not report again.
+   */
+  readSince(mark: number, updates: ObjectUpdate[]): Set<string> {
+    const out = new Set<string>();
+    for (const u of updates)
+      if (u.obj.type === "VirtualMachine" && (this.readAt.get(u.obj.value) ?? 0) > mark)
+        out.add(u.obj.value);
+    return out;
+  }
+
+  /** Applies incremental updates from the collector; of the VMs in `skip`, only leaves. */
+  apply(updates: ObjectUpdate[], skip?: ReadonlySet<string>): void {
     for (const u of updates) {
       const pg = u.obj.type === "DistributedVirtualPortgroup";
       if (!pg && u.obj.type !== "VirtualMachine") continue;
+      // A leave is final whenever it was sent; the rest of a skipped VM's updates is not applied.
+      if (!pg && u.kind !== "leave" && skip?.has(u.obj.value)) continue;
       const map = pg ? this.portGroups : this.vms;
       const tracked = pg ? PORTGROUP_PROPERTIES : VM_PROPERTIES;
-      if (u.kind === "leave") map.delete(u.obj.value);
-      else if (u.kind === "enter") {
+      if (u.kind === "leave") {
+        map.delete(u.obj.value);
+        if (!pg) this.readAt.delete(u.obj.value);
+      } else if (u.kind === "enter") {
         // We may already hold the VM from our own read after a task; that read is newer than
         // this enter's snapshot, and the modifies that follow the enter apply on top of it.
         if (map.has(u.obj.value)) continue;
@@ -207,6 +233,7 @@ export class VMCache {
       if (props) this.vms.set(ref, props);
       else this.vms.delete(ref);
     }
+    for (const ref of this.readAt.keys()) if (!this.vms.has(ref)) this.readAt.delete(ref);
     this.records.clear();
   }
 
@@ -224,12 +251,14 @@ export class VMCache {
     this.vms.set(ref, normalized);
     this.records.delete(ref);
     this.pending?.set(ref, normalized);
+    this.readAt.set(ref, ++this.reads);
   }
 
   removeVM(ref: string): void {
     this.vms.delete(ref);
     this.records.delete(ref);
     this.pending?.set(ref, null);
+    this.readAt.set(ref, ++this.reads);
   }
 
   vmProps(ref: string): Readonly<Record<string, Node>> | undefined {

@@ -5,8 +5,7 @@ import { MoRef } from "./xml.js";
 import { isObject, items, num, str } from "./nodes.js";
 import { retrieveOne } from "./properties.js";
 import { faultName } from "./errors.js";
-
-const VM_TYPE = "VirtualMachine";
+import { VM_TYPE } from "./vms.js";
 
 async function manager(session: VSphereSession): Promise<MoRef> {
   const m = (await session.serviceContent()).customFieldsManager;

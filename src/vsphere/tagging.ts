@@ -7,6 +7,7 @@ import type https from "node:https";
 import axios, { type AxiosError, type AxiosInstance } from "axios";
 import { currentSignal } from "../abort.js";
 import { VSphereFault, VSphereTLSError, VSphereUnreachable, isTLSErrorCode } from "./errors.js";
+import { VM_TYPE } from "./vms.js";
 
 export interface TaggingOptions {
   /** vCenter's SDK URL (https://host/sdk): the REST API lives on the same origin. */
@@ -59,7 +60,6 @@ export class TaggingError extends Error {
 
 const SESSION_HEADER = "vmware-api-session-id";
 const BASE = "/rest/com/vmware/cis";
-const VM_TYPE = "VirtualMachine";
 /** A name missing from a list this old is looked up again: someone may just have created it. */
 const MISS_RELOAD_MS = 2_000;
 

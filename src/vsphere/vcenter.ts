@@ -45,6 +45,7 @@ import {
   TemplateHasNoSnapshot,
   VMNotFound,
   VM_PROPERTIES,
+  VM_TYPE,
   VSphereVerifyError,
   bootOptionsFor,
   bootOrderSignature,
@@ -118,8 +119,6 @@ export interface VCenterOptions {
   backoffBaseMs?: number;
   backoffMaxMs?: number;
 }
-
-const VM_TYPE = "VirtualMachine";
 
 /** A task started for an owner: what it does, its moRef, when it started. */
 export interface InFlightTask {

@@ -48,6 +48,9 @@ export function systemDisk(vm: Pick<VMRecord, "disks" | "extraConfig">): DiskRec
 }
 
 /** The properties the cache keeps for every VM. */
+/** The managed object type of a VM. */
+export const VM_TYPE = "VirtualMachine";
+
 export const VM_PROPERTIES = [
   "name",
   "parent",

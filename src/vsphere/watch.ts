@@ -5,12 +5,12 @@
 // failure rebuilds collector, filter and cache, with backoff.
 import type { Logger } from "pino";
 import type { VSphereSession } from "./session.js";
-import type { MoRef } from "./xml.js";
+import { MoRef } from "./xml.js";
 import { runWithSignal } from "../abort.js";
 import { VSphereFault, VSphereUnreachable } from "./errors.js";
-import { inventoryObjectSpec, propertySpec } from "./properties.js";
+import { inventoryObjectSpec, propertySpec, retrieve, type ObjectContent } from "./properties.js";
 import { parseUpdateSet, PORTGROUP_PROPERTIES, type ObjectUpdate, type VMCache } from "./cache.js";
-import { VM_PROPERTIES } from "./vms.js";
+import { VM_PROPERTIES, VM_TYPE } from "./vms.js";
 
 /** What one applied batch changed: VMs, by moRef, with their owner before and after. */
 export interface Changes {
@@ -196,14 +196,46 @@ export class UpdateLoop {
     this.onChanges({ vms: this.withOwners(owners) });
 
     while (!this.stopping) {
+      const mark = this.cache.readMark;
       const set = parseUpdateSet(await this.poll(pc, version, true));
       if (!set || this.stopping) continue;
       const before = this.ownersOf(set.updates);
-      this.cache.apply(set.updates);
+      // A VM we read ourselves while this poll was out: its updates here may be older than that
+      // read, so it is read again instead (one call for all such VMs of the batch); one that
+      // our read found gone stays gone.
+      const ours = this.cache.readSince(mark, set.updates);
+      this.cache.apply(set.updates, ours);
+      const reread = [...ours].filter((ref) => this.cache.vmProps(ref));
+      if (reread.length) await this.readVMs(reread);
       this.batches++;
       version = set.version;
       this.onChanges({ vms: this.withOwners(before) });
     }
+  }
+
+  /** Reads these VMs into the cache; one that is gone leaves it. */
+  private async readVMs(refs: string[]): Promise<void> {
+    const spec = (objs: string[]) => ({
+      propSet: [propertySpec(VM_TYPE, VM_PROPERTIES)],
+      objectSet: objs.map((ref) => ({ obj: new MoRef(VM_TYPE, ref), skip: false })),
+    });
+    let contents: ObjectContent[];
+    try {
+      contents = await retrieve(this.session, spec(refs));
+    } catch (err) {
+      if (!(err instanceof VSphereFault && err.fault === "ManagedObjectNotFound")) throw err;
+      // One of them is gone, and vCenter faults the whole read for it: each alone then.
+      if (refs.length === 1) this.cache.removeVM(refs[0]!);
+      else for (const ref of refs) await this.readVMs([ref]);
+      return;
+    }
+    const found = new Set<string>();
+    for (const c of contents) {
+      if (!Object.keys(c.props).length) continue;
+      found.add(c.obj.value);
+      this.cache.upsertVM(c.obj.value, c.props);
+    }
+    for (const ref of refs) if (!found.has(ref)) this.cache.removeVM(ref);
   }
 
   /** The owners of the VMs an update touches, as the cache knows them before it is applied. */

@@ -1,5 +1,6 @@
 // The vSphere update loop against a scripted session: a long poll that times out on the client
-// is a stall (new collector, cache kept in use), two failures in a row are an outage.
+// is a stall (new collector, cache kept in use), two failures in a row are an outage; a batch
+// older than our own read of a VM does not take that VM back.
 import test from "node:test";
 import assert from "node:assert/strict";
 import pino from "pino";
@@ -12,8 +13,11 @@ import { currentSignal } from "../../src/abort.js";
 
 type Poll = () => Promise<Node>;
 
-/** A session whose WaitForUpdatesEx answers from `polls` in turn, then waits until cancelled. */
-function scriptedSession(polls: Poll[]) {
+/**
+ * A session whose WaitForUpdatesEx answers from `polls` in turn, then waits until cancelled;
+ * RetrievePropertiesEx answers with `retrieved`.
+ */
+function scriptedSession(polls: Poll[], retrieved: () => Node = () => "") {
   const calls: string[] = [];
   let resets = 0;
   let cancel: (() => void) | undefined;
@@ -29,6 +33,7 @@ function scriptedSession(polls: Poll[]) {
       if (method === "CreatePropertyCollector")
         return Promise.resolve(new MoRef("PropertyCollector", `pc-${++collectors}`));
       if (method === "CancelWaitForUpdates") cancel?.();
+      if (method === "RetrievePropertiesEx") return Promise.resolve(retrieved());
       if (method !== "WaitForUpdatesEx") return Promise.resolve("");
       const next = polls.shift();
       if (next) return next();
@@ -133,5 +138,99 @@ test("a poll that does not answer past its maxWait is cut and counts as a stall"
   assert.equal(loop.resyncs, 2);
   assert.equal(resets(), 0);
   assert.equal(calls.filter((c) => c === "CreatePropertyCollector").length, 2);
+  await loop.stop();
+});
+
+const VM = "vm-7";
+const vmUpdate = (version: string, kind: string, name: string): Node => ({
+  version,
+  filterSet: [
+    {
+      objectSet: [
+        {
+          obj: new MoRef("VirtualMachine", VM),
+          kind,
+          changeSet: [{ name: "name", op: "assign", val: name }],
+        },
+      ],
+    },
+  ],
+});
+
+test("a batch that was out while we read a VM ourselves is not applied to it: the VM is read again", async () => {
+  const cache = new VMCache();
+  let release: (() => void) | undefined;
+  const { session, calls } = scriptedSession(
+    [
+      () => Promise.resolve(vmUpdate("1", "enter", "created")),
+      // The poll is out while a task's end is read (upsertVM), and comes back with a change
+      // from before it.
+      () =>
+        new Promise((resolve) => {
+          release = () => resolve(vmUpdate("2", "modify", "stale"));
+        }),
+    ],
+    () => ({
+      objects: [
+        { obj: new MoRef("VirtualMachine", VM), propSet: [{ name: "name", val: "current" }] },
+      ],
+    }),
+  );
+  const loop = new UpdateLoop(session, cache, pino({ level: "silent" }), {
+    maxWaitSeconds: 20,
+    backoffBaseMs: 10,
+    backoffMaxMs: 20,
+  });
+  await loop.start();
+  await settle();
+  assert.equal(cache.vmProps(VM)?.name, "created");
+  cache.upsertVM(VM, { name: "read after the task" });
+  release!();
+  await settle();
+  assert.equal(cache.vmProps(VM)?.name, "current", "read again, not the stale batch");
+  assert.equal(calls.filter((c) => c === "RetrievePropertiesEx").length, 1);
+  await loop.stop();
+});
+
+test("a batch for a VM not read meanwhile is applied as it is, with no extra read", async () => {
+  const cache = new VMCache();
+  const { session, calls } = scriptedSession([
+    () => Promise.resolve(vmUpdate("1", "enter", "created")),
+    () => Promise.resolve(vmUpdate("2", "modify", "renamed")),
+  ]);
+  const loop = new UpdateLoop(session, cache, pino({ level: "silent" }), {
+    maxWaitSeconds: 20,
+    backoffBaseMs: 10,
+    backoffMaxMs: 20,
+  });
+  await loop.start();
+  await settle();
+  assert.equal(cache.vmProps(VM)?.name, "renamed");
+  assert.equal(calls.filter((c) => c === "RetrievePropertiesEx").length, 0);
+  await loop.stop();
+});
+
+test("a VM our own read found gone is not brought back by a batch from before that read", async () => {
+  const cache = new VMCache();
+  let release: (() => void) | undefined;
+  const { session, calls } = scriptedSession([
+    () => Promise.resolve(vmUpdate("1", "enter", "created")),
+    () =>
+      new Promise((resolve) => {
+        release = () => resolve(vmUpdate("2", "modify", "stale"));
+      }),
+  ]);
+  const loop = new UpdateLoop(session, cache, pino({ level: "silent" }), {
+    maxWaitSeconds: 20,
+    backoffBaseMs: 10,
+    backoffMaxMs: 20,
+  });
+  await loop.start();
+  await settle();
+  cache.removeVM(VM); // a destroy task's end, read by us
+  release!();
+  await settle();
+  assert.equal(cache.vmProps(VM), undefined);
+  assert.equal(calls.filter((c) => c === "RetrievePropertiesEx").length, 0, "nothing to read");
   await loop.stop();
 });
