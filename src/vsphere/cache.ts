@@ -161,8 +161,6 @@ export class VMCache {
   private portGroups = new Map<string, Record<string, Node>>();
   private pgNames = new Map<string, string>();
   private records = new Map<string, VMRecord>();
-  /** Our own refreshes while a full resync runs; they are newer than that snapshot. */
-  private pending: Map<string, Record<string, Node> | null> | undefined;
   /** Our own reads (upsertVM, removeVM), counted; and the count at each VM's last one. */
   private reads = 0;
   private readAt = new Map<string, number>();
@@ -186,6 +184,11 @@ export class VMCache {
       if (u.obj.type === "VirtualMachine" && (this.readAt.get(u.obj.value) ?? 0) > mark)
         out.add(u.obj.value);
     return out;
+  }
+
+  /** Every VM we read ourselves after `mark`, found or gone. */
+  readAfter(mark: number): string[] {
+    return [...this.readAt].filter(([, at]) => at > mark).map(([ref]) => ref);
   }
 
   /** Applies incremental updates from the collector; of the VMs in `skip`, only leaves. */
@@ -216,29 +219,17 @@ export class VMCache {
     }
   }
 
-  /** Starts a full resync: own refreshes from now on are kept over the coming snapshot. */
-  beginResync(): void {
-    this.pending = new Map();
-  }
-
-  /** Replaces everything with a full snapshot; objects not in it drop out. */
+  /**
+   * Replaces everything with a full snapshot; objects not in it drop out. What we read ourselves
+   * while the snapshot was taken is read again by the update loop (readAfter).
+   */
   finishResync(snapshot: ObjectUpdate[]): void {
-    const pending = this.pending;
-    this.pending = undefined;
     this.vms.clear();
     this.portGroups.clear();
     this.apply(snapshot.filter((u) => u.kind === "enter"));
     this.portGroupsChanged();
-    for (const [ref, props] of pending ?? []) {
-      if (props) this.vms.set(ref, props);
-      else this.vms.delete(ref);
-    }
     for (const ref of this.readAt.keys()) if (!this.vms.has(ref)) this.readAt.delete(ref);
     this.records.clear();
-  }
-
-  abortResync(): void {
-    this.pending = undefined;
   }
 
   /** Stores a VM's freshly read properties. */
@@ -250,14 +241,12 @@ export class VMCache {
     }
     this.vms.set(ref, normalized);
     this.records.delete(ref);
-    this.pending?.set(ref, normalized);
     this.readAt.set(ref, ++this.reads);
   }
 
   removeVM(ref: string): void {
     this.vms.delete(ref);
     this.records.delete(ref);
-    this.pending?.set(ref, null);
     this.readAt.set(ref, ++this.reads);
   }
 

@@ -133,7 +133,6 @@ export class UpdateLoop {
         const error = err instanceof PollStalled ? err.cause : asError(err);
         this.isSynced = false;
         this.error = error;
-        this.cache.abortResync();
         this.settleStarters(error);
         failures++;
         const lost =
@@ -174,7 +173,9 @@ export class UpdateLoop {
       partialUpdates: false,
     });
 
-    this.cache.beginResync();
+    // Our own reads that end after this mark may be older or newer than the snapshot: those
+    // VMs are read again once it is in.
+    const snapshotMark = this.cache.readMark;
     const snapshot: ObjectUpdate[] = [];
     let version = "";
     for (;;) {
@@ -184,8 +185,13 @@ export class UpdateLoop {
       version = set.version;
       if (!set.truncated) break;
     }
+    let mark = this.cache.readMark;
+    const readMeanwhile = this.cache.readAfter(snapshotMark);
     const owners = this.ownersOf(snapshot);
+    for (const ref of readMeanwhile)
+      if (!owners.has(ref)) owners.set(ref, this.cache.get(ref)?.owner);
     this.cache.finishResync(snapshot);
+    if (readMeanwhile.length) await this.readVMs(readMeanwhile);
     this.resyncs++;
     this.isSynced = true;
     this.error = undefined;
@@ -196,14 +202,16 @@ export class UpdateLoop {
     this.onChanges({ vms: this.withOwners(owners) });
 
     while (!this.stopping) {
-      const mark = this.cache.readMark;
       const set = parseUpdateSet(await this.poll(pc, version, true));
+      // A VM we read ourselves since the last batch came (while this poll was out, or while
+      // that batch was applied): its updates here may be older than that read (vcsim queues
+      // each change with its value then), so it is read again instead, one call for all such
+      // VMs of the batch; one that our read found gone stays gone.
+      const since = mark;
+      mark = this.cache.readMark;
       if (!set || this.stopping) continue;
       const before = this.ownersOf(set.updates);
-      // A VM we read ourselves while this poll was out: its updates here may be older than that
-      // read, so it is read again instead (one call for all such VMs of the batch); one that
-      // our read found gone stays gone.
-      const ours = this.cache.readSince(mark, set.updates);
+      const ours = this.cache.readSince(since, set.updates);
       this.cache.apply(set.updates, ours);
       const reread = [...ours].filter((ref) => this.cache.vmProps(ref));
       if (reread.length) await this.readVMs(reread);

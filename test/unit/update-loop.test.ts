@@ -234,3 +234,34 @@ test("a VM our own read found gone is not brought back by a batch from before th
   assert.equal(calls.filter((c) => c === "RetrievePropertiesEx").length, 0, "nothing to read");
   await loop.stop();
 });
+
+test("a VM read by us while the snapshot was taken is read again after it", async () => {
+  const cache = new VMCache();
+  let release: (() => void) | undefined;
+  const { session, calls } = scriptedSession(
+    [
+      () =>
+        new Promise((resolve) => {
+          release = () => resolve(vmUpdate("1", "enter", "snapshot"));
+        }),
+    ],
+    () => ({
+      objects: [
+        { obj: new MoRef("VirtualMachine", VM), propSet: [{ name: "name", val: "current" }] },
+      ],
+    }),
+  );
+  const loop = new UpdateLoop(session, cache, pino({ level: "silent" }), {
+    maxWaitSeconds: 20,
+    backoffBaseMs: 10,
+    backoffMaxMs: 20,
+  });
+  const started = loop.start();
+  await settle();
+  cache.upsertVM(VM, { name: "read after a task" });
+  release!();
+  await started;
+  assert.equal(cache.vmProps(VM)?.name, "current", "neither the snapshot nor our read, but now");
+  assert.equal(calls.filter((c) => c === "RetrievePropertiesEx").length, 1);
+  await loop.stop();
+});

@@ -231,18 +231,21 @@ test("VMCache: enter, modify, leave; port group names; a modify before enter is 
   assert.equal(cache.get("vm-1"), undefined);
 });
 
-test("VMCache resync: gone VMs drop out, our own refreshes during the resync survive", () => {
+test("VMCache resync: the snapshot replaces everything; our reads since a mark are listed", () => {
   const cache = new VMCache();
   cache.apply([enter("vm-1", { name: "a" }), enter("vm-2", { name: "b" })]);
-  cache.beginResync();
+  const mark = cache.readMark;
   cache.upsertVM("vm-3", { name: "created-meanwhile" });
+  cache.removeVM("vm-1");
+  // The update loop reads these again after the snapshot (update-loop.test.ts).
+  assert.deepEqual(cache.readAfter(mark).sort(), ["vm-1", "vm-3"]);
   cache.finishResync([enter("vm-2", { name: "b" })]);
   assert.deepEqual(
     cache
       .all()
       .map((v) => v.name)
       .sort(),
-    ["b", "created-meanwhile"],
+    ["b"],
   );
 });
 
