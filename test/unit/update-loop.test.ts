@@ -50,8 +50,8 @@ const snapshot: Poll = () => Promise.resolve({ version: "1" });
 const stall: Poll = () => Promise.reject(new VSphereUnreachable("https://vc/sdk", "ECONNABORTED"));
 const settle = () => new Promise((r) => setTimeout(r, 50));
 
-function loopOn(session: VSphereSession) {
-  return new UpdateLoop(session, new VMCache(), pino({ level: "silent" }), {
+function loopOn(session: VSphereSession, cache = new VMCache()) {
+  return new UpdateLoop(session, cache, pino({ level: "silent" }), {
     maxWaitSeconds: 20,
     backoffBaseMs: 10,
     backoffMaxMs: 20,
@@ -142,6 +142,10 @@ test("a poll that does not answer past its maxWait is cut and counts as a stall"
 });
 
 const VM = "vm-7";
+/** RetrievePropertiesEx of the VM as it is now. */
+const readNow = (): Node => ({
+  objects: [{ obj: new MoRef("VirtualMachine", VM), propSet: [{ name: "name", val: "current" }] }],
+});
 const vmUpdate = (version: string, kind: string, name: string): Node => ({
   version,
   filterSet: [
@@ -170,17 +174,9 @@ test("a batch that was out while we read a VM ourselves is not applied to it: th
           release = () => resolve(vmUpdate("2", "modify", "stale"));
         }),
     ],
-    () => ({
-      objects: [
-        { obj: new MoRef("VirtualMachine", VM), propSet: [{ name: "name", val: "current" }] },
-      ],
-    }),
+    readNow,
   );
-  const loop = new UpdateLoop(session, cache, pino({ level: "silent" }), {
-    maxWaitSeconds: 20,
-    backoffBaseMs: 10,
-    backoffMaxMs: 20,
-  });
+  const loop = loopOn(session, cache);
   await loop.start();
   await settle();
   assert.equal(cache.vmProps(VM)?.name, "created");
@@ -198,11 +194,7 @@ test("a batch for a VM not read meanwhile is applied as it is, with no extra rea
     () => Promise.resolve(vmUpdate("1", "enter", "created")),
     () => Promise.resolve(vmUpdate("2", "modify", "renamed")),
   ]);
-  const loop = new UpdateLoop(session, cache, pino({ level: "silent" }), {
-    maxWaitSeconds: 20,
-    backoffBaseMs: 10,
-    backoffMaxMs: 20,
-  });
+  const loop = loopOn(session, cache);
   await loop.start();
   await settle();
   assert.equal(cache.vmProps(VM)?.name, "renamed");
@@ -220,11 +212,7 @@ test("a VM our own read found gone is not brought back by a batch from before th
         release = () => resolve(vmUpdate("2", "modify", "stale"));
       }),
   ]);
-  const loop = new UpdateLoop(session, cache, pino({ level: "silent" }), {
-    maxWaitSeconds: 20,
-    backoffBaseMs: 10,
-    backoffMaxMs: 20,
-  });
+  const loop = loopOn(session, cache);
   await loop.start();
   await settle();
   cache.removeVM(VM); // a destroy task's end, read by us
@@ -245,17 +233,9 @@ test("a VM read by us while the snapshot was taken is read again after it", asyn
           release = () => resolve(vmUpdate("1", "enter", "snapshot"));
         }),
     ],
-    () => ({
-      objects: [
-        { obj: new MoRef("VirtualMachine", VM), propSet: [{ name: "name", val: "current" }] },
-      ],
-    }),
+    readNow,
   );
-  const loop = new UpdateLoop(session, cache, pino({ level: "silent" }), {
-    maxWaitSeconds: 20,
-    backoffBaseMs: 10,
-    backoffMaxMs: 20,
-  });
+  const loop = loopOn(session, cache);
   const started = loop.start();
   await settle();
   cache.upsertVM(VM, { name: "read after a task" });
