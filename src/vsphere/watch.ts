@@ -223,13 +223,12 @@ export class UpdateLoop {
 
   /** Reads these VMs into the cache; one that is gone leaves it. */
   private async readVMs(refs: string[]): Promise<void> {
-    const spec = (objs: string[]) => ({
-      propSet: [propertySpec(VM_TYPE, VM_PROPERTIES)],
-      objectSet: objs.map((ref) => ({ obj: new MoRef(VM_TYPE, ref), skip: false })),
-    });
     let contents: ObjectContent[];
     try {
-      contents = await retrieve(this.session, spec(refs));
+      contents = await retrieve(this.session, {
+        propSet: [propertySpec(VM_TYPE, VM_PROPERTIES)],
+        objectSet: refs.map((ref) => ({ obj: new MoRef(VM_TYPE, ref), skip: false })),
+      });
     } catch (err) {
       if (!(err instanceof VSphereFault && err.fault === "ManagedObjectNotFound")) throw err;
       // One of them is gone, and vCenter faults the whole read for it: each alone then.
