@@ -1,8 +1,10 @@
-// The update loop that keeps the VM cache and the task table current: one filter that walks the
-// inventory to all VMs and distributed port groups, and their folders' and VMs' recent tasks, in
-// a PropertyCollector of our own, long-polled with WaitForUpdatesEx. VM and task changes
-// arrive in one ordered stream, so a task seen ended has its VM changes applied already. Any
-// failure rebuilds collector, filter and cache, with backoff.
+// The update loop that keeps the VM cache current: one filter that walks the inventory to all
+// VMs and distributed port groups, in a PropertyCollector of our own, long-polled with
+// WaitForUpdatesEx. Tasks are not in it (see inventoryObjectSpec): a task's end is read by
+// VCenter.taskState, and the VM change it makes wakes the owner through this loop. A VM that
+// vsop read itself while a batch was out is read again rather than taken back by that batch.
+// A stalled poll gets a new collector; any other failure rebuilds collector, filter and cache,
+// with backoff.
 import type { Logger } from "pino";
 import type { VSphereSession } from "./session.js";
 import { MoRef } from "./xml.js";
