@@ -547,17 +547,23 @@ function reportSilent(alone: RoundResult, answering: RoundResult, silent: RoundR
     ["silent", silent],
   ] as const)
     if (r.stuck) console.log(`  with ${SILENT} ${name}, DID NOT CONVERGE: ${r.stuck}`);
-  const cols = [`${N} alone`, `+${SILENT} answering`, `+${SILENT} silent`];
-  console.log(
-    `  ${"".padEnd(22)}${cols.map((c) => c.padStart(14)).join("")}${"silent/alone".padStart(14)}${"silent/answering".padStart(18)}`,
+  row(
+    "",
+    `${N} alone`,
+    `+${SILENT} answering`,
+    `+${SILENT} silent`,
+    "silent/alone",
+    "silent/answering",
   );
   for (const [label, key] of [
     ["all N VMCreated", "createdMs"],
     ["all N Ready", "readyMs"],
   ] as const)
-    console.log(
-      `  ${label.padEnd(22)}${[alone, answering, silent].map((r) => secs(r[key]).padStart(14)).join("")}` +
-        `${change(alone[key], silent[key]).padStart(14)}${change(answering[key], silent[key]).padStart(18)}`,
+    row(
+      label,
+      ...[alone, answering, silent].map((r) => secs(r[key])),
+      change(alone[key], silent[key]),
+      change(answering[key], silent[key]),
     );
 }
 
