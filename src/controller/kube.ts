@@ -1,4 +1,5 @@
-// A small Kubernetes REST client (axios for requests, node:https for lists and watches), authenticated by a ClusterAccess (kubeconfig.ts).
+// A small Kubernetes REST client (axios for requests, node:https for lists and watches),
+// authenticated by a ClusterAccess (kubeconfig.ts).
 // Small on purpose: the operator needs get/list/watch/create/replace/patch/delete and to see
 // every request (metrics, the zero-write test), which a generated client hides.
 import http, { type IncomingMessage } from "node:http";
