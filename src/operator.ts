@@ -91,7 +91,9 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
     return lookups.get(k)!;
   };
 
-  const recorder = new EventRecorder(kube, logger, os.hostname());
+  const recorder = new EventRecorder(kube, logger, os.hostname(), {
+    onDrop: () => metrics.eventsDropped.inc(),
+  });
   const config = new ConfigReader(kube, run.operatorNamespace);
   // A VM's changes and the end of a server's vSphere task put the server's key on the queue.
   const pool = new VCenterPool(
@@ -326,6 +328,7 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
   logger.info({ reason: "signal" }, "shutting down: finishing in-flight reconciles");
   await Promise.all([servers.stop(), classes.stop(), installRecords.stop()]);
   await controller.stop();
+  await recorder.flush(5_000); // the last transitions' Events
   calls.stop();
   metrics.isLeader.set(0);
   await elector?.release();

@@ -70,6 +70,11 @@ export class Metrics {
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
+  readonly eventsDropped = new Counter({
+    name: "vsop_events_dropped_total",
+    help: "Kubernetes Events not written because too many were waiting to be written.",
+    registers: [this.registry],
+  });
   readonly autosign = new Counter({
     name: "vsop_puppet_autosign_total",
     help: "Answers to the Puppet master's autosign questions: result signed or refused, and why (reason Signed, UnknownName, WrongChallenge, ChallengeSpent, ...).",

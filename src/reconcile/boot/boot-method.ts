@@ -8,11 +8,7 @@ import type { BootContext } from "./install-data.js";
 import type { VSpherePort } from "../engine/ports.js";
 
 /** Records a Warning Event on the server (e.g. BootNICReconnected). */
-export type RecordWarning = (
-  ctx: BootContext["ctx"],
-  reason: string,
-  message: string,
-) => Promise<void>;
+export type RecordWarning = (ctx: BootContext["ctx"], reason: string, message: string) => void;
 
 export interface BootMethod {
   readonly name: "network" | "iso" | "guestinfo";

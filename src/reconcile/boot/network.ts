@@ -49,7 +49,7 @@ export const networkBoot: BootMethod = {
       );
       if (disconnecting) {
         if (was)
-          await record(
+          record(
             ctx,
             "BootNICReconnected",
             `The boot NIC ${nic.macAddress ?? nic.label} was connected again; vsop disconnects it.`,

@@ -290,10 +290,10 @@ export class VirtualServerReconciler {
         if (isConflict(e) || isNotFound(e)) throw new RetryLater("status changed meanwhile");
         throw e;
       }
-      await this.recordTransitions(vs, before.conditions ?? [], status.conditions ?? [], log);
-      await this.recordInstallProgress(vs, before, status);
+      this.recordTransitions(vs, before.conditions ?? [], status.conditions ?? [], log);
+      this.recordInstallProgress(vs, before, status);
       for (const e of rebuildEvents(before, status, vs.spec.hostname))
-        await this.deps.recorder.record(
+        this.deps.recorder.record(
           { apiVersion: API_VERSION, kind: "VirtualServer", metadata: vs.metadata },
           "Normal",
           e.reason,
@@ -312,15 +312,15 @@ export class VirtualServerReconciler {
   }
 
   /** One Normal Event when the installer's first sign of life reaches status (it stays there). */
-  private async recordInstallProgress(
+  private recordInstallProgress(
     vs: VirtualServer,
     before: VirtualServerStatus,
     after: VirtualServerStatus,
-  ): Promise<void> {
+  ): void {
     const at = after.install?.kickstartFetchedAt;
     if (!at || before.install?.kickstartFetchedAt) return;
     const method = after.install?.method ?? "network";
-    await this.deps.recorder.record(
+    this.deps.recorder.record(
       { apiVersion: API_VERSION, kind: "VirtualServer", metadata: vs.metadata },
       "Normal",
       method === "network" ? "KickstartFetched" : "InstallerStarted",
@@ -330,12 +330,12 @@ export class VirtualServerReconciler {
     );
   }
 
-  private async recordTransitions(
+  private recordTransitions(
     vs: VirtualServer,
     before: Condition[],
     after: Condition[],
     log: Logger,
-  ): Promise<void> {
+  ): void {
     for (const c of after) {
       const old = before.find((b) => b.type === c.type);
       if (old && old.status === c.status && old.reason === c.reason) continue;
@@ -346,7 +346,7 @@ export class VirtualServerReconciler {
         "condition changed",
       );
       if (c.type === "Ready" || c.status === "True" || warning) {
-        await this.deps.recorder.record(
+        this.deps.recorder.record(
           { apiVersion: API_VERSION, kind: "VirtualServer", metadata: vs.metadata },
           warning ? "Warning" : "Normal",
           c.type === "Ready" || c.status !== "True" ? c.reason : c.type,
