@@ -9,6 +9,7 @@ import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
 import { TASK_PROPERTIES, taskOutcome, type TaskContext, type TaskState } from "./task-state.js";
 import { VMCache } from "./cache.js";
+import { TaskWatch } from "./task-watch.js";
 import { UpdateLoop, type Changes } from "./watch.js";
 import { Inventory, PlacementNotFound } from "./inventory.js";
 import * as datastore from "./datastore.js";
@@ -160,6 +161,7 @@ export class VCenter {
   private readonly taskVMs = new Map<string, { vm?: string; ownerUID?: string }>();
   private readonly taskTimeoutMs: number;
   private readonly loop: UpdateLoop;
+  private readonly tasks: TaskWatch;
   private readonly counts = new Map<string, number>();
   private readonly syncTimeoutMs: number;
   private started = false;
@@ -201,6 +203,12 @@ export class VCenter {
       (changes) => this.changed(changes),
     );
     this.syncTimeoutMs = opts.syncTimeoutMs ?? 30_000;
+    this.tasks = new TaskWatch(
+      this.session,
+      () => this.inflight,
+      (key) => this.opts.wake?.(key),
+      this.log,
+    );
   }
 
   private count(method: string): void {
@@ -233,6 +241,7 @@ export class VCenter {
   /** Stops the update loop and logs out. */
   async stop(): Promise<void> {
     this.started = false;
+    this.tasks.stop();
     await this.loop.stop();
     await this.taggingClient?.logout();
     await this.session.logout();
@@ -425,9 +434,9 @@ export class VCenter {
   }
 
   // --- tasks -------------------------------------------------------------------------------------
-  // A task's end shows in its VM (power state, devices, config.changeVersion), which the update
-  // loop reports and whose owner it wakes; the owner then reads the task once. Tasks that change
-  // no VM (a failure, a datastore file) are read again by the caller after a short while.
+  // A task that an owner waits for (track) is read with the others in flight every half second
+  // (task-watch.ts), and its end wakes the owner, which then reads the task once. Its change to
+  // its VM, reported by the update loop, wakes the owner too, whichever comes first.
 
   /**
    * A task's state, read from vCenter ("gone" when it no longer has it). An ended task's VM (the
@@ -511,6 +520,7 @@ export class VCenter {
    */
   track(task: InFlightTask, key: string): void {
     this.inflight.set(key, task);
+    this.tasks.watch(task.moRef);
   }
 
   /** The task this process started for `key` and has not seen end. */

@@ -280,6 +280,40 @@ test("uploadFile writes a datastore file, deleteFile removes it, a missing file 
   );
 });
 
+test("a tracked task's end wakes its owner once, also a task that changes no VM; reads stop after", async () => {
+  // A datastore file's deletion changes no VM, so the update loop never reports it: the wake can
+  // only come from the task watch.
+  const woken: string[] = [];
+  const own = new VCenter(options({ wake: (key) => void woken.push(key) }));
+  await own.start();
+  try {
+    const path = `${DIR}/watch/gone.txt`;
+    await own.uploadFile(DC, DS, path, Buffer.from("x\n"));
+    const startedAt = new Date().toISOString();
+    const task = await own.startDeleteFile(DC, DS, path);
+    own.track({ operation: "DeleteISO", moRef: task, startedAt }, "ns/file");
+    // A task vCenter does not know (restarted since, or long ago): its owner looks too.
+    own.track({ operation: "PowerOn", moRef: "task-424242", startedAt }, "ns/unknown");
+    const ms = await waitFor(
+      "both owners woken",
+      () => woken.includes("ns/file") && woken.includes("ns/unknown"),
+      3000,
+    );
+    assert.ok(ms < 2000, `woken after ${ms} ms`);
+    // Woken once each: the ended tasks are not read again while their owners have not looked.
+    const reads = () => own.requestCount().RetrievePropertiesEx ?? 0;
+    const before = reads();
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual([...woken].sort(), ["ns/file", "ns/unknown"]);
+    assert.equal(reads(), before, "ended tasks were read again");
+    assert.equal((await own.taskState(task)).state, "success");
+    own.forget("ns/file", task);
+    own.forget("ns/unknown", "task-424242");
+  } finally {
+    await own.stop();
+  }
+});
+
 test("a CD-ROM boot VM: attachIso and detachIso (checked with govc)", async () => {
   const name = `${PREFIX}-iso`;
   const iso = `${DIR}/${name}.iso`;

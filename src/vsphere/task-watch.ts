@@ -1,0 +1,97 @@
+// Notices the end of the tasks vsop waits for, beside the update loop: while any is in flight,
+// one RetrievePropertiesEx of all their states every half second. A task's end also shows in its
+// VM, which the update loop reports, but a busy vCenter can hold that long poll for seconds (vcsim
+// under a burst of tasks holds it up to its 20 s stall limit, see watch.ts); a read of task states
+// answers at once and costs one call per tick for all tasks together. An ended task wakes its
+// owner once; the owner reads it (VCenter.taskState) and forgets it.
+import type { Logger } from "pino";
+import { outsideReconcile } from "../abort.js";
+import { faultName } from "./errors.js";
+import { propertySpec, retrieve } from "./properties.js";
+import type { VSphereSession } from "./session.js";
+import { MoRef, text } from "./xml.js";
+
+/** How often the states of the tasks in flight are read. */
+export const TASK_POLL_MS = 500;
+/** Tasks read per tick (a vCenter caps a read's objects); the others wait for the next tick. */
+const MAX_TASKS_PER_READ = 500;
+
+export class TaskWatch {
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Tasks whose end woke their owner, which has not forgotten them yet: not read again. */
+  private readonly woken = new Set<string>();
+
+  constructor(
+    private readonly session: VSphereSession,
+    /** The tasks in flight, by owner key. */
+    private readonly inFlight: () => Iterable<[string, { moRef: string }]>,
+    private readonly wake: (key: string) => void,
+    private readonly log: Logger,
+    private readonly periodMs = TASK_POLL_MS,
+  ) {}
+
+  /** Someone waits for this task (started, or seen running): read it until it ends. */
+  watch(task: string): void {
+    this.woken.delete(task);
+    this.schedule();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private schedule(): void {
+    if (this.timer || this.stopped) return;
+    // Not part of the reconcile that started the task: its deadline must not cancel the reads.
+    this.timer = outsideReconcile(() => setTimeout(() => void this.tick(), this.periodMs));
+  }
+
+  private async tick(): Promise<void> {
+    const inFlight = [...this.inFlight()];
+    const live = new Set(inFlight.map(([, t]) => t.moRef));
+    for (const task of this.woken) if (!live.has(task)) this.woken.delete(task);
+    const waiting = inFlight
+      .filter(([, t]) => !this.woken.has(t.moRef))
+      .slice(0, MAX_TASKS_PER_READ);
+    try {
+      if (waiting.length) {
+        const ended = await this.ended(waiting.map(([, t]) => t.moRef));
+        for (const [key, t] of waiting) {
+          if (!ended.has(t.moRef)) continue;
+          this.woken.add(t.moRef);
+          this.wake(key);
+        }
+      }
+    } catch (err) {
+      // The update loop and each owner's own recheck still see the end; the next tick tries again.
+      this.log.debug({ err }, "reading the states of tasks in flight failed");
+    } finally {
+      this.timer = undefined;
+      if (live.size > this.woken.size) this.schedule();
+    }
+  }
+
+  /** The tasks among these that ended, or that vCenter no longer knows. */
+  private async ended(tasks: string[]): Promise<Set<string>> {
+    let contents;
+    try {
+      contents = await retrieve(this.session, {
+        propSet: [propertySpec("Task", ["info.state"])],
+        objectSet: tasks.map((t) => ({ obj: new MoRef("Task", t), skip: false })),
+      });
+    } catch (err) {
+      // One task is gone and vCenter faults the whole read: each owner's own read tells which.
+      if (faultName(err) === "ManagedObjectNotFound") return new Set(tasks);
+      throw err;
+    }
+    const running = new Set(
+      contents
+        .filter((c) => ["queued", "running"].includes(text(c.props["info.state"]) ?? ""))
+        .map((c) => c.obj.value),
+    );
+    return new Set(tasks.filter((t) => !running.has(t)));
+  }
+}
