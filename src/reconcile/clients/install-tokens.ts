@@ -176,6 +176,14 @@ export class InstallTokens {
     });
   }
 
+  /**
+   * The record as the watch has it once synced (no API call), else as the API server has it:
+   * for checks where a record only just written does not matter.
+   */
+  async known(uid: string): Promise<InstallToken | undefined> {
+    return this.records?.synced ? this.cached(uid) : this.get(uid);
+  }
+
   /** The record as the watch has it (no API call); undefined when unknown or not synced. */
   cached(uid: string): InstallToken | undefined {
     if (!this.records?.synced) return undefined;

@@ -47,8 +47,9 @@ export function prepareStep(deps: InstallDeps): Step {
       if (!ctx.status.install?.startedAt) {
         // A fresh install (also of a VM recreated after the old one vanished) needs an unused
         // token: a token spent on the previous VM would answer 410 to the new installer, and
-        // one whose kickstart or keys were fetched would carry the old installer's record.
-        const previous = await deps.tokens.get(ctx.vs.metadata.uid!);
+        // one whose kickstart or keys were fetched would carry the old installer's record. That
+        // record was written by the earlier install, so the watch's copy of it is enough.
+        const previous = await deps.tokens.known(ctx.vs.metadata.uid!);
         if (
           previous?.state === "built" ||
           previous?.kickstartFetchedAt ||
