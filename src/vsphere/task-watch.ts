@@ -13,7 +13,7 @@ import { MoRef, text } from "./xml.js";
 
 /** How often the states of the tasks in flight are read. */
 export const TASK_POLL_MS = 500;
-/** Tasks read per tick (a vCenter caps a read's objects); the others wait for the next tick. */
+/** Tasks read per tick; with more in flight, each tick reads the next ones in turn. */
 const MAX_TASKS_PER_READ = 500;
 
 export class TaskWatch {
@@ -21,6 +21,8 @@ export class TaskWatch {
   private stopped = false;
   /** Tasks whose end woke their owner, which has not forgotten them yet: not read again. */
   private readonly woken = new Set<string>();
+  /** Where the next read starts, when more tasks are in flight than one read takes. */
+  private next = 0;
 
   constructor(
     private readonly session: VSphereSession,
@@ -53,9 +55,10 @@ export class TaskWatch {
     const inFlight = [...this.inFlight()];
     const live = new Set(inFlight.map(([, t]) => t.moRef));
     for (const task of this.woken) if (!live.has(task)) this.woken.delete(task);
-    const waiting = inFlight
-      .filter(([, t]) => !this.woken.has(t.moRef))
-      .slice(0, MAX_TASKS_PER_READ);
+    const unread = inFlight.filter(([, t]) => !this.woken.has(t.moRef));
+    if (this.next >= unread.length) this.next = 0;
+    const waiting = unread.slice(this.next, this.next + MAX_TASKS_PER_READ);
+    this.next += MAX_TASKS_PER_READ;
     try {
       if (waiting.length) {
         const ended = await this.ended(waiting.map(([, t]) => t.moRef));
