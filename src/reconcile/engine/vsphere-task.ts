@@ -1,7 +1,8 @@
 // One vSphere task in flight per server, recorded in status.vm.task (as CAPV records its
-// TaskRef): a step starts a task, records it and returns; the change the task makes to its VM
-// wakes the key (or a short recheck does); the next reconcile reads how it ended, and only then
-// does any step look at vSphere again. A reconcile never waits for vCenter.
+// TaskRef): a step starts a task, records it and returns; the task's end wakes the key (the
+// vCenter client's task watch, or the change the task makes to its VM, or else a recheck); the
+// next reconcile reads how it ended, and only then does any step look at vSphere again. A
+// reconcile never waits for vCenter.
 import type { ConditionType, Phase } from "../../api/types.js";
 import { StepError } from "../../errors.js";
 import { VSphereTaskError } from "../../vsphere/errors.js";
@@ -10,11 +11,11 @@ import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
 import { vsphereStepError } from "./vsphere-errors.js";
 
 /**
- * When a reconcile looks at a running task again by itself: soon at first, then less often. A
- * task whose end shows in its VM (`watched`: power state, devices, config) wakes the reconcile
- * through the update loop when it ends well, so its recheck only catches a failure or a stalled
- * loop: it starts at 3 s and doubles. Others (a datastore file, a cluster rule) start at 1 s and
- * grow with a fifth of the running time.
+ * When a reconcile looks at a running task again by itself, should no wake come: soon at first,
+ * then less often. A task whose end shows in its VM (`watched`: power state, devices, config)
+ * also wakes the reconcile through the update loop, so its recheck starts at 3 s and doubles.
+ * Others (a datastore file, a cluster rule) start at 1 s and grow with a fifth of the running
+ * time.
  */
 export function recheckSeconds(startedAt: string, now = Date.now(), watched = false): number {
   const running = Math.max(0, (now - Date.parse(startedAt)) / 1000) || 0;
