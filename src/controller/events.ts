@@ -29,7 +29,7 @@ export class EventRecorder {
   private readonly recent = new Map<string, number>();
   private readonly pending: { ns: string; body: object; reason: string }[] = [];
   private writing = 0;
-  private idle: (() => void)[] = [];
+  private readonly idle: (() => void)[] = [];
   private readonly maxPending: number;
   private readonly writers: number;
 
