@@ -314,7 +314,7 @@ async function puppetRun(
 
   const deadline = io.now() + c.timeoutMs;
   let last = "";
-  const { KubeError, KubeUnreachable } = await import("../controller/kube.js");
+  const { isKubeOutage } = await import("../controller/kube.js");
   for (;;) {
     let vs: VirtualServer | undefined;
     try {
@@ -322,9 +322,7 @@ async function puppetRun(
     } catch (err) {
       // An API server that is away for a moment (a restart, an overloaded control plane) does
       // not end the follow; the deadline does.
-      const transient =
-        err instanceof KubeUnreachable || (err instanceof KubeError && err.status >= 500);
-      if (!transient) throw err;
+      if (!isKubeOutage(err)) throw err;
       const line = `API server not answering (${err.message}); retrying`;
       if (line !== last)
         io.err.write(`${new Date(io.now()).toISOString().slice(11, 19)}  ${line}\n`);

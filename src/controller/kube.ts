@@ -38,6 +38,17 @@ export class KubeUnreachable extends Error {
   }
 }
 
+/**
+ * Whether the API server is away or overloaded (unreachable, 5xx, 429 throttling) rather than
+ * refusing the request: the same call is worth making again later.
+ */
+export function isKubeOutage(err: unknown): err is KubeUnreachable | KubeError {
+  return (
+    err instanceof KubeUnreachable ||
+    (err instanceof KubeError && (err.status >= 500 || err.status === 429))
+  );
+}
+
 /** Runs an axios call, replacing a transport error by KubeUnreachable (never rethrown raw). */
 async function send<T>(method: string, path: string, call: () => Promise<T>): Promise<T> {
   try {

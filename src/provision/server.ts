@@ -51,6 +51,11 @@ export interface ProvisioningServerOptions {
   requestTimeoutMs?: number;
   /** Requests one source address may make per window; default 60 per 10 s. */
   rateLimit?: { requests: number; windowMs: number };
+  /**
+   * Whether an error of lookup, onBuilt or decide is an outage of the store behind them (503 with
+   * Retry-After, so an installer retries) rather than a fault (500).
+   */
+  unavailable?(err: unknown): boolean;
 }
 
 class HttpError extends Error {
@@ -152,13 +157,11 @@ export class ProvisioningServer {
       status = result.status;
       this.reply(res, status, result.body);
     } catch (err) {
-      status = err instanceof HttpError ? err.status : 500;
-      if (status === 500)
-        this.options.log?.error({ ...fields, err: describe(err, token) }, "request failed");
-      const message = status === 500 ? "internal error" : (err as Error).message;
-      this.reply(res, status, `${message}\n`, {
+      const failure = this.failure(err, fields, token);
+      status = failure.status;
+      this.reply(res, status, `${failure.message}\n`, {
         close: status === 413 || status === 429,
-        retryAfter: status === 429 ? "10" : undefined,
+        retryAfter: failure.retryAfter,
         allow: err instanceof HttpError ? err.allow : undefined,
       });
     }
@@ -237,20 +240,41 @@ export class ProvisioningServer {
       status = verdict.sign ? 204 : 403;
       this.reply(res, status, verdict.sign ? undefined : `not signed: ${verdict.reason}\n`);
     } catch (err) {
-      status = err instanceof HttpError ? err.status : 500;
-      if (status === 500)
-        this.options.log?.error(
-          { route: "autosign", err: describe(err, undefined) },
-          "request failed",
-        );
-      const message = status === 500 ? "internal error" : (err as Error).message;
-      this.reply(res, status, `${message}\n`, {
+      const failure = this.failure(err, { route: "autosign" }, undefined);
+      status = failure.status;
+      this.reply(res, status, `${failure.message}\n`, {
         close: status === 413 || status === 429 || status === 401,
-        retryAfter: status === 429 ? "10" : undefined,
+        retryAfter: failure.retryAfter,
         allow: err instanceof HttpError ? err.allow : undefined,
       });
     }
     this.options.log?.info({ method, route: "autosign", status, reason }, "provisioning request");
+  }
+
+  /**
+   * The answer to a failed request. An HttpError says its own; an outage of the store is 503 and
+   * anything else 500, both logged (through `describe`, which keeps the token out).
+   */
+  private failure(
+    err: unknown,
+    fields: Record<string, unknown>,
+    token: string | undefined,
+  ): { status: number; message: string; retryAfter?: string } {
+    if (err instanceof HttpError)
+      return {
+        status: err.status,
+        message: err.message,
+        retryAfter: err.status === 429 ? "10" : undefined,
+      };
+    if (this.options.unavailable?.(err)) {
+      this.options.log?.warn(
+        { ...fields, err: describe(err, token) },
+        "request failed; retry later",
+      );
+      return { status: 503, message: "temporarily unavailable; retry shortly", retryAfter: "5" };
+    }
+    this.options.log?.error({ ...fields, err: describe(err, token) }, "request failed");
+    return { status: 500, message: "internal error" };
   }
 
   /** The body, refusing more than `max` bytes. */

@@ -621,6 +621,42 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
   assert.match(all, /secret store unavailable for <token [0-9a-f]{12}>/);
 });
 
+test("ProvisioningServer: an outage of the token store is 503 with Retry-After, other faults 500", async (t) => {
+  class Outage extends Error {}
+  const away = newToken();
+  const broken = newToken();
+  const lines: string[] = [];
+  const server = new ProvisioningServer({
+    log: pino({ level: "info" }, { write: (s: string) => void lines.push(s) }),
+    lookup: async (token) => {
+      if (token === broken) throw new Error(`bug while reading ${token}`);
+      return { kind: "active", kickstart: async () => "ks", bootstrap: async () => "keys" };
+    },
+    onBuilt: async (token) => {
+      if (token === away) throw new Outage(`store away while recording ${token}`);
+    },
+    unavailable: (err) => err instanceof Outage,
+  });
+  const { port } = await server.listen("127.0.0.1", 0);
+  t.after(() => server.close());
+  const post = (p: string) => fetch(`http://127.0.0.1:${port}${p}`, { method: "POST" });
+
+  const retry = await post(`/built/${away}`);
+  assert.equal(retry.status, 503, "an installer retries a callback that could not be recorded");
+  assert.equal(retry.headers.get("retry-after"), "5");
+  assert.equal(await retry.text(), "temporarily unavailable; retry shortly\n");
+  const fault = await post(`/built/${broken}`);
+  assert.equal(fault.status, 500);
+  assert.equal(await fault.text(), "internal error\n");
+
+  const logged = lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+  assert.ok(logged.some((l) => l.level === 40 && l.msg === "request failed; retry later"));
+  assert.ok(logged.some((l) => l.level === 50 && l.msg === "request failed"));
+  const all = lines.join("");
+  for (const token of [away, broken]) assert.ok(!all.includes(token), "token in the logs");
+  assert.match(all, /store away while recording <token [0-9a-f]{12}>/);
+});
+
 test("ProvisioningServer: a source over its request budget gets 429 with Retry-After", async (t) => {
   let lookups = 0;
   const server = new ProvisioningServer({

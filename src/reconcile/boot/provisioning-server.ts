@@ -21,6 +21,7 @@ import { bootstrapFor, kickstartFor } from "./install-config.js";
 import { installURLs } from "./install-data.js";
 import type { InstallToken, InstallTokens } from "../clients/install-tokens.js";
 import type { ConfigReader } from "../clients/secrets.js";
+import { isKubeOutage } from "../../controller/kube.js";
 
 export interface ProvisioningDeps {
   tokens: InstallTokens;
@@ -117,6 +118,8 @@ export async function startProvisioningServer(
       deps.built(t.owner.namespace, t.owner.name);
     },
     ...(deps.autosign ? { autosign: autosignAnswer(deps, deps.autosign) } : {}),
+    // The token Secrets live in the API server: while it is away, installers are told to retry.
+    unavailable: isKubeOutage,
   });
   await server.listen(bind.host ?? "0.0.0.0", bind.port);
   return server.httpServer;
