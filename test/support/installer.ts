@@ -13,12 +13,16 @@ import { parseDatastorePath } from "../../src/vsphere/datastore.js";
 /**
  * One HTTP call on its own connection, as curl in a real installer makes it. A pooled keep-alive
  * connection (fetch's) can be closed by the server's idle timeout just as a request goes out, and
- * a resend of a one-time call then meets its own spent token (410). Gives up after 15 s: a killed
- * operator may never answer.
+ * a resend of a one-time call then meets its own spent token (410). Gives up after `timeoutMs`
+ * (15 s by default): a killed operator may never answer.
  */
-function call(url: string, method: "GET" | "POST"): Promise<{ status: number; body: string }> {
+function call(
+  url: string,
+  method: "GET" | "POST",
+  timeoutMs = 15_000,
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, agent: false, timeout: 15_000 }, (res) => {
+    const req = http.request(url, { method, agent: false, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () =>
@@ -26,7 +30,9 @@ function call(url: string, method: "GET" | "POST"): Promise<{ status: number; bo
       );
       res.on("error", reject);
     });
-    req.on("timeout", () => req.destroy(new Error(`${method} ${url}: no answer in 15 s`)));
+    req.on("timeout", () =>
+      req.destroy(new Error(`${method} ${url}: no answer in ${timeoutMs / 1000} s`)),
+    );
     req.on("error", reject);
     req.end();
   });
@@ -51,8 +57,8 @@ export async function fetchKickstart(
   return call(`http://127.0.0.1:${port}/ks/${token}`, "GET");
 }
 
-export async function callBuilt(url: string): Promise<number> {
-  return (await call(url, "POST")).status;
+export async function callBuilt(url: string, timeoutMs?: number): Promise<number> {
+  return (await call(url, "POST", timeoutMs)).status;
 }
 
 /**
