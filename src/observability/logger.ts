@@ -14,7 +14,9 @@ export function createLogger(
 ): Logger {
   const options: pino.LoggerOptions = {
     level,
-    base: { component: "vsop" },
+    // No base fields: a component's child logger adds `component`, and pino would write a base
+    // one beside it (two keys of one name in a line, which strict JSON readers refuse).
+    base: {},
     timestamp: pino.stdTimeFunctions.isoTime,
     // formatters.log already turned errors into SafeErrors; pino's own err serializer would
     // add a stack back.

@@ -37,6 +37,16 @@ async function realAxiosError(): Promise<unknown> {
   throw new Error("expected the request to fail");
 }
 
+test("a component's lines name it once, and a line is one JSON object without repeated keys", () => {
+  const { log, lines } = capture();
+  log.child({ component: "provisioning" }).info({ route: "ks" }, "provisioning request");
+  log.info("vsop starting");
+  assert.equal(lines.length, 2);
+  assert.equal(lines[0]!.match(/"component":/g)?.length, 1, lines[0]);
+  assert.equal((JSON.parse(lines[0]!) as { component: string }).component, "provisioning");
+  assert.doesNotMatch(lines[1]!, /"component":/);
+});
+
 test("a real axios error logged in any field leaks neither the bearer token nor the password", async () => {
   const err = await realAxiosError();
   // The raw object does carry them: this is what must never be written.
