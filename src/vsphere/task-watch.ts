@@ -26,6 +26,7 @@ export class TaskWatch {
   private readonly woken = new Set<string>();
   /** Where the next read starts, when more tasks are in flight than one read takes. */
   private next = 0;
+  private readCount = 0;
 
   constructor(
     private readonly session: VSphereSession,
@@ -40,6 +41,11 @@ export class TaskWatch {
   watch(task: string): void {
     this.woken.delete(task);
     this.schedule();
+  }
+
+  /** The reads of task states sent so far. */
+  get reads(): number {
+    return this.readCount;
   }
 
   stop(): void {
@@ -83,6 +89,7 @@ export class TaskWatch {
   /** The tasks among these that ended, or that vCenter no longer knows. */
   private async ended(tasks: string[]): Promise<Set<string>> {
     let contents;
+    this.readCount++;
     try {
       contents = await retrieve(this.session, {
         // The state alone: the owner reads the rest (VCenter.taskState).

@@ -217,6 +217,11 @@ export class VCenter {
   }
 
   /** Requests sent so far, per method. */
+  /** The task watch's reads of task states so far (one per tick with tasks to read). */
+  taskWatchReads(): number {
+    return this.tasks.reads;
+  }
+
   requestCount(): Record<string, number> {
     return Object.fromEntries(this.counts);
   }
