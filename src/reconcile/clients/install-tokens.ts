@@ -101,25 +101,28 @@ export class InstallTokens {
     if (existing) return existing;
     const token = newToken();
     try {
-      await this.kube.create(this.path(), {
-        apiVersion: "v1",
-        kind: "Secret",
-        type: "Opaque",
-        metadata: {
-          name: secretName(vs.metadata.uid!),
-          namespace: this.namespace,
-          labels: {
-            "app.kubernetes.io/managed-by": "vsop",
-            [HASH_LABEL]: hashToken(token).slice(0, 40),
-            [`${LABEL}/owner-namespace`]: vs.metadata.namespace!,
-            [`${LABEL}/owner-name`]: vs.metadata.name,
-            [`${LABEL}/owner-uid`]: vs.metadata.uid!,
+      // The API server answers a create with the object as stored: no read after the write.
+      return decode(
+        await this.kube.create<SecretObject>(this.path(), {
+          apiVersion: "v1",
+          kind: "Secret",
+          type: "Opaque",
+          metadata: {
+            name: secretName(vs.metadata.uid!),
+            namespace: this.namespace,
+            labels: {
+              "app.kubernetes.io/managed-by": "vsop",
+              [HASH_LABEL]: hashToken(token).slice(0, 40),
+              [`${LABEL}/owner-namespace`]: vs.metadata.namespace!,
+              [`${LABEL}/owner-name`]: vs.metadata.name,
+              [`${LABEL}/owner-uid`]: vs.metadata.uid!,
+            },
           },
-        },
-        data: { token: b64(token), tokenHash: b64(hashToken(token)), state: b64("pending") },
-      });
+          data: { token: b64(token), tokenHash: b64(hashToken(token)), state: b64("pending") },
+        }),
+      );
     } catch (err) {
-      if (!isConflict(err)) throw err; // created meanwhile by another reconcile
+      if (!isConflict(err)) throw err; // created meanwhile by another reconcile: read it
     }
     return (await this.get(vs.metadata.uid!))!;
   }
