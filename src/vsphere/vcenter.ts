@@ -216,12 +216,12 @@ export class VCenter {
     this.opts.onCall?.(method);
   }
 
-  /** Requests sent so far, per method. */
   /** The task watch's reads of task states so far (one per tick with tasks to read). */
   taskWatchReads(): number {
     return this.tasks.reads;
   }
 
+  /** Requests sent so far, per method. */
   requestCount(): Record<string, number> {
     return Object.fromEntries(this.counts);
   }
