@@ -31,3 +31,13 @@ export const TASK_PROPERTIES = ["info.state", "info.error", "info.result", "info
 
 /** What is known of a task: its outcome, or "gone" once vCenter no longer lists it. */
 export type TaskState = TaskOutcome | { state: "gone" };
+
+/** A task's state from its properties as read: none at all means vCenter no longer lists it. */
+export function taskStateOf(props: Record<string, Node>): TaskState {
+  return Object.keys(props).length ? taskOutcome(props) : { state: "gone" };
+}
+
+/** Whether the task has yet to end. */
+export function inFlight(state: TaskState): boolean {
+  return state.state === "queued" || state.state === "running";
+}

@@ -9,15 +9,13 @@ import { outsideReconcile } from "../abort.js";
 import { faultName } from "./errors.js";
 import { propertySpec, retrieve } from "./properties.js";
 import type { VSphereSession } from "./session.js";
-import { taskOutcome, type TaskOutcome } from "./task-state.js";
+import { inFlight, taskStateOf } from "./task-state.js";
 import { MoRef } from "./xml.js";
 
 /** How often the states of the tasks in flight are read. */
 export const TASK_POLL_MS = 500;
 /** Tasks read per tick; with more in flight, each tick reads the next ones in turn. */
 const MAX_TASKS_PER_READ = 500;
-
-const inFlightState = (o: TaskOutcome) => o.state === "queued" || o.state === "running";
 
 export class TaskWatch {
   private timer: NodeJS.Timeout | undefined;
@@ -101,11 +99,9 @@ export class TaskWatch {
       if (faultName(err) === "ManagedObjectNotFound") return new Set(tasks);
       throw err;
     }
-    // Read as VCenter.taskState reads a task: no properties is gone, else taskOutcome says.
+    // Read as VCenter.taskState reads a task (taskStateOf).
     const running = new Set(
-      contents
-        .filter((c) => Object.keys(c.props).length && inFlightState(taskOutcome(c.props)))
-        .map((c) => c.obj.value),
+      contents.filter((c) => inFlight(taskStateOf(c.props))).map((c) => c.obj.value),
     );
     return new Set(tasks.filter((t) => !running.has(t)));
   }

@@ -7,7 +7,7 @@ import { MoRef, type Node } from "./xml.js";
 import { get, items, moRef, str } from "./nodes.js";
 import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
-import { TASK_PROPERTIES, taskOutcome, type TaskContext, type TaskState } from "./task-state.js";
+import { TASK_PROPERTIES, taskStateOf, type TaskContext, type TaskState } from "./task-state.js";
 import { VMCache } from "./cache.js";
 import { TaskWatch } from "./task-watch.js";
 import { UpdateLoop, type Changes } from "./watch.js";
@@ -451,11 +451,11 @@ export class VCenter {
   async taskState(task: string): Promise<TaskState> {
     try {
       const { props, vm } = await this.readTask(task);
-      if (Object.keys(props).length === 0) {
+      const state = taskStateOf(props);
+      if (state.state === "gone") {
         this.taskVMs.delete(task);
-        return { state: "gone" };
+        return state;
       }
-      const state = taskOutcome(props);
       if (state.state === "success" || state.state === "error") {
         this.taskVMs.delete(task);
         const entity = moRef(props["info.entity"]);

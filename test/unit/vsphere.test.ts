@@ -26,7 +26,7 @@ import {
   validateCreateSpec,
   type CreateVMSpec,
 } from "../../src/vsphere/vms.js";
-import { taskOutcome } from "../../src/vsphere/task-state.js";
+import { inFlight, taskOutcome, taskStateOf } from "../../src/vsphere/task-state.js";
 import { checkFilePath, folderUrl } from "../../src/vsphere/datastore.js";
 import { inventoryPath } from "../../src/vsphere/inventory.js";
 import type { NodeObject } from "../../src/vsphere/nodes.js";
@@ -448,6 +448,14 @@ test("taskOutcome reads the fault type of a failed task", () => {
     { state: "error", fault: "NoDiskSpace", message: "no space" },
   );
   assert.deepEqual(taskOutcome({ "info.state": "running" }), { state: "running" });
+});
+
+test("taskStateOf: no properties is a task vCenter no longer lists; queued and running are in flight", () => {
+  assert.deepEqual(taskStateOf({}), { state: "gone" });
+  const states = ["queued", "running", "success"].map((s) => taskStateOf({ "info.state": s }));
+  assert.deepEqual(states.map(inFlight), [true, true, false]);
+  assert.equal(inFlight(taskStateOf({})), false);
+  assert.equal(inFlight(taskStateOf({ "info.state": "error", "info.error": {} })), false);
 });
 
 test("datastore URLs are encoded and cannot leave the datastore", () => {

@@ -6,6 +6,7 @@
 import type { ConditionType, Phase } from "../../api/types.js";
 import { StepError } from "../../errors.js";
 import { VSphereTaskError } from "../../vsphere/errors.js";
+import { inFlight } from "../../vsphere/task-state.js";
 import type { InFlightTask, VCenter } from "../../vsphere/vcenter.js";
 import { wait, type ReconcileContext, type StepOutcome } from "./context.js";
 import { vsphereStepError } from "./vsphere-errors.js";
@@ -100,7 +101,7 @@ export async function taskInFlight(
   } catch (err) {
     throw vsphereStepError(err, { condition: op.condition });
   }
-  if (state.state === "queued" || state.state === "running") {
+  if (inFlight(state)) {
     vc.track(t, key);
     return wait(
       recheckSeconds(t.startedAt, Date.now(), watched(t.operation)),
