@@ -141,8 +141,8 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
         .filter((vs) => vs.spec.className === className && runInFlight(vs.status?.puppet))
         .map(keyOf),
   });
-  const identityKeyOf = async (ctx: ReconcileContext) =>
-    (await tokens.get(ctx.vs.metadata.uid!))?.identityPublicKey;
+  const identityKeyOf = (ctx: ReconcileContext) =>
+    tokens.identityKey(ctx.vs.metadata.uid!, ctx.status.install?.completedAt);
   const cas = new PuppetCAPool(config);
   const certificates = {
     record: (uid: string, fresh: boolean) =>

@@ -343,7 +343,11 @@ test("installing: an Off request waits for the install (VM kept on, the message 
   const installing = { install: { method: "network", startedAt: new Date().toISOString() } };
   const deps = {
     pool: { get: async () => vc },
-    tokens: { get: async () => undefined, ensure: async () => ({ token: "t" }) },
+    tokens: {
+      get: async () => undefined,
+      known: async () => undefined,
+      ensure: async () => ({ token: "t" }),
+    },
     discover: async () => false,
   } as unknown as InstallDeps;
   const network = { ...CLASS, boot: { method: "network" } };

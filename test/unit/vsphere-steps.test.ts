@@ -242,8 +242,9 @@ test("prepare (guestinfo): installed since the power-on, though status does not 
   const startedAt = "2026-11-27T02:24:42.000Z";
   const deps = {
     pool: { get: async () => vc },
+    // The watch's copy is enough: the record was written before that leader died.
     tokens: {
-      get: async () => ({ state: "built", builtAt: "2026-11-27T02:24:43.638Z", token: "" }),
+      known: async () => ({ state: "built", builtAt: "2026-11-27T02:24:43.638Z", token: "" }),
     },
   } as unknown as InstallDeps;
   const cls = { ...CLASS, boot: { method: "guestinfo" } };

@@ -82,6 +82,9 @@ export class InstallTokens {
     private readonly records?: Pick<Informer<SecretObject>, "list" | "synced" | "get">,
   ) {}
 
+  /** Identity keys of installed servers, by uid, with the install they belong to. */
+  private readonly settledKeys = new Map<string, { installedAt: string; key?: string }>();
+
   private path(name = ""): string {
     return `/api/v1/namespaces/${this.namespace}/secrets${name ? `/${name}` : ""}`;
   }
@@ -180,6 +183,22 @@ export class InstallTokens {
   }
 
   /**
+   * The server's identity public key, to verify its MCollective replies with. While it installs
+   * the record is read fresh: a key claimed through another replica may not be in the watch yet,
+   * and a missing key means weaker checks. Once `installedAt` is recorded the key cannot change
+   * (the token is spent, so claimKeys refuses, and no record is made before a rebuild starts a
+   * new install): the answer of one read is kept for that install, so a fleet's Puppet
+   * exchanges cost no reads.
+   */
+  async identityKey(uid: string, installedAt?: string): Promise<string | undefined> {
+    const settled = this.settledKeys.get(uid);
+    if (installedAt && settled?.installedAt === installedAt) return settled.key;
+    const key = (await this.get(uid))?.identityPublicKey;
+    if (installedAt) this.settledKeys.set(uid, { installedAt, key });
+    return key;
+  }
+
+  /**
    * The record as the watch has it once synced (no API call), else as the API server has it:
    * for checks where a record only just written does not matter.
    */
@@ -254,6 +273,7 @@ export class InstallTokens {
   }
 
   async delete(uid: string): Promise<void> {
+    this.settledKeys.delete(uid);
     try {
       await this.kube.delete(this.path(secretName(uid)));
     } catch (err) {

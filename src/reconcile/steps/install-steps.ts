@@ -36,8 +36,9 @@ export function prepareStep(deps: InstallDeps): Step {
       if (started) {
         // Installed since this power-on, though status does not say so yet (the process that
         // saw it died before writing it): the installed step records it. Preparing again would
-        // put back the install data the handoff may have taken away already.
-        const token = await deps.tokens.get(ctx.vs.metadata.uid!);
+        // put back the install data the handoff may have taken away already. That record was
+        // written before the crash, so the watch's copy of it is enough.
+        const token = await deps.tokens.known(ctx.vs.metadata.uid!);
         if (token?.state === "built" && (token.builtAt ?? "") >= started) return DONE;
       }
       const found = await vmOf(deps, ctx);
