@@ -1,8 +1,116 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the build need and is missing:
-# Debian packages, npm dependencies, and the Go-built tools (cached under $CACHE).
+# Debian packages, npm dependencies, and the Go-built tools (cached under $CACHE). The Go builds
+# run in the background while the rest installs.
 source "$(dirname "$0")/lib.sh"
 PART=install
+
+command -v go >/dev/null || die "Go is needed to build kube-apiserver and vcsim; it is expected at /usr/local/go"
+
+build_kube_apiserver() {
+  if [ ! -x "$KUBE_APISERVER_BIN" ]; then
+    log "building kube-apiserver $KUBE_VERSION (once; cached at $KUBE_APISERVER_BIN)"
+    mkdir -p "$CACHE"
+    (cd "$ROOT/hack/kube-apiserver" &&
+      CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$KUBE_APISERVER_BIN.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver) \
+      >"$CACHE/kube-apiserver-build.log" 2>&1 ||
+      fail_part kube-apiserver-build "$CACHE/kube-apiserver-build.log" "build failed"
+    mv "$KUBE_APISERVER_BIN.tmp.$$" "$KUBE_APISERVER_BIN" # two installs at once: the last one wins, both work
+  fi
+}
+
+# etcd from its Go module (hack/etcd/go.mod pins it), not Debian's 3.4: the API server streams
+# a list as a watch (sendInitialEvents), and serves consistent lists from its cache, only on an
+# etcd that sends progress notifications on request (3.5.13 or newer).
+build_etcd() {
+  if [ ! -x "$ETCD_BIN" ]; then
+    log "building etcd $ETCD_VERSION (once; cached at $ETCD_BIN)"
+    mkdir -p "$CACHE"
+    (cd "$ROOT/hack/etcd" &&
+      CGO_ENABLED=0 timeout 1800 go build -trimpath -ldflags='-s -w' -o "$ETCD_BIN.tmp.$$" go.etcd.io/etcd/server/v3) \
+      >"$CACHE/etcd-build.log" 2>&1 ||
+      fail_part etcd-build "$CACHE/etcd-build.log" "build failed"
+    mv "$ETCD_BIN.tmp.$$" "$ETCD_BIN"
+  fi
+}
+
+# kubectl: the machine's own when it has one, otherwise built from the same module.
+build_kubectl() {
+  if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$CACHE/kubectl-$KUBE_VERSION" ]; then
+    log "building kubectl $KUBE_VERSION (once)"
+    (cd "$ROOT/hack/kube-apiserver" &&
+      CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$CACHE/kubectl-$KUBE_VERSION.tmp.$$" k8s.io/kubernetes/cmd/kubectl) \
+      >"$CACHE/kubectl-build.log" 2>&1 ||
+      fail_part kubectl-build "$CACHE/kubectl-build.log" "build failed"
+    mv "$CACHE/kubectl-$KUBE_VERSION.tmp.$$" "$CACHE/kubectl-$KUBE_VERSION"
+  fi
+}
+
+# vcsim and govc from govmomi's module source, vcsim with one fix that is upstream but in no
+# release yet (v0.53.0 lacks it): Registry.WithLock releases its object lock when the call it
+# guards panics. Without it one panic (vcsim's FindChild meeting a VM whose name a concurrent
+# create is still writing) leaves SearchIndex locked, and every later FindChild, so every
+# CreateVM of vsop, hangs until vcsim restarts.
+build_govmomi() {
+  if [ ! -x "$GOVMOMI_BIN/vcsim" ] || [ ! -x "$GOVMOMI_BIN/govc" ]; then
+    log "building vcsim and govc $GOVMOMI_VERSION (once; vcsim patched: a lock released on panic)"
+    src="$CACHE/govmomi-src.$$"
+    {
+      dir="$(cd / && timeout 600 go mod download -json "github.com/vmware/govmomi@$GOVMOMI_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" &&
+        [ -d "$dir" ] && cp -r "$dir" "$src" && chmod -R u+w "$src" &&
+        perl -0pi -e 's/(\tunlock := r\.AcquireLock\(onBehalfOf, obj\)\n)\tf\(\)\n\tunlock\(\)\n/$1\tdefer unlock()\n\tf()\n/' \
+          "$src/simulator/registry.go" &&
+        grep -q $'^\tdefer unlock()$' "$src/simulator/registry.go" &&
+        mkdir -p "$GOVMOMI_BIN" &&
+        (cd "$src" && CGO_ENABLED=0 timeout 1800 go build -trimpath -ldflags='-s -w' -o "$GOVMOMI_BIN/vcsim.tmp.$$" ./vcsim &&
+          CGO_ENABLED=0 timeout 1800 go build -trimpath -ldflags='-s -w' -o "$GOVMOMI_BIN/govc.tmp.$$" ./govc) &&
+        mv "$GOVMOMI_BIN/vcsim.tmp.$$" "$GOVMOMI_BIN/vcsim" && mv "$GOVMOMI_BIN/govc.tmp.$$" "$GOVMOMI_BIN/govc"
+    } >"$CACHE/govmomi-build.log" 2>&1 || {
+      rm -rf "$src"
+      fail_part govmomi-build "$CACHE/govmomi-build.log" "build failed"
+    }
+    rm -rf "$src"
+  fi
+}
+
+# helm, for `make release` and the chart tests: no Debian package has it, so it is built from
+# the Go module proxy like the tools above (once; cached). The -X flags are those of helm's own
+# Makefile: its version, and the Kubernetes version of its client-go (v0.37 in helm v3.22.0) for
+# .Capabilities and lint's deprecation rules (1.20 otherwise). helm v3.22 needs Go 1.26: an older
+# go fetches that toolchain through the module proxy (GOTOOLCHAIN=auto). hack/release.sh and the
+# tests read HELM_VERSION from here.
+HELM_VERSION="v3.22.0"
+HELM_KUBE_MINOR="37"
+HELM_BIN="$CACHE/helm-$HELM_VERSION"
+build_helm() {
+  if [ ! -x "$HELM_BIN" ]; then
+    log "building helm $HELM_VERSION (once; cached at $HELM_BIN)"
+    mkdir -p "$CACHE/helm-build"
+    helm_x=""
+    for pkg in pkg/chartutil pkg/lint/rules; do
+      helm_x+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_KUBE_MINOR"
+    done
+    GOBIN="$CACHE/helm-build" GOFLAGS=-trimpath CGO_ENABLED=0 GOTOOLCHAIN=auto timeout 1800 go install \
+      -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION$helm_x" \
+      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$CACHE/helm-build.log" 2>&1 ||
+      fail_part helm-build "$CACHE/helm-build.log" "build failed"
+    mv "$CACHE/helm-build/helm" "$HELM_BIN" && rmdir "$CACHE/helm-build"
+  fi
+}
+
+# The Go builds need neither apt nor npm: they start first and run beside them (one after the
+# other: two at once measured slower, both compile on every core). A failing build has already
+# said which part and which log.
+(build_kube_apiserver && build_etcd && build_kubectl && build_govmomi && build_helm) &
+go_builds=$!
+# Should the rest fail, the builds stop too (their .tmp outputs are never taken as done).
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+trap 'rc=$?; [ "$rc" -eq 0 ] || kill_tree "$go_builds"' EXIT
 
 # command -> Debian package providing it
 declare -A PKG=(
@@ -81,90 +189,6 @@ if [ ! -f "$ROOT/node_modules/.package-lock.json" ] ||
     fail_part npm "$CACHE/npm.log" "npm ci failed"
 fi
 
-command -v go >/dev/null || die "Go is needed to build kube-apiserver and vcsim; it is expected at /usr/local/go"
-
-if [ ! -x "$KUBE_APISERVER_BIN" ]; then
-  log "building kube-apiserver $KUBE_VERSION (once; cached at $KUBE_APISERVER_BIN)"
-  mkdir -p "$CACHE"
-  (cd "$ROOT/hack/kube-apiserver" &&
-    CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$KUBE_APISERVER_BIN.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver) \
-    >"$CACHE/kube-apiserver-build.log" 2>&1 ||
-    fail_part kube-apiserver-build "$CACHE/kube-apiserver-build.log" "build failed"
-  mv "$KUBE_APISERVER_BIN.tmp.$$" "$KUBE_APISERVER_BIN" # two installs at once: the last one wins, both work
-fi
-
-# etcd from its Go module (hack/etcd/go.mod pins it), not Debian's 3.4: the API server streams
-# a list as a watch (sendInitialEvents), and serves consistent lists from its cache, only on an
-# etcd that sends progress notifications on request (3.5.13 or newer).
-if [ ! -x "$ETCD_BIN" ]; then
-  log "building etcd $ETCD_VERSION (once; cached at $ETCD_BIN)"
-  mkdir -p "$CACHE"
-  (cd "$ROOT/hack/etcd" &&
-    CGO_ENABLED=0 timeout 1800 go build -trimpath -ldflags='-s -w' -o "$ETCD_BIN.tmp.$$" go.etcd.io/etcd/server/v3) \
-    >"$CACHE/etcd-build.log" 2>&1 ||
-    fail_part etcd-build "$CACHE/etcd-build.log" "build failed"
-  mv "$ETCD_BIN.tmp.$$" "$ETCD_BIN"
-fi
-
-# kubectl: the machine's own when it has one, otherwise built from the same module.
-if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$CACHE/kubectl-$KUBE_VERSION" ]; then
-  log "building kubectl $KUBE_VERSION (once)"
-  (cd "$ROOT/hack/kube-apiserver" &&
-    CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$CACHE/kubectl-$KUBE_VERSION.tmp.$$" k8s.io/kubernetes/cmd/kubectl) \
-    >"$CACHE/kubectl-build.log" 2>&1 ||
-    fail_part kubectl-build "$CACHE/kubectl-build.log" "build failed"
-  mv "$CACHE/kubectl-$KUBE_VERSION.tmp.$$" "$CACHE/kubectl-$KUBE_VERSION"
-fi
-
-# vcsim and govc from govmomi's module source, vcsim with one fix that is upstream but in no
-# release yet (v0.53.0 lacks it): Registry.WithLock releases its object lock when the call it
-# guards panics. Without it one panic (vcsim's FindChild meeting a VM whose name a concurrent
-# create is still writing) leaves SearchIndex locked, and every later FindChild, so every
-# CreateVM of vsop, hangs until vcsim restarts.
-if [ ! -x "$GOVMOMI_BIN/vcsim" ] || [ ! -x "$GOVMOMI_BIN/govc" ]; then
-  log "building vcsim and govc $GOVMOMI_VERSION (once; vcsim patched: a lock released on panic)"
-  src="$CACHE/govmomi-src.$$"
-  {
-    dir="$(cd / && timeout 600 go mod download -json "github.com/vmware/govmomi@$GOVMOMI_VERSION" |
-      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')" &&
-      [ -d "$dir" ] && cp -r "$dir" "$src" && chmod -R u+w "$src" &&
-      perl -0pi -e 's/(\tunlock := r\.AcquireLock\(onBehalfOf, obj\)\n)\tf\(\)\n\tunlock\(\)\n/$1\tdefer unlock()\n\tf()\n/' \
-        "$src/simulator/registry.go" &&
-      grep -q $'^\tdefer unlock()$' "$src/simulator/registry.go" &&
-      mkdir -p "$GOVMOMI_BIN" &&
-      (cd "$src" && CGO_ENABLED=0 timeout 1800 go build -trimpath -ldflags='-s -w' -o "$GOVMOMI_BIN/vcsim.tmp.$$" ./vcsim &&
-        CGO_ENABLED=0 timeout 1800 go build -trimpath -ldflags='-s -w' -o "$GOVMOMI_BIN/govc.tmp.$$" ./govc) &&
-      mv "$GOVMOMI_BIN/vcsim.tmp.$$" "$GOVMOMI_BIN/vcsim" && mv "$GOVMOMI_BIN/govc.tmp.$$" "$GOVMOMI_BIN/govc"
-  } >"$CACHE/govmomi-build.log" 2>&1 || {
-    rm -rf "$src"
-    fail_part govmomi-build "$CACHE/govmomi-build.log" "build failed"
-  }
-  rm -rf "$src"
-fi
-
-# helm, for `make release` and the chart tests: no Debian package has it, so it is built from
-# the Go module proxy like the tools above (once; cached). The -X flags are those of helm's own
-# Makefile: its version, and the Kubernetes version of its client-go (v0.37 in helm v3.22.0) for
-# .Capabilities and lint's deprecation rules (1.20 otherwise). helm v3.22 needs Go 1.26: an older
-# go fetches that toolchain through the module proxy (GOTOOLCHAIN=auto). hack/release.sh and the
-# tests read HELM_VERSION from here.
-HELM_VERSION="v3.22.0"
-HELM_KUBE_MINOR="37"
-HELM_BIN="$CACHE/helm-$HELM_VERSION"
-if [ ! -x "$HELM_BIN" ]; then
-  log "building helm $HELM_VERSION (once; cached at $HELM_BIN)"
-  mkdir -p "$CACHE/helm-build"
-  helm_x=""
-  for pkg in pkg/chartutil pkg/lint/rules; do
-    helm_x+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_KUBE_MINOR"
-  done
-  GOBIN="$CACHE/helm-build" GOFLAGS=-trimpath CGO_ENABLED=0 GOTOOLCHAIN=auto timeout 1800 go install \
-    -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION$helm_x" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$CACHE/helm-build.log" 2>&1 ||
-    fail_part helm-build "$CACHE/helm-build.log" "build failed"
-  mv "$CACHE/helm-build/helm" "$HELM_BIN" && rmdir "$CACHE/helm-build"
-fi
-
 # puppetserver's Clojure code compiled ahead of time, once (see puppetserver_aot_dir in lib.sh):
 # the stack's master then starts in about half a minute instead of a minute and a half. Without
 # it the master still starts, only slower.
@@ -186,4 +210,5 @@ if [ -f /usr/share/puppetserver/puppetserver.jar ] && [ ! -d "$AOT_DIR" ]; then
   fi
 fi
 
+wait "$go_builds" || die "a Go-built tool is missing (see the error above)"
 log "all tools present"
