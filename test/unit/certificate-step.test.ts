@@ -86,6 +86,20 @@ test("deleted (policy Delete): revoked, then cleaned; Retain leaves it", async (
   assert.deepEqual(kept.calls, []);
 });
 
+test("deleted, class without a CA: the install record is not read", async () => {
+  const { ca, calls } = fakeCA({ state: "signed", serial: "7" });
+  let reads = 0;
+  const counting: CertificateDeps = {
+    ...deps(ca, record({ challengeSpentAt: "x" })),
+    record: async () => (reads++, record({ challengeSpentAt: "x" })),
+  };
+  const ctx = stepContext({}, {});
+  ctx.vs.metadata.deletionTimestamp = "2026-01-01T00:00:00Z";
+  assert.deepEqual(await certificateStep(counting).finalize!(ctx), { done: true });
+  assert.equal(reads, 0);
+  assert.deepEqual(calls, []);
+});
+
 test("a pending request is cleaned without a revoke; another serial is someone else's", async () => {
   const pending = fakeCA({ state: "requested" });
   await cleanCertificate(

@@ -137,6 +137,8 @@ export function certificateStep(deps: CertificateDeps): Step {
 
     async finalize(ctx): Promise<StepOutcome> {
       if (ctx.vs.spec.deletionPolicy === "Retain") return DONE; // the server keeps running
+      // No CA in the class: nothing vsop could clean, so no need to read the install record.
+      if (!ctx.cls.spec.puppet?.caURL) return DONE;
       await cleanCertificate(deps, ctx, await deps.record(ctx.vs.metadata.uid!, true));
       return DONE;
     },
