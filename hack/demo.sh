@@ -123,15 +123,18 @@ log "    kickstart: $(grep -c '' "$DEMO/web-prod-1.ks") lines in $DEMO/web-prod-
 kickstart_fetched() { [ -n "$(kubectl -n default get vsrv web-prod-1 -o jsonpath='{.status.install.kickstartFetchedAt}')" ]; }
 wait_until 30 "status.install.kickstartFetchedAt" kickstart_fetched
 log "    status.install.kickstartFetchedAt: $(kubectl -n default get vsrv web-prod-1 -o jsonpath='{.status.install.kickstartFetchedAt}')"
-# %post fetches the keys once; the server's own identity key is the one vsop will believe.
-(umask 077 && curl -fsS -X POST "http://127.0.0.1:$PROV_PORT/bootstrap/$ks_token" >"$DEMO/web-prod-1.bootstrap")
+# %post fetches the keys once; the server's own identity key is the one vsop will believe. Its
+# nonce, as the shipped kickstart sends it, lets a retry whose answer was lost get the same keys.
+nonce="$(od -An -N16 -tx1 /dev/urandom | tr -dc 0-9a-f)"
+(umask 077 && curl -fsS --retry 5 -H "X-Vsop-Installer-Nonce: $nonce" -X POST \
+  "http://127.0.0.1:$PROV_PORT/bootstrap/$ks_token" >"$DEMO/web-prod-1.bootstrap")
 sed -n "\\|^cat > /etc/mcollective/vsop/identity.pem <<'VSOP_EOF'\$|,/^VSOP_EOF\$/p" "$DEMO/web-prod-1.bootstrap" |
   sed '1d;$d' >"$DEMO/web-prod-1.identity.pem"
 rm -f "$DEMO/web-prod-1.bootstrap"
-log "    keys fetched once over /bootstrap (a second fetch answers 410)"
+log "    keys fetched once over /bootstrap (another installer's fetch answers 410)"
 IDENTITY_KEY="$DEMO/web-prod-1.identity.pem" "$ROOT/hack/node-up.sh" web-prod-1.example.com web.pp >>"$LOGS/demo.log" 2>&1
 curl -fsS -X POST "http://127.0.0.1:$PROV_PORT/built/$ks_token"
-unset ks_token
+unset ks_token nonce
 fi
 unset token
 

@@ -113,9 +113,14 @@ cat > /etc/puppetlabs/puppet/puppet.conf <<'VSOP_EOF'
 grep -q '^proxy=' /etc/yum.conf || echo 'proxy={{proxyURL}}' >> /etc/yum.conf
 {{/if}}
 {{#if provisioning.bootstrapURL}}
-# Keys and the broker login come once from vsop: this file carries no secret.
+# Keys and the broker login come once from vsop: this file carries no secret. The nonce, the
+# same on every try, lets a try whose answer was lost get the same keys again.
 umask 077
-curl -fsS --retry 5{{#if bootNic}}{{else}}{{#if proxyURL}} --proxy '{{proxyURL}}'{{/if}}{{/if}} -X POST '{{provisioning.bootstrapURL}}' -o /root/vsop-bootstrap.sh
+nonce=$(od -An -N16 -tx1 /dev/urandom | tr -dc 0-9a-f)
+for try in 1 2 3 4 5; do
+  curl -fsS --retry 5{{#if bootNic}}{{else}}{{#if proxyURL}} --proxy '{{proxyURL}}'{{/if}}{{/if}} -H "X-Vsop-Installer-Nonce: $nonce" -X POST '{{provisioning.bootstrapURL}}' -o /root/vsop-bootstrap.sh && break
+  sleep 5
+done
 sh /root/vsop-bootstrap.sh
 rm -f /root/vsop-bootstrap.sh
 umask 022
@@ -156,7 +161,8 @@ write_files:
 runcmd:
 {{#if provisioning.bootstrapURL}}
   # Keys and the broker login come once from vsop: this file and its copies carry no secret.
-  - [sh, -c, 'umask 077 && curl -fsS --retry 5{{#if proxyURL}} --proxy {{proxyURL}}{{/if}} -X POST {{provisioning.bootstrapURL}} -o /run/vsop-bootstrap.sh && sh /run/vsop-bootstrap.sh && rm -f /run/vsop-bootstrap.sh']
+  # The nonce, the same on every try, lets a try whose answer was lost get the same keys again.
+  - [sh, -c, 'umask 077; n=$(od -An -N16 -tx1 /dev/urandom | tr -dc 0-9a-f); for try in 1 2 3 4 5; do curl -fsS --retry 5{{#if proxyURL}} --proxy {{proxyURL}}{{/if}} -H "X-Vsop-Installer-Nonce: $n" -X POST {{provisioning.bootstrapURL}} -o /run/vsop-bootstrap.sh && break; sleep 5; done; sh /run/vsop-bootstrap.sh && rm -f /run/vsop-bootstrap.sh']
 {{/if}}
   - [systemctl, restart, mcollective.service]
 {{#if provisioning.builtURL}}

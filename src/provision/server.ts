@@ -1,6 +1,7 @@
 // The HTTP endpoint installers talk to over the Boot-VLAN:
 //   GET  /ks/<token>         the server's kickstart (text/plain); it carries no secret
-//   POST /bootstrap/<token>  the server's keys and broker login, as a shell script: once only
+//   POST /bootstrap/<token>  the server's keys and broker login, as a shell script: once, but
+//                            again to the installer whose X-Vsop-Installer-Nonce got them
 //   POST /built/<token>      installation finished → 204
 //   POST /autosign/<certname> the Puppet master's autosign command asks whether to sign the CSR
 //                            in the body: 204 sign, 403 refuse (bearer secret; see puppet/)
@@ -12,13 +13,17 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isWellFormedToken, tokenLogId } from "./tokens.js";
+import { isWellFormedNonce, NONCE_HEADER } from "./sealed-keys.js";
 
 export type TokenState =
   | {
       kind: "active";
       kickstart: () => Promise<string>;
-      /** The key bundle, or undefined when it was fetched before (it is handed out once). */
-      bootstrap: () => Promise<string | undefined>;
+      /**
+       * The key bundle, or undefined when it was fetched before by another caller (it is handed
+       * out once; again only to the installer with the same `nonce`).
+       */
+      bootstrap: (nonce: string | undefined) => Promise<string | undefined>;
     }
   | { kind: "used" }
   /** The server's install data is not recorded yet (503: an installer retries). */
@@ -153,7 +158,8 @@ export class ProvisioningServer {
       if (route !== "healthz" && !this.limiter.allow(req.socket.remoteAddress ?? ""))
         throw new HttpError(429, "too many requests; retry later");
       await this.drainBody(req);
-      const result = await this.dispatch(method, route, token);
+      const nonce = route === "bootstrap" ? this.nonce(req) : undefined;
+      const result = await this.dispatch(method, route, token, nonce);
       status = result.status;
       this.reply(res, status, result.body);
     } catch (err) {
@@ -173,6 +179,7 @@ export class ProvisioningServer {
     method: string,
     route: Route | "healthz" | undefined,
     token: string | undefined,
+    nonce: string | undefined,
   ): Promise<{ status: number; body?: string }> {
     const allow = (methods: string[]) => {
       if (!methods.includes(method))
@@ -192,7 +199,7 @@ export class ProvisioningServer {
     if (state.kind === "notReady") throw new HttpError(503, "not ready yet; retry shortly");
     if (route === "ks") return { status: 200, body: await state.kickstart() };
     if (route === "bootstrap") {
-      const body = await state.bootstrap();
+      const body = await state.bootstrap(nonce);
       if (body === undefined) throw new HttpError(410, "keys already fetched");
       return { status: 200, body };
     }
@@ -210,6 +217,15 @@ export class ProvisioningServer {
       }
     } else await done;
     return { status: 204 };
+  }
+
+  /** The installer's nonce for /bootstrap, when it sent one; a malformed one is refused (400). */
+  private nonce(req: IncomingMessage): string | undefined {
+    const v = req.headers[NONCE_HEADER];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || !isWellFormedNonce(v))
+      throw new HttpError(400, `${NONCE_HEADER} must be 32 to 128 letters, digits, - or _`);
+    return v;
   }
 
   /**

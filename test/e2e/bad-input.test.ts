@@ -41,7 +41,6 @@ import {
   removeDNSNames,
   scrape,
   startOperator,
-  tryGetJSON,
   waitFor,
   waitForCondition,
   WRITE_VERBS,
@@ -57,6 +56,7 @@ import {
   bootstrapFiles,
   bootstrapURLIn,
   fetchBootstrap,
+  readInstallRecord,
   IDENTITY_KEY_PATH,
   installToken,
   readGuestinfo,
@@ -687,19 +687,14 @@ interface RecordState {
 }
 
 function installRecord(uid: string): RecordState | undefined {
-  const s = tryGetJSON<{ metadata: { resourceVersion: string }; data?: Record<string, string> }>([
-    "-n",
-    OPERATOR_NS,
-    "get",
-    "secret",
-    `vsop-install-${uid}`,
-  ]);
-  if (!s) return undefined;
-  return {
-    resourceVersion: s.metadata.resourceVersion,
-    keys: Object.keys(s.data ?? {}).sort(),
-    token: Buffer.from(s.data?.token ?? "", "base64").toString("utf8"),
-  };
+  const r = readInstallRecord(uid);
+  return (
+    r && {
+      resourceVersion: r.resourceVersion,
+      keys: Object.keys(r.fields).sort(),
+      token: r.fields.token ?? "",
+    }
+  );
 }
 
 test("provisioning HTTP: wrong methods, sizes, paths and tokens change nothing", async (t) => {

@@ -35,15 +35,19 @@ import {
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
 import { extraConfig, findVMs, govc, nics, portGroupNames, destroyVMs } from "../support/govc.js";
+import { TcpProxy } from "../support/proxy.js";
 import {
   bootstrapFiles,
   bootstrapURLIn,
   builtURLIn,
   callBuilt,
   fetchBootstrap,
+  installRecord,
+  newInstallerNonce,
   fetchKickstart,
   readGuestinfo,
   readIsoFromDatastore,
+  throughPort,
 } from "../support/installer.js";
 
 const DS = "LocalDS_0";
@@ -162,7 +166,11 @@ function writtenFile(cfg: CloudConfig, file: string): string {
 }
 
 /** The user-data checks every boot method shares; returns the /built URL it carries. */
-async function checkUserData(userData: string, fqdn: string): Promise<string> {
+async function checkUserData(
+  userData: string,
+  fqdn: string,
+  nonce = newInstallerNonce(),
+): Promise<string> {
   const schema = cloudInitSchema(userData);
   assert.equal(schema.code, 0, `cloud-init schema accepts the user-data:\n${schema.out}`);
   assert.ok(userData.startsWith("#cloud-config\n"));
@@ -178,7 +186,7 @@ async function checkUserData(userData: string, fqdn: string): Promise<string> {
   // The installing system fetches those once.
   const bootstrap = bootstrapURLIn(userData);
   const first = await waitFor("the key bundle", async () => {
-    const r = await fetchBootstrap(bootstrap);
+    const r = await fetchBootstrap(bootstrap, { nonce });
     return r.status === 503 ? undefined : r;
   });
   assert.equal(first.status, 200);
@@ -189,6 +197,19 @@ async function checkUserData(userData: string, fqdn: string): Promise<string> {
   assert.match(files["/etc/mcollective/ssl/server_private.pem"] ?? "", /BEGIN/);
   assert.match(files["/etc/mcollective/vsop/identity.pem"] ?? "", /BEGIN PRIVATE KEY/);
   assert.equal((await fetchBootstrap(bootstrap)).status, 410, "the key bundle is served once");
+  assert.equal(
+    (await fetchBootstrap(bootstrap, { nonce: newInstallerNonce() })).status,
+    410,
+    "to one installer",
+  );
+  // That installer, had it lost the answer, gets the same bundle again.
+  const again = await fetchBootstrap(bootstrap, { nonce });
+  assert.equal(again.status, 200);
+  assert.equal(
+    bootstrapFiles(again.body)["/etc/mcollective/vsop/identity.pem"],
+    files["/etc/mcollective/vsop/identity.pem"],
+    "the same identity key",
+  );
   const url = builtURLIn(userData);
   assert.ok(
     url.startsWith(`http://127.0.0.1:${op.provisioningPort}/built/`),
@@ -368,15 +389,44 @@ test("guestinfo: cloud-init data in extraConfig; /built → Installed, guestinfo
   );
 
   const gi = readGuestinfo("inst-prod-2");
-  const url = await checkUserData(gi.userData, "inst-prod-2.example.test");
+  // The installer's first key fetch is answered after the keys were recorded, but the answer is
+  // lost on the way (as when the operator is killed mid-answer); its retry, with the same nonce,
+  // must get those keys rather than a 410.
+  const nonce = newInstallerNonce();
+  const lossy = await new TcpProxy(() => [op.provisioningPort]).start();
+  lossy.holdNewReplies = true;
+  const lossyURL = throughPort(bootstrapURLIn(gi.userData), lossy.port);
+  try {
+    await waitFor("keys recorded for a fetch whose answer was lost", async () => {
+      const lost = await fetchBootstrap(lossyURL, { nonce, timeoutMs: 3000 }).then(
+        (r) => `answered ${r.status}`,
+        (err: Error) => err.message,
+      );
+      // A 503 (not ready yet) comes through the proxy no more than a 200 would: try again.
+      assert.match(lost, /no answer/, "the answer is lost");
+      return installRecord(vs.metadata.uid).keysFetchedAt;
+    });
+  } finally {
+    await lossy.close();
+  }
+  const before = op.logs().length;
+  const url = await checkUserData(gi.userData, "inst-prod-2.example.test", nonce);
+  assert.match(op.logs().slice(before), /install keys handed out again/);
   assert.equal(gi.metadata["instance-id"], vs.metadata.uid);
   assert.equal(gi.metadata["local-hostname"], "inst-prod-2.example.test");
   assert.equal(gi.metadata["network.encoding"], "base64");
   const networkConfig = Buffer.from(gi.metadata.network!, "base64").toString("utf8");
   checkNetworkConfig(networkConfig, "10.12.30.122", vmNics[0]!.macAddress!);
+  // The keys wait sealed for their installer's retry; nothing in the record opens them.
+  const sealed = installRecord(vs.metadata.uid).keysSealed ?? "";
+  assert.ok(sealed.length > 100, "the handed-out keys are sealed in the install record");
+  assert.doesNotMatch(Buffer.from(sealed, "base64").toString("latin1"), /PRIVATE KEY|BEGIN/);
 
   assert.equal(await callBuilt(url), 204);
   await waitForCondition(ns, "gi", "Installed", "True", "Installed", 60_000);
+  const spent = installRecord(vs.metadata.uid);
+  assert.equal(spent.keysSealed, undefined, "the sealed keys go with the spent token");
+  assert.equal(spent.token, undefined);
   await waitFor(
     "guestinfo install data cleared",
     () => {

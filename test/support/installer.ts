@@ -2,11 +2,12 @@
 // kickstart over HTTP, the ISO from the datastore, guestinfo from the VM) and signals completion
 // the way a real installed system would. Nothing in src/ knows about it.
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { getJSON, nodeDown, nodeUp, OPERATOR_NS, waitFor } from "./harness.js";
+import { nodeDown, nodeUp, OPERATOR_NS, tryGetJSON, waitFor } from "./harness.js";
 import { extraConfig, findVMs, govc } from "./govc.js";
 import { parseDatastorePath } from "../../src/vsphere/datastore.js";
 
@@ -20,9 +21,10 @@ function call(
   url: string,
   method: "GET" | "POST",
   timeoutMs = 15_000,
+  headers: Record<string, string> = {},
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method, agent: false, timeout: timeoutMs }, (res) => {
+    const req = http.request(url, { method, agent: false, timeout: timeoutMs, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () =>
@@ -40,14 +42,32 @@ function call(
 
 /** The install token of a server, as its Boot-VLAN PXE config would carry it. */
 export function installToken(uid: string): string {
-  const s = getJSON<{ data: { token: string } }>([
+  return installRecord(uid).token!;
+}
+
+/** The server's install record (vsop-install-<uid> in vsop-system), its fields decoded. */
+export function installRecord(uid: string): Record<string, string | undefined> {
+  const r = readInstallRecord(uid);
+  if (!r) throw new Error(`no install record for ${uid}`);
+  return r.fields;
+}
+
+/** The install record with its resourceVersion; undefined when there is none. */
+export function readInstallRecord(
+  uid: string,
+): { resourceVersion: string; fields: Record<string, string> } | undefined {
+  const s = tryGetJSON<{ metadata: { resourceVersion: string }; data?: Record<string, string> }>([
     "-n",
     OPERATOR_NS,
     "get",
     "secret",
     `vsop-install-${uid}`,
   ]);
-  return Buffer.from(s.data.token, "base64").toString("utf8");
+  if (!s) return undefined;
+  const fields = Object.fromEntries(
+    Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+  );
+  return { resourceVersion: s.metadata.resourceVersion, fields };
 }
 
 export async function fetchKickstart(
@@ -125,9 +145,30 @@ export function bootstrapURLIn(text: string): string {
   return m[1]!;
 }
 
-/** POSTs the bootstrap URL as the installing system does. */
-export async function fetchBootstrap(url: string): Promise<{ status: number; body: string }> {
-  return call(url, "POST");
+/** The same URL through another local port (a proxy in front of the provisioning endpoint). */
+export function throughPort(url: string, port: number): string {
+  const u = new URL(url);
+  u.port = String(port);
+  return u.toString();
+}
+
+/** A nonce as the shipped templates make one for an install (128 random bits, hex). */
+export function newInstallerNonce(): string {
+  return randomBytes(16).toString("hex");
+}
+
+/**
+ * POSTs the bootstrap URL as the installing system does; with `nonce`, as the shipped templates
+ * do (the same one on every try of one install).
+ */
+export async function fetchBootstrap(
+  url: string,
+  opts: { timeoutMs?: number; nonce?: string } = {},
+): Promise<{ status: number; body: string }> {
+  const headers: Record<string, string> = opts.nonce
+    ? { "X-Vsop-Installer-Nonce": opts.nonce }
+    : {};
+  return call(url, "POST", opts.timeoutMs, headers);
 }
 
 /** The files a bootstrap script writes, by path, read from its quoted here-documents. */
@@ -156,9 +197,10 @@ export async function installNode(
   manifest = "default.pp",
   opts: { master?: boolean; beforeStart?: () => Promise<void> } = {},
 ): Promise<Record<string, string>> {
-  // 503 until vsop recorded the power-on; a real installer retries too.
+  // 503 until vsop recorded the power-on; a real installer retries too, with its nonce.
+  const nonce = newInstallerNonce();
   const res = await waitFor("the bootstrap to answer", async () => {
-    const r = await fetchBootstrap(bootstrapURL);
+    const r = await fetchBootstrap(bootstrapURL, { nonce });
     return r.status === 503 ? undefined : r;
   });
   if (res.status !== 200) throw new Error(`bootstrap answered ${res.status}: ${res.body}`);

@@ -24,6 +24,8 @@ export class TcpProxy {
   private held: Socket[] = [];
   state: ProxyState = "up";
   port = 0;
+  /** Connections made while set carry requests, never their replies (answers lost on the way). */
+  holdNewReplies = false;
 
   constructor(private readonly backends: () => number[]) {}
 
@@ -123,7 +125,8 @@ export class TcpProxy {
         return;
       }
       client.pipe(upstream);
-      upstream.pipe(client);
+      if (this.holdNewReplies) upstream.pause();
+      else upstream.pipe(client);
     });
     upstream.on("error", () => {
       if (connected) return;

@@ -1,8 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync, execFileSync } from "node:child_process";
+import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { load } from "js-yaml";
@@ -267,7 +270,10 @@ test("default kickstart carries the VLAN 30 settings and no gateway", () => {
   assert.match(ks, /^environment = production$/m);
   // No key and no broker login: those come once from the bootstrap URL.
   assert.ok(!ks.includes("PRIVATE KEY") && !ks.includes("s3cret") && !ks.includes(KEY_BODY));
-  assert.match(ks, /^curl -fsS .*-X POST 'http:\/\/10\.99\.0\.1:8081\/bootstrap\/A+' -o \S+$/m);
+  assert.match(
+    ks,
+    /^ {2}curl -fsS .*-H "X-Vsop-Installer-Nonce: \$nonce" -X POST 'http:\/\/10\.99\.0\.1:8081\/bootstrap\/A+' -o \S+ && break$/m,
+  );
   assert.match(ks, /^curl -fsS .*-X POST 'http:\/\/10\.99\.0\.1:8081\/built\/A+'$/m);
   assert.ok(!/\{\{|\}\}/.test(ks), "no template tags left");
   // A rebuild reinstalls with the data disks attached: only the system disk is partitioned.
@@ -284,9 +290,9 @@ test("default kickstart carries the VLAN 30 settings and no gateway", () => {
 
 test("kickstart without a boot NIC (OEMDRV on CD): calls to vsop through the VLAN's proxy, media ejected", () => {
   const ks = renderKickstart(sampleVars({ bootNic: undefined }));
-  const calls = ks.split("\n").filter((l) => l.startsWith("curl -fsS"));
+  const calls = ks.split("\n").filter((l) => l.trimStart().startsWith("curl -fsS"));
   assert.equal(calls.length, 2);
-  for (const l of calls) assert.ok(l.includes(" --proxy 'http://10.12.30.3:3128' -X POST"), l);
+  for (const l of calls) assert.match(l, / --proxy 'http:\/\/10\.12\.30\.3:3128' (-H .* )?-X POST/);
   assert.ok(!/--device=\S+ --bootproto=dhcp/.test(ks), "no boot NIC line");
   // The installer image is ejected, so a reboot before vsop's handoff does not install again.
   assert.match(ks, /^reboot --eject$/m);
@@ -294,7 +300,7 @@ test("kickstart without a boot NIC (OEMDRV on CD): calls to vsop through the VLA
   // With a boot NIC they go straight to vsop over the Boot-VLAN.
   for (const l of renderKickstart(sampleVars())
     .split("\n")
-    .filter((l) => l.startsWith("curl")))
+    .filter((l) => l.trimStart().startsWith("curl")))
     assert.ok(!l.includes("--proxy"), l);
   const post = /^%post[^\n]*\n([\s\S]*?)^%end$/m.exec(ks)?.[1];
   assert.equal(spawnSync("bash", ["-n"], { input: post, encoding: "utf8" }).status, 0);
@@ -351,8 +357,11 @@ test("user-data writes puppet config, fetches its keys once, and calls back", ()
   assert.match(files.get("/etc/puppet/puppet.conf")!, /^environment = production$/m);
   assert.ok(!userData.includes("s3cret") && !userData.includes("PRIVATE KEY"));
   const bootstrap = doc.runcmd.find((c) => c[0] === "sh")?.[2] ?? "";
-  assert.match(bootstrap, /--proxy http:\/\/10\.12\.30\.3:3128 -X POST \S+\/bootstrap\/A+ /);
-  assert.match(bootstrap, /&& sh \/run\/vsop-bootstrap\.sh/);
+  assert.match(
+    bootstrap,
+    /--proxy http:\/\/10\.12\.30\.3:3128 -H "X-Vsop-Installer-Nonce: \$n" -X POST \S+\/bootstrap\/A+ /,
+  );
+  assert.match(bootstrap, /; sh \/run\/vsop-bootstrap\.sh/);
   const callback = doc.runcmd.find((c) => c[0] === "curl");
   assert.ok(callback?.includes(sampleVars().provisioning.builtURL!));
   assert.deepEqual(load(metaData), {
@@ -360,6 +369,63 @@ test("user-data writes puppet config, fetches its keys once, and calls back", ()
     "local-hostname": "web-prod-1.example.com",
   });
   assert.ok(!renderCloudInit(minimalVars()).userData.includes("curl"));
+});
+
+/**
+ * Runs `script` with sh against a local server whose first /bootstrap answer is lost (the
+ * connection closed after the request arrived); returns the nonces the tries sent and whether
+ * the fetched script ran. `dir` stands for /root and /run.
+ */
+async function runBootstrapFetch(script: (url: string, dir: string) => string) {
+  const dir = mkdtempSync(join(tmpdir(), "vsop-bootstrap-"));
+  const nonces: (string | undefined)[] = [];
+  const server = createServer((req, res) => {
+    nonces.push(req.headers["x-vsop-installer-nonce"] as string | undefined);
+    if (nonces.length === 1) return void req.socket.destroy();
+    res.end(`echo ran > ${dir}/ran\n`);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  try {
+    const { port } = server.address() as AddressInfo;
+    const child = spawn(
+      "sh",
+      ["-c", script(`http://127.0.0.1:${port}/bootstrap/${"A".repeat(43)}`, dir)],
+      {
+        stdio: "ignore",
+      },
+    );
+    const [code] = (await once(child, "exit")) as [number];
+    return { code, nonces, ran: existsSync(join(dir, "ran")) };
+  } finally {
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test("the shipped kickstart and user-data retry a lost /bootstrap answer with the same nonce", async () => {
+  const vars = (url: string) =>
+    sampleVars({ provisioning: { ...sampleVars().provisioning, bootstrapURL: url } });
+  const kickstart = await runBootstrapFetch((url, dir) => {
+    const post = /^%post[^\n]*\n([\s\S]*?)^%end$/m.exec(renderKickstart(vars(url)))![1]!;
+    // The fetch and the run of what it fetched, from the %post.
+    const fetch = /^nonce=[\s\S]*?^sh \/root\/vsop-bootstrap\.sh$/m.exec(post)![0];
+    return fetch.replaceAll("/root/", `${dir}/`);
+  });
+  const userData = await runBootstrapFetch((url, dir) => {
+    const noProxy = { ...vars(url), services: { dns: "10.12.30.2" } };
+    const doc = load(renderCloudInit(noProxy).userData) as {
+      runcmd: string[][];
+    };
+    return doc.runcmd.find((c) => c[0] === "sh")![2]!.replaceAll("/run/", `${dir}/`);
+  });
+  for (const [what, r] of Object.entries({ kickstart, userData })) {
+    assert.equal(r.nonces.length, 2, `${what}: tried again after the lost answer`);
+    assert.match(r.nonces[0] ?? "", /^[0-9a-f]{32}$/, `${what}: 128 random bits`);
+    assert.equal(r.nonces[1], r.nonces[0], `${what}: the same nonce on the retry`);
+    assert.ok(r.ran, `${what}: ran the bootstrap it got`);
+  }
+  assert.notEqual(kickstart.nonces[0], userData.nonces[0], "a new nonce per install");
 });
 
 test("every rendered network-config has no default route", () => {
@@ -511,7 +577,10 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
   const failing = newToken();
   const early = newToken();
   // Like the operator: keyed by hash, state flips to used on /built.
-  const store = new Map<string, { used: boolean; kickstart: string; keysFetched?: boolean }>([
+  const store = new Map<
+    string,
+    { used: boolean; kickstart: string; keysFetched?: boolean; nonce?: string }
+  >([
     [hashToken(active), { used: false, kickstart: "text\nnetwork --nodefroute\n" }],
     [hashToken(viaGet), { used: false, kickstart: "x" }],
   ]);
@@ -529,9 +598,10 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
       return {
         kind: "active",
         kickstart: async () => e.kickstart,
-        bootstrap: async () => {
-          if (e.keysFetched) return undefined;
+        bootstrap: async (nonce) => {
+          if (e.keysFetched && (!nonce || nonce !== e.nonce)) return undefined;
           e.keysFetched = true;
+          e.nonce = nonce;
           return "#!/bin/sh\n# keys\n";
         },
       };
@@ -568,15 +638,36 @@ test("ProvisioningServer: routes, one-time tokens, no token in logs", async (t) 
   assert.match(ks.headers.get("content-type") ?? "", /^text\/plain/);
   assert.equal(await ks.text(), "text\nnetwork --nodefroute\n");
   assert.equal((await fetch(url(`/ks/${active}?retry=1`))).status, 200, "refetch before /built");
+  assert.equal(
+    (await fetch(url(`/ks/${active}`), { headers: { "X-Vsop-Installer-Nonce": "short" } })).status,
+    200,
+    "the nonce is read for /bootstrap only",
+  );
   assert.equal((await fetch(url(`/ks/${active}`), { method: "PUT" })).status, 405);
 
   assert.equal((await fetch(url(`/bootstrap/${active}`))).status, 405, "keys only by POST");
-  const keys = await fetch(url(`/bootstrap/${active}`), { method: "POST" });
+  const nonce = { "X-Vsop-Installer-Nonce": "0123456789abcdef0123456789abcdef" };
+  for (const bad of ["short", "0123456789abcdef0123456789abcdef!"])
+    assert.equal(
+      (
+        await fetch(url(`/bootstrap/${active}`), {
+          method: "POST",
+          headers: { "X-Vsop-Installer-Nonce": bad },
+        })
+      ).status,
+      400,
+      `a malformed nonce (${bad}) is refused before any key is made`,
+    );
+  assert.ok(!store.get(hashToken(active))!.keysFetched);
+  const keys = await fetch(url(`/bootstrap/${active}`), { method: "POST", headers: nonce });
   assert.equal(keys.status, 200);
   assert.equal(await keys.text(), "#!/bin/sh\n# keys\n");
   assert.equal(keys.headers.get("cache-control"), "no-store");
+  assert.equal(store.get(hashToken(active))!.nonce, nonce["X-Vsop-Installer-Nonce"], "passed on");
   const again = await fetch(url(`/bootstrap/${active}`), { method: "POST" });
-  assert.equal(again.status, 410, "the key bundle is handed out once");
+  assert.equal(again.status, 410, "the key bundle is handed out once, but to its own installer");
+  const retry = await fetch(url(`/bootstrap/${active}`), { method: "POST", headers: nonce });
+  assert.equal(retry.status, 200);
 
   const done = await fetch(url(`/built/${active}`), { method: "POST", body: "ok" });
   assert.equal(done.status, 204);

@@ -19,6 +19,7 @@ import {
   type InstallVariables,
 } from "../../provision/variables.js";
 import type { ConfigReader } from "../clients/secrets.js";
+import type { BootstrapSecrets } from "../../provision/sealed-keys.js";
 
 export const DEFAULT_STOMP_PORT = 61613;
 
@@ -26,12 +27,6 @@ export interface InstallURLs {
   kickstartURL?: string;
   bootstrapURL?: string;
   builtURL?: string;
-}
-
-/** What only the one-time bootstrap carries: the server's identity key and its CA challenge. */
-export interface BootstrapSecrets {
-  identityPrivateKeyPem: string;
-  challenge: string;
 }
 
 /**

@@ -1,8 +1,9 @@
 // The provisioning HTTP endpoint wired to install tokens: /ks/<token> renders the server's
 // kickstart from its current status and class (the first fetch is recorded, the installer's first
 // sign of life); /bootstrap/<token> hands out its keys once, with a new identity key whose public
-// half is recorded first; /built/<token> spends the token and wakes the server's reconcile. Any
-// replica can answer: state lives in the token Secrets.
+// half is recorded first (key-handout.ts, which also serves the same installer's retry after a
+// lost answer); /built/<token> spends the token and wakes the server's reconcile. Any replica can
+// answer: state lives in the token Secrets.
 import type { Server } from "node:http";
 import type { Logger } from "pino";
 import type { VirtualServer, VirtualServerClass } from "../../api/types.js";
@@ -14,10 +15,10 @@ import {
 import { effectiveClass } from "../../api/effective-class.js";
 import { parseHostname } from "../../naming/hostname.js";
 import { decideAutosign, type AutosignCandidate } from "../../puppet/autosign.js";
-import { hashChallenge, newChallenge, trustedFacts } from "../../puppet/trusted-facts.js";
-import { newIdentityKey } from "../../provision/identity-key.js";
+import { trustedFacts } from "../../puppet/trusted-facts.js";
 import { tokenLogId } from "../../provision/tokens.js";
 import { bootstrapFor, kickstartFor } from "./install-config.js";
+import { handOutKeys } from "./key-handout.js";
 import { installURLs } from "./install-data.js";
 import type { InstallToken, InstallTokens } from "../clients/install-tokens.js";
 import type { ConfigReader } from "../clients/secrets.js";
@@ -87,23 +88,19 @@ export async function startProvisioningServer(
           }
           return body;
         },
-        async bootstrap() {
-          if (t.keysFetchedAt) return undefined;
-          const key = await newIdentityKey();
-          const challenge = newChallenge();
-          // Record the public half and the challenge's hash first, conditionally: of two racing
-          // fetches one wins.
-          if (!(await deps.tokens.claimKeys(t, key.publicKeyPem, hashChallenge(challenge))))
-            return undefined;
+        async bootstrap(nonce) {
+          const issued = await handOutKeys(deps.tokens, t, nonce, (secrets) =>
+            bootstrapFor(vs, cls, deps.config, secrets),
+          );
+          if (!issued) return undefined;
           deps.logger.info(
             { virtualserver, tokenId: tokenLogId(token) },
-            "install keys handed out; identity key recorded",
+            issued.again
+              ? "install keys handed out again, to the installer's retry after a lost answer"
+              : "install keys handed out; identity key recorded",
           );
           deps.progressed?.(t.owner.namespace, t.owner.name);
-          return bootstrapFor(vs, cls, deps.config, {
-            identityPrivateKeyPem: key.privateKeyPem,
-            challenge,
-          });
+          return issued.value;
         },
       };
     },

@@ -3,7 +3,8 @@
 // The Secret is labelled with the server it belongs to and deleted by the server's finalizer.
 // A token is spent once the install is known (callback or discovery): its value is then removed
 // and only its hash stays, so the record still answers 410. The server's identity public key,
-// made when it fetched its keys, lives here too (the private half was never stored).
+// made when it fetched its keys, lives here too; the private half only sealed for the installer
+// that fetched it (its retry after a lost answer), and only until the token is spent.
 import { timingSafeEqual } from "node:crypto";
 import type { Informer } from "../../controller/informer.js";
 import { isConflict, isNotFound, type Kube } from "../../controller/kube.js";
@@ -24,6 +25,11 @@ export interface InstallToken {
   /** When the server fetched its one-time key bundle, and the public half of its identity key. */
   keysFetchedAt?: string;
   identityPublicKey?: string;
+  /**
+   * The handed-out private key and challenge, sealed for the installer that fetched them (its
+   * nonce opens it; see provision/sealed-keys.ts), until the token is spent.
+   */
+  keysSealed?: string;
   /** SHA-256 of the server's one-time Puppet CA challenge (handed out with its keys). */
   challengeHash?: string;
   /** When vsop's autosign answer signed a CSR with that challenge: it is spent. */
@@ -60,6 +66,7 @@ function decode(s: SecretObject): InstallToken {
     kickstartFetchedAt: unb64(s.data?.kickstartFetchedAt) || undefined,
     keysFetchedAt: unb64(s.data?.keysFetchedAt) || undefined,
     identityPublicKey: unb64(s.data?.identityPublicKey) || undefined,
+    keysSealed: unb64(s.data?.keysSealed) || undefined,
     challengeHash: unb64(s.data?.challengeHash) || undefined,
     challengeSpentAt: unb64(s.data?.challengeSpentAt) || undefined,
     resourceVersion: s.metadata.resourceVersion,
@@ -151,7 +158,7 @@ export class InstallTokens {
 
   /**
    * Spends the token: the install is known, so /ks, /bootstrap and /built answer 410 from now on
-   * and the token's value is dropped from the record (its hash stays).
+   * and the token's value and the sealed keys are dropped from the record (its hash stays).
    */
   async markBuilt(t: InstallToken): Promise<void> {
     await this.kube.mergePatch(this.path(secretName(t.owner.uid)), {
@@ -160,13 +167,15 @@ export class InstallTokens {
         builtAt: b64(new Date().toISOString()),
         tokenHash: b64(t.tokenHash),
         token: null,
+        keysSealed: null,
       },
     });
   }
 
   /**
    * Records that the server fetched its key bundle, with the public half of its new identity
-   * key and the hash of its Puppet CA challenge. Conditional on the record's resourceVersion, so
+   * key, the hash of its Puppet CA challenge and, when its installer sent a nonce, both sealed
+   * for that installer's retry. Conditional on the record's resourceVersion, so
    * of two concurrent fetches (two replicas, a replayed request) exactly one wins; the other gets
    * false.
    */
@@ -174,11 +183,13 @@ export class InstallTokens {
     t: InstallToken,
     identityPublicKey: string,
     challengeHash: string,
+    sealed?: string,
   ): Promise<boolean> {
     return this.recordOnce(t, "keysFetchedAt", {
       keysFetchedAt: b64(new Date().toISOString()),
       identityPublicKey: b64(identityPublicKey),
       challengeHash: b64(challengeHash),
+      ...(sealed ? { keysSealed: b64(sealed) } : {}),
     });
   }
 

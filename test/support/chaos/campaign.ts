@@ -238,16 +238,25 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   // Started in the try below; listening on their ports only from then.
   const api = new TcpProxy(() => [Number(new URL(admin.server).port)]);
   const broker = new TcpProxy(() => [Number(amqps.port)]);
-  const provisioning = new TcpProxy(() =>
-    replicas.filter((r) => r.running()).map((r) => r.op!.provisioningPort),
-  );
+  const provisioningPorts = () =>
+    replicas.filter((r) => r.running()).map((r) => r.op!.provisioningPort);
+  const provisioning = new TcpProxy(provisioningPorts);
+  // The same, but every answer is lost on the way: some installers' first key fetch goes here.
+  const lossy = new TcpProxy(provisioningPorts);
+  lossy.holdNewReplies = true;
   const dns = new DnsForwarder({ host: dnsHost!, port: Number(dnsPort) });
 
   try {
     // --- setup -------------------------------------------------------------------------------
     vcProc = await vcsim.start();
     const vc = vcProc;
-    await Promise.all([api.start(), broker.start(), provisioning.start(), dns.start()]);
+    await Promise.all([
+      api.start(),
+      broker.start(),
+      provisioning.start(),
+      lossy.start(),
+      dns.start(),
+    ]);
     log(`namespace ${ns}; private vcsim at ${vcsim.url}; N=${o.servers}, ${o.kills} kills`);
     kubectl(
       ["apply", "-f", "-"],
@@ -296,7 +305,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const obs = new Observer(admin, vsPath);
     observer = obs;
     await obs.start();
-    const guests = new Guests({ provisioningPort: provisioning.port, vcEnv: vcsim.env, fleet });
+    const guests = new Guests({
+      provisioningPort: provisioning.port,
+      lossyProvisioningPort: lossy.port,
+      vcEnv: vcsim.env,
+      fleet,
+    });
     const f = fleet;
 
     // --- the campaign --------------------------------------------------------------------------
@@ -591,7 +605,13 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     report.strayLines = logFiles.flatMap(strayLines);
     report.repeatedTasks = repeatedTasks(logFiles, incarnations);
     await fleet?.stop();
-    await Promise.all([api.close(), broker.close(), provisioning.close(), dns.close()]);
+    await Promise.all([
+      api.close(),
+      broker.close(),
+      provisioning.close(),
+      lossy.close(),
+      dns.close(),
+    ]);
     vcProc?.kill("SIGTERM");
     removeDNSNames(hostnames);
     kubectlTry(["delete", "virtualserverclass", ...METHODS.map(className), "--ignore-not-found"]);

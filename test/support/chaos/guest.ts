@@ -2,7 +2,9 @@
 // data the way its boot method hands it over (kickstart over HTTP with the token its PXE config
 // carries, the ISO from the datastore, guestinfo from the VM), fetches its keys once, "starts
 // mcollectived" (the in-process fleet answers for it with its identity key from then on) and
-// reports completion. An attempt that meets a killed operator or a stopped vCenter is retried.
+// reports completion. An attempt that meets a killed operator or a stopped vCenter is retried;
+// the key fetch with the same nonce, so keys whose answer a kill lost come again. Every other
+// installer's first key fetch loses its answer on purpose, so that retry is taken in every run.
 import type { VS } from "../harness.js";
 import type { Fleet } from "../fleet.js";
 import {
@@ -14,8 +16,10 @@ import {
   fetchKickstart,
   IDENTITY_KEY_PATH,
   installToken,
+  newInstallerNonce,
   readGuestinfo,
   readIsoFromDatastore,
+  throughPort,
 } from "../installer.js";
 
 export type BootMethodName = "network" | "iso" | "guestinfo";
@@ -23,6 +27,8 @@ export type BootMethodName = "network" | "iso" | "guestinfo";
 export interface GuestEnv {
   /** Where installers reach the provisioning endpoint (a proxy in front of both replicas). */
   provisioningPort: number;
+  /** The same endpoint with every answer lost on the way: every other installer's first key fetch. */
+  lossyProvisioningPort?: number;
   /** GOVC_* of the campaign's vCenter. */
   vcEnv: Record<string, string>;
   fleet: Fleet;
@@ -36,6 +42,10 @@ interface InstallStatus {
 
 /** What the installer still has to do for one server (by UID), across attempts. */
 interface Progress {
+  /** Sent with every try of the key fetch, as the shipped templates do. */
+  nonce: string;
+  /** The next key fetch goes through the lossy endpoint: its answer never arrives. */
+  loseAnswer: boolean;
   key?: string;
   built?: boolean;
 }
@@ -86,7 +96,10 @@ export class Guests {
   private async attempt(vs: VS, method: BootMethodName, install: InstallStatus): Promise<void> {
     const uid = vs.metadata.uid;
     const fqdn = vs.spec.hostname as string;
-    const p = this.progress.get(uid) ?? {};
+    const p = this.progress.get(uid) ?? {
+      nonce: newInstallerNonce(),
+      loseAnswer: this.progress.size % 2 === 0 && this.env.lossyProvisioningPort !== undefined,
+    };
     this.progress.set(uid, p);
     let data: string;
     if (method === "network") {
@@ -101,7 +114,15 @@ export class Guests {
     }
     // The URLs point at the provisioning URL vsop was given: the campaign's proxy.
     if (!p.key) {
-      const r = await fetchBootstrap(bootstrapURLIn(data));
+      const url = bootstrapURLIn(data);
+      if (p.loseAnswer) {
+        // The keys are recorded and answered, the answer never arrives; retried with the nonce.
+        p.loseAnswer = false;
+        const lossy = throughPort(url, this.env.lossyProvisioningPort!);
+        await fetchBootstrap(lossy, { nonce: p.nonce, timeoutMs: 3000 }).catch(() => undefined);
+        throw new Error("bootstrap: answer lost on the way");
+      }
+      const r = await fetchBootstrap(url, { nonce: p.nonce });
       if (r.status === 410) this.keysLost.add(uid);
       if (r.status !== 200) throw new Error(`bootstrap: ${r.status}`);
       const key = bootstrapFiles(r.body)[IDENTITY_KEY_PATH];

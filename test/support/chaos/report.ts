@@ -38,6 +38,8 @@ export function violations(r: ChaosReport): string[] {
     if (!s.ready) out.push(`${s.name} is not Ready (${s.reason ?? "no Ready condition"})`);
   }
   for (const o of r.orphans) out.push(`orphaned VM ${o}`);
+  if (r.guest.keysLost)
+    out.push(`${r.guest.keysLost} installers lost their keys: a retry with their nonce got 410`);
   for (const p of r.puppetRuns)
     if (p.runs > 1) out.push(`${p.identity} (install ${p.generation}) got ${p.runs} Puppet runs`);
   for (const e of r.exits.filter((x) => x.cause === "crash"))
@@ -130,7 +132,7 @@ export function formatReport(r: ChaosReport): string {
   p(`  operator RSS at the end: ${rss.join(", ") || "unknown"}`);
   p(`  boot ISOs on the datastore once all were Ready: ${r.isosWhenReady}`);
   p(
-    `  installer attempts: ${r.guest.attempts}; failed and retried: ${counts(r.guest.failures)}; key bundles lost: ${r.guest.keysLost}`,
+    `  installer attempts: ${r.guest.attempts}; failed and retried: ${counts(r.guest.failures)}; key bundles lost: ${r.guest.keysLost}   ${ok(!r.guest.keysLost)}`,
   );
   p(
     `  vSphere tasks started again for one server and operation: ${r.repeatedTasks.length ? r.repeatedTasks.join(", ") : "none"}`,
