@@ -152,7 +152,7 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
   const install = {
     pool,
     beforeReinstall: (ctx: ReconcileContext, previous: InstallToken) =>
-      cleanCertificate(certificates, ctx, previous),
+      cleanCertificate(certificates, ctx, () => Promise.resolve(previous)),
     tokens,
     config,
     discover: mcoDiscovery(mcos, calls, identityKeyOf),
@@ -193,7 +193,7 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
         record: warn,
         // The reinstalled agent asks for a new certificate: the old one is revoked and cleaned.
         beforeReinstall: async (ctx) => {
-          await cleanCertificate(certificates, ctx, await tokens.get(ctx.vs.metadata.uid!));
+          await cleanCertificate(certificates, ctx, () => tokens.get(ctx.vs.metadata.uid!));
           return undefined;
         },
       }),

@@ -100,11 +100,29 @@ test("deleted, class without a CA: the install record is not read", async () => 
   assert.deepEqual(calls, []);
 });
 
+test("a reinstall reads the install record only when the class names a CA and status shows none", async () => {
+  let reads = 0;
+  const reader = async () => (reads++, record({ challengeSpentAt: "x" }));
+  const noCA = fakeCA({ state: "signed", serial: "7" });
+  await cleanCertificate(deps(noCA.ca, undefined), stepContext({}, {}), reader);
+  assert.equal(reads, 0, "no CA in the class: the record is not read");
+  assert.deepEqual(noCA.calls, []);
+
+  const shown = fakeCA({ state: "signed", serial: "7" });
+  const ctx = stepContext({ puppet: { certificate: { serial: "7" } } }, CLASS);
+  await cleanCertificate(deps(shown.ca, undefined), ctx, reader);
+  assert.equal(reads, 0, "status shows the certificate: the record is not needed");
+  assert.deepEqual(shown.calls, [`GET ${HOST}`, `PUT revoked ${HOST}`, `DELETE ${HOST}`]);
+
+  const unshown = fakeCA({ state: "signed", serial: "7" });
+  await cleanCertificate(deps(unshown.ca, undefined), stepContext({}, CLASS), reader);
+  assert.equal(reads, 1);
+  assert.deepEqual(unshown.calls, [`GET ${HOST}`, `PUT revoked ${HOST}`, `DELETE ${HOST}`]);
+});
+
 test("a pending request is cleaned without a revoke; another serial is someone else's", async () => {
   const pending = fakeCA({ state: "requested" });
-  await cleanCertificate(
-    deps(pending.ca, undefined),
-    stepContext({}, CLASS),
+  await cleanCertificate(deps(pending.ca, undefined), stepContext({}, CLASS), async () =>
     record({ challengeSpentAt: "x" }),
   );
   assert.deepEqual(pending.calls, [`GET ${HOST}`, `DELETE ${HOST}`]);
@@ -113,12 +131,12 @@ test("a pending request is cleaned without a revoke; another serial is someone e
   await cleanCertificate(
     deps(other.ca, undefined),
     stepContext({ puppet: { certificate: { serial: "7" } } }, CLASS),
-    record({ challengeSpentAt: "x" }),
+    async () => record({ challengeSpentAt: "x" }),
   );
   assert.deepEqual(other.calls, [`GET ${HOST}`], "not revoked, not deleted");
 
   const never = fakeCA({ state: "signed", serial: "9" });
-  await cleanCertificate(deps(never.ca, undefined), stepContext({}, CLASS), record());
+  await cleanCertificate(deps(never.ca, undefined), stepContext({}, CLASS), async () => record());
   assert.deepEqual(never.calls, [], "a challenge never spent: vsop signed nothing");
 });
 
@@ -128,7 +146,7 @@ test("CA failures become PuppetCAUnreachable (retried) and PuppetCAError (auth.c
     new PuppetCAUnreachable("the Puppet CA cannot be reached (no answer in time)"),
   );
   await assert.rejects(
-    cleanCertificate(deps(down.ca, undefined), ctx, undefined),
+    cleanCertificate(deps(down.ca, undefined), ctx, async () => undefined),
     (e: StepError) => {
       assert.equal(e.reason, "PuppetCAUnreachable");
       assert.equal(e.options.retryAfterSeconds, 15);
@@ -137,7 +155,7 @@ test("CA failures become PuppetCAUnreachable (retried) and PuppetCAError (auth.c
   );
   const denied = fakeCA(new PuppetCAError("the Puppet CA answered GET with HTTP 403", 403, "GET"));
   await assert.rejects(
-    cleanCertificate(deps(denied.ca, undefined), ctx, undefined),
+    cleanCertificate(deps(denied.ca, undefined), ctx, async () => undefined),
     (e: StepError) => {
       assert.equal(e.reason, "PuppetCAError");
       assert.match(e.message, /auth\.conf/);

@@ -55,15 +55,18 @@ function caStepError(err: unknown, deleting: boolean): unknown {
 /**
  * Revokes and cleans the server's certificate at the CA, when vsop's autosign had it signed
  * (status shows it, or the install record says the challenge was spent). A certificate for the
- * name with another serial than the one vsop saw signed is someone else's: left alone.
+ * name with another serial than the one vsop saw signed is someone else's: left alone. The
+ * record is read only when the class names a CA and status shows no certificate.
  */
 export async function cleanCertificate(
   deps: CertificateDeps,
   ctx: ReconcileContext,
-  record: InstallToken | undefined,
+  record: () => Promise<InstallToken | undefined>,
 ): Promise<void> {
+  // No CA in the class: nothing vsop could have had signed there, nor clean.
+  if (!ctx.cls.spec.puppet?.caURL) return;
   const known = ctx.status.puppet?.certificate;
-  if (!known?.serial && !record?.challengeSpentAt) return;
+  if (!known?.serial && !(await record())?.challengeSpentAt) return;
   const ca = await deps.ca(ctx.cls);
   if (!ca) return;
   const certname = ctx.vs.spec.hostname;
@@ -137,9 +140,7 @@ export function certificateStep(deps: CertificateDeps): Step {
 
     async finalize(ctx): Promise<StepOutcome> {
       if (ctx.vs.spec.deletionPolicy === "Retain") return DONE; // the server keeps running
-      // No CA in the class: nothing vsop could clean, so no need to read the install record.
-      if (!ctx.cls.spec.puppet?.caURL) return DONE;
-      await cleanCertificate(deps, ctx, await deps.record(ctx.vs.metadata.uid!, true));
+      await cleanCertificate(deps, ctx, () => deps.record(ctx.vs.metadata.uid!, true));
       return DONE;
     },
   };
