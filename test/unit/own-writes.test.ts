@@ -6,10 +6,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
 import type { VirtualServer, VirtualServerClass } from "../../src/api/types.js";
+import type { Result } from "../../src/controller/controller.js";
 import type { EventRecorder } from "../../src/controller/events.js";
 import { KubeError, type Kube } from "../../src/controller/kube.js";
 import { parseHostname, partLabels } from "../../src/naming/hostname.js";
-import type { Step } from "../../src/reconcile/engine/context.js";
+import { intentWritten, wait, type Step } from "../../src/reconcile/engine/context.js";
 import { RetryLater, VirtualServerReconciler } from "../../src/reconcile/engine/virtualserver.js";
 
 /** An API server that bumps resourceVersion on every write and refuses stale ones (409). */
@@ -99,7 +100,7 @@ function reconciler(w: ReturnType<typeof world>, step: Step) {
     getClass: () => ({ metadata: { name: "c" }, spec: {} }) as unknown as VirtualServerClass,
     steps: [step],
   });
-  return () =>
+  return (): Promise<Result> =>
     r.reconcile("ns/web-prod-1").catch((e: unknown) => {
       if (!(e instanceof RetryLater)) throw e;
       return {};
@@ -128,4 +129,56 @@ test("once the cache shows a version it did not write over, the cache counts", a
   w.sync();
   await reconcile();
   assert.equal(t.starts(), 2, "the newer object from the cache is what the steps see");
+});
+
+/** A step that first writes down its intent, then starts its task on a later pass. */
+function intentStep(goOn: boolean) {
+  const passes: (string | undefined)[] = [];
+  const step: Step = {
+    name: "vm",
+    run: async (ctx) => {
+      passes.push(ctx.vs.metadata.resourceVersion);
+      if (!ctx.status.vm?.name) {
+        ctx.status.vm = { name: "web-prod-1" };
+        return goOn
+          ? intentWritten("Creating", "Creating", "c")
+          : wait(0, "Creating", "Creating", "c");
+      }
+      ctx.status.vm = { ...ctx.status.vm, moRef: "vm-1" };
+      return wait(15, "Creating", "Creating", "c");
+    },
+  };
+  return { step, passes };
+}
+
+test("an intent written with goOn goes on in the same reconcile, from the written object", async () => {
+  const w = world();
+  const t = intentStep(true);
+  const result = await reconciler(w, t.step)();
+  assert.deepEqual(t.passes, ["1", "2"], "the second pass sees the intent it wrote");
+  assert.equal(w.cached().metadata.resourceVersion, "1", "the watch has not brought it yet");
+  assert.deepEqual(result, { requeueAfterSeconds: 15 }, "the result is the second pass's");
+  w.sync();
+  assert.equal(w.cached().status?.vm?.moRef, "vm-1");
+});
+
+test("a 0 s wait without goOn is requeued, and so is a goOn whose pass wrote nothing", async () => {
+  const w = world();
+  const plain = intentStep(false);
+  assert.deepEqual(await reconciler(w, plain.step)(), { requeueAfterSeconds: 0 });
+  assert.equal(plain.passes.length, 1);
+
+  let passes = 0;
+  const step: Step = {
+    name: "vm",
+    run: async () => {
+      passes++;
+      return intentWritten("Creating", "Creating", "c");
+    },
+  };
+  const reconcile = reconciler(world(), step);
+  await reconcile(); // writes phase and Ready once, then goes on once
+  assert.equal(passes, 2);
+  assert.deepEqual(await reconcile(), { requeueAfterSeconds: 0 });
+  assert.equal(passes, 3, "nothing new was written: one pass");
 });

@@ -233,7 +233,7 @@ function proc(node = fakeNode(10_000), slots?: RunSlots) {
 test("intent first: nothing is sent until status shows the intent", async () => {
   const { node, step } = proc();
   const ctx = stepContext({});
-  assert.deepEqual(waiting(await step.run(ctx)), { reason: "PuppetRunning", seconds: 1 });
+  assert.deepEqual(waiting(await step.run(ctx)), { reason: "PuppetRunning", seconds: 0 });
   const intent = ctx.status.puppet?.pendingRun;
   assert.equal(intent?.reason, "first run");
   assert.equal(node.received.length, 0);

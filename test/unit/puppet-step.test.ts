@@ -118,7 +118,7 @@ test("due or not due: a run is asked for only when due", async (t) => {
       assert.deepEqual(waiting(outcome), {
         phase: "Configuring",
         reason: "PuppetRunning",
-        seconds: 1,
+        seconds: 0,
       });
       assert.ok(s.ctx.status.puppet?.pendingRun, "the intent is written first");
       // The next reconcile finds the intent in status (its write went through) and sends it.

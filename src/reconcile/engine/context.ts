@@ -33,10 +33,21 @@ export interface ReconcileContext {
   recheckAfterSeconds?: number;
 }
 
-/** A step either finished (the world matches) or asks to be called again later. */
+/**
+ * A step either finished (the world matches) or asks to be called again later. `goOn`: the step
+ * only wrote down what it does next (an intent that must be in status before the act); once that
+ * write went through, the steps run again at once, in the same worker.
+ */
 export type StepOutcome =
   | { done: true }
-  | { done: false; waitSeconds: number; phase: Phase; reason: string; message: string };
+  | {
+      done: false;
+      waitSeconds: number;
+      phase: Phase;
+      reason: string;
+      message: string;
+      goOn?: boolean;
+    };
 
 export interface Step {
   name: string;
@@ -54,6 +65,11 @@ export function wait(
   message: string,
 ): StepOutcome {
   return { done: false, waitSeconds, phase, reason, message };
+}
+
+/** An intent written to status: the next pass, which acts on it, runs once the write is in. */
+export function intentWritten(phase: Phase, reason: string, message: string): StepOutcome {
+  return { done: false, waitSeconds: 0, phase, reason, message, goOn: true };
 }
 
 export function condition(

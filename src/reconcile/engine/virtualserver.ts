@@ -36,6 +36,9 @@ export interface ReconcilerDeps {
   onStepError?: (step: string, reason: string) => void;
 }
 
+/** One pass's result; goOn: its step asked to go on once its write is in (StepOutcome.goOn). */
+type PassResult = Result & { goOn?: boolean };
+
 /** Raised after status was written, so the queue backs off before the next try. */
 export class RetryLater extends Error {
   override name = "RetryLater";
@@ -84,6 +87,18 @@ export class VirtualServerReconciler {
   }
 
   async reconcile(key: string): Promise<Result> {
+    const before = this.written.get(key)?.obj;
+    const { goOn, ...result } = await this.reconcileOnce(key);
+    // A step that only wrote down what it does next (StepOutcome.goOn) goes on here, once, from
+    // the object it wrote: requeued, it would wait behind every other key for one quick call.
+    const wrote = this.written.get(key)?.obj;
+    if (!goOn || !wrote || wrote === before) return result;
+    const next = await this.reconcileOnce(key);
+    delete next.goOn; // once only: a second intent waits its turn in the queue
+    return next;
+  }
+
+  private async reconcileOnce(key: string): Promise<PassResult> {
     let vs = this.current(key);
     if (!vs) return {};
     const log = this.deps.logger.child({ virtualserver: key });
@@ -227,18 +242,20 @@ export class VirtualServerReconciler {
     log: Logger,
     calls: [string, () => Promise<StepOutcome>][],
     phase?: Phase,
-  ): Promise<Result | undefined> {
+  ): Promise<PassResult | undefined> {
     for (const [step, call] of calls) {
       throwIfAborted();
       try {
         const outcome = await call();
-        if (!outcome.done)
-          return this.conclude(vs, status, log, {
+        if (!outcome.done) {
+          const result = await this.conclude(vs, status, log, {
             phase: phase ?? outcome.phase,
             reason: outcome.reason,
             message: outcome.message,
             requeueAfterSeconds: outcome.waitSeconds,
           });
+          return outcome.goOn ? { ...result, goOn: true } : result;
+        }
       } catch (err) {
         return this.conclude(vs, status, log, { error: classify(err, step), step, phase });
       }

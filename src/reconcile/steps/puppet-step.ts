@@ -39,6 +39,7 @@ import { keyOf } from "../../controller/informer.js";
 import {
   condition,
   DONE,
+  intentWritten,
   wait,
   type ReconcileContext,
   type Step,
@@ -357,12 +358,12 @@ export function puppetStep(
           ...(ctx.vs.spec.puppet?.noop ? { noop: true } : {}),
           ...(requestedFor ? { requestedFor } : {}),
         };
-        // Written first; the next reconcile sends it once status shows it (the write went through).
+        // Written first; the next pass sends it once status shows it (the write went through),
+        // at once and in this worker (intentWritten).
         ctx.status.puppet = { ...p, pendingRun: intent };
         unsent.set(key, intent.startedAt);
         ctx.log.info({ reason }, "puppet run decided; recording it before asking the node");
-        return wait(
-          1,
+        return intentWritten(
           "Configuring",
           "PuppetRunning",
           `Asking ${identity} to run Puppet (${reason}).`,
