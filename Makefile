@@ -42,8 +42,10 @@ node-up: ## start a simulated server: make node-up HOST=web-prod-1.example.test 
 node-down: ## stop a simulated server: make node-down HOST=web-prod-1.example.test
 	@hack/node-down.sh "$(HOST)"
 
+# Four files at a time, on two cores too: many unit tests wait on timers (measured: 55 s one
+# file at a time, 26 s two, 19 s four, 19 s eight).
 test-unit: build ## unit tests of pure functions (no stack needed)
-	@node --import tsx --test --test-reporter=tap --test-concurrency=1 test/unit/*.test.ts
+	@node --import tsx --test --test-reporter=tap --test-concurrency=4 test/unit/*.test.ts
 
 # Files that disturb the shared stack run alone, after the others: puppet.test restarts RabbitMQ,
 # security.test stops the API server. The others run E2E_JOBS at a time (own namespace, label

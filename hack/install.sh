@@ -7,43 +7,37 @@ PART=install
 
 command -v go >/dev/null || die "Go is needed to build kube-apiserver and vcsim; it is expected at /usr/local/go"
 
+# go_build_cached NAME VERSION OUT DIR PKG TIMEOUT: builds PKG of the module in DIR (its go.mod
+# pins the version) into OUT, once. Half-built output is never taken as done: it is written to
+# OUT.tmp.PID and moved into place (two installs at once: the last one wins, both work).
+go_build_cached() {
+  local name="$1" version="$2" out="$3" dir="$4" pkg="$5" seconds="$6"
+  [ -x "$out" ] && return 0
+  log "building $name $version (once; cached at $out)"
+  mkdir -p "$(dirname "$out")"
+  (cd "$dir" && CGO_ENABLED=0 timeout "$seconds" go build -trimpath -ldflags='-s -w' -o "$out.tmp.$$" "$pkg") \
+    >"$CACHE/$name-build.log" 2>&1 ||
+    fail_part "$name-build" "$CACHE/$name-build.log" "build failed"
+  mv "$out.tmp.$$" "$out"
+}
+
 build_kube_apiserver() {
-  if [ ! -x "$KUBE_APISERVER_BIN" ]; then
-    log "building kube-apiserver $KUBE_VERSION (once; cached at $KUBE_APISERVER_BIN)"
-    mkdir -p "$CACHE"
-    (cd "$ROOT/hack/kube-apiserver" &&
-      CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$KUBE_APISERVER_BIN.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver) \
-      >"$CACHE/kube-apiserver-build.log" 2>&1 ||
-      fail_part kube-apiserver-build "$CACHE/kube-apiserver-build.log" "build failed"
-    mv "$KUBE_APISERVER_BIN.tmp.$$" "$KUBE_APISERVER_BIN" # two installs at once: the last one wins, both work
-  fi
+  go_build_cached kube-apiserver "$KUBE_VERSION" "$KUBE_APISERVER_BIN" "$ROOT/hack/kube-apiserver" \
+    k8s.io/kubernetes/cmd/kube-apiserver 3000
 }
 
 # etcd from its Go module (hack/etcd/go.mod pins it), not Debian's 3.4: the API server streams
 # a list as a watch (sendInitialEvents), and serves consistent lists from its cache, only on an
 # etcd that sends progress notifications on request (3.5.13 or newer).
 build_etcd() {
-  if [ ! -x "$ETCD_BIN" ]; then
-    log "building etcd $ETCD_VERSION (once; cached at $ETCD_BIN)"
-    mkdir -p "$CACHE"
-    (cd "$ROOT/hack/etcd" &&
-      CGO_ENABLED=0 timeout 1800 go build -trimpath -ldflags='-s -w' -o "$ETCD_BIN.tmp.$$" go.etcd.io/etcd/server/v3) \
-      >"$CACHE/etcd-build.log" 2>&1 ||
-      fail_part etcd-build "$CACHE/etcd-build.log" "build failed"
-    mv "$ETCD_BIN.tmp.$$" "$ETCD_BIN"
-  fi
+  go_build_cached etcd "$ETCD_VERSION" "$ETCD_BIN" "$ROOT/hack/etcd" go.etcd.io/etcd/server/v3 1800
 }
 
 # kubectl: the machine's own when it has one, otherwise built from the same module.
 build_kubectl() {
-  if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$CACHE/kubectl-$KUBE_VERSION" ]; then
-    log "building kubectl $KUBE_VERSION (once)"
-    (cd "$ROOT/hack/kube-apiserver" &&
-      CGO_ENABLED=0 timeout 3000 go build -trimpath -ldflags='-s -w' -o "$CACHE/kubectl-$KUBE_VERSION.tmp.$$" k8s.io/kubernetes/cmd/kubectl) \
-      >"$CACHE/kubectl-build.log" 2>&1 ||
-      fail_part kubectl-build "$CACHE/kubectl-build.log" "build failed"
-    mv "$CACHE/kubectl-$KUBE_VERSION.tmp.$$" "$CACHE/kubectl-$KUBE_VERSION"
-  fi
+  command -v kubectl >/dev/null 2>&1 ||
+    go_build_cached kubectl "$KUBE_VERSION" "$CACHE/kubectl-$KUBE_VERSION" "$ROOT/hack/kube-apiserver" \
+      k8s.io/kubernetes/cmd/kubectl 3000
 }
 
 # vcsim and govc from govmomi's module source, vcsim with one fix that is upstream but in no

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stops only what stack-up (and node-up) started, by their pid files: TERM to all, then KILL
-# whatever still runs after 10 seconds.
+# Stops only what stack-up, node-up and the e2e tests (their operators) started, by their pid
+# files: TERM to all, then KILL whatever still runs after 10 seconds.
 source "$(dirname "$0")/lib.sh"
 PART=stack-down
 [ -d "$PIDS" ] || exit 0

@@ -204,8 +204,15 @@ export function startOperator(
   );
   proc.stdout!.pipe(out);
   proc.stderr!.pipe(out);
+  // A pid file beside the stack's own, so that `make stack-down` stops an operator whose test
+  // run was interrupted before it could stop it.
+  const pidFile = path.join(stackEnv("VSOP_STACK_DIR"), "pids", `operator-${name}-${proc.pid}.pid`);
+  if (proc.pid) writeFileSync(pidFile, String(proc.pid));
   const exited = new Promise<number | null>((resolve) =>
-    proc.once("exit", (code) => resolve(code)),
+    proc.once("exit", (code) => {
+      rmSync(pidFile, { force: true });
+      resolve(code);
+    }),
   );
   return {
     proc,
