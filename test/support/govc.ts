@@ -37,9 +37,26 @@ export interface GovcVM {
   runtime: { powerState: string };
 }
 
-/** The VMs with this name, anywhere in the inventory (of another vCenter with `env`'s GOVC_*). */
+/** vCenter's ManagedObjectNotFound, as govc prints it. */
+const OBJECT_GONE = /has already been deleted or has not been completely created/;
+
+/**
+ * The VMs with this name, anywhere in the inventory (of another vCenter with `env`'s GOVC_*).
+ * The search walks every folder, and another test file running beside this one may delete a
+ * folder mid-walk (vsphere.test.ts does): that walk is tried again, a few times.
+ */
 export function findVMs(name: string, env: Record<string, string> = {}): GovcVM[] {
-  const out = govc(["vm.info", "-json", "-e", "-r", name], env);
+  let out = "";
+  for (let attempt = 1; ; attempt++) {
+    try {
+      out = govc(["vm.info", "-json", "-e", "-r", name], env);
+      break;
+    } catch (err) {
+      const stdout = (err as { stdout?: string }).stdout ?? "";
+      if (attempt >= 5 || !OBJECT_GONE.test(`${stdout}${(err as Error).message}`)) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200 * attempt);
+    }
+  }
   const parsed = JSON.parse(out) as { virtualMachines?: GovcVM[] | null };
   return (parsed.virtualMachines ?? []).filter((v) => v.name === name);
 }
