@@ -1,4 +1,5 @@
-// `make bench [N=50] [TASK_DELAY=CreateVm:3000,PowerOn:1000] [SILENT=20]`: vsop beside its floor.
+// `make bench [N=50] [TASK_DELAY=CreateVm:3000,PowerOn:1000] [SILENT=20] [ROUNDS=3]`: vsop beside
+// its floor.
 //   0. The floor (hack/bench-floor.ts): the same N VMs created and powered on by a minimal vim25
 //      client with every task issued at once, plus one finalizer patch and one status write per
 //      object, on a private vcsim of its own.
@@ -10,7 +11,10 @@
 //   3. delete them all and wait until vSphere has no VM of theirs;
 //   4. with SILENT=K: vsop twice more, each on a fresh vcsim, with K more servers: first K that
 //      answer (the same work for vSphere and the API server), then K whose mcollectived never
-//      answers; the N others' times alone, beside the answering K and beside the silent K.
+//      answers; the N others' times alone, beside the answering K and beside the silent K;
+//   5. with ROUNDS=R: R-1 more floor/vsop pairs (and answering/silent pairs with SILENT), each
+//      on fresh vcsims, and the median of the R ratios: one run's ratio swings with the machine's
+//      load, so a verdict on a target takes several.
 // Then one table: floor and vsop times, their ratio, SOAP calls and kube requests per server.
 // TASK_DELAY goes to vcsim's -method-delay with LockHandoff:0 (so that vcsim's PropertyCollector
 // is not locked out while a task waits), making tasks take real time. It asserts nothing.
@@ -61,6 +65,7 @@ const env = (name: string) => process.env[name] || undefined;
 const N = Number(env("N") ?? 50);
 const SILENT = Number(env("SILENT") ?? 0);
 const TASK_DELAY = env("TASK_DELAY");
+const ROUNDS = Number(env("ROUNDS") ?? 1);
 const RESYNC_SECONDS = Number(env("BENCH_RESYNC_SECONDS") ?? 10);
 const WINDOW_PERIODS = 3;
 /** vsop's default --workers, passed explicitly; the floor's API-server concurrency too. */
@@ -68,6 +73,8 @@ const WORKERS = 4;
 if (!Number.isInteger(N) || N < 1 || N > 1000) throw new Error(`N=${env("N")}: 1 to 1000`);
 if (!Number.isInteger(SILENT) || SILENT < 0 || SILENT > 1000)
   throw new Error(`SILENT=${env("SILENT")}: 0 to 1000`);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 9)
+  throw new Error(`ROUNDS=${env("ROUNDS")}: 1 to 9`);
 if (TASK_DELAY !== undefined && !/^\w+:\d+(,\w+:\d+)*$/.test(TASK_DELAY))
   throw new Error(`TASK_DELAY=${TASK_DELAY}: e.g. CreateVm:3000,PowerOn:1000 (vcsim task names)`);
 const METHOD_DELAY = TASK_DELAY && `${TASK_DELAY},LockHandoff:0`;
@@ -529,24 +536,61 @@ function report(floor: FloorResult, vsop: RoundResult): void {
   table("floor kube requests", floor.kube);
 }
 
+const median = (xs: number[]) => {
+  const v = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+};
+/** ROUNDS > 1: each round's floor and vsop times, and the median ratio. */
+function reportRounds(pairs: [FloorResult | undefined, RoundResult][]): void {
+  console.log(`${pairs.length} rounds, each floor and vsop on fresh vcsims (N=${N})`);
+  row("round", "floor", "vsop to VMCreated", "vsop to Ready", "SOAP/server");
+  const ratios: number[] = [];
+  pairs.forEach(([f, v], i) => {
+    const r = f ? v.createdMs / f.totalMs : NaN;
+    ratios.push(r);
+    row(
+      String(i + 1),
+      f ? secs(f.totalMs) : "failed",
+      `${secs(v.createdMs)}${f ? ratio(v.createdMs, f.totalMs) : ""}`,
+      secs(v.readyMs),
+      perServer(diff(v.sCreated.soap, v.s0.soap), N),
+    );
+  });
+  const m = median(ratios);
+  row(
+    "median",
+    "",
+    Number.isNaN(m) ? "" : `${m.toFixed(2)}×`,
+    secs(median(pairs.map((p) => p[1].readyMs))),
+    "",
+  );
+  console.log("");
+}
+
+/** (b − a) / a as a signed percentage. */
+const pct = (x: number) => (Number.isNaN(x) ? "" : `${x >= 0 ? "+" : ""}${(x * 100).toFixed(0)}%`);
+const rel = (a: number, b: number) => (b - a) / a;
+
 /**
  * The N servers' times alone, beside SILENT answering servers (the same vSphere and API-server
- * work), and beside SILENT silent ones: the last against the first is the issue's target; the
- * last against the middle is what silence alone costs.
+ * work), and beside SILENT silent ones, round by round: silent against alone is the issue's
+ * target; silent against answering is what silence alone costs. With several rounds, the median
+ * of each round's change.
  */
-function reportSilent(alone: RoundResult, answering: RoundResult, silent: RoundResult): void {
-  const change = (a: number, b: number) =>
-    Number.isNaN(a) || Number.isNaN(b)
-      ? ""
-      : `${b >= a ? "+" : ""}${(((b - a) / a) * 100).toFixed(0)}%`;
+function reportSilent(alone: RoundResult[], rounds: [RoundResult, RoundResult][]): void {
   console.log(
     `${SILENT} servers whose mcollectived never answers, beside the ${N} others (target: ≤ +10% on alone)`,
   );
-  for (const [name, r] of [
-    ["answering", answering],
-    ["silent", silent],
-  ] as const)
-    if (r.stuck) console.log(`  with ${SILENT} ${name}, DID NOT CONVERGE: ${r.stuck}`);
+  rounds.forEach(([answering, silent], i) => {
+    for (const [name, r] of [
+      ["answering", answering],
+      ["silent", silent],
+    ] as const)
+      if (r.stuck)
+        console.log(`  round ${i + 1}, with ${SILENT} ${name}, DID NOT CONVERGE: ${r.stuck}`);
+  });
   row(
     "",
     `${N} alone`,
@@ -558,13 +602,27 @@ function reportSilent(alone: RoundResult, answering: RoundResult, silent: RoundR
   for (const [label, key] of [
     ["all N VMCreated", "createdMs"],
     ["all N Ready", "readyMs"],
-  ] as const)
-    row(
-      label,
-      ...[alone, answering, silent].map((r) => secs(r[key])),
-      change(alone[key], silent[key]),
-      change(answering[key], silent[key]),
+  ] as const) {
+    rounds.forEach(([answering, silent], i) =>
+      row(
+        rounds.length > 1 ? `${label}, round ${i + 1}` : label,
+        secs(alone[i]![key]),
+        secs(answering[key]),
+        secs(silent[key]),
+        pct(rel(alone[i]![key], silent[key])),
+        pct(rel(answering[key], silent[key])),
+      ),
     );
+    if (rounds.length > 1)
+      row(
+        `${label}, median`,
+        secs(median(alone.map((r) => r[key]))),
+        secs(median(rounds.map((r) => r[0][key]))),
+        secs(median(rounds.map((r) => r[1][key]))),
+        pct(median(rounds.map(([, q], i) => rel(alone[i]![key], q[key])))),
+        pct(median(rounds.map(([a, q]) => rel(a[key], q[key])))),
+      );
+  }
 }
 
 async function main(): Promise<void> {
@@ -583,10 +641,20 @@ async function main(): Promise<void> {
   const vsop = await vsopRound(N, 0, { phases: true });
   if (floor) report(floor, vsop);
   console.log("");
+  const pairs: [FloorResult | undefined, RoundResult][] = [[floor, vsop]];
+  for (let r = 2; r <= ROUNDS; r++) {
+    log(`round ${r} of ${ROUNDS}: the floor and vsop again, each on a fresh vcsim`);
+    pairs.push([await floorRound().catch(() => undefined), await vsopRound(N, 0)]);
+  }
+  if (ROUNDS > 1) reportRounds(pairs);
   if (SILENT) {
-    const answering = await vsopRound(N, SILENT);
-    const silent = await vsopRound(N, SILENT, { silent: true });
-    reportSilent(vsop, answering, silent);
+    const silentRounds: [RoundResult, RoundResult][] = [];
+    for (let r = 1; r <= ROUNDS; r++)
+      silentRounds.push([await vsopRound(N, SILENT), await vsopRound(N, SILENT, { silent: true })]);
+    reportSilent(
+      pairs.map((p) => p[1]),
+      silentRounds,
+    );
     console.log("");
   }
   log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
