@@ -16,7 +16,11 @@ export interface HostnameParts {
 export function parseHostname(hostname: string, pattern = DEFAULT_NAMING_PATTERN): HostnameParts {
   const re = compilePattern(pattern);
   checkLength(hostname);
-  const m = execBounded(re, hostname, pattern);
+  // vsop's own pattern has no ambiguous repetition and the input is at most 253 characters, so
+  // it runs without the watchdog, whose thread per match cost about 0.5 ms on every reconcile
+  // (3 of the operator's 29 CPU seconds in a 200-server make bench).
+  const m =
+    pattern === DEFAULT_NAMING_PATTERN ? re.exec(hostname) : execBounded(re, hostname, pattern);
   const g = m?.groups ?? {};
   if (!m || !g.apptype || !g.environment || !g.instance) {
     throw new StepError(
