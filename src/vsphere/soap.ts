@@ -1,6 +1,6 @@
 // vim25 SOAP transport over axios: TLS with the class's CA bundle, the session cookie, typed faults.
 import https from "node:https";
-import axios, { AxiosError, type AxiosInstance } from "axios";
+import axios, { AxiosError, type AxiosInstance, type AxiosResponse } from "axios";
 import { currentSignal } from "../abort.js";
 import { MoRef, decodeResponse, envelope, type Node } from "./xml.js";
 import { VSphereFault, VSphereTLSError, VSphereUnreachable, isTLSErrorCode } from "./errors.js";
@@ -17,6 +17,14 @@ export interface SoapOptions {
 }
 
 const SOAP_ACTION = "urn:vim25/6.5";
+/**
+ * Reads, which vCenter answers alike when asked twice, are sent once more when the connection
+ * drops under them: a load balancer closing an idle keep-alive connection just as it is reused,
+ * or (vcsim) a handler that panicked. A task is never sent twice: its owner's next pass finds
+ * out what became of it.
+ */
+const READ_ONLY = /^(Retrieve|ContinueRetrieve|Find|Query)/;
+const DROPPED = new Set(["ECONNRESET", "EPIPE"]);
 const COOKIE = "vmware_soap_session";
 
 /** A SOAP service beside vim25 on the same vCenter and session, e.g. SPBM at /pbm. */
@@ -73,12 +81,30 @@ export class SoapTransport {
     args: Record<string, unknown> = {},
     service?: SoapService,
   ): Promise<Node> {
-    this.options.onCall?.(method);
     const url = service ? new URL(service.path, this.options.url).toString() : this.options.url;
     const request = envelope(method, thisRef, args, service?.namespace);
-    let res;
+    const res = await this.post(method, url, request, service);
+    for (const c of ([] as string[]).concat(res.headers["set-cookie"] ?? [])) {
+      const m = new RegExp(`${COOKIE}=("?)([^";]+)\\1`).exec(c);
+      if (m) this.cookie = m[2];
+    }
+    if (typeof res.data !== "string" || !res.data.includes("Envelope"))
+      throw new VSphereUnreachable(this.options.url, `HTTP ${res.status}`);
+    const { body, fault } = decodeResponse(res.data);
+    if (fault) throw new VSphereFault(fault.name, method, fault.message);
+    return body ?? "";
+  }
+
+  private async post(
+    method: string,
+    url: string,
+    request: string,
+    service: SoapService | undefined,
+    attempt = 1,
+  ): Promise<AxiosResponse<string>> {
+    this.options.onCall?.(method);
     try {
-      res = await this.http.post<string>(url, request, {
+      return await this.http.post<string>(url, request, {
         signal: currentSignal(),
         headers: {
           "Content-Type": "text/xml; charset=utf-8",
@@ -93,16 +119,9 @@ export class SoapTransport {
       const causeCode = ((err as AxiosError).cause as NodeJS.ErrnoException | undefined)?.code;
       if (isTLSErrorCode(code) || isTLSErrorCode(causeCode))
         throw new VSphereTLSError(this.options.url, causeCode ?? code);
+      if (attempt === 1 && DROPPED.has(code) && READ_ONLY.test(method))
+        return this.post(method, url, request, service, attempt + 1);
       throw new VSphereUnreachable(this.options.url, code);
     }
-    for (const c of ([] as string[]).concat(res.headers["set-cookie"] ?? [])) {
-      const m = new RegExp(`${COOKIE}=("?)([^";]+)\\1`).exec(c);
-      if (m) this.cookie = m[2];
-    }
-    if (typeof res.data !== "string" || !res.data.includes("Envelope"))
-      throw new VSphereUnreachable(this.options.url, `HTTP ${res.status}`);
-    const { body, fault } = decodeResponse(res.data);
-    if (fault) throw new VSphereFault(fault.name, method, fault.message);
-    return body ?? "";
   }
 }

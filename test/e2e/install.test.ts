@@ -35,7 +35,7 @@ import {
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
 import { extraConfig, findVMs, govc, nics, portGroupNames, destroyVMs } from "../support/govc.js";
-import { TcpProxy } from "../support/proxy.js";
+import { TcpProxy, throughPort } from "../support/proxy.js";
 import {
   bootstrapFiles,
   bootstrapURLIn,
@@ -47,7 +47,6 @@ import {
   fetchKickstart,
   readGuestinfo,
   readIsoFromDatastore,
-  throughPort,
 } from "../support/installer.js";
 
 const DS = "LocalDS_0";

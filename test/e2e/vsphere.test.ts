@@ -14,10 +14,12 @@ import {
   type Placement,
   type VCenterOptions,
 } from "../../src/vsphere/vcenter.js";
-import { VSphereFault, VSphereTaskError } from "../../src/vsphere/errors.js";
+import { VSphereFault, VSphereTaskError, VSphereUnreachable } from "../../src/vsphere/errors.js";
+import { SoapTransport } from "../../src/vsphere/soap.js";
 import { MoRef } from "../../src/vsphere/xml.js";
 import { stackEnv } from "../support/env.js";
 import { privateVcsim } from "../support/vcsim.js";
+import { TcpProxy, throughPort } from "../support/proxy.js";
 
 const DC = "DC0";
 const DS = "LocalDS_0";
@@ -526,6 +528,39 @@ test("insecureSkipVerify logs one warning", async () => {
   await insecure.checkPortGroup(DC, "VLAN-30");
   await insecure.stop();
   assert.equal(lines.filter((l) => l.includes("insecureSkipVerify")).length, 1);
+});
+
+test("a connection dropped as it is reused: a read goes again on a new one, a task does not", async () => {
+  const vcsim = new URL(stackEnv("GOVC_URL"));
+  const proxy = await new TcpProxy(() => [Number(vcsim.port)]).start();
+  const sent: string[] = [];
+  const soap = new SoapTransport({
+    url: throughPort(stackEnv("GOVC_URL"), proxy.port),
+    caBundle,
+    timeoutMs: 10_000,
+    onCall: (m) => void sent.push(m),
+  });
+  const si = new MoRef("ServiceInstance", "ServiceInstance");
+  try {
+    await soap.call("RetrieveServiceContent", si);
+    assert.equal(proxy.connections, 1);
+    // vCenter's load balancer (or a vcsim handler that panicked) drops the kept-alive connection.
+    proxy.resetOnNextSend();
+    const content = await soap.call("RetrieveServiceContent", si);
+    assert.match(JSON.stringify(content), /rootFolder/);
+    assert.equal(sent.length, 3, "the read was sent once more");
+    assert.equal(proxy.connections, 2, "on a new connection");
+    // A task is never sent twice: its owner's next pass finds out what became of it.
+    proxy.resetOnNextSend();
+    await assert.rejects(
+      soap.call("PowerOnVM_Task", new MoRef("VirtualMachine", "vm-none")),
+      (e) => e instanceof VSphereUnreachable && e.code === "ECONNRESET",
+    );
+    assert.equal(sent.length, 4);
+    assert.equal(proxy.connections, 2, "not sent again");
+  } finally {
+    await proxy.close();
+  }
 });
 
 // --- the cache -------------------------------------------------------------------------------

@@ -145,13 +145,6 @@ export function bootstrapURLIn(text: string): string {
   return m[1]!;
 }
 
-/** The same URL through another local port (a proxy in front of the provisioning endpoint). */
-export function throughPort(url: string, port: number): string {
-  const u = new URL(url);
-  u.port = String(port);
-  return u.toString();
-}
-
 /** A nonce as the shipped templates make one for an install (128 random bits, hex). */
 export function newInstallerNonce(): string {
   return randomBytes(16).toString("hex");

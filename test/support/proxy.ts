@@ -26,6 +26,8 @@ export class TcpProxy {
   port = 0;
   /** Connections made while set carry requests, never their replies (answers lost on the way). */
   holdNewReplies = false;
+  /** Connections accepted so far: a request sent again on a new connection shows here. */
+  connections = 0;
 
   constructor(private readonly backends: () => number[]) {}
 
@@ -73,6 +75,24 @@ export class TcpProxy {
     }
   }
 
+  /**
+   * The connections open now are reset (TCP RST) when their client next sends: a server or load
+   * balancer that dropped an idle keep-alive connection just as the client reused it. What the
+   * client sent never reaches the backend.
+   */
+  resetOnNextSend(): void {
+    for (const pair of this.pairs) {
+      const { client, upstream } = pair;
+      if (!upstream) continue;
+      client.unpipe(upstream);
+      client.once("data", () => {
+        client.resetAndDestroy();
+        this.drop(pair);
+      });
+      client.resume(); // unpipe paused it
+    }
+  }
+
   /** Back: a refusing proxy listens again on its port; a stalled one lets the bytes through. */
   async resume(): Promise<void> {
     const was = this.state;
@@ -94,6 +114,7 @@ export class TcpProxy {
   }
 
   private accept(client: Socket): void {
+    this.connections++;
     client.on("error", () => undefined);
     if (this.state === "stalled") {
       client.pause();
@@ -146,6 +167,13 @@ export class TcpProxy {
     pair.client.destroy();
     pair.upstream?.destroy();
   }
+}
+
+/** The same URL through another local port (a TcpProxy in front of its service). */
+export function throughPort(url: string, port: number): string {
+  const u = new URL(url);
+  u.port = String(port);
+  return u.toString();
 }
 
 /** Forwards DNS queries over UDP to the stack's dnsmasq, or drops them all while `dropping`. */

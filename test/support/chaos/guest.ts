@@ -7,6 +7,7 @@
 // installer's first key fetch loses its answer on purpose, so that retry is taken in every run.
 import type { VS } from "../harness.js";
 import type { Fleet } from "../fleet.js";
+import { throughPort } from "../proxy.js";
 import {
   bootstrapFiles,
   bootstrapURLIn,
@@ -19,7 +20,6 @@ import {
   newInstallerNonce,
   readGuestinfo,
   readIsoFromDatastore,
-  throughPort,
 } from "../installer.js";
 
 export type BootMethodName = "network" | "iso" | "guestinfo";
