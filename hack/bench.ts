@@ -69,7 +69,7 @@ const ROUNDS = Number(env("ROUNDS") ?? 1);
 const RESYNC_SECONDS = Number(env("BENCH_RESYNC_SECONDS") ?? 10);
 const WINDOW_PERIODS = 3;
 /** vsop's default --workers, passed explicitly; the floor's API-server concurrency too. */
-const WORKERS = 4;
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 4);
 if (!Number.isInteger(N) || N < 1 || N > 1000) throw new Error(`N=${env("N")}: 1 to 1000`);
 if (!Number.isInteger(SILENT) || SILENT < 0 || SILENT > 1000)
   throw new Error(`SILENT=${env("SILENT")}: 0 to 1000`);
@@ -127,6 +127,8 @@ interface Snapshot {
   kube: Counts;
   mco: Counts;
   reconciles: Counts;
+  /** The operator's CPU seconds, user and system (process_cpu_seconds_total). */
+  cpuSeconds: number;
 }
 
 async function snapshot(op: Operator): Promise<Snapshot> {
@@ -136,6 +138,7 @@ async function snapshot(op: Operator): Promise<Snapshot> {
     kube: byLabel(body, "vsop_kube_requests_total", "verb"),
     mco: byLabel(body, "vsop_mcollective_requests_total", "action"),
     reconciles: byLabel(body, "vsop_reconciles_total", "outcome"),
+    cpuSeconds: Number(/^process_cpu_seconds_total\s+([0-9.eE+-]+)$/m.exec(body)?.[1] ?? NaN),
   };
 }
 
@@ -218,7 +221,10 @@ const PLACEMENT = { datacenter: "DC0", cluster: "DC0_C0", datastore: "LocalDS_0"
 
 // 0. the floor --------------------------------------------------------------------------------
 
-async function floorRound(): Promise<FloorResult> {
+/** The floor's figures, and the CPU seconds its client (this process) spent on them. */
+type FloorRound = FloorResult & { cpuSeconds: number };
+
+async function floorRound(): Promise<FloorRound> {
   const ns = createNamespace("bench-floor");
   let vc: Vcsim | undefined;
   try {
@@ -229,7 +235,8 @@ async function floorRound(): Promise<FloorResult> {
       virtualServer(ns, `bench-${i}`, hostname(i), "bench-floor-none", { "vsop-bench": "floor" }),
     );
     const created = await createServers(await adminKube(), ns, objects);
-    const floor = await runFloor({
+    const cpu0 = process.cpuUsage();
+    const result = await runFloor({
       vcenter: {
         url: vc.url,
         username: stackEnv("GOVC_USERNAME"),
@@ -243,6 +250,8 @@ async function floorRound(): Promise<FloorResult> {
       workers: WORKERS,
       taskTimeoutMs: 300_000,
     });
+    const cpu = process.cpuUsage(cpu0);
+    const floor = { ...result, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
     const vms = benchVMs(vc).length;
     if (vms !== N) throw new Error(`floor: ${vms} VMs in vcsim, expected ${N}`);
     log(`floor: ${N} VMs created and on in ${(floor.totalMs / 1000).toFixed(1)} s`);
@@ -405,7 +414,7 @@ async function vsopRound(
       console.log(
         extra
           ? `vsop with ${extra} ${silent ? "silent" : "more answering"} servers: the ${answering} others' times`
-          : `vsop bench: N=${N} VirtualServers (no resync or delete phase: it did not converge)`,
+          : `vsop bench: N=${N} VirtualServers (no resync or delete phase${stuck ? ": it did not converge" : " in this round"})`,
       );
       createPhase();
       console.log("");
@@ -494,10 +503,13 @@ async function vsopRound(
 const secs = (ms: number) => (Number.isNaN(ms) ? "not reached" : `${(ms / 1000).toFixed(1)} s`);
 const ratio = (a: number, b: number) => (Number.isNaN(a) ? "" : ` (${(a / b).toFixed(1)}×)`);
 const perServer = (c: Counts, n: number) => (total(c) / n).toFixed(1);
+/** The operator's CPU milliseconds per server between two snapshots. */
+const cpuPerServer = (b: Snapshot, a: Snapshot) =>
+  (((b.cpuSeconds - a.cpuSeconds) * 1000) / N).toFixed(1);
 const row = (label: string, ...cells: string[]) =>
   console.log(`  ${label.padEnd(26)}${cells.map((c) => c.padStart(19)).join("")}`);
 
-function report(floor: FloorResult, vsop: RoundResult): void {
+function report(floor: FloorRound, vsop: RoundResult): void {
   const delay = METHOD_DELAY
     ? `TASK_DELAY=${TASK_DELAY} (vcsim -method-delay ${METHOD_DELAY})`
     : "no task delay";
@@ -515,6 +527,12 @@ function report(floor: FloorResult, vsop: RoundResult): void {
     perServer(floor.soap, N),
     perServer(diff(vsop.sCreated.soap, vsop.s0.soap), N),
     perServer(diff(vsop.sReady.soap, vsop.s0.soap), N),
+  );
+  row(
+    "client CPU ms per server",
+    ((floor.cpuSeconds * 1000) / N).toFixed(1),
+    cpuPerServer(vsop.sCreated, vsop.s0),
+    cpuPerServer(vsop.sReady, vsop.s0),
   );
   row(
     "kube requests per server",
@@ -543,9 +561,9 @@ const median = (xs: number[]) => {
   return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
 };
 /** ROUNDS > 1: each round's floor and vsop times, and the median ratio. */
-function reportRounds(pairs: [FloorResult | undefined, RoundResult][]): void {
+function reportRounds(pairs: [FloorRound | undefined, RoundResult][]): void {
   console.log(`${pairs.length} rounds, each floor and vsop on fresh vcsims (N=${N})`);
-  row("round", "floor", "vsop to VMCreated", "vsop to Ready", "SOAP/server");
+  row("round", "floor", "vsop to VMCreated", "vsop to Ready", "SOAP/server", "CPU ms/server");
   const ratios: number[] = [];
   pairs.forEach(([f, v], i) => {
     const r = f ? v.createdMs / f.totalMs : NaN;
@@ -556,6 +574,7 @@ function reportRounds(pairs: [FloorResult | undefined, RoundResult][]): void {
       `${secs(v.createdMs)}${f ? ratio(v.createdMs, f.totalMs) : ""}`,
       secs(v.readyMs),
       perServer(diff(v.sCreated.soap, v.s0.soap), N),
+      cpuPerServer(v.sCreated, v.s0),
     );
   });
   const m = median(ratios);
@@ -641,7 +660,7 @@ async function main(): Promise<void> {
   const vsop = await vsopRound(N, 0, { phases: true });
   if (floor) report(floor, vsop);
   console.log("");
-  const pairs: [FloorResult | undefined, RoundResult][] = [[floor, vsop]];
+  const pairs: [FloorRound | undefined, RoundResult][] = [[floor, vsop]];
   for (let r = 2; r <= ROUNDS; r++) {
     log(`round ${r} of ${ROUNDS}: the floor and vsop again, each on a fresh vcsim`);
     pairs.push([await floorRound().catch(() => undefined), await vsopRound(N, 0)]);
