@@ -84,8 +84,13 @@ export class Guests {
       this.attempts++;
       void this.attempt(vs, m, install)
         .catch((err: unknown) => {
-          // "kickstart: 503", "fetch failed", ...: the first words name the failure.
-          const why = (err as Error).message.split(/[(\n]/)[0]!.slice(0, 40).trim();
+          // "kickstart: 503", "fetch failed", ...: the first words name the failure; an install
+          // token in a URL is left out (the report is printed).
+          const why = (err as Error).message
+            .replace(/\/(ks|bootstrap|built)\/[^\s/?]+/g, "/$1/<token>")
+            .split(/[(\n]/)[0]!
+            .slice(0, 50)
+            .trim();
           this.failures[why] = (this.failures[why] ?? 0) + 1;
           this.retryAt.set(uid, Date.now() + 2000);
         })
