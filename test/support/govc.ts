@@ -1,6 +1,7 @@
 // govc, to check every vSphere outcome independently of vsop's own client.
 import { execFileSync } from "node:child_process";
 import { stackEnv } from "./env.js";
+import { sleepSync } from "./harness.js";
 
 /** `timeoutMs`: the call is killed after that long (a stopped vCenter never answers). */
 export function govc(
@@ -54,7 +55,7 @@ export function findVMs(name: string, env: Record<string, string> = {}): GovcVM[
     } catch (err) {
       const stdout = (err as { stdout?: string }).stdout ?? "";
       if (attempt >= 5 || !OBJECT_GONE.test(`${stdout}${(err as Error).message}`)) throw err;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200 * attempt);
+      sleepSync(200 * attempt);
     }
   }
   const parsed = JSON.parse(out) as { virtualMachines?: GovcVM[] | null };

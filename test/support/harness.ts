@@ -357,6 +357,11 @@ export function removeDNSNames(names: Iterable<string>): void {
  * at a time, and a read-modify-write racing another file's append would drop its records. A
  * lock older than 10 s is a crashed writer's and is broken.
  */
+/** Blocks this thread for `ms` (for synchronous helpers that wait between tries). */
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
 function withHostsFile(change: (file: string) => void): void {
   const file = stackEnv("VSOP_DNS_HOSTS_FILE");
   const lock = `${file}.lock`;
@@ -371,7 +376,7 @@ function withHostsFile(change: (file: string) => void): void {
       } catch {
         // released meanwhile
       }
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+      sleepSync(20);
     }
   }
   try {
