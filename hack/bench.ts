@@ -69,7 +69,7 @@ const ROUNDS = Number(env("ROUNDS") ?? 1);
 const RESYNC_SECONDS = Number(env("BENCH_RESYNC_SECONDS") ?? 10);
 const WINDOW_PERIODS = 3;
 /** vsop's default --workers, passed explicitly; the floor's API-server concurrency too. */
-const WORKERS = Number(process.env.BENCH_WORKERS ?? 4);
+const WORKERS = 4;
 if (!Number.isInteger(N) || N < 1 || N > 1000) throw new Error(`N=${env("N")}: 1 to 1000`);
 if (!Number.isInteger(SILENT) || SILENT < 0 || SILENT > 1000)
   throw new Error(`SILENT=${env("SILENT")}: 0 to 1000`);
@@ -588,8 +588,9 @@ function reportRounds(pairs: [FloorRound | undefined, RoundResult][]): void {
   console.log("");
 }
 
-/** (b − a) / a as a signed percentage. */
+/** A change as a signed percentage, e.g. +15%; blank when not reached. */
 const pct = (x: number) => (Number.isNaN(x) ? "" : `${x >= 0 ? "+" : ""}${(x * 100).toFixed(0)}%`);
+/** b's change from a: (b − a) / a. */
 const rel = (a: number, b: number) => (b - a) / a;
 
 /**
