@@ -12,9 +12,16 @@ import { KubeError, type Kube } from "../../src/controller/kube.js";
 import { parseHostname, partLabels } from "../../src/naming/hostname.js";
 import { intentWritten, wait, type Step } from "../../src/reconcile/engine/context.js";
 import { RetryLater, VirtualServerReconciler } from "../../src/reconcile/engine/virtualserver.js";
+import { StepError } from "../../src/errors.js";
 
-/** An API server that bumps resourceVersion on every write and refuses stale ones (409). */
-function world() {
+const LABELS = partLabels(parseHostname("web-prod-1.example.test"));
+
+/**
+ * An API server that bumps resourceVersion on every write and refuses stale ones (409). The
+ * object starts with `meta` over a claimed, labelled one; `writes` lists the writes that went in.
+ */
+function world(meta: Partial<VirtualServer["metadata"]> = {}) {
+  const writes: ("metadata" | "status")[] = [];
   let stored: VirtualServer = {
     apiVersion: "provisioning.vsop.dev/v1alpha1",
     kind: "VirtualServer",
@@ -26,7 +33,8 @@ function world() {
       resourceVersion: "1",
       finalizers: ["provisioning.vsop.dev/vm"],
       // As vsop labels it, so that no metadata write comes first.
-      labels: partLabels(parseHostname("web-prod-1.example.test")),
+      labels: LABELS,
+      ...meta,
     },
     spec: { hostname: "web-prod-1.example.test", className: "c" },
   };
@@ -40,19 +48,27 @@ function world() {
   };
   const kube = {
     replace: async (_p: string, body: VirtualServer) =>
-      write(body, (vs) => ({ ...vs, status: body.status })),
+      write(body, (vs) => (writes.push("status"), { ...vs, status: body.status })),
     mergePatch: async (_p: string, patch: { metadata: VirtualServer["metadata"] }) =>
-      write({ metadata: patch.metadata } as VirtualServer, (vs) => ({
-        ...vs,
-        metadata: {
-          ...vs.metadata,
-          ...patch.metadata,
-          resourceVersion: vs.metadata.resourceVersion,
-        },
-      })),
+      write(
+        { metadata: patch.metadata } as VirtualServer,
+        (vs) => (
+          writes.push("metadata"),
+          {
+            ...vs,
+            metadata: {
+              ...vs.metadata,
+              ...patch.metadata,
+              resourceVersion: vs.metadata.resourceVersion,
+            },
+          }
+        ),
+      ),
   } as unknown as Kube;
   return {
     kube,
+    writes,
+    stored: () => stored,
     cached: () => cache,
     /** The watch delivers what is stored. */
     sync: () => (cache = structuredClone(stored)),
@@ -181,4 +197,64 @@ test("a 0 s wait without goOn is requeued, and so is a goOn whose pass wrote not
   assert.equal(passes, 2);
   assert.deepEqual(await reconcile(), { requeueAfterSeconds: 0 });
   assert.equal(passes, 3, "nothing new was written: one pass");
+});
+
+const UNCLAIMED = { finalizers: undefined, labels: undefined };
+
+test("the finalizer is put on in the write before the first act, with the labels; not before", async () => {
+  // A server that fails before it asks for a VM: labelled, not claimed (deleted at once).
+  const refused = world(UNCLAIMED);
+  const failing: Step = {
+    name: "naming",
+    run: async () => {
+      throw new StepError("NameNotResolvable", "no such name", { condition: "NameResolved" });
+    },
+  };
+  await reconciler(refused, failing)();
+  assert.deepEqual(refused.writes, ["metadata", "status"]);
+  assert.deepEqual(refused.stored().metadata.labels, LABELS);
+  assert.equal(refused.stored().metadata.finalizers, undefined);
+
+  // One that acts: the finalizer is there when it does; two writes in all, one pass.
+  const w = world(UNCLAIMED);
+  const seen: (string[] | undefined)[] = [];
+  const acting: Step = {
+    name: "vm",
+    run: async (ctx) => {
+      await ctx.claim!();
+      seen.push(w.stored().metadata.finalizers);
+      ctx.status.vm = {
+        name: "web-prod-1",
+        task: { operation: "CreateVM", moRef: "task-1", startedAt: "x" },
+      };
+      return wait(15, "Creating", "Creating", "c");
+    },
+  };
+  const reconcile = reconciler(w, acting);
+  await reconcile();
+  assert.deepEqual(seen, [["provisioning.vsop.dev/vm"]]);
+  assert.deepEqual(w.writes, ["metadata", "status"]);
+  assert.deepEqual(w.stored().metadata.labels, LABELS);
+  assert.equal(w.stored().status?.vm?.task?.moRef, "task-1");
+  w.sync();
+  await reconcile();
+  assert.deepEqual(w.writes, ["metadata", "status"], "claimed once: no write when nothing changed");
+});
+
+test("a claim that finds the object changed ends the pass: no act, no status write", async () => {
+  const w = world(UNCLAIMED);
+  let acted = false;
+  const step: Step = {
+    name: "vm",
+    run: async (ctx) => {
+      await ctx.claim!();
+      acted = true;
+      return wait(15, "Creating", "Creating", "c");
+    },
+  };
+  w.edit(); // someone else wrote; the cache still shows resourceVersion 1
+  assert.deepEqual(await reconciler(w, step)(), {});
+  assert.equal(acted, false);
+  assert.equal(w.stored().metadata.finalizers, undefined);
+  assert.deepEqual(w.writes, [], "nothing was written");
 });

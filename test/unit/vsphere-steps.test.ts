@@ -28,9 +28,11 @@ async function reconcile(
   classSpec: Record<string, unknown> = CLASS,
   spec: Record<string, unknown> = {},
   phase: "run" | "finalize" = "run",
+  claim?: () => void,
 ): Promise<{ out: StepOutcome; ctx: ReconcileContext }> {
   const ctx = stepContext(structuredClone(status), classSpec);
   Object.assign(ctx.vs.spec, spec);
+  if (claim) ctx.claim = async () => claim();
   ctx.resolved = {
     address: "10.12.30.5",
     vlan: 30,
@@ -45,18 +47,16 @@ const reason = (o: StepOutcome) => (o.done ? "done" : o.reason);
 test("vm step: create → finish → VMCreated, one task per reconcile, none awaited", async () => {
   const vc = new FakeVSphere();
   const step = vmStep({ get: async () => vc });
-  // First the intent (status written), so a delete knows a VM may exist; then the task.
-  let r = await reconcile(step, {});
+  // The object is claimed (its finalizer) before the VM is asked for, in the same reconcile.
+  let r = await reconcile(step, {}, CLASS, {}, "run", () => void vc.started.push("claim"));
   assert.equal(reason(r.out), "Creating");
   assert.equal(r.ctx.status.vm?.name, "web-prod-1");
-  assert.deepEqual(vc.started, []);
-  r = await reconcile(step, r.ctx.status);
   assert.equal(r.ctx.status.vm?.task?.operation, "CreateVM");
-  assert.deepEqual(vc.started, ["CreateVM web-prod-1"]);
+  assert.deepEqual(vc.started, ["claim", "CreateVM web-prod-1"]);
   // The task still runs: the next reconcile waits, starts nothing.
   r = await reconcile(step, r.ctx.status);
   assert.equal(r.out.done, false);
-  assert.equal(vc.started.length, 1);
+  assert.equal(vc.started.length, 2);
   vc.endAll();
   r = await reconcile(step, r.ctx.status);
   assert.equal(r.ctx.status.vm?.task?.operation, "FinishVM", "boot order after creation");
@@ -321,14 +321,17 @@ test("vm finalize: Delete powers off, then destroys; Retain only removes the mar
   }
 });
 
-test("vm finalize: an object that never asked for a VM is released without vCenter", async () => {
-  const step = vmStep({
+test("vm finalize: the finalizer alone means a VM may exist: vCenter is asked", async () => {
+  const vc = new FakeVSphere();
+  const step = vmStep({ get: async () => vc });
+  // Killed after CreateVM was sent, before status recorded it: the VM is found and destroyed.
+  vc.addVM({ name: "web-prod-1", ownerUID: "u", owner: "n/w", powerState: "poweredOff" });
+  const r = await reconcile(step, {}, CLASS, {}, "finalize");
+  assert.equal(r.ctx.status.vm?.task?.operation, "Destroy");
+  const unreachable = vmStep({
     get: async () => {
-      throw new Error("vCenter must not be needed");
+      throw new Error("vCenter is down");
     },
   });
-  const r = await reconcile(step, {}, CLASS, {}, "finalize");
-  assert.equal(r.out.done, true);
-  // Once the intent is recorded, vCenter is needed to know.
-  await assert.rejects(reconcile(step, { vm: { name: "web-prod-1" } }, CLASS, {}, "finalize"));
+  await assert.rejects(reconcile(unreachable, {}, CLASS, {}, "finalize"));
 });

@@ -31,6 +31,13 @@ export interface ReconcileContext {
   finished?: string;
   /** A step went on with stale knowledge (DNS out) and wants to look again this soon. */
   recheckAfterSeconds?: number;
+  /**
+   * Puts vsop's finalizer (and the hostname labels) on the object, once, before a step makes
+   * something deletion must clean up: the finalizer is the record that a VM may exist. An object
+   * that never got this far has none and is deleted at once, with or without vsop. Throws
+   * Superseded when the object changed meanwhile. Absent in unit tests of single steps.
+   */
+  claim?: () => Promise<void>;
 }
 
 /**

@@ -39,6 +39,21 @@ export interface ReconcilerDeps {
 /** One pass's result; goOn: its step asked to go on once its write is in (StepOutcome.goOn). */
 type PassResult = Result & { goOn?: boolean };
 
+/** How a pass ended, for conclude(). */
+interface Outcome {
+  phase?: Phase;
+  reason?: string;
+  message?: string;
+  requeueAfterSeconds?: number;
+  error?: StepError;
+  step?: string;
+}
+
+/** A claim found the object changed meanwhile: the pass ends, the watch brings the newer one. */
+export class Superseded extends Error {
+  override name = "Superseded";
+}
+
 /** Raised after status was written, so the queue backs off before the next try. */
 export class RetryLater extends Error {
   override name = "RetryLater";
@@ -99,7 +114,7 @@ export class VirtualServerReconciler {
   }
 
   private async reconcileOnce(key: string): Promise<PassResult> {
-    let vs = this.current(key);
+    const vs = this.current(key);
     if (!vs) return {};
     const log = this.deps.logger.child({ virtualserver: key });
     const cls = this.deps.getClass(vs.spec.className);
@@ -139,32 +154,37 @@ export class VirtualServerReconciler {
       );
       return this.conclude(vs, status, log, { error: err, step: "class" });
     }
-    const updated = await this.ensureMetadata(vs, ctx);
-    if (!updated) return {};
-    // Go on with the object as written, so the status write below does not conflict with it.
-    vs = ctx.vs = updated;
+    const c = ctx;
+    c.claim = async () => {
+      const claimed = await this.ensureMetadata(c, true);
+      if (!claimed) throw new Superseded();
+      c.vs = claimed;
+    };
 
     const waiting = await this.runSteps(
-      vs,
-      status,
-      log,
-      this.deps.steps.map((step) => [step.name, () => step.run(ctx)]),
+      c,
+      this.deps.steps.map((step) => [step.name, () => step.run(c)]),
     );
     const result =
       waiting ??
-      (await this.conclude(vs, status, log, {
+      (await this.concludeSteps(c, {
         phase: "Ready",
         reason: "Provisioned",
         message: `${vs.spec.hostname} is provisioned and configured.`,
       }));
-    return sooner(result, ctx.recheckAfterSeconds);
+    return sooner(result, c.recheckAfterSeconds);
   }
 
-  /** Labels from the hostname's parts and the finalizer, in one write, only when missing. */
+  /**
+   * The labels from the hostname's parts and, with `claim`, the finalizer, in one write, only
+   * when missing. Returns the object as written, or undefined when it changed meanwhile (the
+   * watch brings the newer one).
+   */
   private async ensureMetadata(
-    vs: VirtualServer,
     ctx: ReconcileContext,
+    claim: boolean,
   ): Promise<VirtualServer | undefined> {
+    const vs = ctx.vs;
     let labels: Record<string, string> = {};
     try {
       labels = partLabels(parseHostname(vs.spec.hostname, ctx.cls.spec.naming?.pattern));
@@ -174,21 +194,21 @@ export class VirtualServerReconciler {
     const current = vs.metadata.labels ?? {};
     const missingLabels = Object.entries(labels).some(([k, v]) => current[k] !== v);
     const hasFinalizer = vs.metadata.finalizers?.includes(FINALIZER) ?? false;
-    if (!missingLabels && hasFinalizer) return vs;
+    const addFinalizer = claim && !hasFinalizer;
+    if (!missingLabels && !addFinalizer) return vs;
     try {
       const updated = await this.deps.kube.mergePatch<VirtualServer>(objectPath(vs), {
         metadata: {
           resourceVersion: vs.metadata.resourceVersion,
           labels: { ...current, ...labels },
-          finalizers: hasFinalizer
-            ? vs.metadata.finalizers
-            : [...(vs.metadata.finalizers ?? []), FINALIZER],
+          ...(addFinalizer && { finalizers: [...(vs.metadata.finalizers ?? []), FINALIZER] }),
         },
       });
       this.wrote(vs, updated);
+      if (addFinalizer) ctx.log.info("finalizer added: the object may own a VM from now on");
       return updated;
     } catch (err) {
-      if (isConflict(err) || isNotFound(err)) return undefined; // the watch brings the newer one
+      if (isConflict(err) || isNotFound(err)) return undefined;
       throw err;
     }
   }
@@ -206,7 +226,7 @@ export class VirtualServerReconciler {
         .flatMap((step): [string, () => Promise<StepOutcome>][] =>
           step.finalize ? [[`${step.name}/finalize`, () => step.finalize!(ctx)]] : [],
         );
-      const waiting = await this.runSteps(vs, status, log, finalizers, "Deleting");
+      const waiting = await this.runSteps(ctx, finalizers, "Deleting");
       if (waiting) return waiting;
     } else if (vs.status?.vm?.moRef || vs.status?.vm?.name) {
       // Without its class vsop cannot reach the VM; keep the finalizer rather than lose track.
@@ -237,9 +257,7 @@ export class VirtualServerReconciler {
 
   /** Runs the calls in order; the first that waits or fails concludes the reconcile. */
   private async runSteps(
-    vs: VirtualServer,
-    status: VirtualServerStatus,
-    log: Logger,
+    ctx: ReconcileContext,
     calls: [string, () => Promise<StepOutcome>][],
     phase?: Phase,
   ): Promise<PassResult | undefined> {
@@ -248,7 +266,7 @@ export class VirtualServerReconciler {
       try {
         const outcome = await call();
         if (!outcome.done) {
-          const result = await this.conclude(vs, status, log, {
+          const result = await this.concludeSteps(ctx, {
             phase: phase ?? outcome.phase,
             reason: outcome.reason,
             message: outcome.message,
@@ -257,10 +275,24 @@ export class VirtualServerReconciler {
           return outcome.goOn ? { ...result, goOn: true } : result;
         }
       } catch (err) {
-        return this.conclude(vs, status, log, { error: classify(err, step), step, phase });
+        if (err instanceof Superseded) return {};
+        return this.concludeSteps(ctx, { error: classify(err, step), step, phase });
       }
     }
     return undefined;
+  }
+
+  /**
+   * conclude() for a pass that ran steps: from the object as the steps left it (a claim wrote
+   * it), with the hostname labels put on first when they are missing (one write, before status).
+   */
+  private async concludeSteps(ctx: ReconcileContext, o: Outcome): Promise<Result> {
+    if (!ctx.vs.metadata.deletionTimestamp) {
+      const labelled = await this.ensureMetadata(ctx, false);
+      if (!labelled) return {};
+      ctx.vs = labelled;
+    }
+    return this.conclude(ctx.vs, ctx.status, ctx.log, o);
   }
 
   /** Sets Ready and phase from the outcome, writes status if it changed, records Events. */
@@ -268,14 +300,7 @@ export class VirtualServerReconciler {
     vs: VirtualServer,
     status: VirtualServerStatus,
     log: Logger,
-    o: {
-      phase?: Phase;
-      reason?: string;
-      message?: string;
-      requeueAfterSeconds?: number;
-      error?: StepError;
-      step?: string;
-    },
+    o: Outcome,
   ): Promise<Result> {
     const ctx = { vs, status, log } as ReconcileContext;
     const err = o.error;

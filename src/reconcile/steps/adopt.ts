@@ -91,12 +91,13 @@ export async function adopt(
   if (mismatch) throw mismatch;
   const a = ctx.status.adoption;
   if (a?.moRef !== vm.moRef || a.completedAt) {
-    // Intent first: with status.vm.name set, deletion looks for the VM in vCenter.
+    // The choice first: once the marker is on, the install is skipped for this VM.
     ctx.status.adoption = { moRef: vm.moRef, name: vm.name, startedAt: new Date().toISOString() };
     ctx.status.vm = { ...ctx.status.vm, name: vm.name };
     ctx.log.info({ moRef: vm.moRef, vm: vm.name }, "adopting VM (spec.adopt)");
     return wait(0, "Creating", "Adopting", `Adopting VM ${vm.name} (${vm.moRef}) (spec.adopt).`);
   }
+  await ctx.claim?.(); // before the marker: deletion must look for the VM from now on
   const started = await startTask(
     ctx,
     vc,

@@ -180,12 +180,9 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
           ctx.log.warn({ previous: ctx.status.vm?.moRef }, "VM gone; a new one installs again");
           ctx.status.install = undefined;
         }
-        if (!ctx.status.vm?.name) {
-          // Intent first: once status says a VM was asked for, deletion looks for it in vCenter;
-          // an object that never got this far is released without vCenter.
-          ctx.status.vm = { ...ctx.status.vm, name };
-          return wait(0, "Creating", "Creating", `Creating VM ${name}.`);
-        }
+        // From here on the object may own a VM: deletion looks for it in vCenter.
+        await ctx.claim?.();
+        ctx.status.vm = { ...ctx.status.vm, name };
         ctx.log.info({ vm: name, portGroup, method: method.name }, "creating VM");
         const started = await startTask(
           ctx,
@@ -200,6 +197,8 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
         );
         return started ?? wait(0, "Creating", "Creating", `VM ${name} found; looking at it.`);
       }
+      // This object has a VM: it keeps the finalizer (someone may have removed it by hand).
+      await ctx.claim?.();
       if (ctx.finished === "CreateVM") ctx.log.info({ vm: name, moRef: vm.moRef }, "VM created");
       const adopted = adoptedVM(ctx, vm);
 
@@ -238,8 +237,8 @@ export function vmStep(pool: VSpherePool, slots: PowerCycleSlots = unlimitedSlot
     },
 
     async finalize(ctx) {
-      // No VM was ever asked for (see the intent above): nothing to look for in vCenter.
-      if (!ctx.status.vm?.name && !ctx.status.vm?.moRef && !ctx.status.vm?.task) return DONE;
+      // The object carries the finalizer, so it was claimed before a VM was asked for (run):
+      // only vCenter knows whether one exists.
       const vc = await connectedVCenter(pool, ctx);
       if (!vc)
         return wait(
