@@ -69,7 +69,7 @@ const ROUNDS = Number(env("ROUNDS") ?? 1);
 const RESYNC_SECONDS = Number(env("BENCH_RESYNC_SECONDS") ?? 10);
 const WINDOW_PERIODS = 3;
 /** vsop's default --workers, passed explicitly; the floor's API-server concurrency too. */
-const WORKERS = 4;
+const WORKERS = 8;
 if (!Number.isInteger(N) || N < 1 || N > 1000) throw new Error(`N=${env("N")}: 1 to 1000`);
 if (!Number.isInteger(SILENT) || SILENT < 0 || SILENT > 1000)
   throw new Error(`SILENT=${env("SILENT")}: 0 to 1000`);

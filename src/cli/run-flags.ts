@@ -44,7 +44,7 @@ export const RUN_FLAGS = {
     type: "string",
     help: "only VirtualServers matching this selector (sharding)",
   },
-  workers: { type: "string", help: "concurrent reconciles (default 4)" },
+  workers: { type: "string", help: "concurrent reconciles (default 8)" },
   "resync-period": {
     type: "string",
     help: "re-reconcile every object this often, e.g. 10m (default 10m)",
@@ -149,7 +149,7 @@ export function parseRunFlags(args: string[]): RunConfig & { help: boolean } {
     kubeconfig: str("kubeconfig"),
     namespace: str("namespace") ?? "",
     labelSelector: str("label-selector"),
-    workers: positiveInt(str("workers") ?? "4", "workers", 256),
+    workers: positiveInt(str("workers") ?? "8", "workers", 256),
     resyncPeriodSeconds: parseDuration(str("resync-period") ?? "10m", "resync-period"),
     logLevel: oneOf(
       str("log-level") ?? "info",

@@ -42,7 +42,7 @@ test("durations", () => {
 
 test("run flags: defaults and validation", () => {
   const c = parseRunFlags([]);
-  assert.equal(c.workers, 4);
+  assert.equal(c.workers, 8);
   assert.equal(c.namespace, "");
   assert.equal(c.logFormat, "json");
   assert.throws(() => parseRunFlags(["--log-format", "xml"]), /json, pretty/);
