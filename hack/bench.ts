@@ -401,6 +401,8 @@ async function vsopRound(
       console.log(`  all Ready=True after:            ${(readyMs / 1000).toFixed(1)} s`);
       console.log(`  VMs in vcsim (govc):             ${vms}`);
       console.log("");
+      table("vSphere SOAP requests to all VMCreated", diff(sCreated.soap, s0.soap));
+      console.log("");
       console.log(`Create phase (until all Ready${stuck ? " or giving up" : ""}):`);
       const create = diff(sReady.soap, s0.soap);
       table("vSphere SOAP requests", create);
