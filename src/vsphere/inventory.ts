@@ -65,6 +65,7 @@ export function inventoryPath(...parts: string[]): string {
 
 export class Inventory {
   private memo = new Map<string, { value: unknown; at: number }>();
+  private readonly loading = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly session: VSphereSession,
@@ -77,13 +78,23 @@ export class Inventory {
     this.memo.clear();
   }
 
-  /** Memoizes found values only: a missing object is looked up again next time. */
-  private async cached<T>(key: string, load: () => Promise<T | undefined>): Promise<T | undefined> {
+  /**
+   * Memoizes found values only: a missing object is looked up again next time. Lookups of one
+   * key at once share one call: a burst of new servers on every worker asks vCenter once.
+   */
+  private cached<T>(key: string, load: () => Promise<T | undefined>): Promise<T | undefined> {
     const hit = this.memo.get(key);
-    if (hit && this.now() - hit.at < this.ttlMs) return hit.value as T;
-    const value = await load();
-    if (value !== undefined) this.memo.set(key, { value, at: this.now() });
-    return value;
+    if (hit && this.now() - hit.at < this.ttlMs) return Promise.resolve(hit.value as T);
+    const pending = this.loading.get(key);
+    if (pending) return pending as Promise<T | undefined>;
+    const loaded = load()
+      .then((value) => {
+        if (value !== undefined) this.memo.set(key, { value, at: this.now() });
+        return value;
+      })
+      .finally(() => this.loading.delete(key));
+    this.loading.set(key, loaded);
+    return loaded;
   }
 
   /** SearchIndex.FindByInventoryPath, e.g. "DC0/host/DC0_C0". */
