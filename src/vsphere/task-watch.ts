@@ -25,6 +25,8 @@ export class TaskWatch {
   /** Where the next read starts, when more tasks are in flight than one read takes. */
   private next = 0;
   private readCount = 0;
+  /** When the last read found each task still running (Date.now()). */
+  private readonly seenRunning = new Map<string, number>();
 
   constructor(
     private readonly session: VSphereSession,
@@ -39,6 +41,16 @@ export class TaskWatch {
   watch(task: string): void {
     this.woken.delete(task);
     this.schedule();
+  }
+
+  /**
+   * Whether a read at most `maxAgeMs` ago found the task running. Its owner can take that for the
+   * task's state without a call of its own: should the task end since, the next tick sees it and
+   * wakes the owner, which then reads it.
+   */
+  runningAsOf(task: string, maxAgeMs: number): boolean {
+    const at = this.seenRunning.get(task);
+    return at !== undefined && Date.now() - at <= maxAgeMs;
   }
 
   /** The reads of task states sent so far. */
@@ -62,6 +74,7 @@ export class TaskWatch {
     const inFlight = [...this.inFlight()];
     const live = new Set(inFlight.map(([, t]) => t.moRef));
     for (const task of this.woken) if (!live.has(task)) this.woken.delete(task);
+    for (const task of this.seenRunning.keys()) if (!live.has(task)) this.seenRunning.delete(task);
     const unread = inFlight.filter(([, t]) => !this.woken.has(t.moRef));
     if (this.next >= unread.length) this.next = 0;
     const waiting = unread.slice(this.next, this.next + MAX_TASKS_PER_READ);
@@ -69,8 +82,13 @@ export class TaskWatch {
     try {
       if (waiting.length) {
         const ended = await this.ended(waiting.map(([, t]) => t.moRef));
+        const at = Date.now();
         for (const [key, t] of waiting) {
-          if (!ended.has(t.moRef)) continue;
+          if (!ended.has(t.moRef)) {
+            this.seenRunning.set(t.moRef, at);
+            continue;
+          }
+          this.seenRunning.delete(t.moRef);
           this.woken.add(t.moRef);
           this.wake(key);
         }

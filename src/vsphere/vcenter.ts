@@ -9,7 +9,7 @@ import { VSphereFault, VSphereTaskError, faultName } from "./errors.js";
 import { retrieve, retrieveOne, propertySpec } from "./properties.js";
 import { TASK_PROPERTIES, taskStateOf, type TaskContext, type TaskState } from "./task-state.js";
 import { VMCache } from "./cache.js";
-import { TaskWatch } from "./task-watch.js";
+import { TASK_POLL_MS, TaskWatch } from "./task-watch.js";
 import { UpdateLoop, type Changes } from "./watch.js";
 import { Inventory, PlacementNotFound } from "./inventory.js";
 import * as datastore from "./datastore.js";
@@ -449,6 +449,8 @@ export class VCenter {
    * left it, even while the update loop is behind (not a second CreateVM for a missing VM).
    */
   async taskState(task: string): Promise<TaskState> {
+    // The task watch read it running a moment ago and wakes the owner when it ends: no call.
+    if (this.tasks.runningAsOf(task, 2 * TASK_POLL_MS)) return { state: "running" };
     try {
       const { props, vm } = await this.readTask(task);
       const state = taskStateOf(props);

@@ -60,9 +60,14 @@ test("an ended task wakes its owner once; a running one is read until it ends; r
   watch.watch("task-2");
   await tick();
   assert.deepEqual(woken, ["ns/b"]);
+  // What the last read found stands for a running task's state, while it is fresh.
+  assert.equal(watch.runningAsOf("task-1", 1000), true);
+  assert.equal(watch.runningAsOf("task-2", 1000), false, "it ended: its owner reads it");
+  assert.equal(watch.runningAsOf("task-1", -1), false, "too old to stand for it");
   states.set("task-1", "error");
   await tick();
   assert.deepEqual(woken, ["ns/b", "ns/a"]);
+  assert.equal(watch.runningAsOf("task-1", 1000), false);
   const after = reads.length;
   await tick();
   assert.equal(reads.length, after, "read again after every task had woken its owner");
