@@ -187,7 +187,10 @@ export class VirtualServerReconciler {
     const vs = ctx.vs;
     let labels: Record<string, string> = {};
     try {
-      labels = partLabels(parseHostname(vs.spec.hostname, ctx.cls.spec.naming?.pattern));
+      // The naming step's parse when it ran: a custom pattern runs under the watchdog.
+      labels = partLabels(
+        ctx.parts ?? parseHostname(vs.spec.hostname, ctx.cls.spec.naming?.pattern),
+      );
     } catch {
       // The naming step reports the violation.
     }
