@@ -44,6 +44,7 @@ import { RunSlots, runInFlight } from "./reconcile/steps/puppet-runs.js";
 import type { ReconcileContext } from "./reconcile/engine/context.js";
 import { startProvisioningServer } from "./reconcile/boot/provisioning-server.js";
 import { RetryLater, VirtualServerReconciler } from "./reconcile/engine/virtualserver.js";
+import { ServerIndex } from "./reconcile/engine/server-index.js";
 
 /** A secret from a file (a mounted Secret), trimmed; a usable one or a clear error. */
 async function readSecretFile(file: string, flag: string): Promise<string> {
@@ -83,6 +84,8 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
     metrics.controller.queueObserver,
   );
   metrics.watch({ queue, workers: run.workers, servers: () => servers.list() });
+  // Reconciles look other servers up by hostname, address, class or group, never by a scan.
+  const index = new ServerIndex(servers);
 
   const lookups = new Map<string, Lookup>();
   const lookup = (dnsServers: string[]) => {
@@ -136,9 +139,9 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
   const runSlots = new RunSlots({
     wake: (key) => queue.add(key),
     inFlight: (className) =>
-      servers
-        .list()
-        .filter((vs) => vs.spec.className === className && runInFlight(vs.status?.puppet))
+      index
+        .ofClass(className)
+        .filter((vs) => runInFlight(vs.status?.puppet))
         .map(keyOf),
   });
   const identityKeyOf = (ctx: ReconcileContext) =>
@@ -165,7 +168,7 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
   const inventory = inventorySteps(pool);
   const affinity = affinitySteps({
     pool,
-    allServers: () => servers.list(),
+    inGroup: (apptype, environment) => index.inGroup(apptype, environment),
     getClass: (name) => classes.get(name),
     wake: (key) => queue.add(key),
   });
@@ -183,9 +186,9 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
     getServer: (key) => servers.get(key),
     getClass: (name) => classes.get(name),
     steps: [
-      namingStep({ lookup, allServers: () => servers.list() }),
+      namingStep({ lookup, servers: index }),
       inventory.check,
-      vmStep(pool, new PowerCycleSlots(() => servers.list())),
+      vmStep(pool, new PowerCycleSlots((cls) => index.ofClass(cls))),
       inventory.sync,
       affinity.sync,
       rebuildStep({
@@ -226,8 +229,7 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
     queue.add(keyOf(obj));
   });
   classes.on((_event, cls) => {
-    for (const vs of servers.list())
-      if (vs.spec.className === cls.metadata.name) queue.add(keyOf(vs));
+    for (const vs of index.ofClass(cls.metadata.name)) queue.add(keyOf(vs));
   });
 
   const controller = new Controller(

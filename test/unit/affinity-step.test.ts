@@ -19,6 +19,7 @@ import {
 import type { ReconcileContext } from "../../src/reconcile/engine/context.js";
 import { StepError } from "../../src/errors.js";
 import { pino } from "pino";
+import { ServerIndex } from "../../src/reconcile/engine/server-index.js";
 
 const placement = (antiAffinity?: string) => ({
   datacenter: "DC0",
@@ -100,7 +101,7 @@ function setup(servers: VirtualServer[], classes = [cls("apart")]) {
   const woken: string[] = [];
   const steps = affinitySteps({
     pool: { get: async () => fake },
-    allServers: () => servers,
+    inGroup: (apptype, environment) => ServerIndex.of(servers).inGroup(apptype, environment),
     getClass: (name) => classes.find((c) => c.metadata.name === name),
     wake: (key) => woken.push(key),
   });
@@ -128,7 +129,7 @@ test("rule names, group membership and the SOAP form of a rule change", () => {
   ];
   const classes = [cls("apart"), cls("plain", "None")];
   const members = groupMembers({ vs: servers[0]!, cls: classes[0]! } as ReconcileContext, {
-    allServers: () => servers,
+    inGroup: (apptype, environment) => ServerIndex.of(servers).inGroup(apptype, environment),
     getClass: (n) => classes.find((c) => c.metadata.name === n),
   });
   assert.deepEqual(

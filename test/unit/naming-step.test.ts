@@ -10,6 +10,7 @@ import {
   RECHECK_SECONDS,
 } from "../../src/reconcile/steps/naming-step.js";
 import type { ReconcileContext } from "../../src/reconcile/engine/context.js";
+import { ServerIndex } from "../../src/reconcile/engine/server-index.js";
 
 const DNS: Record<string, string> = {
   "web-prod-1.example.test": "10.12.30.20",
@@ -32,7 +33,7 @@ function server(name: string, uid: string, created: string, status = {}): Virtua
 async function run(vs: VirtualServer, all: VirtualServer[]): Promise<ReconcileContext> {
   const step = namingStep({
     lookup: () => async (name) => (DNS[name] ? [DNS[name]] : "notfound"),
-    allServers: () => all,
+    servers: ServerIndex.of(all),
   });
   const ctx = { vs, cls, status: {}, log: pino({ level: "silent" }) } as ReconcileContext;
   await step.run(ctx);
@@ -99,7 +100,7 @@ const outage =
 
 async function runWith(lookup: Lookup, status: object) {
   const vs = server("web-prod-1", "a", "2026-01-01T00:00:00Z", structuredClone(status));
-  const step = namingStep({ lookup: () => lookup, allServers: () => [vs] });
+  const step = namingStep({ lookup: () => lookup, servers: ServerIndex.of([vs]) });
   const ctx = {
     vs,
     cls,
@@ -232,7 +233,7 @@ test("extra networks: resolved into ctx and NameResolved; one without a record s
   vs.spec.extraNetworks = [{ hostname: "web-prod-3-bk.example.test" }];
   const step = namingStep({
     lookup: () => async (name) => (zone[name] ? [zone[name]] : "notfound"),
-    allServers: () => [vs],
+    servers: ServerIndex.of([vs]),
   });
   const ctx = { vs, cls, status: {}, log: pino({ level: "silent" }) } as ReconcileContext;
   await step.run(ctx);
@@ -257,7 +258,7 @@ test("extra networks during a DNS outage: the addresses status.vm.nics recorded,
     if (name.includes("-bk.")) throw new DNSUnavailable(name, "ETIMEOUT");
     return DNS[name] ? [DNS[name]] : "notfound";
   };
-  const step = namingStep({ lookup: () => down, allServers: () => [vs] });
+  const step = namingStep({ lookup: () => down, servers: ServerIndex.of([vs]) });
   const nic = {
     role: "extra" as const,
     portGroup: "VLAN-40",

@@ -22,6 +22,7 @@ import {
   SUSPENDED_REASONS,
   VirtualServerReconciler,
 } from "../../src/reconcile/engine/virtualserver.js";
+import { ServerIndex } from "../../src/reconcile/engine/server-index.js";
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -280,7 +281,7 @@ test("a DNS outage: a Ready server stays Ready, NameResolved turns Unknown, DNS 
       if (dnsDown) throw new DNSUnavailable(name, "ETIMEOUT");
       return [DNS_ZONE[name]!];
     },
-    allServers: () => [],
+    servers: ServerIndex.of([]),
   });
   const rest: Step = {
     name: "rest",

@@ -44,10 +44,8 @@ for (const [what, spec, hardware, want] of SIZES)
 test("slots: at most `limit` holders per class; a holder keeps its slot; other classes apart", () => {
   let now = 0;
   const cached: VirtualServer[] = [];
-  const slots = new PowerCycleSlots(
-    () => cached,
-    () => now,
-  );
+  const ofClass = (cls: string) => cached.filter((vs) => vs.spec.className === cls);
+  const slots = new PowerCycleSlots(ofClass, () => now);
   assert.equal(slots.acquire("c", "n/a", 1).granted, true);
   assert.equal(slots.acquire("c", "n/a", 1).granted, true, "asked again: still its slot");
   const refused = slots.acquire("c", "n/b", 1);
@@ -58,16 +56,14 @@ test("slots: at most `limit` holders per class; a holder keeps its slot; other c
   slots.release("n/b");
   assert.equal(slots.acquire("c", "n/b", 1).granted, true, "released: free again");
   // A restarted operator knows only the cache: status.vm.powerCycle holds the slot.
-  const restarted = new PowerCycleSlots(
-    () => cached,
-    () => now,
-  );
+  const restarted = new PowerCycleSlots(ofClass, () => now);
   cached.push({
     metadata: { namespace: "n", name: "b" },
     spec: { className: "c" },
     status: { vm: { powerCycle: true } },
   } as VirtualServer);
   assert.deepEqual(restarted.acquire("c", "n/c", 1), { granted: false, holders: ["n/b"] });
+  assert.equal(restarted.acquire("other", "n/y", 1).granted, true, "another class's holder");
   // A grant whose status write never landed expires.
   now += 31_000;
   cached.pop();

@@ -27,6 +27,7 @@ import type { VSpherePort } from "../engine/ports.js";
 import { connectedVCenter, ownedVM } from "./vm-step.js";
 import { recheckSeconds } from "../engine/vsphere-task.js";
 import { vsphereStepError } from "../engine/vsphere-errors.js";
+import { groupOf } from "../engine/server-index.js";
 
 export type AffinityPort = Pick<
   VSpherePort,
@@ -36,13 +37,13 @@ export type AffinityPort = Pick<
 
 export interface AffinityDeps {
   pool: { get(cls: VirtualServerClass): Promise<AffinityPort> };
-  allServers: () => VirtualServer[];
+  /** The servers whose hostname labels name this apptype and environment. */
+  inGroup: (apptype: string, environment: string) => VirtualServer[];
   getClass: (name: string) => VirtualServerClass | undefined;
   /** Puts another server's key ("namespace/name") on the queue. */
   wake?: (key: string) => void;
 }
 
-const LABEL = "provisioning.vsop.dev";
 const OPERATION = "AntiAffinityRule";
 
 /** vsop-<apptype>-<environment>, the group's rule (vCenter allows 80 characters). */
@@ -73,18 +74,13 @@ function groupsByAppTypeAndEnvironment(cls: VirtualServerClass | undefined): boo
  */
 export function groupMembers(
   ctx: Pick<ReconcileContext, "vs" | "cls">,
-  deps: Pick<AffinityDeps, "allServers" | "getClass">,
+  deps: Pick<AffinityDeps, "inGroup" | "getClass">,
 ): VirtualServer[] {
-  const labels = ctx.vs.metadata.labels ?? {};
-  const apptype = labels[`${LABEL}/apptype`];
-  const environment = labels[`${LABEL}/environment`];
-  if (!apptype || !environment) return [];
+  const group = groupOf(ctx.vs);
+  if (!group) return [];
   const cluster = clusterOf(ctx.cls);
-  return deps.allServers().filter((s) => {
+  return deps.inGroup(group.apptype, group.environment).filter((s) => {
     if (s.metadata.deletionTimestamp) return false;
-    const l = s.metadata.labels ?? {};
-    if (l[`${LABEL}/apptype`] !== apptype || l[`${LABEL}/environment`] !== environment)
-      return false;
     const cls = deps.getClass(s.spec.className);
     return !!cls && groupsByAppTypeAndEnvironment(cls) && clusterOf(cls) === cluster;
   });
@@ -104,13 +100,11 @@ export function affinitySteps(deps: AffinityDeps) {
 
   /** The rule this server belongs in (or was in), and its group's VMs. */
   function target(ctx: ReconcileContext, vc: AffinityPort) {
-    const labels = ctx.vs.metadata.labels ?? {};
-    const apptype = labels[`${LABEL}/apptype`];
-    const environment = labels[`${LABEL}/environment`];
+    const group = groupOf(ctx.vs);
     const active = ctx.settings.antiAffinity === "ByAppTypeAndEnvironment";
     const name =
-      active && apptype && environment
-        ? ruleName(apptype, environment)
+      active && group
+        ? ruleName(group.apptype, group.environment)
         : ctx.status.vm?.antiAffinityRule;
     if (!name || !ctx.cls.spec.placement.cluster) return undefined;
     const members = active ? groupMembers(ctx, deps) : [];

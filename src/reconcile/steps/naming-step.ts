@@ -9,14 +9,15 @@ import { DNSUnavailable, type Lookup } from "../../naming/lookup.js";
 import { resolveServer, type ResolvedName } from "../../naming/resolve.js";
 import { condition, DONE, type ReconcileContext, type Step } from "../engine/context.js";
 import { resolveExtraNetworks, type ExtraNetwork } from "../../naming/extra-networks.js";
+import type { ServerIndex } from "../engine/server-index.js";
 
 /** How soon a server going on with its recorded resolution asks DNS again. */
 export const RECHECK_SECONDS = 30;
 
 export interface NamingDeps {
   lookup: (servers: string[]) => Lookup;
-  /** All VirtualServers the operator knows, for the hostname uniqueness check. */
-  allServers: () => VirtualServer[];
+  /** The VirtualServers the operator knows, for the hostname and address uniqueness checks. */
+  servers: Pick<ServerIndex, "withHostname" | "withAddress">;
 }
 
 /**
@@ -42,12 +43,11 @@ export function namingStep(deps: NamingDeps): Step {
     async run(ctx) {
       const { vs, cls } = ctx;
       ctx.parts = parseHostname(vs.spec.hostname, cls.spec.naming?.pattern);
-      const rival = deps
-        .allServers()
+      const rival = deps.servers
+        .withHostname(vs.spec.hostname)
         .find(
           (o) =>
             o.metadata.uid !== vs.metadata.uid &&
-            o.spec.hostname === vs.spec.hostname &&
             !o.metadata.deletionTimestamp &&
             claimsBefore(o, vs),
         );
@@ -78,13 +78,12 @@ export function namingStep(deps: NamingDeps): Step {
         outage = `${err.message} Until it answers, vsop uses the address recorded at ${recorded.at}: ${describe(resolved)}.`;
       }
       // One address, one server: the one that holds it (resolved first, or has a VM) keeps it.
-      const holder = deps
-        .allServers()
+      const holder = deps.servers
+        .withAddress(resolved.address)
         .find(
           (o) =>
             o.metadata.uid !== vs.metadata.uid &&
             !o.metadata.deletionTimestamp &&
-            o.status?.address === resolved.address &&
             claimsBefore(o, vs),
         );
       if (holder) {

@@ -13,7 +13,8 @@ export class PowerCycleSlots {
   private readonly granted = new Map<string, { cls: string; at: number }>();
 
   constructor(
-    private readonly servers: () => VirtualServer[],
+    /** The servers of a class. */
+    private readonly ofClass: (cls: string) => VirtualServer[],
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -23,9 +24,8 @@ export class PowerCycleSlots {
    */
   acquire(cls: string, key: string, limit: number): SlotAnswer {
     const holders = new Set<string>();
-    for (const vs of this.servers())
-      if (vs.spec.className === cls && vs.status?.vm?.powerCycle && !vs.metadata.deletionTimestamp)
-        holders.add(keyOf(vs));
+    for (const vs of this.ofClass(cls))
+      if (vs.status?.vm?.powerCycle && !vs.metadata.deletionTimestamp) holders.add(keyOf(vs));
     const now = this.now();
     for (const [k, g] of this.granted) {
       if (now - g.at > GRANT_MS) this.granted.delete(k);
