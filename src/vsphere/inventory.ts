@@ -66,6 +66,8 @@ export function inventoryPath(...parts: string[]): string {
 export class Inventory {
   private memo = new Map<string, { value: unknown; at: number }>();
   private readonly loading = new Map<string, Promise<unknown>>();
+  /** Bumped by invalidate: a lookup begun before it may have read what is gone. */
+  private generation = 0;
 
   constructor(
     private readonly session: VSphereSession,
@@ -76,6 +78,8 @@ export class Inventory {
   /** Drops memoized lookups, e.g. after a placement object turned out to be gone. */
   invalidate(): void {
     this.memo.clear();
+    this.loading.clear();
+    this.generation++;
   }
 
   /**
@@ -87,12 +91,17 @@ export class Inventory {
     if (hit && this.now() - hit.at < this.ttlMs) return Promise.resolve(hit.value as T);
     const pending = this.loading.get(key);
     if (pending) return pending as Promise<T | undefined>;
+    const generation = this.generation;
     const loaded = load()
       .then((value) => {
-        if (value !== undefined) this.memo.set(key, { value, at: this.now() });
+        // A lookup begun before an invalidate answers its callers but is not remembered.
+        if (value !== undefined && generation === this.generation)
+          this.memo.set(key, { value, at: this.now() });
         return value;
       })
-      .finally(() => this.loading.delete(key));
+      .finally(() => {
+        if (this.loading.get(key) === loaded) this.loading.delete(key);
+      });
     this.loading.set(key, loaded);
     return loaded;
   }

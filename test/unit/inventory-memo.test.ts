@@ -38,3 +38,22 @@ test("a missing object is shared while asked, then asked again", async () => {
   await assert.rejects(inv.datacenter("DC9"));
   assert.equal(calls.length, 2, "not memoized: it may appear");
 });
+
+test("a lookup in flight when the memo is invalidated is not remembered, nor shared after", async () => {
+  const { s, calls } = session(true);
+  const inv = new Inventory(s);
+  const early = inv.datacenter("DC0");
+  inv.invalidate(); // e.g. a create failed: the placement object may be gone
+  const late = inv.datacenter("DC0");
+  await new Promise((r) => setTimeout(r, 1)); // both asked; neither answered (5 ms)
+  assert.equal(calls.length, 2, "asked again, not joined to the stale lookup");
+  await Promise.all([early, late]);
+  await inv.datacenter("DC0");
+  assert.equal(calls.length, 2, "the lookup begun after the invalidate is remembered");
+  inv.invalidate();
+  const again = inv.datacenter("DC0");
+  inv.invalidate();
+  await again;
+  await inv.datacenter("DC0");
+  assert.equal(calls.length, 4, "an answer begun before the last invalidate is not kept");
+});
