@@ -98,7 +98,9 @@ export class TaskWatch {
       this.log.debug({ err }, "reading the states of tasks in flight failed");
     } finally {
       this.timer = undefined;
-      if (live.size > this.woken.size) this.schedule();
+      // Asked of the tasks in flight now: one tracked while this read was out found the timer
+      // taken (schedule) and is read only if this tick goes on.
+      if ([...this.inFlight()].some(([, t]) => !this.woken.has(t.moRef))) this.schedule();
     }
   }
 

@@ -113,3 +113,46 @@ test("with more tasks in flight than one read takes, the reads take turns", asyn
   );
   assert.equal(reads[2]![0], "task-0");
 });
+
+test("a task tracked while a read is out is read next, though every task read was done", async () => {
+  const states = new Map([
+    ["task-1", "success"],
+    ["task-2", "running"],
+  ]);
+  const inFlight = new Map([["ns/a", { moRef: "task-1" }]]);
+  const { session, reads } = taskSession(states);
+  // The first read is held until the test lets it answer.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const invoke = (session as unknown as { invoke: (...a: unknown[]) => Promise<Node> }).invoke;
+  let first = true;
+  (session as unknown as { invoke: unknown }).invoke = async (...args: unknown[]) => {
+    const answer = invoke(...args);
+    if (first) {
+      first = false;
+      await held;
+    }
+    return answer;
+  };
+  const woken: string[] = [];
+  const watch = new TaskWatch(
+    session,
+    () => inFlight,
+    (key) => void woken.push(key),
+    pino({ level: "silent" }),
+    10,
+  );
+  watch.watch("task-1");
+  await tick(); // the read of task-1 is out
+  assert.deepEqual(reads, [["task-1"]]);
+  inFlight.set("ns/b", { moRef: "task-2" }); // another owner starts a task meanwhile
+  watch.watch("task-2");
+  release();
+  await tick();
+  assert.deepEqual(woken, ["ns/a"]);
+  assert.deepEqual(reads.at(-1), ["task-2"], "the new task is read without another start");
+  states.set("task-2", "success");
+  await tick();
+  assert.deepEqual(woken, ["ns/a", "ns/b"]);
+  watch.stop();
+});
