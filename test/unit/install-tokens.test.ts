@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { KubeError, type Kube } from "../../src/controller/kube.js";
 import { InstallTokens, type SecretObject } from "../../src/reconcile/clients/install-tokens.js";
+import { hashToken } from "../../src/provision/tokens.js";
 
 const b64 = (s: string) => Buffer.from(s).toString("base64");
 
@@ -55,4 +56,29 @@ test("identityKey: read fresh while installing, once per install after it", asyn
   await tokens.delete("u1");
   assert.equal(await tokens.identityKey("u1", "2026-02-01T00:00:00Z"), undefined);
   assert.equal(state.gets, 6);
+});
+
+test("find: a watched record by its token, through the hash index; no API call either way", async () => {
+  const { kube, state } = secretsKube();
+  const record = (uid: string, token: string): SecretObject => ({
+    metadata: {
+      name: `vsop-install-${uid}`,
+      namespace: "vsop-system",
+      labels: { "provisioning.vsop.dev/install-token-hash": hashToken(token).slice(0, 40) },
+    },
+    data: { token: b64(token), tokenHash: b64(hashToken(token)), state: b64("pending") },
+  });
+  const handlers: ((e: "add" | "update" | "delete", s: SecretObject) => void)[] = [];
+  const records = {
+    synced: true,
+    on: (h: (e: "add" | "update" | "delete", s: SecretObject) => void) => void handlers.push(h),
+    get: () => undefined,
+  };
+  const tokens = new InstallTokens(kube, "vsop-system", records);
+  for (let i = 0; i < 100; i++) for (const h of handlers) h("add", record(`u${i}`, `token-${i}`));
+  assert.equal((await tokens.find("token-42"))?.token, "token-42");
+  assert.equal(await tokens.find("token-x"), undefined);
+  for (const h of handlers) h("delete", record("u42", "token-42"));
+  assert.equal(await tokens.find("token-42"), undefined, "a deleted record no longer answers");
+  assert.equal(state.gets, 0);
 });

@@ -6,6 +6,7 @@
 // made when it fetched its keys, lives here too; the private half only sealed for the installer
 // that fetched it (its retry after a lost answer), and only until the token is spent.
 import { timingSafeEqual } from "node:crypto";
+import { CacheIndex } from "../../controller/cache-index.js";
 import type { Informer } from "../../controller/informer.js";
 import { isConflict, isNotFound, type Kube } from "../../controller/kube.js";
 import type { VirtualServer } from "../../api/types.js";
@@ -86,8 +87,13 @@ export class InstallTokens {
   constructor(
     private readonly kube: Kube,
     private readonly namespace: string,
-    private readonly records?: Pick<Informer<SecretObject>, "list" | "synced" | "get">,
-  ) {}
+    private readonly records?: Pick<Informer<SecretObject>, "on" | "synced" | "get">,
+  ) {
+    this.byHash = records && new CacheIndex(records, (s) => [s.metadata.labels?.[HASH_LABEL]]);
+  }
+
+  /** The watched records by token hash label: a request with any token reads one bucket. */
+  private readonly byHash?: CacheIndex<SecretObject>;
 
   /** Identity keys of installed servers, by uid, with the install they belong to. */
   private readonly settledKeys = new Map<string, { installedAt: string; key?: string }>();
@@ -141,7 +147,7 @@ export class InstallTokens {
   async find(token: string): Promise<InstallToken | undefined> {
     const label = hashToken(token).slice(0, 40);
     const items = this.records?.synced
-      ? this.records.list().filter((s) => s.metadata.labels?.[HASH_LABEL] === label)
+      ? this.byHash!.get(label)
       : (
           await this.kube.request<{ items: SecretObject[] }>("GET", this.path(), undefined, {
             params: { labelSelector: `${HASH_LABEL}=${label}` },
