@@ -164,6 +164,11 @@ export class VMCache {
   /** Our own reads (upsertVM, removeVM), counted; and the count at each VM's last one. */
   private reads = 0;
   private readAt = new Map<string, number>();
+  /**
+   * VM moRefs by owner marker, built on first use after any VM changed: a steady fleet's
+   * reconciles find their VM without a pass over every VM vCenter has.
+   */
+  private owners: Map<string, string[]> | undefined;
 
   private readonly portGroupName = (key: string) => this.pgNames.get(key);
 
@@ -215,7 +220,7 @@ export class VMCache {
         for (const c of u.changeSet) applyChange(props, tracked, c);
       }
       if (pg) this.portGroupsChanged();
-      else this.records.delete(u.obj.value);
+      else this.vmChanged(u.obj.value);
     }
   }
 
@@ -225,6 +230,7 @@ export class VMCache {
    */
   finishResync(snapshot: ObjectUpdate[]): void {
     this.vms.clear();
+    this.owners = undefined;
     this.portGroups.clear();
     this.apply(snapshot.filter((u) => u.kind === "enter"));
     this.portGroupsChanged();
@@ -240,13 +246,13 @@ export class VMCache {
       if (n !== undefined) normalized[k] = n;
     }
     this.vms.set(ref, normalized);
-    this.records.delete(ref);
+    this.vmChanged(ref);
     this.readAt.set(ref, ++this.reads);
   }
 
   removeVM(ref: string): void {
     this.vms.delete(ref);
-    this.records.delete(ref);
+    this.vmChanged(ref);
     this.readAt.set(ref, ++this.reads);
   }
 
@@ -264,12 +270,32 @@ export class VMCache {
     return r;
   }
 
+  /** The VMs carrying this owner marker (vsop.owner-uid): one, unless one was cloned. */
+  ownedBy(uid: string): VMRecord[] {
+    if (!this.owners) {
+      this.owners = new Map();
+      for (const ref of this.vms.keys()) {
+        const owner = this.get(ref)!.ownerUID;
+        if (!owner) continue;
+        const refs = this.owners.get(owner);
+        if (refs) refs.push(ref);
+        else this.owners.set(owner, [ref]);
+      }
+    }
+    return (this.owners.get(uid) ?? []).map((ref) => this.get(ref)!);
+  }
+
   all(): VMRecord[] {
     return [...this.vms.keys()].map((ref) => this.get(ref)!);
   }
 
   get size(): number {
     return this.vms.size;
+  }
+
+  private vmChanged(ref: string): void {
+    this.records.delete(ref);
+    this.owners = undefined;
   }
 
   private portGroupsChanged(): void {

@@ -341,7 +341,7 @@ export class VCenter {
    * and every step stops before changing or deleting either.
    */
   findByOwnerUID(uid: string): VMRecord | undefined {
-    const owned = this.cache.all().filter((vm) => vm.ownerUID === uid);
+    const owned = this.cache.ownedBy(uid);
     if (owned.length > 1) throw new DuplicateOwnerMarker(owned);
     return owned[0];
   }
@@ -488,8 +488,7 @@ export class VCenter {
   ): Promise<{ props: Record<string, Node>; vm?: { moRef: string; props: Record<string, Node> } }> {
     const about = this.taskVMs.get(task);
     const ref =
-      about?.vm ??
-      this.cache.all().find((v) => about?.ownerUID && v.ownerUID === about.ownerUID)?.moRef;
+      about?.vm ?? (about?.ownerUID ? this.cache.ownedBy(about.ownerUID)[0]?.moRef : undefined);
     const taskRef = new MoRef("Task", task);
     if (ref) {
       try {

@@ -249,6 +249,35 @@ test("VMCache resync: the snapshot replaces everything; our reads since a mark a
   );
 });
 
+test("VMCache.ownedBy follows enter, a clone, a marker removed, our reads, leave and resync", () => {
+  const cache = new VMCache();
+  const refs = () =>
+    cache
+      .ownedBy("uid-1")
+      .map((v) => v.moRef)
+      .sort();
+  cache.apply([enter("vm-1", vmProps()), enter("vm-2", { name: "other" })]);
+  assert.deepEqual(refs(), ["vm-1"]);
+  cache.apply([enter("vm-5", vmProps())]); // cloned in vCenter: the marker twice
+  assert.deepEqual(refs(), ["vm-1", "vm-5"]);
+  cache.apply([
+    {
+      kind: "modify",
+      obj: new MoRef("VirtualMachine", "vm-5"),
+      changeSet: [{ name: 'config.extraConfig["vsop.owner-uid"]', op: "remove" }],
+    },
+  ]);
+  assert.deepEqual(refs(), ["vm-1"], "the copy's marker cleared");
+  cache.upsertVM("vm-2", vmProps()); // our own read finds the marker on vm-2
+  assert.deepEqual(refs(), ["vm-1", "vm-2"]);
+  cache.removeVM("vm-2");
+  cache.apply([{ kind: "leave", obj: new MoRef("VirtualMachine", "vm-1"), changeSet: [] }]);
+  assert.deepEqual(refs(), []);
+  cache.finishResync([enter("vm-7", vmProps())]);
+  assert.deepEqual(refs(), ["vm-7"]);
+  assert.deepEqual(cache.ownedBy("uid-none"), []);
+});
+
 test("parseUpdateSet reads version, truncation and object updates", () => {
   const set = parseUpdateSet({
     version: "7",
