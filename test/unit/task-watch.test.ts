@@ -33,9 +33,27 @@ function taskSession(states: Map<string, string>) {
 
 const tick = (ms = 30) => new Promise((r) => setTimeout(r, ms));
 
-function watchOf(states: Map<string, string>, inFlight: Map<string, { moRef: string }>) {
+/** `held`: the first read answers only once it resolves. */
+function watchOf(
+  states: Map<string, string>,
+  inFlight: Map<string, { moRef: string }>,
+  held?: Promise<void>,
+) {
   const woken: string[] = [];
   const { session, reads } = taskSession(states);
+  if (held) {
+    const s = session as unknown as { invoke: (...a: unknown[]) => Promise<Node> };
+    const invoke = s.invoke;
+    let first = true;
+    s.invoke = async (...args) => {
+      const answer = invoke(...args);
+      if (first) {
+        first = false;
+        await held;
+      }
+      return answer;
+    };
+  }
   const watch = new TaskWatch(
     session,
     () => inFlight,
@@ -120,28 +138,10 @@ test("a task tracked while a read is out is read next, though every task read wa
     ["task-2", "running"],
   ]);
   const inFlight = new Map([["ns/a", { moRef: "task-1" }]]);
-  const { session, reads } = taskSession(states);
   // The first read is held until the test lets it answer.
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
-  const invoke = (session as unknown as { invoke: (...a: unknown[]) => Promise<Node> }).invoke;
-  let first = true;
-  (session as unknown as { invoke: unknown }).invoke = async (...args: unknown[]) => {
-    const answer = invoke(...args);
-    if (first) {
-      first = false;
-      await held;
-    }
-    return answer;
-  };
-  const woken: string[] = [];
-  const watch = new TaskWatch(
-    session,
-    () => inFlight,
-    (key) => void woken.push(key),
-    pino({ level: "silent" }),
-    10,
-  );
+  const { watch, woken, reads } = watchOf(states, inFlight, held);
   watch.watch("task-1");
   await tick(); // the read of task-1 is out
   assert.deepEqual(reads, [["task-1"]]);
