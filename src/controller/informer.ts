@@ -251,7 +251,7 @@ export class Informer<T extends KubeObject> {
     const old = this.cache.get(key);
     if (e.type === "DELETED") {
       this.cache.delete(key);
-      this.emit("delete", obj);
+      this.emit("delete", obj, old);
     } else {
       this.cache.set(key, obj);
       this.emit(old ? "update" : "add", obj, old);

@@ -68,17 +68,25 @@ test("find: a watched record by its token, through the hash index; no API call e
     },
     data: { token: b64(token), tokenHash: b64(hashToken(token)), state: b64("pending") },
   });
+  // A watch of the records, as the Informer tells its handlers.
   const handlers: ((e: "add" | "update" | "delete", s: SecretObject) => void)[] = [];
+  const cached = new Map<string, SecretObject>();
   const records = {
     synced: true,
     on: (h: (e: "add" | "update" | "delete", s: SecretObject) => void) => void handlers.push(h),
-    get: () => undefined,
+    get: (key: string) => cached.get(key),
+  };
+  const tell = (e: "add" | "delete", s: SecretObject) => {
+    const key = `vsop-system/${s.metadata.name}`;
+    if (e === "add") cached.set(key, s);
+    else cached.delete(key);
+    for (const h of handlers) h(e, s);
   };
   const tokens = new InstallTokens(kube, "vsop-system", records);
-  for (let i = 0; i < 100; i++) for (const h of handlers) h("add", record(`u${i}`, `token-${i}`));
+  for (let i = 0; i < 100; i++) tell("add", record(`u${i}`, `token-${i}`));
   assert.equal((await tokens.find("token-42"))?.token, "token-42");
   assert.equal(await tokens.find("token-x"), undefined);
-  for (const h of handlers) h("delete", record("u42", "token-42"));
+  tell("delete", record("u42", "token-42"));
   assert.equal(await tokens.find("token-42"), undefined, "a deleted record no longer answers");
   assert.equal(state.gets, 0);
 });

@@ -117,6 +117,15 @@ test("lookups follow adds, edits, deletions and a relist", async () => {
   kube.event("DELETED", b);
   assert.deepEqual(names(index.withHostname("web-prod-1.example.test")), ["ns/a"]);
   assert.deepEqual(index.withAddress("10.0.0.2"), []);
+  // A deletion whose object differs from the one cached (it changed in between, or left a
+  // label-selected watch): the server leaves the buckets it was filed in.
+  kube.event("ADDED", server("e", "mail-prod-1.example.test", "small"));
+  kube.event("DELETED", server("e", "mail-prod-2.example.test", "large"));
+  assert.deepEqual(index.inGroup("mail", "prod"), []);
+  kube.event("ADDED", server("e", "mail-test-1.example.test", "large")); // the name again
+  assert.deepEqual(names(index.ofClass("small")), ["ns/a", "ns/c"]);
+  assert.deepEqual(names(index.ofClass("large")), ["ns/d", "ns/e"]);
+  assert.deepEqual(index.inGroup("mail", "prod"), []);
 
   // While the watch was down, a was deleted and d changed hostname: the relist tells both.
   kube.items = [c, server("d", "app-test-1.example.test", "large")];

@@ -3,7 +3,7 @@
 // edits) and an anti-affinity group. Each lookup reads one bucket of the cache, not all of it.
 import { GROUP, type VirtualServer } from "../../api/types.js";
 import { CacheIndex } from "../../controller/cache-index.js";
-import type { Informer, InformerEvent } from "../../controller/informer.js";
+import { keyOf, type Informer, type InformerEvent } from "../../controller/informer.js";
 
 const APPTYPE = `${GROUP}/apptype`;
 const ENVIRONMENT = `${GROUP}/environment`;
@@ -24,7 +24,7 @@ export class ServerIndex {
   private readonly classes: CacheIndex<VirtualServer>;
   private readonly groups: CacheIndex<VirtualServer>;
 
-  constructor(source: Pick<Informer<VirtualServer>, "on">) {
+  constructor(source: Pick<Informer<VirtualServer>, "on" | "get">) {
     this.hostnames = new CacheIndex(source, (vs) => [vs.spec.hostname]);
     this.addresses = new CacheIndex(source, (vs) => [vs.status?.address]);
     this.classes = new CacheIndex(source, (vs) => [vs.spec.className]);
@@ -36,10 +36,12 @@ export class ServerIndex {
 
   /** A fixed set of servers (tests, tools). */
   static of(servers: VirtualServer[]): ServerIndex {
+    const byKey = new Map(servers.map((vs) => [keyOf(vs), vs]));
     return new ServerIndex({
       on: (handler: (event: InformerEvent, obj: VirtualServer) => void) => {
-        for (const vs of servers) handler("add", vs);
+        for (const vs of byKey.values()) handler("add", vs);
       },
+      get: (key) => byKey.get(key),
     });
   }
 
