@@ -97,12 +97,16 @@ export function execBounded(
   }
 }
 
+/** The label vsop sets on a server for one part of its hostname. */
+export const partLabel = (part: "apptype" | "environment" | "instance") =>
+  `provisioning.vsop.dev/${part}`;
+
 /** Label values must be ≤63 characters of [A-Za-z0-9._-]; longer or odd parts are left out. */
 export function partLabels(parts: HostnameParts): Record<string, string> {
   const out: Record<string, string> = {};
   for (const key of ["apptype", "environment", "instance"] as const) {
     const v = parts[key];
-    if (/^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$/.test(v)) out[`provisioning.vsop.dev/${key}`] = v;
+    if (/^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$/.test(v)) out[partLabel(key)] = v;
   }
   return out;
 }

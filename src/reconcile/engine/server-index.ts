@@ -1,12 +1,13 @@
 // The VirtualServers the operator knows, by the fields reconciles look other servers up by: a
 // hostname or an address held once, a class's servers (Puppet run and power-cycle slots, class
 // edits) and an anti-affinity group. Each lookup reads one bucket of the cache, not all of it.
-import { GROUP, type VirtualServer } from "../../api/types.js";
+import type { VirtualServer } from "../../api/types.js";
 import { CacheIndex } from "../../controller/cache-index.js";
 import { keyOf, type Informer, type InformerEvent } from "../../controller/informer.js";
+import { partLabel } from "../../naming/hostname.js";
 
-const APPTYPE = `${GROUP}/apptype`;
-const ENVIRONMENT = `${GROUP}/environment`;
+const APPTYPE = partLabel("apptype");
+const ENVIRONMENT = partLabel("environment");
 
 /** The labels vsop sets from the hostname: the anti-affinity group. */
 export function groupOf(vs: VirtualServer): { apptype: string; environment: string } | undefined {
