@@ -39,6 +39,13 @@ export interface InformerOptions<T> {
    * (seconds for 10,000 servers).
    */
   streamingList?: boolean;
+  /**
+   * Label selectors that together select every object once (api/list-shards.ts). A list reads
+   * them in parallel, each from the API server's cache at its own resourceVersion; the one watch
+   * after it starts from the oldest of those and skips what a list already read, by comparing
+   * resourceVersions (etcd's revisions). Where they are not numbers, one list is read instead.
+   */
+  shards?: string[];
 }
 
 /** The bookmark annotation that ends a streamed list's initial events. */
@@ -57,6 +64,8 @@ export class Informer<T extends KubeObject> {
   private readonly transform: (obj: T) => T;
   /** Whether to try a streamed list; false once the server has refused one. */
   private streaming: boolean;
+  /** Whether to list in shards; false once the server's resourceVersions proved not numbers. */
+  private sharded: boolean;
   /** Resolved once the first list request is on the wire (or has ended). */
   private listSent!: () => void;
   private readonly sent = new Promise<void>((resolve) => (this.listSent = resolve));
@@ -67,6 +76,7 @@ export class Informer<T extends KubeObject> {
   ) {
     this.transform = opts.transform ?? trimObject;
     this.streaming = opts.streamingList ?? false;
+    this.sharded = (opts.shards?.length ?? 0) > 1;
   }
 
   /** Adds a handler; objects already cached are told to it as "add" (as client-go does). */
@@ -109,8 +119,9 @@ export class Informer<T extends KubeObject> {
     for (const h of this.handlers) h(event, obj, old);
   }
 
-  private query(): Record<string, string> {
-    return this.opts.labelSelector ? { labelSelector: this.opts.labelSelector } : {};
+  private query(shard?: string): Record<string, string> {
+    const selector = [this.opts.labelSelector, shard].filter(Boolean).join(",");
+    return selector ? { labelSelector: selector } : {};
   }
 
   /**
@@ -188,12 +199,61 @@ export class Informer<T extends KubeObject> {
    */
   private async streamList(signal: AbortSignal, listed: () => void): Promise<void> {
     const seen = new Set<string>();
-    let initial = true;
+    await this.watchList(
+      signal,
+      undefined,
+      (e) => (e.type === "ADDED" ? this.listed(e.object, seen) : this.apply(e)),
+      (version) => {
+        this.listDone(seen, version);
+        listed();
+      },
+      (e) => this.apply(e),
+    );
+  }
+
+  /**
+   * The streamed list of one shard, into the cache in resourceVersion order (other shards' lists
+   * fill it at once); ends at its bookmark and resolves with the version it is whole at.
+   */
+  private async streamShard(signal: AbortSignal, shard: string, seen: Set<string>) {
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    signal.addEventListener("abort", onAbort);
+    let version: string | undefined;
+    try {
+      await this.watchList(
+        stop.signal,
+        shard,
+        (e) => this.applyOrdered(e, seen),
+        (v) => {
+          version = v;
+          stop.abort();
+        },
+      );
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    if (version === undefined) throw new Error("the streamed list ended before its last object");
+    return version;
+  }
+
+  /**
+   * The watch of a streamed list: `initial` gets each event before the bookmark that ends the
+   * initial events, `listed` that bookmark's resourceVersion, `after` the events after it.
+   */
+  private async watchList(
+    signal: AbortSignal,
+    shard: string | undefined,
+    initial: (e: WatchEvent<T>) => void,
+    listed: (version: string) => void,
+    after?: (e: WatchEvent<T>) => void,
+  ): Promise<void> {
+    let inInitial = true;
     try {
       await this.kube.watch<T>(
         this.opts.path,
         {
-          ...this.query(),
+          ...this.query(shard),
           sendInitialEvents: "true",
           resourceVersionMatch: "NotOlderThan",
           // None yet: the newest state (a consistent read); later no older than what we had.
@@ -204,7 +264,7 @@ export class Informer<T extends KubeObject> {
           timeoutSeconds: String(this.opts.watchTimeoutSeconds ?? 300),
         },
         (e) => {
-          if (!initial) return this.apply(e);
+          if (!inInitial) return after?.(e);
           if (e.type === "ERROR") {
             const status = e.object as unknown as { code?: number; message?: string };
             if (status.code === 410) {
@@ -216,13 +276,11 @@ export class Informer<T extends KubeObject> {
           if (e.type === "BOOKMARK") {
             const meta = e.object.metadata as { annotations?: Record<string, string> };
             if (meta.annotations?.[INITIAL_EVENTS_END] !== "true") return;
-            initial = false;
-            this.listDone(seen, e.object.metadata.resourceVersion ?? "");
-            listed();
+            inInitial = false;
+            listed(e.object.metadata.resourceVersion ?? "");
             return;
           }
-          if (e.type === "ADDED") this.listed(e.object, seen);
-          else this.apply(e);
+          initial(e);
         },
         signal,
         undefined,
@@ -230,12 +288,96 @@ export class Informer<T extends KubeObject> {
       );
     } catch (err) {
       this.listSent();
-      if (initial && err instanceof KubeError && err.status >= 400 && err.status !== 410)
+      if (inInitial && err instanceof KubeError && err.status >= 400 && err.status !== 410)
         throw new StreamRefused(err.message);
       throw err;
     }
     this.listSent();
-    if (initial) throw new Error("the streamed list ended before its last object");
+    if (inInitial && !signal.aborted)
+      throw new Error("the streamed list ended before its last object");
+  }
+
+  /** A plain list of one shard, into the cache in resourceVersion order; resolves with its version. */
+  private async listShard(signal: AbortSignal, shard: string, seen: Set<string>) {
+    const meta = await this.kube.list<T>(
+      this.opts.path,
+      { ...this.query(shard), ...this.listVersion() },
+      (raw) => this.applyOrdered({ type: "ADDED", object: raw }, seen),
+      signal,
+      undefined,
+      this.listSent,
+    );
+    return meta.resourceVersion ?? "";
+  }
+
+  /**
+   * Lists every shard at once (streamed where the server can). Each is whole at its own version;
+   * the cache is at the oldest of them, and the watch from there skips what is already read.
+   */
+  private async shardedList(signal: AbortSignal, shards: string[]): Promise<void> {
+    const seen = new Set<string>();
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    signal.addEventListener("abort", onAbort);
+    let versions: string[];
+    try {
+      versions = await Promise.all(
+        shards.map(async (shard) => {
+          if (this.streaming) {
+            try {
+              return await this.streamShard(stop.signal, shard, seen);
+            } catch (err) {
+              if (!(err instanceof StreamRefused)) throw err;
+              this.streaming = false;
+            }
+          }
+          return this.listShard(stop.signal, shard, seen);
+        }),
+      );
+    } catch (err) {
+      stop.abort(); // the other shards' requests
+      if (err instanceof KubeError && (err.status === 410 || err.status === 504))
+        this.resourceVersionUnavailable = true;
+      throw err;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    if (signal.aborted) return;
+    if (versions.some((v) => compareVersions(v, v) === undefined))
+      throw new ShardsRefused(`resourceVersions ${versions.join(", ")} are not numbers`);
+    this.listDone(
+      seen,
+      versions.reduce((a, b) => (compareVersions(a, b)! <= 0 ? a : b)),
+    );
+  }
+
+  /**
+   * An event applied only if it is newer than the cached object: shards' lists and the replay
+   * of the watch after them may bring a state the cache already has, or one older than it.
+   */
+  private applyOrdered(e: WatchEvent<T>, seen?: Set<string>): void {
+    const obj = this.transform(e.object);
+    const key = keyOf(obj);
+    const old = this.cache.get(key);
+    const order = old
+      ? compareVersions(obj.metadata.resourceVersion, old.metadata.resourceVersion)
+      : undefined;
+    if (order !== undefined && order <= 0) {
+      if (e.type !== "DELETED") seen?.add(key);
+      return;
+    }
+    if (e.type === "DELETED") {
+      seen?.delete(key);
+      if (!old) return;
+      this.cache.delete(key);
+      this.emit("delete", obj, old);
+      return;
+    }
+    seen?.add(key);
+    this.cache.set(key, obj);
+    if (!old) this.emit("add", obj);
+    else if (old.metadata.resourceVersion !== obj.metadata.resourceVersion)
+      this.emit("update", obj, old);
   }
 
   private apply(e: WatchEvent<T>): void {
@@ -246,6 +388,7 @@ export class Informer<T extends KubeObject> {
     }
     if (e.object.metadata.resourceVersion) this.resourceVersion = e.object.metadata.resourceVersion;
     if (e.type === "BOOKMARK") return;
+    if (this.sharded) return this.applyOrdered(e);
     const obj = this.transform(e.object);
     const key = keyOf(obj);
     const old = this.cache.get(key);
@@ -264,6 +407,20 @@ export class Informer<T extends KubeObject> {
     let failures = 0;
     while (!signal.aborted) {
       try {
+        if (needList && this.sharded) {
+          try {
+            await this.shardedList(signal, this.opts.shards!);
+            needList = false;
+            failures = 0;
+          } catch (err) {
+            if (!(err instanceof ShardsRefused)) throw err;
+            this.sharded = false;
+            this.opts.logger.info(
+              { path: this.opts.path, reason: err.message },
+              "the API server's versions cannot be ordered; listing in one piece",
+            );
+          }
+        }
         if (needList && this.streaming) {
           try {
             await this.streamList(signal, () => (needList = false));
@@ -312,6 +469,18 @@ export class Informer<T extends KubeObject> {
 }
 
 class GoneError extends Error {}
+
+/** The server's resourceVersions cannot be ordered: shards' lists cannot be joined. */
+class ShardsRefused extends Error {}
+
+/**
+ * Orders two resourceVersions where both are decimal numbers (etcd's revisions, as every API
+ * server over etcd gives them); undefined where either is not.
+ */
+export function compareVersions(a: string | undefined, b: string | undefined): number | undefined {
+  if (!a || !b || !/^\d+$/.test(a) || !/^\d+$/.test(b)) return undefined;
+  return a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0;
+}
 
 /** The server cannot serve a list as a watch; a plain list does. */
 class StreamRefused extends Error {}

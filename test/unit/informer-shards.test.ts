@@ -1,0 +1,287 @@
+// An informer that lists in shards (label selectors read in parallel, api/list-shards.ts): each
+// shard's list is whole at its own resourceVersion, and the one watch after them starts from the
+// oldest. These tests drive it with scripted lists and watches, one script per label selector.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import pino from "pino";
+import { LIST_SHARD_LABEL, listShardOf, listShardSelectors } from "../../src/api/list-shards.js";
+import { compareVersions, Informer, type KubeObject } from "../../src/controller/informer.js";
+import { KubeError, type Kube, type WatchEvent } from "../../src/controller/kube.js";
+
+interface Obj extends KubeObject {
+  metadata: KubeObject["metadata"] & { labels?: Record<string, string> };
+}
+
+const obj = (name: string, rv: string): Obj => ({
+  metadata: { name, namespace: "ns", resourceVersion: rv },
+});
+const added = (name: string, rv: string): WatchEvent<Obj> => ({
+  type: "ADDED",
+  object: obj(name, rv),
+});
+const modified = (name: string, rv: string): WatchEvent<Obj> => ({
+  type: "MODIFIED",
+  object: obj(name, rv),
+});
+const deleted = (name: string, rv: string): WatchEvent<Obj> => ({
+  type: "DELETED",
+  object: obj(name, rv),
+});
+const listEnd = (rv: string): WatchEvent<Obj> => ({
+  type: "BOOKMARK",
+  object: {
+    metadata: {
+      name: "",
+      resourceVersion: rv,
+      annotations: { "k8s.io/initial-events-end": "true" },
+    } as Obj["metadata"],
+  },
+});
+
+const A = "shard in (a)";
+const B = "shard in (b)";
+const REST = "shard notin (a,b)";
+const USER = "team=x";
+
+type WatchStep = WatchEvent<Obj>[] | "hang" | { fail: Error };
+type ListStep = { items: Obj[]; rv: string };
+
+/**
+ * A Kube whose watches and lists answer from one script per label selector (the user's selector
+ * and the shard's, as the informer joins them); every request is recorded.
+ */
+function byShard(watches: Record<string, WatchStep[]>, lists: Record<string, ListStep[]> = {}) {
+  const requests: { verb: string; query: Record<string, string> }[] = [];
+  const kube: Pick<Kube, "list" | "watch"> = {
+    list: <T>(_p: string, query: Record<string, string>, onItem: (item: T) => void) => {
+      requests.push({ verb: "list", query });
+      const step = lists[query.labelSelector ?? ""]?.shift() ?? { items: [], rv: "0" };
+      for (const o of step.items) onItem(structuredClone(o) as T);
+      return Promise.resolve({ resourceVersion: step.rv });
+    },
+    watch: <T>(
+      _p: string,
+      query: Record<string, string>,
+      onEvent: (e: WatchEvent<T>) => void,
+      signal: AbortSignal,
+    ) => {
+      requests.push({ verb: "watch", query });
+      const step = watches[query.labelSelector ?? ""]?.shift() ?? "hang";
+      if (step === "hang")
+        return new Promise<void>((r) => {
+          if (signal.aborted) r();
+          signal.addEventListener("abort", () => r());
+        });
+      if ("fail" in step) return Promise.reject(step.fail);
+      try {
+        for (const e of step) onEvent(structuredClone(e) as WatchEvent<T>);
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
+      return Promise.resolve();
+    },
+  };
+  return { kube, requests };
+}
+
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(cond(), `timed out waiting for ${what}`);
+}
+
+const silent = pino({ level: "silent" });
+
+function informer(kube: Pick<Kube, "list" | "watch">, shards = [A, B, REST]) {
+  const inf = new Informer<Obj>(kube, {
+    path: "/x",
+    logger: silent,
+    labelSelector: USER,
+    streamingList: true,
+    shards,
+  });
+  const events: string[] = [];
+  inf.on((e, o) => events.push(`${e} ${o.metadata.name}@${o.metadata.resourceVersion}`));
+  return { inf, events };
+}
+
+const names = (inf: Informer<Obj>) =>
+  inf
+    .list()
+    .map((o) => `${o.metadata.name}@${o.metadata.resourceVersion}`)
+    .sort();
+
+test("shards are streamed at once; the watch after them starts from the oldest and skips what they read", async () => {
+  const { kube, requests } = byShard({
+    [`${USER},${A}`]: [[added("a", "5"), listEnd("10")]],
+    [`${USER},${B}`]: [[added("b", "11"), added("c", "12"), listEnd("12")]],
+    [`${USER},${REST}`]: [[added("new", "3"), listEnd("10")]],
+    [USER]: [
+      // The watch from 10 replays 11 and 12, which shard B's list already read (c made at 11).
+      [
+        modified("b", "11"),
+        added("c", "11"),
+        modified("c", "12"),
+        modified("a", "13"),
+        deleted("new", "14"),
+      ],
+      "hang",
+    ],
+  });
+  const { inf, events } = informer(kube);
+  inf.start();
+  await inf.waitForSync();
+  await until("the watch's events", () => events.includes("delete new@14"));
+  await inf.stop();
+  const watches = requests.filter((r) => r.verb === "watch");
+  assert.deepEqual(
+    watches.slice(0, 3).map((r) => [r.query.labelSelector, r.query.sendInitialEvents]),
+    [
+      [`${USER},${A}`, "true"],
+      [`${USER},${B}`, "true"],
+      [`${USER},${REST}`, "true"],
+    ],
+  );
+  assert.deepEqual(
+    [watches[3]!.query.labelSelector, watches[3]!.query.resourceVersion],
+    [USER, "10"],
+  );
+  assert.equal(watches[3]!.query.sendInitialEvents, undefined);
+  assert.deepEqual(events, [
+    "add a@5",
+    "add b@11",
+    "add c@12",
+    "add new@3",
+    "update a@13",
+    "delete new@14",
+  ]);
+  assert.deepEqual(names(inf), ["a@13", "b@11", "c@12"]);
+});
+
+test("a server moved between shards while they were listed is cached once, at its newest", async () => {
+  // x's shard label changed at 11: shard A read it before (then saw it leave), shard B after.
+  const leaves = [added("x", "5"), deleted("x", "11"), listEnd("12")];
+  const enters = [added("x", "11"), listEnd("12")];
+  for (const [order, expected] of [
+    // A's stream first: a delete, then B's add (as two watches may interleave).
+    [
+      [A, B],
+      ["add x@5", "delete x@11", "add x@11"],
+    ],
+    // B's first: A's older copy and its leaving (same version as B's copy) are skipped.
+    [[B, A], ["add x@11"]],
+  ] as const) {
+    const { kube } = byShard({
+      [`${USER},${A}`]: [leaves],
+      [`${USER},${B}`]: [enters],
+      [`${USER},${REST}`]: [[listEnd("12")]],
+      [USER]: [[modified("x", "11")], "hang"],
+    });
+    const { inf, events } = informer(kube, [...order, REST]);
+    inf.start();
+    await inf.waitForSync();
+    await inf.stop();
+    assert.deepEqual(events, expected, `shards listed in order ${order.join(", ")}`);
+    assert.deepEqual(names(inf), ["x@11"]);
+  }
+});
+
+test("a relist in shards drops what no shard has any more, and keeps what one has unchanged", async () => {
+  const { kube, requests } = byShard({
+    [`${USER},${A}`]: [
+      [added("a", "5"), added("gone", "6"), listEnd("10")],
+      [added("a", "5"), listEnd("30")],
+    ],
+    [`${USER},${B}`]: [
+      [added("b", "7"), listEnd("10")],
+      [added("b", "25"), listEnd("31")],
+    ],
+    [`${USER},${REST}`]: [[listEnd("10")], [listEnd("30")]],
+    [USER]: [[{ type: "ERROR", object: { code: 410, message: "too old" } as unknown as Obj }]],
+  });
+  const { inf, events } = informer(kube);
+  inf.start();
+  await until("the relist", () => events.includes("delete gone@6"));
+  await inf.stop();
+  assert.deepEqual(events.slice(3), ["update b@25", "delete gone@6"]);
+  assert.deepEqual(names(inf), ["a@5", "b@25"]);
+  // The relist asks for no older than what the cache had seen.
+  const relist = requests.filter((r) => r.verb === "watch" && r.query.sendInitialEvents);
+  assert.deepEqual(
+    relist.slice(3).map((r) => r.query.resourceVersion),
+    ["10", "10", "10"],
+  );
+});
+
+test("shards a server cannot stream are listed plainly, each with its selector", async () => {
+  const refused = { fail: new KubeError(400, "BadRequest", "no watch-list", "WATCH", "/x") };
+  const { kube, requests } = byShard(
+    { [`${USER},${A}`]: [refused], [`${USER},${B}`]: [refused], [`${USER},${REST}`]: [refused] },
+    {
+      [`${USER},${A}`]: [{ items: [obj("a", "5")], rv: "9" }],
+      [`${USER},${B}`]: [{ items: [obj("b", "8")], rv: "9" }],
+      [`${USER},${REST}`]: [{ items: [], rv: "9" }],
+    },
+  );
+  const { inf } = informer(kube);
+  inf.start();
+  await inf.waitForSync();
+  await until("the watch", () => requests.some((r) => r.query.labelSelector === USER));
+  await inf.stop();
+  const lists = requests.filter((r) => r.verb === "list");
+  assert.deepEqual(
+    lists.map((r) => [r.query.labelSelector, r.query.resourceVersion]),
+    [
+      [`${USER},${A}`, "0"],
+      [`${USER},${B}`, "0"],
+      [`${USER},${REST}`, "0"],
+    ],
+  );
+  assert.deepEqual(names(inf), ["a@5", "b@8"]);
+});
+
+test("versions that are not numbers cannot be ordered: one list is read instead", async () => {
+  const { kube, requests } = byShard({
+    [`${USER},${A}`]: [[added("a", "x5"), listEnd("x10")]],
+    [`${USER},${B}`]: [[listEnd("x11")]],
+    [`${USER},${REST}`]: [[listEnd("x11")]],
+    [USER]: [[added("a", "x5"), added("b", "x7"), listEnd("x12"), modified("b", "x13")], "hang"],
+  });
+  const { inf, events } = informer(kube);
+  inf.start();
+  await inf.waitForSync();
+  await until("the watch goes on", () => events.includes("update b@x13"));
+  await inf.stop();
+  const whole = requests.filter((r) => r.query.labelSelector === USER);
+  assert.equal(whole[0]!.query.sendInitialEvents, "true");
+  assert.deepEqual(names(inf), ["a@x5", "b@x13"]);
+});
+
+test("resourceVersions are ordered as numbers; anything else is not ordered", () => {
+  assert.equal(compareVersions("9", "10")! < 0, true);
+  assert.equal(compareVersions("10", "9")! > 0, true);
+  assert.equal(compareVersions("12", "12"), 0);
+  assert.equal(compareVersions("12", "x"), undefined);
+  assert.equal(compareVersions(undefined, "1"), undefined);
+});
+
+test("the shard selectors select every label value once, and unlabelled servers by the last", () => {
+  const selectors = listShardSelectors(2);
+  assert.deepEqual(selectors, [
+    `${LIST_SHARD_LABEL} in (0,2,4,6,8,10,12,14)`,
+    `${LIST_SHARD_LABEL} in (1,3,5,7,9,11,13,15)`,
+    `${LIST_SHARD_LABEL} notin (0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15)`,
+  ]);
+  // Names spread over the shards, each to one of 0..15, and always the same one.
+  const counts = new Map<string, number>();
+  for (let i = 0; i < 1600; i++) {
+    const s = listShardOf(`web-prod-${i}`);
+    assert.equal(listShardOf(`web-prod-${i}`), s);
+    counts.set(s, (counts.get(s) ?? 0) + 1);
+  }
+  assert.deepEqual(
+    [...counts.keys()].sort((a, b) => Number(a) - Number(b)),
+    [...Array.from({ length: 16 }, (_, i) => String(i))],
+  );
+  for (const n of counts.values())
+    assert.ok(n > 50 && n < 150, `shard sizes ${[...counts.values()]}`);
+});
