@@ -26,6 +26,7 @@ import net from "node:net";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { LIST_SHARD_LABEL, listShardOf, listShardSelectors } from "../src/api/list-shards.js";
 import { API_VERSION, GROUP, VERSION, VS_PLURAL } from "../src/api/types.js";
 import { Kube } from "../src/controller/kube.js";
 import { fromFile } from "../src/controller/kubeconfig.js";
@@ -85,6 +86,7 @@ function server(ns: string, id: string, cls: string, i: number) {
         "provisioning.vsop.dev/apptype": "scale",
         "provisioning.vsop.dev/environment": "prod",
         "provisioning.vsop.dev/instance": String(i),
+        [LIST_SHARD_LABEL]: listShardOf(`scale-${i}`),
       },
     },
   };
@@ -306,12 +308,12 @@ async function listPaged(base: string): Promise<Raw> {
 }
 
 /** A watch with sendInitialEvents=true: time until the initial-events-end bookmark. */
-async function streamingList(base: string): Promise<Raw> {
+async function streamingList(base: string, query = ""): Promise<Raw> {
   let tail = "";
   let refused = "";
   const q =
     "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
-  const r = await rawGet(`${base}?${q}`, (chunk) => {
+  const r = await rawGet(`${base}?${q}${query}`, (chunk) => {
     // The bookmark is the last line of the initial events; look only at the recent bytes.
     tail = (tail + chunk.toString("latin1")).slice(-4096);
     // A server that cannot serve it says so in an ERROR event (etcd without progress requests).
@@ -348,6 +350,20 @@ async function floor(ns: string): Promise<Record<string, Raw>> {
   out["LIST without resourceVersion (consistent read)"] = await best(() => listOnce(base, ""));
   out["LIST limit=500 with continue (etcd)"] = await best(() => listPaged(base));
   out["streaming list (sendInitialEvents=true watch)"] = await best(() => streamingList(base));
+  // What vsop asks (caches.ts): its list shards' streamed lists at once; the last one's end.
+  out["streaming lists of the list shards, in parallel"] = await best(async () => {
+    const t0 = performance.now();
+    const parts = await Promise.all(
+      listShardSelectors(2).map((sel) =>
+        streamingList(base, `&labelSelector=${encodeURIComponent(sel)}`),
+      ),
+    );
+    return {
+      ms: performance.now() - t0,
+      bytes: parts.reduce((n, p) => n + p.bytes, 0),
+      ...(parts.some((p) => p.note) && { note: parts.map((p) => p.note).join("; ") }),
+    };
+  });
   return out;
 }
 

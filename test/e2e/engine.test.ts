@@ -1,5 +1,6 @@
 // The controller engine against the real apiserver: converged objects cost zero writes, scoping
-// by namespace and label selector, and a clean exit on SIGTERM.
+// by namespace and label selector, servers read in list shards at start, and a clean exit on
+// SIGTERM.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -16,16 +17,28 @@ import {
   nodeUp,
   scrape,
   startOperator,
+  waitFor,
   waitForCondition,
   WRITE_VERBS,
   type Operator,
 } from "../support/harness.js";
 import { applyClass, virtualServer } from "../support/fixtures.js";
+import { LIST_SHARD_LABEL, listShardOf } from "../../src/api/list-shards.js";
 
 const CLASS = "engine-standard";
 let ns: string;
 let other: string;
 let op: Operator;
+const FLAGS = () => [
+  "--namespace",
+  ns,
+  "--label-selector",
+  "vsop-test=engine",
+  "--resync-period",
+  "1s",
+  "--workers",
+  "2",
+];
 
 before(() => {
   installVsop();
@@ -35,16 +48,7 @@ before(() => {
   addDNS("10.12.30.50", "eng-prod-1.example.test");
   addDNS("10.12.30.51", "eng-prod-2.example.test");
   nodeUp("eng-prod-1.example.test");
-  op = startOperator("engine", [
-    "--namespace",
-    ns,
-    "--label-selector",
-    "vsop-test=engine",
-    "--resync-period",
-    "1s",
-    "--workers",
-    "2",
-  ]);
+  op = startOperator("engine", FLAGS());
 });
 
 after(async () => {
@@ -83,4 +87,44 @@ test("objects outside --namespace or --label-selector are left alone", async () 
   assert.equal(getVS(other, "elsewhere")?.status, undefined);
   assert.equal(getVS(ns, "unlabelled")?.status, undefined);
   assert.equal(getVS(ns, "unlabelled")?.metadata.finalizers, undefined);
+});
+
+test("at start every server is read, by list shard or without one; the watch goes on after", async () => {
+  // The converged server from the first test carries the list shard vsop gave it.
+  const eng = getVS(ns, "eng")!;
+  assert.equal(eng.metadata.labels?.[LIST_SHARD_LABEL], listShardOf("eng"));
+  // Servers whose class is missing keep the labels they were given: shards on both sides of
+  // the split, a value out of range, none.
+  const missing = "engine-no-such-class";
+  const labels: Record<string, Record<string, string>> = {
+    "in-shard-0": { [LIST_SHARD_LABEL]: "0" },
+    "in-shard-15": { [LIST_SHARD_LABEL]: "15" },
+    "odd-shard": { [LIST_SHARD_LABEL]: "99" },
+    "no-shard": {},
+  };
+  for (const [name, l] of Object.entries(labels))
+    apply(
+      virtualServer(ns, name, `${name}.example.test`, missing, { "vsop-test": "engine", ...l }),
+    );
+  for (const name of Object.keys(labels))
+    await waitForCondition(ns, name, "Ready", "False", "ClassNotFound");
+
+  assert.equal(await op.stop(), 0);
+  op = startOperator("engine-restart", FLAGS());
+  const synced = await waitFor("caches synced", () =>
+    op
+      .logs()
+      .split("\n")
+      .map((line) => (line.includes('"caches synced"') ? JSON.parse(line) : undefined))
+      .find(Boolean),
+  );
+  assert.equal(synced.servers, 5, "eng and the four servers, each once");
+
+  // Changes after the start come through the one watch: the class appears, the servers go on,
+  // and vsop files each under its own shard.
+  applyClass(missing, { boot: { method: "guestinfo", assumeInstalled: true } });
+  for (const name of Object.keys(labels))
+    await waitFor(`${name} filed under its shard`, () =>
+      getVS(ns, name)?.metadata.labels?.[LIST_SHARD_LABEL] === listShardOf(name) ? true : undefined,
+    );
 });

@@ -10,11 +10,15 @@ import type { Result } from "../../src/controller/controller.js";
 import type { EventRecorder } from "../../src/controller/events.js";
 import { KubeError, type Kube } from "../../src/controller/kube.js";
 import { parseHostname, partLabels } from "../../src/naming/hostname.js";
+import { LIST_SHARD_LABEL, listShardOf } from "../../src/api/list-shards.js";
 import { intentWritten, wait, type Step } from "../../src/reconcile/engine/context.js";
 import { RetryLater, VirtualServerReconciler } from "../../src/reconcile/engine/virtualserver.js";
 import { StepError } from "../../src/errors.js";
 
-const LABELS = partLabels(parseHostname("web-prod-1.example.test"));
+const LABELS = {
+  ...partLabels(parseHostname("web-prod-1.example.test")),
+  [LIST_SHARD_LABEL]: listShardOf("web-prod-1"),
+};
 
 /**
  * An API server that bumps resourceVersion on every write and refuses stale ones (409). The

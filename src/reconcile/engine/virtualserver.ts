@@ -22,6 +22,7 @@ import { effectiveClass, InvalidClassField } from "../../api/effective-class.js"
 import { StepError } from "../../errors.js";
 import { classify } from "./classify.js";
 import { partLabels, parseHostname } from "../../naming/hostname.js";
+import { LIST_SHARD_LABEL, listShardOf } from "../../api/list-shards.js";
 import { condition, type ReconcileContext, type Step, type StepOutcome } from "./context.js";
 import { rebuildEvents, rebuilding } from "../steps/rebuild-step.js";
 
@@ -176,9 +177,9 @@ export class VirtualServerReconciler {
   }
 
   /**
-   * The labels from the hostname's parts and, with `claim`, the finalizer, in one write, only
-   * when missing. Returns the object as written, or undefined when it changed meanwhile (the
-   * watch brings the newer one).
+   * The labels from the hostname's parts and the list shard's (api/list-shards.ts) and, with
+   * `claim`, the finalizer, in one write, only when missing. Returns the object as written, or
+   * undefined when it changed meanwhile (the watch brings the newer one).
    */
   private async ensureMetadata(
     ctx: ReconcileContext,
@@ -194,6 +195,7 @@ export class VirtualServerReconciler {
     } catch {
       // The naming step reports the violation.
     }
+    labels[LIST_SHARD_LABEL] = listShardOf(vs.metadata.name);
     const current = vs.metadata.labels ?? {};
     const missingLabels = Object.entries(labels).some(([k, v]) => current[k] !== v);
     const hasFinalizer = vs.metadata.finalizers?.includes(FINALIZER) ?? false;
