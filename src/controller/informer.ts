@@ -401,6 +401,12 @@ export class Informer<T extends KubeObject> {
     }
   }
 
+  /** A list the server refused in one form (`refusal`) is said once; others are rethrown. */
+  private fallBack(err: unknown, refusal: typeof StreamRefused, message: string): void {
+    if (!(err instanceof refusal)) throw err;
+    this.opts.logger.info({ path: this.opts.path, reason: err.message }, message);
+  }
+
   private async loop(): Promise<void> {
     const signal = this.controller.signal;
     let needList = true;
@@ -413,12 +419,12 @@ export class Informer<T extends KubeObject> {
             needList = false;
             failures = 0;
           } catch (err) {
-            if (!(err instanceof ShardsRefused)) throw err;
-            this.sharded = false;
-            this.opts.logger.info(
-              { path: this.opts.path, reason: err.message },
+            this.fallBack(
+              err,
+              ShardsRefused,
               "the API server's versions cannot be ordered; listing in one piece",
             );
+            this.sharded = false;
           }
         }
         if (needList && this.streaming) {
@@ -427,12 +433,12 @@ export class Informer<T extends KubeObject> {
             failures = 0;
             continue; // the watch after the list ended: watch again from where it was
           } catch (err) {
-            if (!(err instanceof StreamRefused)) throw err;
-            this.streaming = false;
-            this.opts.logger.info(
-              { path: this.opts.path, reason: err.message },
+            this.fallBack(
+              err,
+              StreamRefused,
               "the API server cannot stream lists; listing instead",
             );
+            this.streaming = false;
           }
         }
         if (needList) {

@@ -7,6 +7,13 @@ import pino from "pino";
 import { LIST_SHARD_LABEL, listShardOf, listShardSelectors } from "../../src/api/list-shards.js";
 import { compareVersions, Informer, type KubeObject } from "../../src/controller/informer.js";
 import { KubeError, type Kube, type WatchEvent } from "../../src/controller/kube.js";
+import {
+  listEnd as scriptedListEnd,
+  scriptedKube,
+  until,
+  type ListScript,
+  type WatchScript,
+} from "../support/scripted-watch.js";
 
 interface Obj extends KubeObject {
   metadata: KubeObject["metadata"] & { labels?: Record<string, string> };
@@ -27,66 +34,25 @@ const deleted = (name: string, rv: string): WatchEvent<Obj> => ({
   type: "DELETED",
   object: obj(name, rv),
 });
-const listEnd = (rv: string): WatchEvent<Obj> => ({
-  type: "BOOKMARK",
-  object: {
-    metadata: {
-      name: "",
-      resourceVersion: rv,
-      annotations: { "k8s.io/initial-events-end": "true" },
-    } as Obj["metadata"],
-  },
-});
+const listEnd = (rv: string) => scriptedListEnd<Obj>(rv);
 
 const A = "shard in (a)";
 const B = "shard in (b)";
 const REST = "shard notin (a,b)";
 const USER = "team=x";
 
-type WatchStep = WatchEvent<Obj>[] | "hang" | { fail: Error };
-type ListStep = { items: Obj[]; rv: string };
+type WatchStep = WatchScript<Obj>;
+type ListStep = ListScript<Obj>;
 
 /**
  * A Kube whose watches and lists answer from one script per label selector (the user's selector
  * and the shard's, as the informer joins them); every request is recorded.
  */
 function byShard(watches: Record<string, WatchStep[]>, lists: Record<string, ListStep[]> = {}) {
-  const requests: { verb: string; query: Record<string, string> }[] = [];
-  const kube: Pick<Kube, "list" | "watch"> = {
-    list: <T>(_p: string, query: Record<string, string>, onItem: (item: T) => void) => {
-      requests.push({ verb: "list", query });
-      const step = lists[query.labelSelector ?? ""]?.shift() ?? { items: [], rv: "0" };
-      for (const o of step.items) onItem(structuredClone(o) as T);
-      return Promise.resolve({ resourceVersion: step.rv });
-    },
-    watch: <T>(
-      _p: string,
-      query: Record<string, string>,
-      onEvent: (e: WatchEvent<T>) => void,
-      signal: AbortSignal,
-    ) => {
-      requests.push({ verb: "watch", query });
-      const step = watches[query.labelSelector ?? ""]?.shift() ?? "hang";
-      if (step === "hang")
-        return new Promise<void>((r) => {
-          if (signal.aborted) r();
-          signal.addEventListener("abort", () => r());
-        });
-      if ("fail" in step) return Promise.reject(step.fail);
-      try {
-        for (const e of step) onEvent(structuredClone(e) as WatchEvent<T>);
-      } catch (err) {
-        return Promise.reject(err as Error);
-      }
-      return Promise.resolve();
-    },
-  };
-  return { kube, requests };
-}
-
-async function until(what: string, cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(cond(), `timed out waiting for ${what}`);
+  return scriptedKube<Obj>({
+    list: (query) => lists[query.labelSelector ?? ""]?.shift(),
+    watch: (query) => watches[query.labelSelector ?? ""]?.shift(),
+  });
 }
 
 const silent = pino({ level: "silent" });

@@ -2,7 +2,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import pino from "pino";
 import { Informer, type KubeObject } from "../../src/controller/informer.js";
-import { KubeError, type Kube, type WatchEvent } from "../../src/controller/kube.js";
+import { KubeError } from "../../src/controller/kube.js";
+import {
+  listEnd as scriptedListEnd,
+  scriptedKube,
+  until,
+  type ListScript,
+  type WatchScript,
+} from "../support/scripted-watch.js";
 import { ListSplitter, withoutManagedFields } from "../../src/controller/list-stream.js";
 import { LAST_APPLIED, trimObject } from "../../src/controller/trim.js";
 
@@ -148,52 +155,18 @@ const obj = (name: string, rv: string, v = 0): Obj => ({
   spec: { v },
 });
 
-type ListStep = { items: Obj[]; rv: string } | { fail: KubeError | Error; after?: Obj[] };
-type WatchStep = WatchEvent<Obj>[] | "hang" | { fail: Error };
+type ListStep = ListScript<Obj>;
+type WatchStep = WatchScript<Obj>;
 
-/** A Kube whose lists and watches answer from scripts, recording each query. */
+/** A Kube whose lists and watches answer from scripts, in order, recording each query. */
 function scripted(lists: ListStep[], watches: WatchStep[]) {
   const listQueries: Record<string, string>[] = [];
   const watchQueries: Record<string, string>[] = [];
-  const kube: Pick<Kube, "list" | "watch"> = {
-    list: <T>(_p: string, query: Record<string, string>, onItem: (item: T) => void) => {
-      listQueries.push(query);
-      const step = lists.shift() ?? { items: [], rv: "0" };
-      if ("fail" in step) {
-        for (const o of step.after ?? []) onItem(structuredClone(o) as T);
-        return Promise.reject(step.fail);
-      }
-      for (const o of step.items) onItem(structuredClone(o) as T);
-      return Promise.resolve({ resourceVersion: step.rv });
-    },
-    watch: <T>(
-      _p: string,
-      query: Record<string, string>,
-      onEvent: (e: WatchEvent<T>) => void,
-      signal: AbortSignal,
-    ) => {
-      watchQueries.push(query);
-      const step = watches.shift() ?? "hang";
-      if (step === "hang")
-        return new Promise<void>((r) => {
-          if (signal.aborted) r();
-          signal.addEventListener("abort", () => r());
-        });
-      if ("fail" in step) return Promise.reject(step.fail);
-      try {
-        for (const e of step) onEvent(structuredClone(e) as WatchEvent<T>);
-      } catch (err) {
-        return Promise.reject(err as Error);
-      }
-      return Promise.resolve();
-    },
-  };
+  const { kube } = scriptedKube<Obj>({
+    list: (query) => (listQueries.push(query), lists.shift()),
+    watch: (query) => (watchQueries.push(query), watches.shift()),
+  });
   return { kube, listQueries, watchQueries };
-}
-
-async function until(what: string, cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(cond(), `timed out waiting for ${what}`);
 }
 
 const silent = pino({ level: "silent" });
@@ -296,16 +269,7 @@ test("a list that fails midway is listed again, never watched from a version it 
 
 // --- streamed lists (sendInitialEvents) ----------------------------------------------------------
 
-const listEnd = (rv: string): WatchEvent<Obj> => ({
-  type: "BOOKMARK",
-  object: {
-    metadata: {
-      name: "",
-      resourceVersion: rv,
-      annotations: { "k8s.io/initial-events-end": "true" },
-    } as Obj["metadata"],
-  },
-});
+const listEnd = (rv: string) => scriptedListEnd<Obj>(rv);
 
 test("a streamed list: objects until the end bookmark sync the cache, and the watch goes on", async () => {
   const { kube, listQueries, watchQueries } = scripted(
