@@ -60,6 +60,11 @@ export class Informer<T extends KubeObject> {
   private handlers: ((event: InformerEvent, obj: T, old?: T) => void)[] = [];
   private running: Promise<void> | undefined;
   private hasSynced = false;
+  /**
+   * After a list in shards, the version up to which the watch replays what some shard's list
+   * already read (the newest shard's); undefined once the watch is past it.
+   */
+  private replayUntil: string | undefined;
   private syncWaiters: (() => void)[] = [];
   private readonly transform: (obj: T) => T;
   /** Whether to try a streamed list; false once the server has refused one. */
@@ -316,6 +321,7 @@ export class Informer<T extends KubeObject> {
    */
   private async shardedList(signal: AbortSignal, shards: string[]): Promise<void> {
     const seen = new Set<string>();
+    this.replayUntil = undefined;
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort);
@@ -345,23 +351,27 @@ export class Informer<T extends KubeObject> {
     if (signal.aborted) return;
     if (versions.some((v) => compareVersions(v, v) === undefined))
       throw new ShardsRefused(`resourceVersions ${versions.join(", ")} are not numbers`);
-    this.listDone(
-      seen,
-      versions.reduce((a, b) => (compareVersions(a, b)! <= 0 ? a : b)),
-    );
+    const sorted = versions.sort((a, b) => compareVersions(a, b)!);
+    this.listDone(seen, sorted[0]!);
+    this.replayUntil = sorted.at(-1);
   }
 
   /**
-   * An event applied only if it is newer than the cached object: shards' lists and the replay
-   * of the watch after them may bring a state the cache already has, or one older than it.
+   * An event of a list in shards, or of the watch after it. Where it may repeat what the cache
+   * already has (another shard of this list read the object; the watch replays up to the newest
+   * shard's version), it is applied only if newer than the cached object. Elsewhere it is
+   * applied as it comes: a list after an etcd restore brings versions lower than the cache's.
    */
   private applyOrdered(e: WatchEvent<T>, seen?: Set<string>): void {
     const obj = this.transform(e.object);
     const key = keyOf(obj);
     const old = this.cache.get(key);
-    const order = old
-      ? compareVersions(obj.metadata.resourceVersion, old.metadata.resourceVersion)
-      : undefined;
+    const version = obj.metadata.resourceVersion;
+    const mayRepeat = seen
+      ? seen.has(key)
+      : this.replayUntil !== undefined && (compareVersions(version, this.replayUntil) ?? 1) <= 0;
+    const order =
+      old && mayRepeat ? compareVersions(version, old.metadata.resourceVersion) : undefined;
     if (order !== undefined && order <= 0) {
       if (e.type !== "DELETED") seen?.add(key);
       return;
@@ -388,7 +398,12 @@ export class Informer<T extends KubeObject> {
     }
     if (e.object.metadata.resourceVersion) this.resourceVersion = e.object.metadata.resourceVersion;
     if (e.type === "BOOKMARK") return;
-    if (this.sharded) return this.applyOrdered(e);
+    if (this.sharded) {
+      const v = e.object.metadata.resourceVersion;
+      if (this.replayUntil && (compareVersions(v, this.replayUntil) ?? 1) > 0)
+        this.replayUntil = undefined;
+      return this.applyOrdered(e);
+    }
     const obj = this.transform(e.object);
     const key = keyOf(obj);
     const old = this.cache.get(key);

@@ -251,3 +251,25 @@ test("the shard selectors select every label value once, and unlabelled servers 
   for (const n of counts.values())
     assert.ok(n > 50 && n < 150, `shard sizes ${[...counts.values()]}`);
 });
+
+test("a list in shards after the server's versions went back (etcd restored) replaces the cache", async () => {
+  const gone = {
+    type: "ERROR",
+    object: { code: 410, message: "too old" } as unknown as Obj,
+  } as const;
+  const { kube } = byShard({
+    [`${USER},${A}`]: [
+      [added("a", "50"), listEnd("60")],
+      [added("a", "20"), listEnd("30")],
+    ],
+    [`${USER},${B}`]: [[added("b", "55"), listEnd("60")], [listEnd("30")]],
+    [`${USER},${REST}`]: [[listEnd("60")], [listEnd("30")]],
+    [USER]: [[gone], [modified("a", "25")], "hang"],
+  });
+  const { inf, events } = informer(kube);
+  inf.start();
+  await until("the watch after the second list", () => events.includes("update a@25"));
+  await inf.stop();
+  assert.deepEqual(events, ["add a@50", "add b@55", "update a@20", "delete b@55", "update a@25"]);
+  assert.deepEqual(names(inf), ["a@25"]);
+});
