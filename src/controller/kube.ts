@@ -8,7 +8,7 @@ import { Readable } from "node:stream";
 import type { AxiosInstance, AxiosRequestConfig } from "axios";
 import { currentSignal } from "../abort.js";
 import type { ClusterAccess } from "./kubeconfig.js";
-import { ListSplitter, withoutManagedFields } from "./list-stream.js";
+import { decodeWithoutManagedFields, ListSplitter } from "./list-stream.js";
 
 export class KubeError extends Error {
   override name = "KubeError";
@@ -67,6 +67,7 @@ export const isGone = (e: unknown) => e instanceof KubeError && e.status === 410
 
 /** One watch event larger than this ends the watch (the informer relists). */
 const MAX_WATCH_LINE = 32 * 1024 * 1024;
+const NEWLINE = 0x0a;
 
 export type RequestCounter = (method: string, path: string, code: string) => void;
 
@@ -336,37 +337,52 @@ export class Kube {
     }
   }
 
-  /** Parses a watch stream line by line until it ends; bounded per line. */
+  /**
+   * Parses a watch stream line by line until it ends; bounded per line. Lines are cut from the
+   * bytes as they come, so that each event's managedFields are skipped before decoding.
+   */
   private readWatch<T>(
     stream: Readable,
     path: string,
     onEvent: (e: WatchEvent<T>) => void,
     touch: () => void,
   ): Promise<void> {
-    let buf = "";
+    // The start of a line that goes on in a later chunk.
+    let partial: Buffer[] = [];
+    let partialBytes = 0;
     return new Promise<void>((resolve, reject) => {
-      stream.setEncoding("utf8");
-      stream.on("data", (chunk: string) => {
+      const fail = (err: unknown) => {
+        stream.destroy();
+        reject(err instanceof Error ? err : new Error(String(err)));
+      };
+      stream.on("data", (chunk: Buffer) => {
         touch();
-        buf += chunk;
-        if (buf.length > MAX_WATCH_LINE) {
-          stream.destroy();
-          reject(
+        let from = 0;
+        try {
+          for (let nl = chunk.indexOf(NEWLINE); nl >= 0; nl = chunk.indexOf(NEWLINE, from)) {
+            let text: string;
+            if (partialBytes) {
+              const line = Buffer.concat([...partial, chunk.subarray(0, nl)]);
+              partial = [];
+              partialBytes = 0;
+              text = decodeWithoutManagedFields(line);
+            } else text = decodeWithoutManagedFields(chunk, from, nl);
+            from = nl + 1;
+            if (text.trim()) onEvent(JSON.parse(text) as WatchEvent<T>);
+          }
+        } catch (err) {
+          fail(err);
+          return;
+        }
+        if (from === chunk.length) return;
+        partialBytes += chunk.length - from;
+        if (partialBytes > MAX_WATCH_LINE) {
+          fail(
             new KubeError(0, "WatchLineTooLong", "watch event over the size limit", "WATCH", path),
           );
           return;
         }
-        let i: number;
-        try {
-          while ((i = buf.indexOf("\n")) >= 0) {
-            const line = buf.slice(0, i).trim();
-            buf = buf.slice(i + 1);
-            if (line) onEvent(JSON.parse(withoutManagedFields(line)) as WatchEvent<T>);
-          }
-        } catch (err) {
-          stream.destroy();
-          reject(err);
-        }
+        partial.push(chunk.subarray(from));
       });
       stream.on("end", resolve);
       stream.on("close", resolve);

@@ -154,30 +154,33 @@ export class ListSplitter<T> {
   }
 }
 
-const MANAGED_FIELDS = '"managedFields":[';
+const MANAGED_FIELDS = Buffer.from('"managedFields":[');
 
 /**
- * One object's (or watch event's) JSON with metadata.managedFields replaced by null, before
- * JSON.parse, as the splitter does for lists. The key is found with indexOf: inside a JSON string
- * every quote is escaped, so `"managedFields":[` can only be a key, and metadata's comes first
- * (the API server writes an object's fields in order: apiVersion, kind, metadata, spec, status).
+ * bytes[from, to), one object's (or watch event's) JSON, decoded with metadata.managedFields
+ * replaced by null, as the splitter does for lists: the cut bytes are neither decoded nor parsed.
+ * The key is found with indexOf: inside a JSON string every quote is escaped, so
+ * `"managedFields":[` can only be a key, and metadata's comes first (the API server writes an
+ * object's fields in order: apiVersion, kind, metadata, spec, status).
  */
-export function withoutManagedFields(json: string): string {
+export function decodeWithoutManagedFields(bytes: Buffer, from = 0, to = bytes.length): string {
+  const json = bytes.subarray(from, to);
   const at = json.indexOf(MANAGED_FIELDS);
-  if (at < 0) return json;
+  if (at < 0) return json.toString("utf8");
   let depth = 0;
   let i = at + MANAGED_FIELDS.length - 1;
-  for (; i < json.length; i++) {
-    const c = json.charCodeAt(i);
+  const n = json.length;
+  for (; i < n; i++) {
+    const c = json[i];
     if (c === QUOTE) {
-      for (i++; i < json.length; i++) {
-        const d = json.charCodeAt(i);
+      for (i++; i < n; i++) {
+        const d = json[i];
         if (d === BACKSLASH) i++;
         else if (d === QUOTE) break;
       }
     } else if (c === OPEN_OBJECT || c === OPEN_ARRAY) depth++;
     else if ((c === CLOSE_OBJECT || c === CLOSE_ARRAY) && --depth === 0) break;
   }
-  if (depth !== 0) return json; // cut short: JSON.parse says so
-  return `${json.slice(0, at)}"managedFields":null${json.slice(i + 1)}`;
+  if (depth !== 0) return json.toString("utf8"); // cut short: JSON.parse says so
+  return `${json.toString("utf8", 0, at)}"managedFields":null${json.toString("utf8", i + 1)}`;
 }

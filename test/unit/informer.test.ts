@@ -10,7 +10,7 @@ import {
   type ListScript,
   type WatchScript,
 } from "../support/scripted-watch.js";
-import { ListSplitter, withoutManagedFields } from "../../src/controller/list-stream.js";
+import { decodeWithoutManagedFields, ListSplitter } from "../../src/controller/list-stream.js";
 import { LAST_APPLIED, trimObject } from "../../src/controller/trim.js";
 
 // --- the list splitter ---------------------------------------------------------------------------
@@ -394,7 +394,7 @@ test("a handler added after objects are cached is told them as adds", async () =
 
 // --- managedFields cut from one object's JSON -----------------------------------------------------
 
-test("withoutManagedFields cuts metadata.managedFields before parsing, and nothing else", () => {
+test("decodeWithoutManagedFields cuts metadata.managedFields before parsing, and nothing else", () => {
   const o = {
     type: "MODIFIED",
     object: {
@@ -407,7 +407,7 @@ test("withoutManagedFields cuts metadata.managedFields before parsing, and nothi
       spec: { list: [[1], { y: "]" }] },
     },
   };
-  const cut = JSON.parse(withoutManagedFields(JSON.stringify(o))) as typeof o;
+  const cut = JSON.parse(decodeWithoutManagedFields(Buffer.from(JSON.stringify(o)))) as typeof o;
   assert.equal(cut.object.metadata.managedFields, null);
   assert.deepEqual(
     {
@@ -420,7 +420,11 @@ test("withoutManagedFields cuts metadata.managedFields before parsing, and nothi
     o,
   );
   const none = JSON.stringify({ metadata: { name: "x" } });
-  assert.equal(withoutManagedFields(none), none);
+  assert.equal(decodeWithoutManagedFields(Buffer.from(none)), none);
   const short = JSON.stringify(o).slice(0, 150);
-  assert.equal(withoutManagedFields(short), short);
+  assert.equal(decodeWithoutManagedFields(Buffer.from(short)), short);
+  // A range of a larger buffer: only its own bytes.
+  const framed = Buffer.from(`xx${JSON.stringify(o)}\n${JSON.stringify(o)}`);
+  const first = decodeWithoutManagedFields(framed, 2, framed.indexOf("\n"));
+  assert.deepEqual(JSON.parse(first), cut);
 });

@@ -102,3 +102,40 @@ test("a list is read item by item, uncompressed; a refusal is a KubeError with i
     (err: unknown) => err instanceof KubeError && err.status === 410 && err.reason === "Expired",
   );
 });
+
+test("watch events are read whole across chunks: split lines, split UTF-8, blank lines", async (t) => {
+  const events = [
+    {
+      type: "ADDED",
+      object: {
+        metadata: { name: "café-ü", managedFields: [{ manager: "m", fieldsV1: { "f:a": {} } }] },
+        spec: { note: "naïve — 日本" },
+      },
+    },
+    { type: "MODIFIED", object: { metadata: { name: "b" }, spec: { note: "x".repeat(5000) } } },
+    { type: "DELETED", object: { metadata: { name: "c" } } },
+  ];
+  const body = Buffer.from(`${events.map((e) => JSON.stringify(e)).join("\n\n")}\n`);
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "application/json" });
+    // 7-byte writes: lines, and the multi-byte characters in them, straddle chunks.
+    let i = 0;
+    const next = () => {
+      if (i >= body.length) return res.end();
+      res.write(body.subarray(i, (i += 7)), next);
+    };
+    next();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.after(() => server.close());
+  const got: unknown[] = [];
+  await kubeFor(server).watch(
+    "/api/v1/things",
+    {},
+    (e) => got.push(e),
+    new AbortController().signal,
+  );
+  const cut = structuredClone(events);
+  (cut[0]!.object.metadata as { managedFields: unknown }).managedFields = null;
+  assert.deepEqual(got, cut);
+});
