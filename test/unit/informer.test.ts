@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import v8 from "node:v8";
 import pino from "pino";
 import { Informer, type KubeObject } from "../../src/controller/informer.js";
 import { KubeError } from "../../src/controller/kube.js";
@@ -141,6 +142,22 @@ test("trimObject keeps the metadata vsop reads and drops managedFields and last-
 test("trimObject drops annotations that held only last-applied", () => {
   const t = trimObject({ metadata: { name: "a", annotations: { [LAST_APPLIED]: "{}" } } });
   assert.deepEqual(t.metadata, { name: "a" });
+});
+
+test("trimObject leaves compact objects: no V8 hash-table metadata or annotations", () => {
+  // A `delete` on an object makes V8 keep its properties in a hash table, several times larger;
+  // the cache holds one metadata per server.
+  v8.setFlagsFromString("--allow-natives-syntax");
+  const fast = new Function("o", "return %HasFastProperties(o)") as (o: object) => boolean;
+  const parsed = (annotations: object) =>
+    JSON.parse(JSON.stringify({ metadata: { name: "a", namespace: "n", annotations } })) as {
+      metadata: { annotations?: object };
+    };
+  const only = trimObject(parsed({ [LAST_APPLIED]: "{}" }));
+  assert.ok(fast(only.metadata), "metadata after dropping the only annotation");
+  const more = trimObject(parsed({ [LAST_APPLIED]: "{}", note: "x" }));
+  assert.ok(fast(more.metadata), "metadata with other annotations");
+  assert.ok(fast(more.metadata.annotations!), "the other annotations");
 });
 
 // --- the informer against a scripted API server ---------------------------------------------------
