@@ -4,8 +4,9 @@
 //      namespace of their own, with bounded concurrency, as kubectl apply and vsop would leave
 //      them (last-applied annotation, managedFields of both writers);
 //   2. the floor, from this process: the same LIST from the API server's watch cache
-//      (resourceVersion=0), as a consistent read (no resourceVersion), paged by 500 (etcd), and
-//      as a streaming list (a watch with sendInitialEvents=true) when the server allows it;
+//      (resourceVersion=0), as a consistent read (no resourceVersion), paged by 500 (etcd), as a
+//      streaming list (a watch with sendInitialEvents=true) when the server allows it, and the
+//      list shards' lists at once, plain (what vsop asks) and streamed;
 //   3. the operator (node dist/main.js run --namespace NS, as the e2e harness runs it), twice:
 //      a first start and a quiet restart. For each: time from spawn to its "caches synced" log
 //      line, RSS (/proc/PID/status VmRSS, and the peak VmHWM) after sync and after the first
@@ -26,7 +27,12 @@ import net from "node:net";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { LIST_SHARD_LABEL, listShardOf, listShardSelectors } from "../src/api/list-shards.js";
+import {
+  LIST_SHARD_LABEL,
+  listShardOf,
+  listShardSelectors,
+  START_LISTS,
+} from "../src/api/list-shards.js";
 import { API_VERSION, GROUP, VERSION, VS_PLURAL } from "../src/api/types.js";
 import { Kube } from "../src/controller/kube.js";
 import { fromFile } from "../src/controller/kubeconfig.js";
@@ -350,20 +356,25 @@ async function floor(ns: string): Promise<Record<string, Raw>> {
   out["LIST without resourceVersion (consistent read)"] = await best(() => listOnce(base, ""));
   out["LIST limit=500 with continue (etcd)"] = await best(() => listPaged(base));
   out["streaming list (sendInitialEvents=true watch)"] = await best(() => streamingList(base));
-  // What vsop asks (caches.ts): its list shards' streamed lists at once; the last one's end.
-  out["streaming lists of the list shards, in parallel"] = await best(async () => {
+  // What vsop asks (caches.ts): its list shards' plain lists at once, from the watch cache; and
+  // the same as streamed lists. Each until the last one's end.
+  const shards = (one: (selector: string) => Promise<Raw>) => async (): Promise<Raw> => {
     const t0 = performance.now();
     const parts = await Promise.all(
-      listShardSelectors(2).map((sel) =>
-        streamingList(base, `&labelSelector=${encodeURIComponent(sel)}`),
-      ),
+      listShardSelectors(START_LISTS).map((sel) => one(`labelSelector=${encodeURIComponent(sel)}`)),
     );
     return {
       ms: performance.now() - t0,
       bytes: parts.reduce((n, p) => n + p.bytes, 0),
       ...(parts.some((p) => p.note) && { note: parts.map((p) => p.note).join("; ") }),
     };
-  });
+  };
+  out["list shards' LISTs (resourceVersion=0), at once"] = await best(
+    shards((q) => listOnce(base, `resourceVersion=0&${q}`)),
+  );
+  out["list shards' streaming lists, at once"] = await best(
+    shards((q) => streamingList(base, `&${q}`)),
+  );
   return out;
 }
 

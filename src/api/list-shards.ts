@@ -1,13 +1,19 @@
 // The list-shard label: vsop files each VirtualServer it has reconciled into one of 16 shards, by
 // a hash of its name, so that the operator can read its servers at start as several lists in
-// parallel. The API server encodes a list on one core (10,000 servers: ~1.5 s); two halves are
-// encoded at once. Servers vsop has not labelled yet (new ones, or a label someone edited) are
+// parallel. The API server encodes a list on one core (10,000 servers: ~1.5 s); the shards' lists
+// are encoded at once. Servers vsop has not labelled yet (new ones, or a label someone edited) are
 // read by one more list, of the shards' complement, so every server is read exactly once.
 
 import { GROUP } from "./types.js";
 
 export const LIST_SHARD_LABEL = `${GROUP}/list-shard`;
 export const LIST_SHARDS = 16;
+
+/**
+ * How many lists of shards the operator reads at start (plus the complement's). On 2 cores, 4
+ * synced 10,000 servers sooner than 2 (scale bench); 8 were no better than 4.
+ */
+export const START_LISTS = 4;
 
 /** The shard of a server by its name (FNV-1a): "0" to "15". */
 export function listShardOf(name: string): string {
