@@ -57,12 +57,12 @@ function byShard(watches: Record<string, WatchStep[]>, lists: Record<string, Lis
 
 const silent = pino({ level: "silent" });
 
-function informer(kube: Pick<Kube, "list" | "watch">, shards = [A, B, REST]) {
+function informer(kube: Pick<Kube, "list" | "watch">, shards = [A, B, REST], streamingList = true) {
   const inf = new Informer<Obj>(kube, {
     path: "/x",
     logger: silent,
     labelSelector: USER,
-    streamingList: true,
+    streamingList,
     shards,
   });
   const events: string[] = [];
@@ -145,6 +145,83 @@ test("a server moved between shards while they were listed is cached once, at it
     const { inf, events } = informer(kube, [...order, REST]);
     inf.start();
     await inf.waitForSync();
+    await inf.stop();
+    assert.deepEqual(events, expected, `shards listed in order ${order.join(", ")}`);
+    assert.deepEqual(names(inf), ["x@11"]);
+  }
+});
+
+// The operator lists its shards plainly (caches.ts): the same joins, from plain lists.
+
+test("shards listed plainly: the watch after them starts from the oldest and skips what they read", async () => {
+  const { kube, requests } = byShard(
+    {
+      [USER]: [
+        // The watch from 10 replays 11 and 12, which shard B's list already read (c made at 11).
+        [
+          modified("b", "11"),
+          added("c", "11"),
+          modified("c", "12"),
+          modified("a", "13"),
+          deleted("new", "14"),
+        ],
+        "hang",
+      ],
+    },
+    {
+      [`${USER},${A}`]: [{ items: [obj("a", "5")], rv: "10" }],
+      [`${USER},${B}`]: [{ items: [obj("b", "11"), obj("c", "12")], rv: "12" }],
+      [`${USER},${REST}`]: [{ items: [obj("new", "3")], rv: "10" }],
+    },
+  );
+  const { inf, events } = informer(kube, [A, B, REST], false);
+  inf.start();
+  await inf.waitForSync();
+  await until("the watch's events", () => events.includes("delete new@14"));
+  await inf.stop();
+  assert.deepEqual(
+    requests.map((r) => [r.verb, r.query.labelSelector, r.query.resourceVersion]),
+    [
+      ["list", `${USER},${A}`, "0"],
+      ["list", `${USER},${B}`, "0"],
+      ["list", `${USER},${REST}`, "0"],
+      ["watch", USER, "10"],
+      ["watch", USER, "14"], // the scripted watch ended: again from where it was
+    ],
+  );
+  assert.deepEqual(events, [
+    "add a@5",
+    "add b@11",
+    "add c@12",
+    "add new@3",
+    "update a@13",
+    "delete new@14",
+  ]);
+  assert.deepEqual(names(inf), ["a@13", "b@11", "c@12"]);
+});
+
+test("a server moved between shards listed plainly is cached once, at its newest", async () => {
+  // x's shard label changed at 11: shard A's list (at 10) still has it, shard B's (at 12) too.
+  for (const [order, expected] of [
+    [
+      [A, B],
+      ["add x@5", "update x@11"],
+    ],
+    // B's first: A's older copy is skipped.
+    [[B, A], ["add x@11"]],
+  ] as const) {
+    const { kube } = byShard(
+      { [USER]: [[modified("x", "11")], "hang"] },
+      {
+        [`${USER},${A}`]: [{ items: [obj("x", "5")], rv: "10" }],
+        [`${USER},${B}`]: [{ items: [obj("x", "11")], rv: "12" }],
+        [`${USER},${REST}`]: [{ items: [], rv: "12" }],
+      },
+    );
+    const { inf, events } = informer(kube, [...order, REST], false);
+    inf.start();
+    await inf.waitForSync();
+    await until("the watch", () => events.length >= expected.length);
     await inf.stop();
     assert.deepEqual(events, expected, `shards listed in order ${order.join(", ")}`);
     assert.deepEqual(names(inf), ["x@11"]);
