@@ -220,13 +220,13 @@ export async function runOperator(run: RunConfig, caches: Caches): Promise<numbe
     onStepError: (step, reason) => metrics.stepErrors.inc({ step, reason }),
   });
 
-  servers.on((event, obj, old) => {
+  servers.on((event, obj, old, key) => {
     if (event === "delete") {
-      calls.forget(keyOf(obj));
-      runSlots.release(keyOf(obj));
+      calls.forget(key);
+      runSlots.release(key);
     }
     if (event === "update" && old && !specOrMetaChanged(old, obj)) return;
-    queue.add(keyOf(obj));
+    queue.add(key);
   });
   classes.on((_event, cls) => {
     for (const vs of index.ofClass(cls.metadata.name)) queue.add(keyOf(vs));

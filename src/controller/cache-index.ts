@@ -6,7 +6,7 @@
 //
 // Lean, for 10,000 servers in the operator's memory budget: a value held by one object (a
 // hostname, an address) is filed as that object's key alone; only shared values get a Set.
-import { keyOf, type Informer, type InformerEvent, type KubeObject } from "./informer.js";
+import type { Informer, KubeObject } from "./informer.js";
 
 export class CacheIndex<T extends KubeObject> {
   private readonly buckets = new Map<string, string | Set<string>>();
@@ -20,10 +20,14 @@ export class CacheIndex<T extends KubeObject> {
     private readonly source: Pick<Informer<T>, "on" | "get">,
     private readonly values: (obj: T) => (string | undefined)[],
   ) {
-    source.on((event: InformerEvent, obj: T, old?: T) => {
-      if (old) this.file(old, false);
-      else if (event === "delete") this.file(obj, false);
-      if (event !== "delete") this.file(obj, true);
+    source.on((event, obj, old, key) => {
+      const before = old ?? (event === "delete" ? obj : undefined);
+      const was = new Set(before ? this.values(before) : []);
+      const is = new Set(event === "delete" ? [] : this.values(obj));
+      // Only what changed is refiled: an unchanged value keeps the key it was filed with (the
+      // informer's own string, not a copy).
+      for (const v of was) if (v && !is.has(v)) this.remove(v, key);
+      for (const v of is) if (v && !was.has(v)) this.add(v, key);
     });
   }
 
@@ -33,15 +37,6 @@ export class CacheIndex<T extends KubeObject> {
     if (bucket === undefined) return [];
     const keys = typeof bucket === "string" ? [bucket] : [...bucket];
     return keys.map((k) => this.source.get(k)).filter((o): o is T => o !== undefined);
-  }
-
-  private file(obj: T, add: boolean): void {
-    const key = keyOf(obj);
-    for (const v of new Set(this.values(obj))) {
-      if (!v) continue;
-      if (add) this.add(v, key);
-      else this.remove(v, key);
-    }
   }
 
   private add(value: string, key: string): void {

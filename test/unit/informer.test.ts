@@ -206,6 +206,29 @@ test("the first list reads the watch cache (resourceVersion=0) and caches trimme
   assert.equal(inf.get("ns/a")!.metadata.managedFields, undefined);
 });
 
+test("handlers are told the key each object is cached under, a late handler too", async () => {
+  const { kube, watchQueries } = scripted(
+    [{ items: [obj("a", "5")], rv: "10" }],
+    [
+      [
+        { type: "ADDED", object: obj("b", "11") },
+        { type: "DELETED", object: obj("a", "12") },
+      ],
+    ],
+  );
+  const inf = new Informer<Obj>(kube, { path: "/x", logger: silent });
+  const told: string[] = [];
+  inf.on((e, _o, _old, key) => told.push(`${e} ${key}`));
+  inf.start();
+  await until("the watch's events", () => told.length === 3);
+  const late: string[] = [];
+  inf.on((e, _o, _old, key) => late.push(`${e} ${key} ${inf.get(key)!.metadata.name}`));
+  await inf.stop();
+  assert.ok(watchQueries.length >= 1);
+  assert.deepEqual(told, ["add ns/a", "add ns/b", "delete ns/a"]);
+  assert.deepEqual(late, ["add ns/b b"]);
+});
+
 test("after 410 Gone the relist is no older than the cache, and emits what changed", async () => {
   const { kube, listQueries } = scripted(
     [

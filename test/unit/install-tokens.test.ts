@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { KubeError, type Kube } from "../../src/controller/kube.js";
+import type { InformerHandler } from "../../src/controller/informer.js";
 import { InstallTokens, type SecretObject } from "../../src/reconcile/clients/install-tokens.js";
 import { hashToken } from "../../src/provision/tokens.js";
 
@@ -69,18 +70,18 @@ test("find: a watched record by its token, through the hash index; no API call e
     data: { token: b64(token), tokenHash: b64(hashToken(token)), state: b64("pending") },
   });
   // A watch of the records, as the Informer tells its handlers.
-  const handlers: ((e: "add" | "update" | "delete", s: SecretObject) => void)[] = [];
+  const handlers: InformerHandler<SecretObject>[] = [];
   const cached = new Map<string, SecretObject>();
   const records = {
     synced: true,
-    on: (h: (e: "add" | "update" | "delete", s: SecretObject) => void) => void handlers.push(h),
+    on: (h: InformerHandler<SecretObject>) => void handlers.push(h),
     get: (key: string) => cached.get(key),
   };
   const tell = (e: "add" | "delete", s: SecretObject) => {
     const key = `vsop-system/${s.metadata.name}`;
     if (e === "add") cached.set(key, s);
     else cached.delete(key);
-    for (const h of handlers) h(e, s);
+    for (const h of handlers) h(e, s, undefined, key);
   };
   const tokens = new InstallTokens(kube, "vsop-system", records);
   for (let i = 0; i < 100; i++) tell("add", record(`u${i}`, `token-${i}`));

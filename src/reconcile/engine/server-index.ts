@@ -3,7 +3,7 @@
 // edits) and an anti-affinity group. Each lookup reads one bucket of the cache, not all of it.
 import type { VirtualServer } from "../../api/types.js";
 import { CacheIndex } from "../../controller/cache-index.js";
-import { keyOf, type Informer, type InformerEvent } from "../../controller/informer.js";
+import { keyOf, type Informer, type InformerHandler } from "../../controller/informer.js";
 import { partLabel } from "../../naming/hostname.js";
 
 const APPTYPE = partLabel("apptype");
@@ -39,8 +39,8 @@ export class ServerIndex {
   static of(servers: VirtualServer[]): ServerIndex {
     const byKey = new Map(servers.map((vs) => [keyOf(vs), vs]));
     return new ServerIndex({
-      on: (handler: (event: InformerEvent, obj: VirtualServer) => void) => {
-        for (const vs of byKey.values()) handler("add", vs);
+      on: (handler: InformerHandler<VirtualServer>) => {
+        for (const [key, vs] of byKey) handler("add", vs, undefined, key);
       },
       get: (key) => byKey.get(key),
     });
