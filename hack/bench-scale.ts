@@ -100,7 +100,11 @@ function server(ns: string, id: string, cls: string, i: number) {
 
 /** A network-booted server that was Ready, then its class was deleted: as vsop writes it. */
 function status(cls: string, i: number) {
-  const t = (s: number) => new Date(Date.UTC(2026, 10, 1, 8, 0, s)).toISOString();
+  // Each server installed at its own time, as in a fleet: no two share a timestamp, so values
+  // repeat across objects only where they would in a real one.
+  const t = (s: number) => new Date(Date.UTC(2026, 10, 1, 8, 0, s + 613 * i)).toISOString();
+  const changed = i % 23;
+  const total = 340 + (i % 17);
   const cond = (type: string, status: string, reason: string, message: string, at: string) => ({
     type,
     status,
@@ -145,9 +149,9 @@ function status(cls: string, i: number) {
       environment: "production",
       tags: "",
       lastRunAt: t(430),
-      changed: 12,
+      changed,
       failed: 0,
-      total: 348,
+      total,
       configVersion: "1761984000",
     },
     conditions: [
@@ -169,7 +173,7 @@ function status(cls: string, i: number) {
         "PuppetApplied",
         "True",
         "Applied",
-        "Puppet applied: 12 changed, 0 failed of 348 resources, config version 1761984000.",
+        `Puppet applied: ${changed} changed, 0 failed of ${total} resources, config version 1761984000.`,
         t(440),
       ),
     ],
