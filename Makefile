@@ -68,9 +68,9 @@ test-e2e: build ## end-to-end tests against the running stack (E2E_JOBS=1: one f
 test-scan: ## scan every log vsop wrote in this stack run for credentials (after test-e2e)
 	@source $(STACK_ENV) && node --import tsx --test --test-reporter=tap test/scan/*.test.ts
 
-bench: build ## N servers (N=50) through vsop beside its floor [TASK_DELAY=CreateVm:3000,PowerOn:1000] [SILENT=20] [ROUNDS=3]; SCALE=10000: sync time and RSS with that many
+bench: build ## N servers (N=50) through vsop beside its floor [TASK_DELAY=CreateVm:3000,PowerOn:1000] [SILENT=20] [ROUNDS=3]; SCALE=10000: sync time and RSS with that many [ROUNDS=3]
 	@hack/stack-up.sh
-	@source $(STACK_ENV) && if [ -n "$(SCALE)" ]; then SCALE=$(SCALE) npx tsx hack/bench-scale.ts; else N=$(N) TASK_DELAY=$(TASK_DELAY) SILENT=$(SILENT) ROUNDS=$(ROUNDS) npx tsx hack/bench.ts; fi
+	@source $(STACK_ENV) && if [ -n "$(SCALE)" ]; then SCALE=$(SCALE) ROUNDS=$(ROUNDS) npx tsx hack/bench-scale.ts; else N=$(N) TASK_DELAY=$(TASK_DELAY) SILENT=$(SILENT) ROUNDS=$(ROUNDS) npx tsx hack/bench.ts; fi
 
 chaos: build ## N servers (20) through KILLS=30 leader kills and outages; checks VMs, Ready, Puppet runs
 	@hack/stack-up.sh

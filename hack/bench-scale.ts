@@ -21,12 +21,15 @@
 // BASELINE=/path/to/other/dist/main.js runs that build's operator first, the same way, on the
 // same objects (e.g. main's, to compare). SCALE_KEEP=1 leaves the objects (and prints the
 // namespace); SCALE_NS=<namespace> reuses such a namespace instead of creating objects;
-// SCALE_FLOOR=0 skips the floor's requests.
+// SCALE_FLOOR=0 skips the floor's requests. ROUNDS=R runs each build's two starts R times,
+// alternating builds, and prints each round and the range and median of each figure: one start's
+// peak RSS swings by ±8 MiB with when V8 runs its first full collection after the lists.
 import https from "node:https";
 import net from "node:net";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { median } from "./bench-stats.js";
 import {
   LIST_SHARD_LABEL,
   listShardOf,
@@ -59,6 +62,9 @@ const BASELINE = process.env.BASELINE;
 const KEEP = process.env.SCALE_KEEP === "1";
 const REUSE = process.env.SCALE_NS;
 const FLOOR = process.env.SCALE_FLOOR !== "0";
+const ROUNDS = Number(process.env.ROUNDS || 1);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 9)
+  throw new Error(`ROUNDS=${process.env.ROUNDS}: 1 to 9`);
 
 const log = (msg: string) =>
   console.log(`[bench-scale ${new Date().toISOString().slice(11, 19)}] ${msg}`);
@@ -533,6 +539,32 @@ function report(title: string, first: Run, restart: Run): void {
   }
 }
 
+/** ROUNDS > 1: each figure's range and median over the rounds. */
+function summary(title: string, rounds: { first: Run; restart: Run }[]): void {
+  const runs = rounds.flatMap((r) => [r.first, r.restart]);
+  const span = (xs: number[], fmt: (x: number) => string) =>
+    `${fmt(Math.min(...xs))} to ${fmt(Math.max(...xs))} (median ${fmt(median(xs))})`;
+  const line = (label: string, xs: number[], fmt: (x: number) => string) =>
+    console.log(`  ${label.padEnd(40)} ${span(xs, fmt)}`);
+  console.log(`${title}, ${rounds.length} rounds (${runs.length} starts):`);
+  line(
+    "caches synced after spawn",
+    runs.map((r) => r.syncMs),
+    secs,
+  );
+  line(
+    "peak RSS to the end of the first pass",
+    runs.map((r) => r.afterPass.hwmKiB),
+    mib,
+  );
+  line(
+    `RSS ${secs(quiet["quiet restart"])} after a restart's first pass`,
+    rounds.map((r) => r.restart.end.rssKiB),
+    mib,
+  );
+  console.log(`  ${"writes".padEnd(40)} ${runs.reduce((n, r) => n + r.writes, 0)}`);
+}
+
 async function measure(label: string, entry: string, ns: string, id: string) {
   log(`${label}: first start (${entry})`);
   const first = await runOperator(`${label}-first`, entry, ns, id, quiet["first start"]);
@@ -553,10 +585,22 @@ async function main(): Promise<void> {
     log(`namespace ${ns}; SCALE=${SCALE}`);
     if (!REUSE) await createServers(kube, ns, id, cls);
     const raw = FLOOR ? await floor(ns) : {};
-    const runs: [string, Awaited<ReturnType<typeof measure>>][] = [];
-    if (BASELINE) runs.push([`baseline ${BASELINE}`, await measure("baseline", BASELINE, ns, id)]);
     const entry = path.join(ROOT, "dist/main.js");
-    runs.push([`this tree ${entry}`, await measure("this", entry, ns, id)]);
+    const builds: [string, string, string][] = [
+      ...(BASELINE
+        ? [["baseline", BASELINE, `baseline ${BASELINE}`] as [string, string, string]]
+        : []),
+      ["this", entry, `this tree ${entry}`],
+    ];
+    // Alternating builds, round by round: the machine's drift falls on both alike.
+    const rounds = new Map(
+      builds.map(([, , title]) => [title, [] as Awaited<ReturnType<typeof measure>>[]]),
+    );
+    for (let r = 1; r <= ROUNDS; r++) {
+      if (ROUNDS > 1) log(`round ${r} of ${ROUNDS}`);
+      for (const [label, file, title] of builds)
+        rounds.get(title)!.push(await measure(label, file, ns, id));
+    }
 
     console.log("");
     console.log(`vsop bench-scale: ${SCALE} VirtualServers with status in one namespace`);
@@ -565,7 +609,11 @@ async function main(): Promise<void> {
       console.log(
         `  ${k.padEnd(50)} ${r.note ? `not available (${r.note.slice(0, 200)})` : `${secs(r.ms).padStart(8)}  ${(r.bytes / 2 ** 20).toFixed(1)} MiB`}`,
       );
-    for (const [title, m] of runs) report(`Operator, ${title}:`, m.first, m.restart);
+    for (const [title, ms] of rounds)
+      ms.forEach((m, i) =>
+        report(`Operator, ${title}${ROUNDS > 1 ? `, round ${i + 1}` : ""}:`, m.first, m.restart),
+      );
+    if (ROUNDS > 1) for (const [title, ms] of rounds) summary(`Operator, ${title}`, ms);
     console.log("");
     log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {

@@ -58,6 +58,7 @@ import { Kube } from "../src/controller/kube.js";
 import { loadClusterAccess } from "../src/controller/kubeconfig.js";
 import { runFloor, type FloorResult } from "./bench-floor.js";
 import { adminKube, createServers, limit, Progress, serversPath } from "./bench-kube.js";
+import { median } from "./bench-stats.js";
 import { startFleet } from "../test/support/fleet.js";
 
 // make passes unset variables as empty strings.
@@ -556,12 +557,6 @@ function report(floor: FloorRound, vsop: RoundResult): void {
   table("floor kube requests", floor.kube);
 }
 
-const median = (xs: number[]) => {
-  const v = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
-  if (!v.length) return NaN;
-  const m = Math.floor(v.length / 2);
-  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
-};
 /** ROUNDS > 1: each round's floor and vsop times, and the median ratio. */
 function reportRounds(pairs: [FloorRound | undefined, RoundResult][]): void {
   console.log(`${pairs.length} rounds, each floor and vsop on fresh vcsims (N=${N})`);
