@@ -57,6 +57,31 @@ function byShard(watches: Record<string, WatchStep[]>, lists: Record<string, Lis
 
 const silent = pino({ level: "silent" });
 
+/** The watch after the join below, from 10: it replays 11 and 12, which shard B already read. */
+const REPLAY = [
+  modified("b", "11"),
+  added("c", "11"), // c was made at 11
+  modified("c", "12"),
+  modified("a", "13"),
+  deleted("new", "14"),
+];
+
+/**
+ * The outcome of the scripted join below (a, b, c in shards A and B, "new" unlabelled, then
+ * REPLAY), the same whether the shards were streamed or listed.
+ */
+function assertJoined(events: string[], inf: Informer<Obj>) {
+  assert.deepEqual(events, [
+    "add a@5",
+    "add b@11",
+    "add c@12",
+    "add new@3",
+    "update a@13",
+    "delete new@14",
+  ]);
+  assert.deepEqual(names(inf), ["a@13", "b@11", "c@12"]);
+}
+
 function informer(kube: Pick<Kube, "list" | "watch">, shards = [A, B, REST], streamingList = true) {
   const inf = new Informer<Obj>(kube, {
     path: "/x",
@@ -81,17 +106,7 @@ test("shards are streamed at once; the watch after them starts from the oldest a
     [`${USER},${A}`]: [[added("a", "5"), listEnd("10")]],
     [`${USER},${B}`]: [[added("b", "11"), added("c", "12"), listEnd("12")]],
     [`${USER},${REST}`]: [[added("new", "3"), listEnd("10")]],
-    [USER]: [
-      // The watch from 10 replays 11 and 12, which shard B's list already read (c made at 11).
-      [
-        modified("b", "11"),
-        added("c", "11"),
-        modified("c", "12"),
-        modified("a", "13"),
-        deleted("new", "14"),
-      ],
-      "hang",
-    ],
+    [USER]: [REPLAY, "hang"],
   });
   const { inf, events } = informer(kube);
   inf.start();
@@ -112,15 +127,7 @@ test("shards are streamed at once; the watch after them starts from the oldest a
     [USER, "10"],
   );
   assert.equal(watches[3]!.query.sendInitialEvents, undefined);
-  assert.deepEqual(events, [
-    "add a@5",
-    "add b@11",
-    "add c@12",
-    "add new@3",
-    "update a@13",
-    "delete new@14",
-  ]);
-  assert.deepEqual(names(inf), ["a@13", "b@11", "c@12"]);
+  assertJoined(events, inf);
 });
 
 test("a server moved between shards while they were listed is cached once, at its newest", async () => {
@@ -142,32 +149,34 @@ test("a server moved between shards while they were listed is cached once, at it
       [`${USER},${REST}`]: [[listEnd("12")]],
       [USER]: [[modified("x", "11")], "hang"],
     });
-    const { inf, events } = informer(kube, [...order, REST]);
-    inf.start();
-    await inf.waitForSync();
-    await inf.stop();
-    assert.deepEqual(events, expected, `shards listed in order ${order.join(", ")}`);
-    assert.deepEqual(names(inf), ["x@11"]);
+    await assertCachedOnce(kube, order, true, expected);
   }
 });
+
+/**
+ * Lists the shards in `order` (then REST) and checks the events told and that x, whose shard
+ * changed at 11, is cached once, at 11.
+ */
+async function assertCachedOnce(
+  kube: Pick<Kube, "list" | "watch">,
+  order: readonly string[],
+  streamingList: boolean,
+  expected: readonly string[],
+) {
+  const { inf, events } = informer(kube, [...order, REST], streamingList);
+  inf.start();
+  await inf.waitForSync();
+  await until("the events", () => events.length >= expected.length);
+  await inf.stop();
+  assert.deepEqual(events, expected, `shards listed in order ${order.join(", ")}`);
+  assert.deepEqual(names(inf), ["x@11"]);
+}
 
 // The operator lists its shards plainly (caches.ts): the same joins, from plain lists.
 
 test("shards listed plainly: the watch after them starts from the oldest and skips what they read", async () => {
   const { kube, requests } = byShard(
-    {
-      [USER]: [
-        // The watch from 10 replays 11 and 12, which shard B's list already read (c made at 11).
-        [
-          modified("b", "11"),
-          added("c", "11"),
-          modified("c", "12"),
-          modified("a", "13"),
-          deleted("new", "14"),
-        ],
-        "hang",
-      ],
-    },
+    { [USER]: [REPLAY, "hang"] },
     {
       [`${USER},${A}`]: [{ items: [obj("a", "5")], rv: "10" }],
       [`${USER},${B}`]: [{ items: [obj("b", "11"), obj("c", "12")], rv: "12" }],
@@ -189,15 +198,7 @@ test("shards listed plainly: the watch after them starts from the oldest and ski
       ["watch", USER, "14"], // the scripted watch ended: again from where it was
     ],
   );
-  assert.deepEqual(events, [
-    "add a@5",
-    "add b@11",
-    "add c@12",
-    "add new@3",
-    "update a@13",
-    "delete new@14",
-  ]);
-  assert.deepEqual(names(inf), ["a@13", "b@11", "c@12"]);
+  assertJoined(events, inf);
 });
 
 test("a server moved between shards listed plainly is cached once, at its newest", async () => {
@@ -218,13 +219,7 @@ test("a server moved between shards listed plainly is cached once, at its newest
         [`${USER},${REST}`]: [{ items: [], rv: "12" }],
       },
     );
-    const { inf, events } = informer(kube, [...order, REST], false);
-    inf.start();
-    await inf.waitForSync();
-    await until("the watch", () => events.length >= expected.length);
-    await inf.stop();
-    assert.deepEqual(events, expected, `shards listed in order ${order.join(", ")}`);
-    assert.deepEqual(names(inf), ["x@11"]);
+    await assertCachedOnce(kube, order, false, expected);
   }
 });
 
