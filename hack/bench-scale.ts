@@ -23,7 +23,7 @@
 // namespace); SCALE_NS=<namespace> reuses such a namespace instead of creating objects;
 // SCALE_FLOOR=0 skips the floor's requests. ROUNDS=R runs each build's two starts R times,
 // alternating builds, and prints each round and the range and median of each figure: one start's
-// peak RSS swings by ±8 MiB with when V8 runs its first full collection after the lists.
+// peak RSS moves by up to ~20 MiB with when V8 runs its first full collection after the lists.
 import https from "node:https";
 import net from "node:net";
 import { readFileSync } from "node:fs";
@@ -586,20 +586,14 @@ async function main(): Promise<void> {
     if (!REUSE) await createServers(kube, ns, id, cls);
     const raw = FLOOR ? await floor(ns) : {};
     const entry = path.join(ROOT, "dist/main.js");
-    const builds: [string, string, string][] = [
-      ...(BASELINE
-        ? [["baseline", BASELINE, `baseline ${BASELINE}`] as [string, string, string]]
-        : []),
-      ["this", entry, `this tree ${entry}`],
-    ];
+    const builds = [
+      ...(BASELINE ? [{ label: "baseline", entry: BASELINE, title: `baseline ${BASELINE}` }] : []),
+      { label: "this", entry, title: `this tree ${entry}` },
+    ].map((b) => ({ ...b, rounds: [] as Awaited<ReturnType<typeof measure>>[] }));
     // Alternating builds, round by round: the machine's drift falls on both alike.
-    const rounds = new Map(
-      builds.map(([, , title]) => [title, [] as Awaited<ReturnType<typeof measure>>[]]),
-    );
     for (let r = 1; r <= ROUNDS; r++) {
       if (ROUNDS > 1) log(`round ${r} of ${ROUNDS}`);
-      for (const [label, file, title] of builds)
-        rounds.get(title)!.push(await measure(label, file, ns, id));
+      for (const b of builds) b.rounds.push(await measure(b.label, b.entry, ns, id));
     }
 
     console.log("");
@@ -609,11 +603,11 @@ async function main(): Promise<void> {
       console.log(
         `  ${k.padEnd(50)} ${r.note ? `not available (${r.note.slice(0, 200)})` : `${secs(r.ms).padStart(8)}  ${(r.bytes / 2 ** 20).toFixed(1)} MiB`}`,
       );
-    for (const [title, ms] of rounds)
-      ms.forEach((m, i) =>
+    for (const { title, rounds } of builds)
+      rounds.forEach((m, i) =>
         report(`Operator, ${title}${ROUNDS > 1 ? `, round ${i + 1}` : ""}:`, m.first, m.restart),
       );
-    if (ROUNDS > 1) for (const [title, ms] of rounds) summary(`Operator, ${title}`, ms);
+    if (ROUNDS > 1) for (const { title, rounds } of builds) summary(`Operator, ${title}`, rounds);
     console.log("");
     log(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {
