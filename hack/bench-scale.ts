@@ -9,8 +9,10 @@
 //      list shards' lists at once, plain (what vsop asks) and streamed;
 //   3. the operator (node dist/main.js run --namespace NS, as the e2e harness runs it), twice:
 //      a first start and a quiet restart. For each: time from spawn to its "caches synced" log
-//      line, RSS (/proc/PID/status VmRSS, and the peak VmHWM) after sync and after the first
-//      reconcile pass, and the writes it made to the namespace (the API server's audit log);
+//      line, the CPU the operator and the API server used until then (/proc/PID/stat: on two
+//      cores they share the machine, and the server's encoding bounds the sync), RSS
+//      (/proc/PID/status VmRSS, and the peak VmHWM) after sync and after the first reconcile
+//      pass, and the writes it made to the namespace (the API server's audit log);
 //   4. deletes the objects and the namespace.
 // It prints figures and asserts nothing.
 //
@@ -24,6 +26,7 @@
 // SCALE_FLOOR=0 skips the floor's requests. ROUNDS=R runs each build's two starts R times,
 // alternating builds, and prints each round and the range and median of each figure: one start's
 // peak RSS moves by up to ~20 MiB with when V8 runs its first full collection after the lists.
+import { execFileSync } from "node:child_process";
 import https from "node:https";
 import net from "node:net";
 import { readFileSync } from "node:fs";
@@ -395,6 +398,22 @@ interface Memory {
   hwmKiB: number;
 }
 
+// CPU seconds a process has used (user + system), from /proc/PID/stat: the API server's beside the
+// operator's tells whether a sync was waiting on the server or on its own parsing.
+const TICKS = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // The fields after the command name, which is in parentheses and may hold spaces.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / TICKS;
+}
+
+function apiServerPid(): number {
+  return Number(
+    readFileSync(path.join(stackEnv("VSOP_STACK_DIR"), "pids", "kube-apiserver.pid"), "utf8"),
+  );
+}
+
 function memory(pid: number): Memory {
   const s = readFileSync(`/proc/${pid}/status`, "utf8");
   const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? 0);
@@ -405,6 +424,8 @@ interface Run {
   /** Until "vsop starting": node up, modules loaded, informers about to start. */
   startMs: number;
   syncMs: number;
+  /** CPU seconds from spawn to "caches synced": the operator's, and the API server's meanwhile. */
+  cpuToSync: { operator: number; apiServer: number };
   afterSync: Memory;
   passMs: number;
   afterPass: Memory;
@@ -450,6 +471,8 @@ async function runOperator(
   // Ports the system hands out now (the harness's fixed blocks can meet other users' operators).
   const [metrics, health, provisioning] = await Promise.all([freePort(), freePort(), freePort()]);
   const since = new Date();
+  const apiServer = apiServerPid();
+  const apiServerCpu0 = cpuSeconds(apiServer);
   const t0 = Date.now();
   const op = startOperator(
     `scale-${id}-${label}-${Date.now().toString(36)}`,
@@ -472,6 +495,10 @@ async function runOperator(
       await sleep(20);
     }
     const afterSync = memory(op.proc.pid!);
+    const cpuToSync = {
+      operator: cpuSeconds(op.proc.pid!),
+      apiServer: cpuSeconds(apiServer) - apiServerCpu0,
+    };
     // The first pass: every object reconciled once (each fails ClassNotFound and is retried
     // later with backoff, so the count passes SCALE once the queue has been through them all).
     let passMs = 0;
@@ -496,6 +523,7 @@ async function runOperator(
     return {
       startMs: loggedAt(op, "vsop starting")! - t0,
       syncMs: synced - t0,
+      cpuToSync,
       afterSync,
       passMs,
       afterPass,
@@ -530,7 +558,8 @@ function report(title: string, first: Run, restart: Run): void {
   ] as const) {
     console.log(
       `  ${name.padEnd(14)} caches synced ${secs(r.syncMs).padStart(8)} after spawn ` +
-        `(${secs(r.startMs)} to start listing); ` +
+        `(${secs(r.startMs)} to start listing; CPU vsop ${secs(r.cpuToSync.operator * 1000)}, ` +
+        `API server ${secs(r.cpuToSync.apiServer * 1000)}); ` +
         `RSS ${mib(r.afterSync.rssKiB)} (peak ${mib(r.afterSync.hwmKiB)}) then; ` +
         `first pass ${secs(r.passMs)}, RSS ${mib(r.afterPass.rssKiB)} (peak ${mib(r.afterPass.hwmKiB)}); ` +
         `${secs(quiet[name])} later RSS ${mib(r.end.rssKiB)} (peak ${mib(r.end.hwmKiB)}); ` +
@@ -550,6 +579,16 @@ function summary(title: string, rounds: { first: Run; restart: Run }[]): void {
   line(
     "caches synced after spawn",
     runs.map((r) => r.syncMs),
+    secs,
+  );
+  line(
+    "CPU to sync: vsop",
+    runs.map((r) => r.cpuToSync.operator * 1000),
+    secs,
+  );
+  line(
+    "CPU to sync: API server",
+    runs.map((r) => r.cpuToSync.apiServer * 1000),
     secs,
   );
   line(
