@@ -398,14 +398,14 @@ interface Memory {
   hwmKiB: number;
 }
 
-// CPU seconds a process has used (user + system), from /proc/PID/stat: the API server's beside the
-// operator's tells whether a sync was waiting on the server or on its own parsing.
+// CPU time a process has used (user + system) in ms, from /proc/PID/stat: the API server's beside
+// the operator's tells whether a sync was waiting on the server or on its own parsing.
 const TICKS = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
-function cpuSeconds(pid: number): number {
+function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   // The fields after the command name, which is in parentheses and may hold spaces.
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / TICKS;
+  return ((Number(f[11]) + Number(f[12])) * 1000) / TICKS;
 }
 
 function apiServerPid(): number {
@@ -424,7 +424,7 @@ interface Run {
   /** Until "vsop starting": node up, modules loaded, informers about to start. */
   startMs: number;
   syncMs: number;
-  /** CPU seconds from spawn to "caches synced": the operator's, and the API server's meanwhile. */
+  /** CPU ms from spawn to "caches synced": the operator's, and the API server's meanwhile. */
   cpuToSync: { operator: number; apiServer: number };
   afterSync: Memory;
   passMs: number;
@@ -472,7 +472,7 @@ async function runOperator(
   const [metrics, health, provisioning] = await Promise.all([freePort(), freePort(), freePort()]);
   const since = new Date();
   const apiServer = apiServerPid();
-  const apiServerCpu0 = cpuSeconds(apiServer);
+  const apiServerCpu0 = cpuMs(apiServer);
   const t0 = Date.now();
   const op = startOperator(
     `scale-${id}-${label}-${Date.now().toString(36)}`,
@@ -496,8 +496,8 @@ async function runOperator(
     }
     const afterSync = memory(op.proc.pid!);
     const cpuToSync = {
-      operator: cpuSeconds(op.proc.pid!),
-      apiServer: cpuSeconds(apiServer) - apiServerCpu0,
+      operator: cpuMs(op.proc.pid!),
+      apiServer: cpuMs(apiServer) - apiServerCpu0,
     };
     // The first pass: every object reconciled once (each fails ClassNotFound and is retried
     // later with backoff, so the count passes SCALE once the queue has been through them all).
@@ -558,8 +558,8 @@ function report(title: string, first: Run, restart: Run): void {
   ] as const) {
     console.log(
       `  ${name.padEnd(14)} caches synced ${secs(r.syncMs).padStart(8)} after spawn ` +
-        `(${secs(r.startMs)} to start listing; CPU vsop ${secs(r.cpuToSync.operator * 1000)}, ` +
-        `API server ${secs(r.cpuToSync.apiServer * 1000)}); ` +
+        `(${secs(r.startMs)} to start listing; CPU vsop ${secs(r.cpuToSync.operator)}, ` +
+        `API server ${secs(r.cpuToSync.apiServer)}); ` +
         `RSS ${mib(r.afterSync.rssKiB)} (peak ${mib(r.afterSync.hwmKiB)}) then; ` +
         `first pass ${secs(r.passMs)}, RSS ${mib(r.afterPass.rssKiB)} (peak ${mib(r.afterPass.hwmKiB)}); ` +
         `${secs(quiet[name])} later RSS ${mib(r.end.rssKiB)} (peak ${mib(r.end.hwmKiB)}); ` +
@@ -583,12 +583,12 @@ function summary(title: string, rounds: { first: Run; restart: Run }[]): void {
   );
   line(
     "CPU to sync: vsop",
-    runs.map((r) => r.cpuToSync.operator * 1000),
+    runs.map((r) => r.cpuToSync.operator),
     secs,
   );
   line(
     "CPU to sync: API server",
-    runs.map((r) => r.cpuToSync.apiServer * 1000),
+    runs.map((r) => r.cpuToSync.apiServer),
     secs,
   );
   line(
