@@ -47,13 +47,15 @@ node-down: ## stop a simulated server: make node-down HOST=web-prod-1.example.te
 test-unit: build ## unit tests of pure functions (no stack needed)
 	@node --import tsx --test --test-reporter=tap --test-concurrency=4 test/unit/*.test.ts
 
-# Files that disturb the shared stack run alone, after the others: puppet.test restarts RabbitMQ,
-# security.test stops the API server. The others run E2E_JOBS at a time (own namespace, label
-# selector, hostnames and VM names each), the longest first so that the two lanes end together.
-E2E_SERIAL := test/e2e/puppet.test.ts test/e2e/security.test.ts
-E2E_LONGEST := $(addprefix test/e2e/,puppetserver.test.ts puppet-runs.test.ts chaos.test.ts \
-  vsphere-faults.test.ts rebuild.test.ts installer-iso.test.ts plugin.test.ts bad-input.test.ts \
-  placement.test.ts mcollective.test.ts mco-async.test.ts install.test.ts)
+# Files that disturb the shared stack run alone, after the others: puppet-broker-restart.test
+# restarts RabbitMQ, security-outage.test stops the API server. The others run E2E_JOBS at a time
+# (own namespace, label selector, hostnames and VM names each), the longest first so that the two
+# lanes end together.
+E2E_SERIAL := test/e2e/puppet-broker-restart.test.ts test/e2e/security-outage.test.ts
+E2E_LONGEST := $(addprefix test/e2e/,puppet-runs.test.ts puppetserver.test.ts chaos.test.ts \
+  puppet.test.ts rebuild.test.ts vsphere-faults.test.ts plugin.test.ts bad-input.test.ts \
+  mcollective.test.ts security.test.ts placement.test.ts install.test.ts installer-iso.test.ts \
+  mco-async.test.ts)
 E2E_JOBS ?= 2
 E2E_RUN = node --import tsx --test --test-timeout=600000 --test-reporter=tap --test-reporter-destination=stdout \
   --test-reporter=./test/support/file-times.mjs --test-reporter-destination=stdout --test-concurrency=
