@@ -10,13 +10,23 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { installVsop, kubectl } from "../support/harness.js";
 import { stackEnv } from "../support/env.js";
-import { HELM, ROOT, helm, helmTemplate, kustomize, normalise, parseAll } from "../support/helm.js";
+import {
+  HELM,
+  ROOT,
+  helm,
+  helmBuilt,
+  helmTemplate,
+  kustomize,
+  normalise,
+  parseAll,
+} from "../support/helm.js";
 
 let out: string;
 
-before(() => {
+before(async () => {
   stackEnv("KUBECONFIG");
   installVsop();
+  await helmBuilt();
   out = mkdtempSync(path.join(tmpdir(), "vsop-release-"));
   execFileSync(path.join(ROOT, "hack/release.sh"), {
     env: { ...process.env, VSOP_RELEASE_DIR: out, HELM },

@@ -2,7 +2,8 @@
 // kustomize, and a normal form of rendered manifests that compares Helm's output with
 // kustomize's: objects keyed by kind/namespace/name, without the labels Helm adds.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
 import * as yaml from "js-yaml";
 
@@ -23,6 +24,31 @@ function cacheDir(): string {
 
 /** The helm binary: $HELM, else the one hack/install.sh built. */
 export const HELM = process.env.HELM ?? path.join(cacheDir(), `helm-${HELM_VERSION}`);
+
+/** Resolves once HELM exists. `make test` has hack/install.sh build helm in the background
+ *  (VSOP_HELM=later): while that build's pid lives, this waits for it. */
+export async function helmBuilt(timeoutMs = 20 * 60_000): Promise<void> {
+  const pidFile = path.join(cacheDir(), "helm-build.pid");
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(HELM)) {
+    const pid = Number(existsSync(pidFile) ? readFileSync(pidFile, "utf8") : 0);
+    if (!pid || !alive(pid) || Date.now() > deadline)
+      throw new Error(
+        `${HELM} is missing and no build of it is under way: run make install (its log: ` +
+          `${path.join(cacheDir(), "helm-build.log")})`,
+      );
+    await sleep(2000);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const run = (cmd: string, args: string[]): string =>
   execFileSync(cmd, args, {

@@ -1,7 +1,7 @@
 // The Helm chart deploy/helm/vsop: it lints, its default render is what `kubectl kustomize
 // deploy/` renders (modulo the labels Helm adds), its values land where they should, and its
 // crds/ are exact copies of crds/ (the one source; `make release` refreshes them).
-import { test } from "node:test";
+import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -9,6 +9,7 @@ import * as yaml from "js-yaml";
 import {
   CHART,
   HELM,
+  helmBuilt,
   HELM_LABELS,
   HELM_VERSION,
   ROOT,
@@ -37,6 +38,8 @@ const podSpec = (d: K8sObject) =>
     .spec;
 const manager = (text: string): Container =>
   podSpec(find(text, "Deployment", "vsop")).containers[0]!;
+
+before(() => helmBuilt());
 
 test("helm is the pinned version hack/install.sh builds", () => {
   assert.ok(HELM_VERSION, 'no HELM_VERSION="v..." line in hack/install.sh');
