@@ -79,11 +79,13 @@ chaos: build ## N servers (20) through KILLS=30 leader kills and outages; checks
 	@source $(STACK_ENV) && N=$(if $(filter file,$(origin N)),20,$(N)) KILLS=$(KILLS) npx tsx hack/chaos.ts
 
 # helm is built in the background meanwhile (VSOP_HELM=later, hack/install.sh): the unit tests,
-# whose chart tests need it, run after the end-to-end ones.
+# whose chart tests need it, run after the end-to-end ones. Exported to every install this target
+# runs (stack-up.sh's too), or that one waits for the build.
+test: export VSOP_HELM := later
 test: ## install, start the stack, lint, run every test, stop the stack (also on failure)
-	@VSOP_HELM=later hack/install.sh
+	@hack/install.sh
 	@hack/stack-up.sh; rc=$$?; \
-	if [ $$rc -eq 0 ]; then VSOP_HELM=later $(MAKE) --no-print-directory lint test-e2e test-unit test-scan; rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(MAKE) --no-print-directory lint test-e2e test-unit test-scan; rc=$$?; fi; \
 	hack/stack-down.sh; exit $$rc
 
 image: ## build the container image (needs a Docker engine)
