@@ -78,7 +78,7 @@ HELM_VERSION="v3.22.0"
 HELM_KUBE_MINOR="37"
 HELM_BIN="$CACHE/helm-$HELM_VERSION"
 HELM_PID="$CACHE/helm-build.pid"
-helm_building() { [ -f "$HELM_PID" ] && kill -0 "$(cat "$HELM_PID" 2>/dev/null)" 2>/dev/null; }
+helm_building() { pid_file_alive "$HELM_PID"; }
 # One build at a time: a make release waits for the one make test started in the background.
 build_helm() {
   while helm_building; do sleep 2; done

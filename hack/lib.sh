@@ -67,7 +67,9 @@ pick_port() {
   node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
 
-pid_alive() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+# pid_file_alive FILE: FILE names a running process. pid_alive NAME: the stack's part NAME runs.
+pid_file_alive() { [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
+pid_alive() { pid_file_alive "$PIDS/$1.pid"; }
 
 # start_bg NAME COMMAND...: run COMMAND in the background with its own log and pid file.
 start_bg() {
