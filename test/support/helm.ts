@@ -30,13 +30,15 @@ export const HELM = process.env.HELM ?? path.join(cacheDir(), `helm-${HELM_VERSI
 export async function helmBuilt(timeoutMs = 20 * 60_000): Promise<void> {
   const pidFile = path.join(cacheDir(), "helm-build.pid");
   const deadline = Date.now() + timeoutMs;
+  const log = path.join(cacheDir(), "helm-build.log");
   while (!existsSync(HELM)) {
     const pid = Number(existsSync(pidFile) ? readFileSync(pidFile, "utf8") : 0);
-    if (!pid || !alive(pid) || Date.now() > deadline)
+    if (!pid || !alive(pid))
       throw new Error(
-        `${HELM} is missing and no build of it is under way: run make install (its log: ` +
-          `${path.join(cacheDir(), "helm-build.log")})`,
+        `${HELM} is missing and no build of it is under way: run make install (its log: ${log})`,
       );
+    if (Date.now() > deadline)
+      throw new Error(`${HELM} is still being built after ${timeoutMs / 60_000} min (log: ${log})`);
     await sleep(2000);
   }
 }
