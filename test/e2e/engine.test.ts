@@ -12,6 +12,7 @@ import {
   deleteServers,
   getVS,
   installVsop,
+  kubectl,
   metric,
   nodeDown,
   nodeUp,
@@ -40,8 +41,13 @@ const FLAGS = () => [
   "2",
 ];
 
+// A class the start test needs absent until it creates it: cluster-wide, so removed before and
+// after (a second run on the same stack would find the first run's).
+const MISSING_CLASS = "engine-no-such-class";
+
 before(() => {
   installVsop();
+  kubectl(["delete", "virtualserverclass", MISSING_CLASS, "--ignore-not-found"]);
   ns = createNamespace("engine");
   other = createNamespace("engine-other");
   applyClass(CLASS, { boot: { method: "guestinfo", assumeInstalled: true } });
@@ -56,6 +62,7 @@ after(async () => {
   await deleteServers(other);
   assert.equal(await op.stop(), 0);
   nodeDown("eng-prod-1.example.test");
+  kubectl(["delete", "virtualserverclass", MISSING_CLASS, "--ignore-not-found"]);
 });
 
 test("a converged object costs zero API writes on resync", async () => {
@@ -95,7 +102,6 @@ test("at start every server is read, by list shard or without one; the watch goe
   assert.equal(eng.metadata.labels?.[LIST_SHARD_LABEL], listShardOf("eng"));
   // Servers whose class is missing keep the labels they were given: shards on both sides of
   // the split, a value out of range, none.
-  const missing = "engine-no-such-class";
   const labels: Record<string, Record<string, string>> = {
     "in-shard-0": { [LIST_SHARD_LABEL]: "0" },
     "in-shard-15": { [LIST_SHARD_LABEL]: "15" },
@@ -104,7 +110,10 @@ test("at start every server is read, by list shard or without one; the watch goe
   };
   for (const [name, l] of Object.entries(labels))
     apply(
-      virtualServer(ns, name, `${name}.example.test`, missing, { "vsop-test": "engine", ...l }),
+      virtualServer(ns, name, `${name}.example.test`, MISSING_CLASS, {
+        "vsop-test": "engine",
+        ...l,
+      }),
     );
   for (const name of Object.keys(labels))
     await waitForCondition(ns, name, "Ready", "False", "ClassNotFound");
@@ -122,7 +131,7 @@ test("at start every server is read, by list shard or without one; the watch goe
 
   // Changes after the start come through the one watch: the class appears, the servers go on,
   // and vsop files each under its own shard.
-  applyClass(missing, { boot: { method: "guestinfo", assumeInstalled: true } });
+  applyClass(MISSING_CLASS, { boot: { method: "guestinfo", assumeInstalled: true } });
   for (const name of Object.keys(labels))
     await waitFor(`${name} filed under its shard`, () =>
       getVS(ns, name)?.metadata.labels?.[LIST_SHARD_LABEL] === listShardOf(name) ? true : undefined,
