@@ -49,14 +49,16 @@ test-unit: build ## unit tests of pure functions (no stack needed)
 
 # Files that disturb the shared stack run alone, after the others: puppet-broker-restart.test
 # restarts RabbitMQ, security-outage.test stops the API server. The others run E2E_JOBS at a time
-# (own namespace, label selector, hostnames and VM names each), the longest first so that the two
-# lanes end together.
+# (own namespace, label selector, hostnames and VM names each), the longest first so that the
+# lanes end together. Three lanes on two cores: most of a lane's time is spent waiting on real
+# timers (installs, backoffs, Puppet runs), and its probes read through one connection
+# (test/support/api-get.ts) instead of a kubectl process each.
 E2E_SERIAL := test/e2e/puppet-broker-restart.test.ts test/e2e/security-outage.test.ts
 E2E_LONGEST := $(addprefix test/e2e/,puppet-runs.test.ts puppetserver.test.ts chaos.test.ts \
   puppet.test.ts rebuild.test.ts vsphere-faults.test.ts plugin.test.ts bad-input.test.ts \
   mcollective.test.ts security.test.ts placement.test.ts install.test.ts installer-iso.test.ts \
   mco-async.test.ts)
-E2E_JOBS ?= 2
+E2E_JOBS ?= 3
 E2E_RUN = node --import tsx --test --test-timeout=600000 --test-reporter=tap --test-reporter-destination=stdout \
   --test-reporter=./test/support/file-times.mjs --test-reporter-destination=stdout --test-concurrency=
 test-e2e: build ## end-to-end tests against the running stack (E2E_JOBS=1: one file at a time)

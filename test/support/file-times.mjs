@@ -1,5 +1,5 @@
 // A node:test reporter that prints, after the run, the time each test file's top-level tests took
-// (their hooks not included), longest first. The Makefile runs e2e files two at a time, the
+// (their hooks not included), longest first. The Makefile runs e2e files several at a time, the
 // longest first; this is what to order them by.
 export default async function* fileTimes(source) {
   const files = new Map();

@@ -14,6 +14,8 @@ import {
 import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
 import * as yaml from "js-yaml";
+import { GROUP, VERSION, VS_PLURAL } from "../../src/api/types.js";
+import { apiGetSync } from "./api-get.js";
 import { stackEnv } from "./env.js";
 
 export const ROOT = new URL("../..", import.meta.url).pathname;
@@ -278,8 +280,16 @@ export interface VS {
   };
 }
 
+/** The VirtualServer as the API server has it now; undefined when absent or unreachable. */
 export function getVS(ns: string, name: string): VS | undefined {
-  return tryGetJSON<VS>(["-n", ns, "get", "virtualserver", name]);
+  try {
+    const r = apiGetSync(
+      `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(ns)}/${VS_PLURAL}/${encodeURIComponent(name)}`,
+    );
+    return r.status === 200 ? (JSON.parse(r.body) as VS) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function cond(vs: VS | undefined, type: string) {
@@ -352,15 +362,16 @@ export function removeDNSNames(names: Iterable<string>): void {
   });
 }
 
-/**
- * Changes the stack's hosts file under a lock, then has dnsmasq re-read it: test files run two
- * at a time, and a read-modify-write racing another file's append would drop its records. A
- * lock older than 10 s is a crashed writer's and is broken.
- */
 /** Blocks this thread for `ms` (for synchronous helpers that wait between tries). */
 export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
+
+/**
+ * Changes the stack's hosts file under a lock, then has dnsmasq re-read it: test files run
+ * several at a time, and a read-modify-write racing another file's append would drop its
+ * records. A lock older than 10 s is a crashed writer's and is broken.
+ */
 
 function withHostsFile(change: (file: string) => void): void {
   const file = stackEnv("VSOP_DNS_HOSTS_FILE");
@@ -404,7 +415,7 @@ export interface AuditEvent {
 }
 
 /** Whether an audit event is a request of this operator process (its User-Agent names its pid):
- * every operator authenticates as the same ServiceAccount, and test files run two at a time. */
+ * every operator authenticates as the same ServiceAccount, and test files run several at a time. */
 export const madeBy =
   (op: Operator) =>
   (e: AuditEvent): boolean =>
