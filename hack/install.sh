@@ -7,23 +7,30 @@ PART=install
 
 command -v go >/dev/null || die "Go is needed to build kube-apiserver and vcsim; it is expected at /usr/local/go"
 
-# go_build_cached NAME VERSION OUT DIR PKG TIMEOUT: builds PKG of the module in DIR (its go.mod
-# pins the version) into OUT, once. Half-built output is never taken as done: it is written to
-# OUT.tmp.PID and moved into place (two installs at once: the last one wins, both work).
+# go_build_cached NAME VERSION OUT DIR PKG TIMEOUT [LDFLAGS]: builds PKG of the module in DIR (its
+# go.mod pins the version) into OUT, once. Half-built output is never taken as done: it is written
+# to OUT.tmp.PID and moved into place (two installs at once: the last one wins, both work).
 go_build_cached() {
-  local name="$1" version="$2" out="$3" dir="$4" pkg="$5" seconds="$6"
+  local name="$1" version="$2" out="$3" dir="$4" pkg="$5" seconds="$6" ldflags="${7:-}"
   [ -x "$out" ] && return 0
   log "building $name $version (once; cached at $out)"
   mkdir -p "$(dirname "$out")"
-  (cd "$dir" && CGO_ENABLED=0 timeout "$seconds" go build -trimpath -ldflags='-s -w' -o "$out.tmp.$$" "$pkg") \
+  (cd "$dir" && CGO_ENABLED=0 timeout "$seconds" go build -trimpath -ldflags="-s -w $ldflags" -o "$out.tmp.$$" "$pkg") \
     >"$CACHE/$name-build.log" 2>&1 ||
     fail_part "$name-build" "$CACHE/$name-build.log" "build failed"
   mv "$out.tmp.$$" "$out"
 }
 
+# The version a release build stamps in (make's hack/lib/version.sh does it from git): built from
+# the module, /version would say v0.0.0-master+$Format:%H$, which kubectl cannot parse.
+KUBE_MINOR="${KUBE_VERSION#v1.}"
+KUBE_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_MINOR%%.*} \
+  -X k8s.io/component-base/version.gitTreeState=clean"
+
 build_kube_apiserver() {
   go_build_cached kube-apiserver "$KUBE_VERSION" "$KUBE_APISERVER_BIN" "$ROOT/hack/kube-apiserver" \
-    k8s.io/kubernetes/cmd/kube-apiserver 3000
+    k8s.io/kubernetes/cmd/kube-apiserver 3000 "$KUBE_LDFLAGS"
 }
 
 # etcd from its Go module (hack/etcd/go.mod pins it), not Debian's 3.4: the API server streams
@@ -37,7 +44,7 @@ build_etcd() {
 build_kubectl() {
   command -v kubectl >/dev/null 2>&1 ||
     go_build_cached kubectl "$KUBE_VERSION" "$CACHE/kubectl-$KUBE_VERSION" "$ROOT/hack/kube-apiserver" \
-      k8s.io/kubernetes/cmd/kubectl 3000
+      k8s.io/kubernetes/cmd/kubectl 3000 "$KUBE_LDFLAGS"
 }
 
 # vcsim and govc from govmomi's module source, vcsim with one fix that is upstream but in no

@@ -13,7 +13,8 @@ PIDS="$STACK/pids"
 KUBE_VERSION="v1.32.13"
 GOVMOMI_VERSION="v0.46.3"
 
-KUBE_APISERVER_BIN="$CACHE/kube-apiserver-$KUBE_VERSION"
+# -v: with its version stamped in (hack/install.sh)
+KUBE_APISERVER_BIN="$CACHE/kube-apiserver-$KUBE_VERSION-v"
 # etcd's version is the one hack/etcd/go.mod pins.
 ETCD_VERSION="$(sed -n 's#^require go.etcd.io/etcd/server/v3 \(v[0-9.]*\)$#\1#p' "$ROOT/hack/etcd/go.mod")"
 ETCD_BIN="$CACHE/etcd-$ETCD_VERSION"
