@@ -286,7 +286,7 @@ export function getVS(ns: string, name: string): VS | undefined {
     const r = apiGetSync(
       `/apis/${GROUP}/${VERSION}/namespaces/${encodeURIComponent(ns)}/${VS_PLURAL}/${encodeURIComponent(name)}`,
     );
-    return r.status === 200 ? (JSON.parse(r.body) as VS) : undefined;
+    return r.status === 200 ? (r.object as VS) : undefined;
   } catch {
     return undefined;
   }
@@ -372,7 +372,6 @@ export function sleepSync(ms: number): void {
  * several at a time, and a read-modify-write racing another file's append would drop its
  * records. A lock older than 10 s is a crashed writer's and is broken.
  */
-
 function withHostsFile(change: (file: string) => void): void {
   const file = stackEnv("VSOP_DNS_HOSTS_FILE");
   const lock = `${file}.lock`;
