@@ -43,7 +43,7 @@ build_etcd() {
 # kubectl: the machine's own when it has one, otherwise built from the same module.
 build_kubectl() {
   command -v kubectl >/dev/null 2>&1 ||
-    go_build_cached kubectl "$KUBE_VERSION" "$CACHE/kubectl-$KUBE_VERSION" "$ROOT/hack/kube-apiserver" \
+    go_build_cached kubectl "$KUBE_VERSION" "$KUBECTL_DIR/kubectl" "$ROOT/hack/kube-apiserver" \
       k8s.io/kubernetes/cmd/kubectl 3000 "$KUBE_LDFLAGS"
 }
 
