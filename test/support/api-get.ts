@@ -36,7 +36,12 @@ function start(): NonNullable<typeof client> {
   });
   worker.unref();
   port1.unref();
-  return { port: port1, flag, seq: 0 };
+  const started = { port: port1, flag, seq: 0 };
+  // A worker that died (between calls: this thread runs its events then) is replaced on the next.
+  worker.once("exit", () => {
+    if (client === started) client = undefined;
+  });
+  return started;
 }
 
 /** GET `apiPath` from the stack's API server; throws when it cannot be reached in time. */
