@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // vsop command line: `vsop run` (the operator), `vsop mco …` (MCollective debugging), `--version`.
+import { enableCompileCache } from "node:module";
 import { parseRunFlags, runHelp, UsageError } from "./cli/run-flags.js";
 import { version } from "./version.js";
 
@@ -34,6 +35,11 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(runHelp());
         return 0;
       }
+      // V8's compiled code for the modules loaded below, kept on disk (NODE_COMPILE_CACHE, else
+      // the temporary directory; the image ships one): a restart compiles none of them again.
+      // Loading is on the way to the first lists and competes with the API server for CPU.
+      // Nothing fails if the directory cannot be used.
+      enableCompileCache();
       // The caches' lists go out before the rest of the operator loads (caches.ts).
       const caches = await (await import("./caches.js")).startCaches(config);
       const { runOperator } = await import("./operator.js");
