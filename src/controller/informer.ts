@@ -58,6 +58,8 @@ export interface InformerOptions<T> {
    * resourceVersions (etcd's revisions). Where they are not numbers, one list is read instead.
    */
   shards?: string[];
+  /** How many of the shards' requests are open at once (default: all of them). */
+  shardsInFlight?: number;
 }
 
 /** The bookmark annotation that ends a streamed list's initial events. */
@@ -331,8 +333,9 @@ export class Informer<T extends KubeObject> {
   }
 
   /**
-   * Lists every shard at once (streamed where the server can). Each is whole at its own version;
-   * the cache is at the oldest of them, and the watch from there skips what is already read.
+   * Lists every shard, shardsInFlight at a time, in order (streamed where the server can). Each
+   * is whole at its own version; the cache is at the oldest of them, and the watch from there
+   * skips what is already read.
    */
   private async shardedList(signal: AbortSignal, shards: string[]): Promise<void> {
     const seen = new Set<string>();
@@ -340,21 +343,20 @@ export class Informer<T extends KubeObject> {
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort);
-    let versions: string[];
+    const versions: string[] = [];
+    let next = 0;
+    const readShards = async () => {
+      while (next < shards.length && !stop.signal.aborted) {
+        const i = next++;
+        versions[i] = await this.readShard(stop.signal, shards[i]!, seen);
+      }
+    };
+    const inFlight = Math.max(
+      1,
+      Math.min(this.opts.shardsInFlight ?? shards.length, shards.length),
+    );
     try {
-      versions = await Promise.all(
-        shards.map(async (shard) => {
-          if (this.streaming) {
-            try {
-              return await this.streamShard(stop.signal, shard, seen);
-            } catch (err) {
-              if (!(err instanceof StreamRefused)) throw err;
-              this.streaming = false;
-            }
-          }
-          return this.listShard(stop.signal, shard, seen);
-        }),
-      );
+      await Promise.all(Array.from({ length: inFlight }, readShards));
     } catch (err) {
       stop.abort(); // the other shards' requests
       if (err instanceof KubeError && (err.status === 410 || err.status === 504))
@@ -369,6 +371,19 @@ export class Informer<T extends KubeObject> {
     const sorted = versions.sort((a, b) => compareVersions(a, b)!);
     this.listDone(seen, sorted[0]!);
     this.replayUntil = sorted.at(-1);
+  }
+
+  /** One shard's list, streamed while the server allows it; its resourceVersion. */
+  private async readShard(signal: AbortSignal, shard: string, seen: Set<string>) {
+    if (this.streaming) {
+      try {
+        return await this.streamShard(signal, shard, seen);
+      } catch (err) {
+        if (!(err instanceof StreamRefused)) throw err;
+        this.streaming = false;
+      }
+    }
+    return this.listShard(signal, shard, seen);
   }
 
   /**

@@ -201,6 +201,71 @@ test("shards listed plainly: the watch after them starts from the oldest and ski
   assertJoined(events, inf);
 });
 
+test("shards in flight are bounded: the next is asked as one ends, and a failure asks no more", async () => {
+  const C = "shard in (c)";
+  const D = "shard in (d)";
+  const lists: Record<string, ListStep> = {
+    [`${USER},${A}`]: { items: [obj("a", "5")], rv: "10" },
+    [`${USER},${B}`]: { items: [obj("b", "6")], rv: "11" },
+    [`${USER},${C}`]: { items: [obj("c", "7")], rv: "12" },
+    [`${USER},${D}`]: { items: [obj("d", "8")], rv: "13" },
+    [`${USER},${REST}`]: { items: [], rv: "9" },
+  };
+  // Lists that end on a later turn of the event loop, counting how many are open at once.
+  let open = 0;
+  let most = 0;
+  const asked: string[] = [];
+  const base = byShard({ [USER]: ["hang"] }, {});
+  const kube: Pick<Kube, "list" | "watch"> = {
+    watch: base.kube.watch,
+    list: async <T>(_p: string, query: Record<string, string>, onItem: (item: T) => void) => {
+      const selector = query.labelSelector ?? "";
+      asked.push(selector);
+      most = Math.max(most, ++open);
+      await new Promise((r) => setTimeout(r, 5));
+      open--;
+      const step = lists[selector]!;
+      if ("fail" in step) throw step.fail;
+      for (const o of step.items) onItem(structuredClone(o) as T);
+      return { resourceVersion: step.rv };
+    },
+  };
+  const bounded = () =>
+    new Informer<Obj>(kube, {
+      path: "/x",
+      logger: silent,
+      labelSelector: USER,
+      shards: [A, B, C, D, REST],
+      shardsInFlight: 2,
+    });
+  const inf = bounded();
+  inf.start();
+  await inf.waitForSync();
+  await inf.stop();
+  assert.equal(most, 2);
+  assert.deepEqual(
+    asked,
+    [A, B, C, D, REST].map((s) => `${USER},${s}`),
+  );
+  assert.deepEqual(names(inf), ["a@5", "b@6", "c@7", "d@8"]);
+
+  // B fails while A's end has let C go: D and the rest are not asked in that attempt (the
+  // informer's retry, later, starts again from A).
+  lists[`${USER},${B}`] = { fail: new KubeError(500, "InternalError", "boom", "GET", "/x") };
+  asked.length = 0;
+  const failing = bounded();
+  failing.start();
+  await until("B's failure", () => asked.length >= 3);
+  await new Promise((r) => setTimeout(r, 50));
+  await failing.stop();
+  const retry = asked.indexOf(`${USER},${A}`, 1);
+  const attempt = retry < 0 ? asked : asked.slice(0, retry);
+  assert.deepEqual(
+    attempt,
+    [A, B, C].map((s) => `${USER},${s}`),
+  );
+});
+
 test("a server moved between shards listed plainly is cached once, at its newest", async () => {
   // x's shard label changed at 11: shard A's list (at 10) still has it, shard B's (at 12) too.
   for (const [order, expected] of [
