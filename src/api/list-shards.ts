@@ -3,8 +3,8 @@
 // API server builds a list whole before it sends a byte (10,000 servers: ~2 s on one core); read
 // as 16 small lists, two at a time, the server builds the next while vsop parses the last, instead
 // of vsop waiting idle for all of them and then parsing alone. Servers vsop has not labelled yet
-// (new ones, or a label someone edited) are read by one more list, of the shards' complement, so
-// every server is read exactly once.
+// (new ones, or a label someone edited) are read by one more list, of the shards' complement,
+// first, so every server is read exactly once.
 
 import { GROUP } from "./types.js";
 
@@ -32,15 +32,16 @@ export function listShardOf(name: string): string {
 }
 
 /**
- * Label selectors that split the collection into `lists` lists of the labelled servers plus
- * one of all others. `notin` also selects objects without the label, and so does each list's
- * complement: together they select every object once.
+ * Label selectors that split the collection into one list of the servers without a valid shard
+ * label, first (after an upgrade from a vsop without the label, that is all of them, and it then
+ * overlaps the others rather than following them), and `lists` lists of the labelled ones.
+ * `notin` also selects objects without the label: together they select every object once.
  */
 export function listShardSelectors(lists: number): string[] {
   const all = Array.from({ length: LIST_SHARDS }, (_, i) => String(i));
   const parts = Array.from({ length: lists }, (_, p) => all.filter((_, i) => i % lists === p));
   return [
-    ...parts.map((values) => `${LIST_SHARD_LABEL} in (${values.join(",")})`),
     `${LIST_SHARD_LABEL} notin (${all.join(",")})`,
+    ...parts.map((values) => `${LIST_SHARD_LABEL} in (${values.join(",")})`),
   ];
 }
