@@ -376,14 +376,9 @@ async function floor(ns: string): Promise<Record<string, Raw>> {
     const t0 = performance.now();
     const selectors = listShardSelectors(START_LISTS);
     const parts: Raw[] = [];
-    let next = 0;
-    const reader = async () => {
-      while (next < selectors.length) {
-        const i = next++;
-        parts[i] = await one(`labelSelector=${encodeURIComponent(selectors[i]!)}`);
-      }
-    };
-    await Promise.all(Array.from({ length: START_LISTS_IN_FLIGHT }, reader));
+    await pool(selectors.length, START_LISTS_IN_FLIGHT, async (i) => {
+      parts[i] = await one(`labelSelector=${encodeURIComponent(selectors[i]!)}`);
+    });
     return {
       ms: performance.now() - t0,
       bytes: parts.reduce((n, p) => n + p.bytes, 0),
