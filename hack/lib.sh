@@ -10,7 +10,7 @@ LOGS="$STACK/logs"
 PIDS="$STACK/pids"
 
 # Pinned versions of what the stack builds with Go.
-KUBE_VERSION="v1.32.13"
+KUBE_VERSION="v1.37.2"
 GOVMOMI_VERSION="v0.46.3"
 
 # -v: with its version stamped in (hack/install.sh)

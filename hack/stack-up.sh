@@ -73,9 +73,12 @@ omitStages: ["RequestReceived"]
 rules:
   - level: Metadata
 EOF
+# No endpoint reconciler: nothing here runs in a pod to reach the `kubernetes` Service, and since
+# Kubernetes 1.37 (at least) the reconciler refuses a loopback advertise address.
 start_bg kube-apiserver "$KUBE_APISERVER_BIN" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$KUBE_PORT" \
+  --endpoint-reconciler-type none \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \

@@ -178,6 +178,6 @@ export const SCHEMA_ROWS: SchemaRow[] = [
   klass(
     "placement without a datastore",
     (s) => delete s.placement!.datastore,
-    /spec\.placement: Invalid value: "object": set exactly one of placement\.datastore and placement\.datastoreCluster/,
+    /spec\.placement: Invalid value: (?:"object": )?set exactly one of placement\.datastore and placement\.datastoreCluster/,
   ),
 ];
