@@ -26,6 +26,9 @@ export function kubectl(args: string[], input?: string): string {
   return execFileSync("kubectl", args, {
     encoding: "utf8",
     input,
+    // Beyond the 1 MiB default: `get -A -o json` on a stack that also holds a kept scale bench
+    // (`make bench SCALE=10000 SCALE_KEEP=1`: ~50 MiB of servers) threw ENOBUFS.
+    maxBuffer: 256 << 20,
     env: { ...process.env, KUBECONFIG: stackEnv("KUBECONFIG") },
     stdio: ["pipe", "pipe", "pipe"],
   });
