@@ -571,8 +571,8 @@ function report(title: string, first: Run, restart: Run): void {
   ] as const) {
     console.log(
       `  ${name.padEnd(14)} caches synced ${secs(r.syncMs).padStart(8)} after spawn ` +
-        `(floor just before: one LIST ${secs(r.floorMs)}) ` +
-        `(${secs(r.startMs)} to start listing; CPU vsop ${secs(r.cpuToSync.operator)}, ` +
+        `(floor just before: one LIST ${secs(r.floorMs)}; ` +
+        `${secs(r.startMs)} to start listing; CPU vsop ${secs(r.cpuToSync.operator)}, ` +
         `API server ${secs(r.cpuToSync.apiServer)}); ` +
         `RSS ${mib(r.afterSync.rssKiB)} (peak ${mib(r.afterSync.hwmKiB)}) then; ` +
         `first pass ${secs(r.passMs)}, RSS ${mib(r.afterPass.rssKiB)} (peak ${mib(r.afterPass.hwmKiB)}); ` +
