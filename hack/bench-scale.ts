@@ -10,9 +10,10 @@
 //   3. the operator (node dist/main.js run --namespace NS, as the e2e harness runs it), twice:
 //      a first start and a quiet restart. For each: time from spawn to its "caches synced" log
 //      line, the CPU the operator and the API server used until then (/proc/PID/stat: on two
-//      cores they share the machine, and the server's encoding bounds the sync), RSS
-//      (/proc/PID/status VmRSS, and the peak VmHWM) after sync and after the first reconcile
-//      pass, and the writes it made to the namespace (the API server's audit log);
+//      cores they share the machine, and the server's encoding bounds the sync), the API
+//      server's garbage collections meanwhile (its /metrics; the summary parts the starts by
+//      them), RSS (/proc/PID/status VmRSS, and the peak VmHWM) after sync and after the first
+//      reconcile pass, and the writes it made to the namespace (the API server's audit log);
 //   4. deletes the objects and the namespace.
 // It prints figures and asserts nothing.
 //
@@ -419,6 +420,17 @@ function apiServerPid(): number {
   );
 }
 
+/**
+ * Garbage collections the API server has finished (its Go runtime's count, from /metrics). Its
+ * heap holds the watch cache (10,000 servers' worth) and a full list's garbage brings a cycle
+ * every few lists; one that falls within a start's sync takes CPU from it on two shared cores.
+ * Counted at the end of each cycle, so a cycle that began before the spawn counts too.
+ */
+async function apiServerGcCycles(): Promise<number> {
+  const r = await rawGet("/metrics");
+  return metric(Buffer.concat(r.body).toString("utf8"), "go_gc_duration_seconds_count");
+}
+
 function memory(pid: number): Memory {
   const s = readFileSync(`/proc/${pid}/status`, "utf8");
   const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? 0);
@@ -437,6 +449,8 @@ interface Run {
   syncMs: number;
   /** CPU ms from spawn to "caches synced": the operator's, and the API server's meanwhile. */
   cpuToSync: { operator: number; apiServer: number };
+  /** The API server's garbage collections from spawn to "caches synced". */
+  apiServerGcs: number;
   afterSync: Memory;
   passMs: number;
   afterPass: Memory;
@@ -484,6 +498,7 @@ async function runOperator(
   const [metrics, health, provisioning] = await Promise.all([freePort(), freePort(), freePort()]);
   const since = new Date();
   const apiServer = apiServerPid();
+  const gcs0 = await apiServerGcCycles();
   const apiServerCpu0 = cpuMs(apiServer);
   const t0 = Date.now();
   const op = startOperator(
@@ -511,6 +526,7 @@ async function runOperator(
       operator: cpuMs(op.proc.pid!),
       apiServer: cpuMs(apiServer) - apiServerCpu0,
     };
+    const apiServerGcs = (await apiServerGcCycles()) - gcs0;
     // The first pass: every object reconciled once (each fails ClassNotFound and is retried
     // later with backoff, so the count passes SCALE once the queue has been through them all).
     let passMs = 0;
@@ -537,6 +553,7 @@ async function runOperator(
       startMs: loggedAt(op, "vsop starting")! - t0,
       syncMs: synced - t0,
       cpuToSync,
+      apiServerGcs,
       afterSync,
       passMs,
       afterPass,
@@ -573,7 +590,7 @@ function report(title: string, first: Run, restart: Run): void {
       `  ${name.padEnd(14)} caches synced ${secs(r.syncMs).padStart(8)} after spawn ` +
         `(floor just before: one LIST ${secs(r.floorMs)}; ` +
         `${secs(r.startMs)} to start listing; CPU vsop ${secs(r.cpuToSync.operator)}, ` +
-        `API server ${secs(r.cpuToSync.apiServer)}); ` +
+        `API server ${secs(r.cpuToSync.apiServer)}, ${r.apiServerGcs} of its GCs); ` +
         `RSS ${mib(r.afterSync.rssKiB)} (peak ${mib(r.afterSync.hwmKiB)}) then; ` +
         `first pass ${secs(r.passMs)}, RSS ${mib(r.afterPass.rssKiB)} (peak ${mib(r.afterPass.hwmKiB)}); ` +
         `${secs(quiet[name])} later RSS ${mib(r.end.rssKiB)} (peak ${mib(r.end.hwmKiB)}); ` +
@@ -615,6 +632,17 @@ function summary(title: string, rounds: { first: Run; restart: Run }[]): void {
     runs.map((r) => r.cpuToSync.apiServer),
     secs,
   );
+  // The same starts parted by whether the API server collected garbage during the sync.
+  for (const [label, part] of [
+    ["synced, no API server GC meanwhile", runs.filter((r) => r.apiServerGcs === 0)],
+    ["synced, API server GC meanwhile", runs.filter((r) => r.apiServerGcs > 0)],
+  ] as const)
+    if (part.length)
+      line(
+        `${label} (${part.length})`,
+        part.map((r) => r.syncMs),
+        secs,
+      );
   line(
     "peak RSS to the end of the first pass",
     runs.map((r) => r.afterPass.hwmKiB),
