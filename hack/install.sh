@@ -40,11 +40,12 @@ build_etcd() {
   go_build_cached etcd "$ETCD_VERSION" "$ETCD_BIN" "$ROOT/hack/etcd" go.etcd.io/etcd/server/v3 1800
 }
 
-# kubectl: the machine's own when it has one, otherwise built from the same module.
+# kubectl of the API server's own version, from the same module, first on the stack's PATH: a
+# machine's kubectl may be several minors away (this kind ships Google Cloud SDK's 1.32), outside
+# the one minor of skew kubectl supports.
 build_kubectl() {
-  command -v kubectl >/dev/null 2>&1 ||
-    go_build_cached kubectl "$KUBE_VERSION" "$KUBECTL_DIR/kubectl" "$ROOT/hack/kube-apiserver" \
-      k8s.io/kubernetes/cmd/kubectl 3000 "$KUBE_LDFLAGS"
+  go_build_cached kubectl "$KUBE_VERSION" "$KUBECTL_DIR/kubectl" "$ROOT/hack/kube-apiserver" \
+    k8s.io/kubernetes/cmd/kubectl 3000 "$KUBE_LDFLAGS"
 }
 
 # vcsim and govc from govmomi's module source, vcsim with one fix that is upstream but in no

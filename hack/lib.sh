@@ -26,10 +26,10 @@ GOVMOMI_BIN="$CACHE/govmomi-$GOVMOMI_VERSION-p1"
 NODE_VERSION="24.21.0"
 NODE_DIR="$CACHE/node-v$NODE_VERSION"
 
-# kubectl: the machine's own when it has one, else the one hack/install.sh builds, last on PATH.
+# kubectl of the API server's version, which hack/install.sh builds, before the machine's own.
 KUBECTL_DIR="$CACHE/kubectl-$KUBE_VERSION-v"
 
-export PATH="$NODE_DIR/bin:/usr/local/go/bin:$PATH:$KUBECTL_DIR"
+export PATH="$NODE_DIR/bin:$KUBECTL_DIR:/usr/local/go/bin:$PATH"
 
 log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${PART:-stack}" "$*" >&2; }
 die() {

@@ -174,7 +174,7 @@ export VSOP_MCO_CLIENT_CONFIG="$STACK/mcollective/client.cfg"
 export VSOP_DNS_SERVER="127.0.0.1:$DNS_PORT"
 export VSOP_DNS_HOSTS_FILE="$STACK/dns/hosts"
 export VSOP_DNS_PIDFILE="$PIDS/dnsmasq.pid"
-export PATH="$GOVMOMI_BIN:\$PATH:$KUBECTL_DIR"
+export PATH="$GOVMOMI_BIN:$KUBECTL_DIR:\$PATH"
 EOF
 cat "$STACK/broker.env" "$STACK/puppet.env" >>"$STACK/env"
 trap - ERR
