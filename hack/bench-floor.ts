@@ -99,7 +99,7 @@ export async function runFloor(o: FloorOptions): Promise<FloorResult> {
       url: o.vcenter.url,
       caBundle: o.vcenter.caBundle,
       // A task's time, not a call's: under 1,000 tasks at once vcsim's calls stall (at 60 s
-      // the N=1000 floor failed; with this it finished in 134 s).
+      // the N=1000 floor failed; with this it finished, in 149 s).
       timeoutMs: o.taskTimeoutMs,
       onCall: (m) => void (soap[m] = (soap[m] ?? 0) + 1),
     },

@@ -33,6 +33,7 @@ import net from "node:net";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { serversPath } from "./bench-kube.js";
 import { median } from "./bench-stats.js";
 import {
   LIST_SHARD_LABEL,
@@ -41,7 +42,7 @@ import {
   START_LISTS,
   START_LISTS_IN_FLIGHT,
 } from "../src/api/list-shards.js";
-import { API_VERSION, GROUP, VERSION, VS_PLURAL } from "../src/api/types.js";
+import { API_VERSION } from "../src/api/types.js";
 import { Kube } from "../src/controller/kube.js";
 import { fromFile } from "../src/controller/kubeconfig.js";
 import { scrub } from "../src/observability/redact.js";
@@ -200,8 +201,6 @@ async function pool(n: number, limit: number, fn: (i: number) => Promise<void>):
     }),
   );
 }
-
-const serversPath = (ns: string) => `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${VS_PLURAL}`;
 
 async function createServers(kube: Kube, ns: string, id: string, cls: string): Promise<void> {
   const base = serversPath(ns);
